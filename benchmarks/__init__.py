@@ -1,0 +1,1 @@
+"""Benchmarks of dsv against git and Oxen (see docs/performance.md)."""

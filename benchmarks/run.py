@@ -1,0 +1,299 @@
+"""Run the same dataset-versioning steps with dsv, git and Oxen; print medians and ratios.
+
+Each step is a whole process (start-up included), tools are interleaved within every run so
+that drift of this shared machine hits all of them alike, and each figure is the median of
+the runs. See docs/performance.md for the method and the latest results.
+
+    python -m benchmarks.run --count 100000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.generate import generate
+
+__all__ = ["Measurement", "run_benchmark"]
+
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+Measurement = tuple[float, int]  # seconds, peak RSS in KiB
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Measurement:
+    """Run one process to completion; its wall time and peak RSS."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise RuntimeError(f"{' '.join(args)} failed in {cwd} ({proc.returncode}): {err}")
+    if proc.stderr:
+        proc.stderr.close()
+    return elapsed, usage.ru_maxrss
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _dsv(*args: str) -> list[str]:
+    return [str(BIN / "dsv"), *args]
+
+
+class Tool:
+    name = ""
+    store = ""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = env
+
+    def run(self, *args: str) -> Measurement:
+        return _run(list(args), self.root, self.env)
+
+    def prepare(self) -> None: ...
+    def commit_v1(self) -> Measurement:
+        raise NotImplementedError
+
+    def commit_v2(self) -> Measurement:
+        raise NotImplementedError
+
+    def diff(self) -> Measurement:
+        raise NotImplementedError
+
+    def checkout_v1(self) -> Measurement:
+        raise NotImplementedError
+
+
+def _sum(*steps: Measurement) -> Measurement:
+    return sum(s[0] for s in steps), max(s[1] for s in steps)
+
+
+class Dsv(Tool):
+    name, store = "dsv", ".dsv"
+
+    def prepare(self) -> None:
+        self.run(*_dsv("init"))
+
+    def commit_v1(self) -> Measurement:
+        return _sum(
+            self.run(*_dsv("add", "data.jsonl", "--key", "id")),
+            self.run(*_dsv("commit", "-m", "v1")),
+        )
+
+    def commit_v2(self) -> Measurement:
+        return self.run(*_dsv("commit", "-a", "-m", "v2"))
+
+    def diff(self) -> Measurement:
+        return self.run(*_dsv("diff", "HEAD~1", "HEAD", "--format", "jsonl"))
+
+    def checkout_v1(self) -> Measurement:
+        return self.run(*_dsv("checkout", "HEAD~1"))
+
+    def status(self) -> Measurement:
+        return self.run(*_dsv("status", "--porcelain"))
+
+
+class Git(Tool):
+    name, store = "git", ".git"
+
+    def prepare(self) -> None:
+        self.run("git", "init", "-q")
+
+    def commit_v1(self) -> Measurement:
+        return _sum(self.run("git", "add", "data.jsonl"), self.run("git", "commit", "-qm", "v1"))
+
+    def commit_v2(self) -> Measurement:
+        return self.run("git", "commit", "-qam", "v2")
+
+    def diff(self) -> Measurement:
+        return self.run("git", "diff", "--stat", "HEAD~1", "HEAD")
+
+    def checkout_v1(self) -> Measurement:
+        return self.run("git", "checkout", "-q", "HEAD~1")
+
+
+_OXEN_COMMIT = "import oxen, sys; r = oxen.Repo('.'); r.add('data.jsonl'); r.commit(sys.argv[1])"
+# Oxen checks out branches, not commit ids: mark v1 with a branch (not timed).
+_OXEN_MARK = "import oxen; r = oxen.Repo('.'); r.checkout('v1', create=True); r.checkout('main')"
+_OXEN_DIFF = (
+    "import oxen; r = oxen.Repo('.'); c = [x.id for x in r.log()];"
+    " d = oxen.diff('data.jsonl', repo_dir='.', revision_left=c[1], revision_right=c[0],"
+    " keys=['id']); d.tabular"
+)
+
+
+class Oxen(Tool):
+    name, store = "oxen", ".oxen"
+
+    def prepare(self) -> None:
+        self.run(PYTHON, "-c", "import oxen; oxen.Repo('.').init()")
+
+    def commit_v1(self) -> Measurement:
+        measured = self.run(PYTHON, "-c", _OXEN_COMMIT, "v1")
+        self.run(PYTHON, "-c", _OXEN_MARK)
+        return measured
+
+    def commit_v2(self) -> Measurement:
+        return self.run(PYTHON, "-c", _OXEN_COMMIT, "v2")
+
+    def diff(self) -> Measurement:
+        return self.run(PYTHON, "-c", _OXEN_DIFF)
+
+    def checkout_v1(self) -> Measurement:
+        return self.run(PYTHON, "-c", "import oxen; oxen.Repo('.').checkout('v1')")
+
+
+TOOLS: dict[str, type[Tool]] = {"dsv": Dsv, "git": Git, "oxen": Oxen}
+STEPS = ("commit_v1", "commit_v2", "diff", "checkout_v1")
+
+
+def _environment(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+        DSV_AUTHOR_NAME="bench",
+        DSV_AUTHOR_EMAIL="bench@example.com",
+    )
+    (home / ".config" / "oxen").mkdir(parents=True, exist_ok=True)
+    (home / ".config" / "oxen" / "user_config.toml").write_text(
+        'name = "bench"\nemail = "bench@example.com"\n'
+    )
+    return env
+
+
+def _log_repo(work: Path, env: dict[str, str], commits: int) -> Path:
+    """A repository with `commits` versions, built through the library in one process."""
+    root = work / "log-repo"
+    here = str(Path(__file__).resolve().parent.parent)
+    env = {**env, "PYTHONPATH": here + os.pathsep + env.get("PYTHONPATH", "")}
+    _run([PYTHON, "-m", "benchmarks.history", str(root), str(commits)], work, env)
+    return root
+
+
+def run_benchmark(
+    count: int,
+    runs: int,
+    tools: list[str],
+    work: Path,
+    *,
+    log_commits: int = 10_000,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, object]:
+    """Measure every step; return {'medians': {tool: {step: s}}, 'sizes': ..., 'dsv_only': ...}."""
+    data = work / "data"
+    v1, v2 = generate(count, data)
+    env = _environment(work / "home")
+    times: dict[str, dict[str, list[float]]] = {t: {s: [] for s in STEPS} for t in tools}
+    rss: dict[str, dict[str, int]] = {t: dict.fromkeys(STEPS, 0) for t in tools}
+    sizes: dict[str, list[int]] = {t: [] for t in tools}
+    status: list[float] = []
+    for run in range(runs):
+        for name in tools:
+            root = work / f"{name}-{run}"
+            root.mkdir()
+            tool = TOOLS[name](root, env)
+            tool.prepare()
+            shutil.copyfile(v1, root / "data.jsonl")
+            for step in STEPS:
+                if step == "commit_v2":
+                    shutil.copyfile(v2, root / "data.jsonl")
+                if step == "checkout_v1":
+                    sizes[name].append(_size(root / tool.store))
+                seconds, peak = getattr(tool, step)()
+                times[name][step].append(seconds)
+                rss[name][step] = max(rss[name][step], peak)
+                progress(f"run {run + 1}/{runs} {name} {step}: {seconds:.3f} s")
+            if isinstance(tool, Dsv):
+                tool.status()  # the first status after a checkout proves the fresh stats
+                status.extend(tool.status()[0] for _ in range(3))
+            shutil.rmtree(root)
+    medians = {t: {s: statistics.median(v) for s, v in steps.items()} for t, steps in times.items()}
+    result: dict[str, object] = {
+        "count": count,
+        "bytes": v1.stat().st_size,
+        "runs": runs,
+        "medians": medians,
+        "peak_rss_kib": rss,
+        "store_bytes": {t: statistics.median(v) for t, v in sizes.items()},
+    }
+    if "dsv" in tools:
+        result["dsv_status"] = statistics.median(status)
+        if log_commits:
+            log_root = _log_repo(work, env, log_commits)
+            result["dsv_log_20"] = statistics.median(
+                _run(_dsv("log", "-n", "20"), log_root, env)[0] for _ in range(max(runs, 3))
+            )
+    return result
+
+
+def format_table(result: dict[str, object]) -> str:
+    """Markdown table of medians with dsv/peer ratios."""
+    medians: dict[str, dict[str, float]] = result["medians"]  # type: ignore[assignment]
+    sizes: dict[str, float] = result["store_bytes"]  # type: ignore[assignment]
+    peers = [t for t in medians if t != "dsv"]
+    head = "| step | " + " | ".join(medians) + " | " + " | ".join(f"dsv/{p}" for p in peers)
+    lines = [head + " |", "|---" * (1 + len(medians) + len(peers)) + "|"]
+    for step in STEPS:
+        row = [f"{medians[t][step]:.3f} s" for t in medians]
+        ratios = [f"{medians['dsv'][step] / medians[p][step]:.2f}x" for p in peers]
+        lines.append(f"| {step} | " + " | ".join(row + ratios) + " |")
+    row = [f"{sizes[t] / 2**20:.1f} MiB" for t in medians]
+    ratios = [f"{sizes['dsv'] / sizes[p]:.2f}x" for p in peers]
+    lines.append("| store size | " + " | ".join(row + ratios) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tools", default="dsv,git,oxen")
+    parser.add_argument("--log-commits", type=int, default=10_000)
+    parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--json", type=Path, help="also write the raw result here")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="dsv-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_benchmark(
+            args.count,
+            args.runs,
+            args.tools.split(","),
+            work,
+            log_commits=args.log_commits,
+            progress=lambda m: print(m, file=sys.stderr),
+        )
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    print(format_table(result))
+    for key in ("dsv_status", "dsv_log_20"):
+        if key in result:
+            print(f"{key}: {result[key]:.3f} s")
+    print("peak RSS (KiB):", json.dumps(result["peak_rss_kib"]))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

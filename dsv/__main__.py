@@ -1,0 +1,5 @@
+"""`python -m dsv`."""
+
+from dsv.cli import main
+
+main()

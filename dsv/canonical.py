@@ -1,0 +1,173 @@
+"""Canonical JSON: the one byte form of a datapoint that dsv hashes (docs/format.md §2)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import msgspec
+
+from dsv.errors import BadInput
+
+__all__ = [
+    "CanonicalError",
+    "canonicalize",
+    "canonicalize_many",
+    "decode_canonical",
+    "encode_canonical",
+]
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder(order="sorted")
+_encode = _encoder.encode
+_encode_lines = _encoder.encode_lines
+_BYTE_POS = re.compile(r"\(byte (\d+)\)")
+
+
+class CanonicalError(BadInput):
+    """A record that has no canonical form; `offset` is the byte offset in the record, if known."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise CanonicalError(f"duplicate key {key!r} in object")
+            seen.add(key)
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise CanonicalError(f"{name} is not a JSON number")
+
+
+def _strict_load(raw: bytes) -> Any:
+    """Slow path: the stdlib parser, which sees every key pair and so every duplicate."""
+    try:
+        return json.loads(
+            raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise CanonicalError(f"malformed JSON: {exc.msg}", exc.pos) from exc
+
+
+def _decode(raw: bytes | memoryview) -> Any:
+    try:
+        return _decoder.decode(raw)
+    except RecursionError as exc:
+        raise CanonicalError("malformed JSON: nested too deeply") from exc
+    except UnicodeDecodeError as exc:
+        # msgspec reports the position inside the string value; recompute it for the record.
+        try:
+            bytes(raw).decode("utf-8")
+            offset = None
+        except UnicodeDecodeError as whole:
+            offset = whole.start
+        raise CanonicalError("invalid UTF-8", offset) from exc
+    except msgspec.ValidationError as exc:
+        raise CanonicalError(f"invalid JSON: {_plain(str(exc))}") from exc
+    except msgspec.DecodeError as exc:
+        text = str(exc)
+        match = _BYTE_POS.search(text)
+        offset = int(match.group(1)) if match else None
+        if text == "Input data was truncated":
+            text = "malformed JSON: unexpected end of input or an invalid \\u escape"
+            offset = len(raw)
+        elif offset is not None:
+            if offset and raw[offset - 1 : offset] == b"-":
+                offset -= 1
+            rest = bytes(raw[offset : offset + 9])
+            for word in (b"NaN", b"Infinity", b"-Infinity"):
+                if rest.startswith(word):
+                    raise CanonicalError(f"{word.decode()} is not a JSON number", offset) from exc
+        text = text.replace("JSON is malformed: ", "malformed JSON: ")
+        raise CanonicalError(_plain(text), offset) from exc
+
+
+def _plain(text: str) -> str:
+    text = _BYTE_POS.sub("", text).replace(" - at `$[...]`", "").strip()
+    return text[:1].lower() + text[1:]
+
+
+def canonicalize(raw: bytes | memoryview) -> bytes:
+    """Return the canonical bytes of one JSON object given as `raw` UTF-8 text."""
+    value = _decode(raw)
+    if not isinstance(value, dict):
+        kind = "array" if isinstance(value, list) else type(value).__name__
+        kind = {"str": "string", "int": "number", "float": "number", "NoneType": "null"}.get(
+            kind, kind
+        )
+        raise CanonicalError(f"record is a JSON {kind}, not an object")
+    out = _encode(value)
+    raw_bytes = bytes(raw)
+    # msgspec keeps the last of duplicate keys silently. Dropping a pair always drops at least
+    # one ':' (its own), and re-encoding preserves every ':' inside strings unless the input
+    # spelled one as a \u escape; so equal ':' counts and no \u escape prove no duplicates.
+    if b"\\u" in raw_bytes or raw_bytes.count(b":") != out.count(b":"):
+        _strict_load(raw_bytes)
+    return out
+
+
+def canonicalize_many(raws: list[bytes]) -> list[bytes]:
+    """`canonicalize` of each record, with one encoder call for the whole batch.
+
+    On any problem it falls back to one record at a time, so the error names the record.
+    """
+    try:
+        values = [_decoder.decode(raw) for raw in raws]
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return [canonicalize(raw) for raw in raws]
+    for value in values:
+        if type(value) is not dict:
+            return [canonicalize(raw) for raw in raws]
+    # Canonical JSON has no raw newline, so one encode_lines call splits back per record.
+    out = _encode_lines(values)
+    joined = b"".join(raws)
+    if b"\\u" in joined or joined.count(b":") != out.count(b":"):
+        return [canonicalize(raw) for raw in raws]
+    parts = out.split(b"\n")
+    parts.pop()
+    return parts
+
+
+def encode_canonical(value: dict[str, Any]) -> bytes:
+    """Canonical bytes of an in-memory JSON object (rejects non-finite floats)."""
+    if not isinstance(value, dict):
+        raise CanonicalError("record is not a JSON object")
+    try:
+        out = _encode(value)
+    except UnicodeEncodeError as exc:
+        raise CanonicalError("string holds an unpaired surrogate") from exc
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise CanonicalError(f"value is not JSON: {exc}") from exc
+    # msgspec writes NaN and infinities as null; only then is the slow walk needed.
+    if b"null" in out:
+        _reject_non_finite(value)
+    return out
+
+
+def _reject_non_finite(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise CanonicalError(f"{item} is not a JSON number (NaN and Infinity are not allowed)")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def decode_canonical(data: bytes) -> dict[str, Any]:
+    """Decode canonical bytes back into a JSON object."""
+    value = _decode(data)
+    assert isinstance(value, dict)
+    return value

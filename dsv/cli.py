@@ -1,0 +1,772 @@
+"""The `dsv` command: parses arguments, calls dsv.ops, formats the result. Nothing else."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from dsv import ops
+from dsv.cli_remote import register
+from dsv.errors import DsvError
+from dsv.objects import Commit, Kind
+from dsv.repo import Repository
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+SHORT = 12
+
+
+def short(oid: bytes) -> str:
+    return oid.hex()[:SHORT]
+
+
+def format_time(when: int, tz: int) -> str:
+    zone = dt.timezone(dt.timedelta(minutes=tz))
+    stamp = dt.datetime.fromtimestamp(when, zone)
+    sign = "-" if tz < 0 else "+"
+    return stamp.strftime("%Y-%m-%d %H:%M:%S ") + f"{sign}{abs(tz) // 60:02d}{abs(tz) % 60:02d}"
+
+
+def iso_time(when: int, tz: int) -> str:
+    return dt.datetime.fromtimestamp(when, dt.timezone(dt.timedelta(minutes=tz))).isoformat()
+
+
+def emit_json(value: Any) -> None:
+    click.echo(msgspec.json.encode(value).decode())
+
+
+class DsvGroup(click.Group):
+    """Runs a command and turns every DsvError into `error: …` plus an exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Like click's, but usage errors are one `error: …` line with a hint, too."""
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else "")
+            code = 0
+        except click.ClickException as exc:
+            message = exc.format_message().rstrip(".")
+            click.echo(f"error: {message[:1].lower()}{message[1:]}", err=True)
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                click.echo(f"hint: see '{ctx.command_path} --help'", err=True)
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DsvError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            # The reader (e.g. `head`) went away; that is not an error of ours.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(1)
+
+
+class PathsAfterDashes(click.Command):
+    """A command taking `[ARGS] -- PATH...`: what follows `--` lands in ctx.meta['paths']."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            at = args.index("--")
+            ctx.meta["paths"] = args[at + 1 :]
+            args = args[:at]
+        else:
+            ctx.meta["paths"] = []
+        return super().parse_args(ctx, args)
+
+
+def open_repo(ctx: click.Context) -> Repository:
+    return Repository.open(ctx.obj.get("cwd") or ".")
+
+
+def user_paths(ctx: click.Context, paths: list[str] | tuple[str, ...]) -> list[str]:
+    """Paths as typed, made absolute against the directory dsv runs in (`-C` or the cwd)."""
+    base = os.path.abspath(ctx.obj.get("cwd") or ".")
+    return [os.path.join(base, path) for path in paths]
+
+
+@click.group(name="dsv", cls=DsvGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dsv", prog_name="dsv")
+@click.option("-C", "cwd", metavar="PATH", help="Run as if dsv was started in PATH.")
+@click.pass_context
+def main(ctx: click.Context, cwd: str | None) -> None:
+    """dsv: version control for LLM-evaluation datasets.
+
+    \b
+    Example:
+      dsv init && dsv add evals/qa.jsonl && dsv commit -m "first version"
+    """
+    ctx.ensure_object(dict)
+    if cwd:
+        if not os.path.isdir(cwd):
+            raise click.BadParameter(f"{cwd}: no such directory", param_hint="-C")
+        ctx.obj["cwd"] = cwd
+
+
+# -- setting up and staging -----------------------------------------------------------------
+
+
+@main.command()
+@click.argument("path", default=".", required=False)
+@click.option("--branch", "-b", default="main", show_default=True, help="Name of the first branch.")
+@click.pass_context
+def init(ctx: click.Context, path: str, branch: str) -> None:
+    """Create an empty repository.
+
+    \b
+    Example:
+      dsv init my-evals
+    """
+    base = ctx.obj.get("cwd") or "."
+    repo = Repository.init(os.path.join(base, path), branch=branch)
+    click.echo(f"Initialized empty dsv repository in {repo.dsv_dir}")
+
+
+def _split_key(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(part.strip() for part in value.split(","))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--key", metavar="FIELD,...", help="Fields that identify a datapoint (for diffs).")
+@click.pass_context
+def add(ctx: click.Context, paths: tuple[str, ...], key: str | None) -> None:
+    """Stage dataset files (.jsonl .json .csv .tsv .parquet) or directories of them.
+
+    \b
+    Example:
+      dsv add evals/qa.jsonl --key id
+    """
+    with open_repo(ctx) as repo:
+        names = ops.add(repo, user_paths(ctx, paths), key=_split_key(key))
+    for name in names:
+        click.echo(f"add {name}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--cached", is_flag=True, help="Only unstage; keep the file.")
+@click.option("--force", "-f", is_flag=True, help="Delete the file even if it has changes.")
+@click.pass_context
+def rm(ctx: click.Context, paths: tuple[str, ...], cached: bool, force: bool) -> None:
+    """Stop tracking datasets (and delete their files unless --cached).
+
+    \b
+    Example:
+      dsv rm --cached evals/old.jsonl
+    """
+    with open_repo(ctx) as repo:
+        for name in ops.remove(repo, user_paths(ctx, paths), cached=cached, force=force):
+            click.echo(f"rm {name}")
+
+
+@main.command()
+@click.argument("source")
+@click.argument("destination")
+@click.pass_context
+def mv(ctx: click.Context, source: str, destination: str) -> None:
+    """Rename a tracked dataset file.
+
+    \b
+    Example:
+      dsv mv qa.jsonl evals/qa.jsonl
+    """
+    with open_repo(ctx) as repo:
+        src, dst = user_paths(ctx, [source, destination])
+        click.echo(f"mv {ops.repo_path(repo, src)} -> {ops.move(repo, src, dst)}")
+
+
+# -- status, commit, log, show ----------------------------------------------------------------
+
+
+def _describe(entry: ops.DatasetStatus, state: str, *, staged: bool) -> str:
+    """Counts of the staged change (index vs HEAD) or the unstaged one (file vs index)."""
+    if staged:
+        count, added, removed = entry.staged_count, entry.staged_added, entry.staged_removed
+    else:
+        count, added, removed = entry.count, entry.unstaged_added, entry.unstaged_removed
+    if state == "added":
+        return f"{count} datapoints"
+    if state == "deleted":
+        return f"{removed} datapoints"
+    return f"{count} datapoints, +{added} -{removed}"
+
+
+@main.command()
+@click.option("--porcelain", is_flag=True, help="One stable line per changed dataset: A|M|D PATH.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of changed datasets.")
+@click.pass_context
+def status(ctx: click.Context, porcelain: bool, as_json: bool) -> None:
+    """Show datasets changed in the index and the working files.
+
+    \b
+    Example:
+      dsv status --porcelain
+    """
+    with open_repo(ctx) as repo:
+        entries = ops.status(repo)
+        branch = repo.current_branch()
+        head = repo.head()
+    if porcelain:
+        for entry in entries:
+            click.echo(f"{entry.letter} {entry.path}")
+        return
+    if as_json:
+        emit_json([msgspec.structs.asdict(e) for e in entries])
+        return
+    click.echo(f"On branch {branch}" if branch else f"HEAD detached at {short(head or b'')}")
+    staged = [e for e in entries if e.staged]
+    unstaged = [e for e in entries if e.unstaged]
+    if staged:
+        click.echo("Changes to be committed:")
+        for e in staged:
+            assert e.staged
+            click.echo(f"  {e.staged + ':':<10}{e.path} ({_describe(e, e.staged, staged=True)})")
+    if unstaged:
+        click.echo("Changes not staged for commit (dsv add, or dsv commit -a):")
+        for e in unstaged:
+            assert e.unstaged
+            click.echo(
+                f"  {e.unstaged + ':':<10}{e.path} ({_describe(e, e.unstaged, staged=False)})"
+            )
+    if not entries:
+        click.echo("nothing to commit, working tree clean")
+
+
+@main.command()
+@click.option("-m", "--message", required=True, help="What changed and why.")
+@click.option("-a", "--all", "all_", is_flag=True, help="First stage every changed tracked file.")
+@click.option("--author", metavar="'NAME <EMAIL>'", help="Override the author.")
+@click.pass_context
+def commit(ctx: click.Context, message: str, all_: bool, author: str | None) -> None:
+    """Record the staged datasets as a new version.
+
+    \b
+    Example:
+      dsv commit -a -m "fix 3 wrong answers"
+    """
+    with open_repo(ctx) as repo:
+        oid = ops.commit(repo, message, all=all_, author=author)
+        branch = repo.current_branch() or "detached HEAD"
+    click.echo(f"[{branch} {short(oid)}] {message.strip().splitlines()[0]}")
+
+
+def _decorations(repo: Repository) -> dict[bytes, list[str]]:
+    out: dict[bytes, list[str]] = {}
+    current = repo.current_branch()
+    head = repo.head()
+    if head and not current:
+        out.setdefault(head, []).append("HEAD")
+    for name, oid, is_current in ops.list_branches(repo):
+        out.setdefault(oid, []).append(f"HEAD -> {name}" if is_current else name)
+    for name, oid in ops.list_tags(repo):
+        out.setdefault(oid, []).append(f"tag: {name}")
+    for env in ops.list_envs(repo):
+        out.setdefault(env.oid, []).append(f"env: {env.name}")
+    return out
+
+
+def _commit_json(oid: bytes, entry: Commit, refs: list[str]) -> dict[str, Any]:
+    return {
+        "oid": oid.hex(),
+        "parents": [p.hex() for p in entry.parents],
+        "author": entry.author,
+        "time": iso_time(entry.time, entry.tz),
+        "message": entry.message,
+        "refs": refs,
+    }
+
+
+def _print_commit(oid: bytes, entry: Commit, refs: list[str]) -> None:
+    deco = f" ({', '.join(refs)})" if refs else ""
+    click.echo(click.style(f"version {oid.hex()}", fg="yellow") + deco)
+    if len(entry.parents) > 1:
+        click.echo("Merge: " + " ".join(short(p) for p in entry.parents))
+    click.echo(f"Author: {entry.author}")
+    click.echo(f"Date:   {format_time(entry.time, entry.tz)}")
+    click.echo()
+    for line in entry.message.rstrip("\n").splitlines():
+        click.echo(f"    {line}")
+
+
+@main.command(cls=PathsAfterDashes)
+@click.argument("rev", required=False)
+@click.option("-n", "--max-count", type=click.IntRange(min=0), help="Show at most N versions.")
+@click.option("--oneline", is_flag=True, help="One line per version.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of versions.")
+@click.option("--stat", "with_stat", is_flag=True, help="Per-dataset counts against the parent.")
+@click.pass_context
+def log(
+    ctx: click.Context,
+    rev: str | None,
+    max_count: int | None,
+    oneline: bool,
+    as_json: bool,
+    with_stat: bool,
+) -> None:
+    """Show the history of versions, newest first.
+
+    \b
+    Example:
+      dsv log -n 5 --oneline -- evals/qa.jsonl
+    """
+    from dsv import diffview
+    from dsv.diff import diff_commit
+
+    paths = user_paths(ctx, ctx.meta.get("paths") or []) or None
+    with open_repo(ctx) as repo:
+        refs = _decorations(repo)
+        entries = ops.log(repo, rev, max_count=max_count, paths=paths)
+        if as_json:
+            docs = []
+            for e in entries:
+                doc = _commit_json(e.oid, e.commit, refs.get(e.oid, []))
+                if with_stat:
+                    changed = diff_commit(repo, e.oid, paths=paths).datasets
+                    doc["datasets"] = [diffview.dataset_json(d) for d in changed]
+                docs.append(doc)
+            emit_json(docs)
+            return
+        for i, e in enumerate(entries):
+            deco = refs.get(e.oid, [])
+            if oneline:
+                first = e.commit.message.splitlines()[0] if e.commit.message else ""
+                tail = f" ({', '.join(deco)})" if deco else ""
+                click.echo(click.style(short(e.oid), fg="yellow") + tail + f" {first}")
+            else:
+                if i:
+                    click.echo()
+                _print_commit(e.oid, e.commit, deco)
+            if with_stat:
+                if not oneline:
+                    click.echo()
+                for line in diffview.render_stat(diff_commit(repo, e.oid, paths=paths)):
+                    click.echo(line)
+
+
+@main.command()
+@click.argument("rev", default="HEAD")
+@click.option("--json", "as_json", is_flag=True, help="Version and datasets as JSON.")
+@click.pass_context
+def show(ctx: click.Context, rev: str, as_json: bool) -> None:
+    """Show a version and its datasets, or with REV:PATH one dataset as JSONL.
+
+    \b
+    Examples:
+      dsv show production
+      dsv show HEAD~1:evals/qa.jsonl > old.jsonl
+    """
+    with open_repo(ctx) as repo:
+        if ":" in rev:
+            version, path = rev.split(":", 1)
+            out = click.get_binary_stream("stdout")
+            dataset = ops.dataset_at(repo, version or "HEAD", path)
+            for body in ops.iter_datapoints(repo, dataset):
+                out.write(body + b"\n")
+            return
+        summary = ops.show(repo, rev)
+        refs = _decorations(repo).get(summary.oid, [])
+    if as_json:
+        doc = _commit_json(summary.oid, summary.commit, refs)
+        doc["datasets"] = [msgspec.structs.asdict(d) for d in summary.datasets]
+        emit_json(doc)
+        return
+    _print_commit(summary.oid, summary.commit, refs)
+    click.echo()
+    for d in summary.datasets:
+        change = {
+            "modified": f" (+{d.added} -{d.removed} ~{d.modified})",
+            "deleted": f" (-{d.removed})",
+        }.get(d.status, "")
+        letter = {"added": "A", "modified": "M", "deleted": "D"}.get(d.status, " ")
+        click.echo(f" {letter} {d.path}  {d.count} datapoints{change}")
+
+
+@main.command("cat-object")
+@click.argument("oid")
+@click.option("-t", "--type", "kind_only", is_flag=True, help="Print only the object's kind.")
+@click.pass_context
+def cat_object(ctx: click.Context, oid: str, kind_only: bool) -> None:
+    """Print a stored object: a datapoint as JSON, others as readable JSON.
+
+    \b
+    Example:
+      dsv cat-object 3f2a9c1e
+    """
+    with open_repo(ctx) as repo:
+        kind, value = ops.cat_object(repo, oid)
+    if kind_only:
+        click.echo(kind.name.lower())
+    elif kind == Kind.DATAPOINT:
+        assert isinstance(value, bytes)
+        click.echo(value.decode())
+    else:
+        click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+@main.command(cls=PathsAfterDashes)
+@click.argument("rev")
+@click.option("--force", "-f", is_flag=True, help="Discard uncommitted changes.")
+@click.pass_context
+def checkout(ctx: click.Context, rev: str, force: bool) -> None:
+    """Write the tracked files as of REV (all of them, or those after --).
+
+    \b
+    Examples:
+      dsv checkout production
+      dsv checkout HEAD~2 -- evals/qa.jsonl
+    """
+    paths = user_paths(ctx, ctx.meta.get("paths") or []) or None
+    with open_repo(ctx) as repo:
+        oid = ops.checkout(repo, rev, paths=paths, force=force)
+        branch = repo.current_branch()
+    if paths:
+        click.echo(f"Updated {len(paths)} path(s) from {short(oid)}")
+    elif rev.strip() == "HEAD":
+        click.echo(f"Restored the files of HEAD ({short(oid)})")
+    elif branch:
+        click.echo(f"Switched to branch '{branch}'")
+    else:
+        click.echo(f"HEAD is now at {short(oid)} ({rev})")
+
+
+@main.command("diff", cls=PathsAfterDashes)
+@click.argument("revs", nargs=-1, metavar="[A [B]]")
+@click.option(
+    "--staged",
+    "--cached",
+    "staged",
+    is_flag=True,
+    help="Compare the index (what the next commit holds), not the working files.",
+)
+@click.option("--stat", is_flag=True, help="Per-dataset counts and a total line.")
+@click.option("--name-status", is_flag=True, help="One line per changed dataset: A, D or M.")
+@click.option("--json", "as_json", is_flag=True, help="With --stat: one JSON object.")
+@click.option(
+    "--format",
+    "out_format",
+    type=click.Choice(["human", "jsonl"]),
+    default="human",
+    show_default=True,
+    help="jsonl: one JSON line per changed datapoint.",
+)
+@click.option("--key", metavar="FIELD,...", help="Match datapoints by these fields.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Show at most N datapoints per dataset.",
+)
+@click.option(
+    "--color/--no-color", default=None, help="Colour the output (default: only on a terminal)."
+)
+@click.pass_context
+def diff_command(
+    ctx: click.Context,
+    revs: tuple[str, ...],
+    staged: bool,
+    stat: bool,
+    name_status: bool,
+    as_json: bool,
+    out_format: str,
+    key: str | None,
+    limit: int | None,
+    color: bool | None,
+) -> None:
+    """Show changed datapoints: working files vs HEAD, --staged, REV, or A B.
+
+    \b
+    Examples:
+      dsv diff
+      dsv diff production staging --stat
+      dsv diff HEAD~1 HEAD --format jsonl -- evals/qa.jsonl
+    """
+    from dsv import diffview
+    from dsv.diff import diff as compare
+
+    if len(revs) > 2:
+        raise click.UsageError("give at most two revisions; put paths after --")
+    if as_json and not stat:
+        raise click.UsageError("--json goes with --stat; use --format jsonl for datapoints")
+    if sum((stat, name_status, out_format == "jsonl")) > 1:
+        raise click.UsageError("choose one of --stat, --name-status and --format jsonl")
+    paths = user_paths(ctx, ctx.meta.get("paths") or []) or None
+    a = revs[0] if revs else None
+    b = revs[1] if len(revs) == 2 else None
+    out = click.get_binary_stream("stdout")
+    with open_repo(ctx) as repo:
+        result = compare(repo, a, b, staged=staged, paths=paths, key=_split_key(key))
+        if stat and as_json:
+            out.write(diffview.stat_json(result) + b"\n")
+        elif out_format == "jsonl":
+            for line in diffview.render_jsonl(result):
+                out.write(line)
+        else:
+            if stat:
+                lines = diffview.render_stat(result)
+            elif name_status:
+                lines = diffview.render_name_status(result)
+            else:
+                use_color = sys.stdout.isatty() if color is None else color
+                lines = diffview.render_human(result, color=use_color, limit=limit)
+            for text in lines:
+                out.write(text.encode() + b"\n")
+
+
+# -- branches, tags, environments ------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.argument("rev", required=False)
+@click.option("-d", "--delete", is_flag=True, help="Delete branch NAME.")
+@click.option("--json", "as_json", is_flag=True, help="List branches as JSON.")
+@click.pass_context
+def branch(
+    ctx: click.Context, name: str | None, rev: str | None, delete: bool, as_json: bool
+) -> None:
+    """List branches, create NAME at REV (default HEAD), or delete NAME.
+
+    \b
+    Example:
+      dsv branch experiment && dsv switch experiment
+    """
+    if delete and (name is None or rev is not None):
+        raise click.UsageError("-d takes exactly one branch name")
+    with open_repo(ctx) as repo:
+        if name is None:
+            rows = ops.list_branches(repo)
+            if as_json:
+                emit_json([{"name": n, "oid": o.hex(), "current": c} for n, o, c in rows])
+            for n, o, c in [] if as_json else rows:
+                click.echo(f"{'*' if c else ' '} {n}  {short(o)}")
+        elif delete:
+            old = ops.delete_branch(repo, name)
+            click.echo(f"Deleted branch {name} (was {short(old)})")
+        else:
+            oid = ops.create_branch(repo, name, rev)
+            click.echo(f"Created branch {name} at {short(oid)}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("-c", "--create", is_flag=True, help="Create the branch at HEAD first.")
+@click.option("--force", "-f", is_flag=True, help="Discard uncommitted changes.")
+@click.pass_context
+def switch(ctx: click.Context, name: str, create: bool, force: bool) -> None:
+    """Make branch NAME the current branch and write its files.
+
+    \b
+    Example:
+      dsv switch -c relabel
+    """
+    with open_repo(ctx) as repo:
+        ops.switch(repo, name, create=create, force=force)
+    click.echo(f"Switched to {'a new ' if create else ''}branch '{name}'")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.argument("rev", required=False)
+@click.option("-d", "--delete", is_flag=True, help="Delete tag NAME.")
+@click.pass_context
+def tag(ctx: click.Context, name: str | None, rev: str | None, delete: bool) -> None:
+    """List tags, tag REV (default HEAD) as NAME, or delete NAME.
+
+    \b
+    Example:
+      dsv tag v1.0
+    """
+    if delete and (name is None or rev is not None):
+        raise click.UsageError("-d takes exactly one tag name")
+    with open_repo(ctx) as repo:
+        if name is None:
+            for n, o in ops.list_tags(repo):
+                click.echo(f"{n}  {short(o)}")
+        elif delete:
+            click.echo(f"Deleted tag {name} (was {short(ops.delete_tag(repo, name))})")
+        else:
+            click.echo(f"Tagged {short(ops.create_tag(repo, name, rev))} as {name}")
+
+
+@main.group(cls=DsvGroup)
+def env() -> None:
+    """Deploy versions to environments (production, staging, ...).
+
+    \b
+    Example:
+      dsv env deploy production HEAD
+    """
+
+
+@env.command("deploy")
+@click.argument("name")
+@click.argument("rev", default="HEAD")
+@click.pass_context
+def env_deploy(ctx: click.Context, name: str, rev: str) -> None:
+    """Point environment NAME at version REV.
+
+    \b
+    Example:
+      dsv env deploy staging main~1
+    """
+    with open_repo(ctx) as repo:
+        old, new = ops.deploy(repo, name, rev)
+    was = f" (was {short(old)})" if any(old) else ""
+    click.echo(f"Deployed {short(new)} to {name}{was}")
+
+
+@env.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of environments.")
+@click.pass_context
+def env_list(ctx: click.Context, as_json: bool) -> None:
+    """List environments with their version, when and by whom it was deployed.
+
+    \b
+    Example:
+      dsv env list --json
+    """
+    with open_repo(ctx) as repo:
+        rows = ops.list_envs(repo)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "name": r.name,
+                    "oid": r.oid.hex(),
+                    "time": iso_time(r.time, r.tz) if r.time else None,
+                    "user": r.user,
+                }
+                for r in rows
+            ]
+        )
+        return
+    for r in rows:
+        when = format_time(r.time, r.tz) if r.time else "-"
+        click.echo(f"{r.name:<14}{short(r.oid)}  {when}  {r.user}")
+
+
+@env.command("rm")
+@click.argument("name")
+@click.pass_context
+def env_rm(ctx: click.Context, name: str) -> None:
+    """Remove the deployment of environment NAME (its history stays).
+
+    \b
+    Example:
+      dsv env rm staging
+    """
+    with open_repo(ctx) as repo:
+        old = ops.remove_env(repo, name)
+    click.echo(f"Removed {name} (was {short(old)})")
+
+
+@env.command("log")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of deployments.")
+@click.pass_context
+def env_log(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show the deployment history of environment NAME, newest first.
+
+    \b
+    Example:
+      dsv env log production
+    """
+    with open_repo(ctx) as repo:
+        rows = list(reversed(ops.env_log(repo, name)))
+    if as_json:
+        emit_json(
+            [
+                {
+                    "old": r.old.hex() if any(r.old) else None,
+                    "new": r.new.hex() if any(r.new) else None,
+                    "time": iso_time(r.time, r.tz),
+                    "user": r.user,
+                    "reason": r.reason,
+                }
+                for r in rows
+            ]
+        )
+        return
+    for r in rows:
+        target = short(r.new) if any(r.new) else "(removed)"
+        click.echo(f"{target}  {format_time(r.time, r.tz)}  {r.user}  {r.reason}")
+
+
+# -- maintenance ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_context
+def fsck(ctx: click.Context) -> None:
+    """Re-hash every reachable object; exit 1 if any is missing or corrupt.
+
+    \b
+    Example:
+      dsv fsck
+    """
+    with open_repo(ctx) as repo:
+        report = ops.fsck(repo)
+    for item in report.missing:
+        click.echo(f"missing {item}")
+    for item in report.corrupt:
+        click.echo(f"corrupt {item}")
+    click.echo(f"checked {report.checked} objects: {'ok' if report.ok else 'PROBLEMS FOUND'}")
+    if not report.ok:
+        ctx.exit(1)
+
+
+@main.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Only report what would be removed.")
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool) -> None:
+    """Drop objects nothing reaches and repack the rest into one pack.
+
+    \b
+    Example:
+      dsv gc --dry-run
+    """
+    with open_repo(ctx) as repo:
+        report = ops.gc(repo, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {report.removed} unreachable objects, kept {report.kept}; "
+        f"{report.bytes_before} -> {report.bytes_after} bytes"
+    )
+
+
+register(main)

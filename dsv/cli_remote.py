@@ -1,0 +1,482 @@
+"""The remote commands of `dsv`: remote, push, fetch, pull, clone, serve and keys.
+
+`register(main)` adds them to the main command group. Heavy modules (httpx, litestar,
+uvicorn) are imported inside the commands, so other commands start as fast as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dsv.repo import Repository
+
+if TYPE_CHECKING:
+    from dsv.remote.client import FetchResult, Progress, RefResult
+    from dsv.remote.storage import SqliteMetaStore
+
+__all__ = ["register"]
+
+SHORT = 12
+_SHOW_AFTER = 0.5
+
+
+def _open_repo(ctx: click.Context) -> Repository:
+    return Repository.open((ctx.obj or {}).get("cwd") or ".")
+
+
+def _short(oid: bytes | None) -> str:
+    return oid.hex()[:SHORT] if oid else "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+class _Progress:
+    """Progress on stderr: only on a terminal, and only once a transfer takes a moment."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.phase = ""
+        self.phase_started = self.started
+        self.phase_bytes = 0
+        self.bar: Any = None  # a click progress bar, while one is shown
+        self.line = False
+
+    def _label(self, p: Progress) -> str:
+        elapsed = max(time.monotonic() - self.phase_started, 1e-3)
+        of = f"/{p.total}" if p.total else ""
+        rate = _size(int((p.bytes - self.phase_bytes) / elapsed))
+        return f"{p.objects}{of} objects, {_size(p.bytes)}, {rate}/s"
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled or time.monotonic() - self.started < _SHOW_AFTER:
+            return
+        if p.phase != self.phase:
+            self.close()
+            self.phase = p.phase
+            self.phase_started = time.monotonic()
+            self.phase_bytes = p.bytes
+            if p.total:
+                self.bar = click.progressbar(
+                    length=p.total,
+                    label=p.phase.capitalize(),
+                    file=sys.stderr,
+                    show_eta=False,
+                    item_show_func=lambda item: self._label(item) if item else None,
+                )
+                self.bar.__enter__()
+        if self.bar is not None:
+            self.bar.update(max(0, p.objects - self.bar.pos), current_item=p)
+        else:
+            click.echo(f"\r{p.phase.capitalize()}: {self._label(p)}", nl=False, err=True)
+            self.line = True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        elif self.line:
+            click.echo(err=True)
+        self.bar = None
+        self.line = False
+
+
+def _print_refs(refs: list[RefResult], remote: str | None) -> None:
+    marks = {"new": "*", "updated": " ", "forced": "+", "up-to-date": "=", "rejected": "!"}
+    for r in refs:
+        name = r.name.removeprefix("refs/heads/").removeprefix("refs/tags/")
+        if r.name.startswith("refs/envs/"):
+            name = "env " + r.name.removeprefix("refs/envs/")
+        if r.target != r.name and remote is not None:
+            name += " -> " + r.target.removeprefix("refs/remotes/").removeprefix("refs/tags/")
+        if r.status == "rejected":
+            change = r.reason
+        elif r.status == "up-to-date" or r.old is None:
+            change = _short(r.new)
+        else:
+            change = f"{_short(r.old)}..{_short(r.new)}"
+        click.echo(f" {marks.get(r.status, ' ')} {r.status:<11} {name}  {change}")
+
+
+def _print_fetch(result: FetchResult, url: str) -> None:
+    changed = [r for r in result.refs if r.status != "up-to-date"]
+    if changed:
+        click.echo(f"From {url}")
+        _print_refs(changed, "")
+    if result.objects:
+        click.echo(f"Received {result.objects} objects, {_size(result.bytes_received)}")
+
+
+# -- remote ----------------------------------------------------------------------------------
+
+
+@click.group("remote")
+def remote() -> None:
+    """Manage the remotes this repository pushes to and fetches from.
+
+    \b
+    Example:
+      dsv remote add origin http://127.0.0.1:8080/acme/evals
+    """
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--key-env", metavar="VAR", help="Read the API key from $VAR, not $DSV_API_KEY.")
+@click.pass_context
+def remote_add(ctx: click.Context, name: str, url: str, key_env: str | None) -> None:
+    """Add remote NAME at URL (http://HOST:PORT/OWNER/NAME).
+
+    \b
+    Example:
+      dsv remote add origin http://127.0.0.1:8080/acme/evals --key-env ACME_KEY
+    """
+    from dsv.remote import add_remote
+
+    with _open_repo(ctx) as repo:
+        added = add_remote(repo, name, url, key_env=key_env)
+    click.echo(f"Added remote {name} {added.url}")
+
+
+@remote.command("list")
+@click.pass_context
+def remote_list(ctx: click.Context) -> None:
+    """List remotes with their URL and where their key comes from.
+
+    \b
+    Example:
+      dsv remote list
+    """
+    from dsv.remote import list_remotes
+
+    with _open_repo(ctx) as repo:
+        remotes = list_remotes(repo)
+    for name, r in remotes.items():
+        click.echo(f"{name}\t{r.url}\t(key from ${r.key_env or 'DSV_API_KEY'})")
+
+
+@remote.command("remove")
+@click.argument("name")
+@click.pass_context
+def remote_remove(ctx: click.Context, name: str) -> None:
+    """Remove remote NAME and its remote-tracking refs.
+
+    \b
+    Example:
+      dsv remote remove origin
+    """
+    from dsv.remote import remove_remote
+
+    with _open_repo(ctx) as repo:
+        removed = remove_remote(repo, name)
+    click.echo(f"Removed remote {name} ({len(removed)} remote-tracking ref(s))")
+
+
+# -- push, fetch, pull, clone ---------------------------------------------------------------------
+
+
+@click.command("push")
+@click.argument("remote_name", metavar="[REMOTE]", required=False, default="origin")
+@click.argument("refs", nargs=-1, metavar="[REF]...")
+@click.option("--force", "-f", is_flag=True, help="Move remote refs even when versions are lost.")
+@click.option("--tags", is_flag=True, help="Push every tag too.")
+@click.option("--envs", is_flag=True, help="Push every environment too.")
+@click.pass_context
+def push(
+    ctx: click.Context,
+    remote_name: str,
+    refs: tuple[str, ...],
+    force: bool,
+    tags: bool,
+    envs: bool,
+) -> None:
+    """Send branches, tags or environments (default: the current branch) to REMOTE.
+
+    Refs move together or not at all, once the remote holds all their data.
+
+    \b
+    Examples:
+      dsv push
+      dsv push origin main production --tags
+    """
+    from dsv.errors import BadInput
+    from dsv.remote.client import push as push_refs
+
+    progress = _Progress()
+    with _open_repo(ctx) as repo:
+        if remote_name not in repo.config.remotes and any(
+            repo.refs.read(prefix + remote_name)
+            for prefix in ("refs/heads/", "refs/tags/", "refs/envs/")
+        ):
+            raise BadInput(
+                f"no remote named {remote_name!r}",
+                hint=f"the remote comes first: dsv push origin {remote_name}",
+            )
+        url = repo.config.remotes[remote_name].url if remote_name in repo.config.remotes else ""
+        try:
+            result = push_refs(
+                repo, remote_name, list(refs), force=force, tags=tags, envs=envs, progress=progress
+            )
+        finally:
+            progress.close()
+    click.echo(f"To {url}")
+    _print_refs(result.refs, None)
+    if result.objects:
+        packs = f"{result.packs} pack{'s' if result.packs != 1 else ''}"
+        click.echo(f"Sent {result.objects} objects in {packs}, {_size(result.bytes_sent)}")
+    elif all(r.status == "up-to-date" for r in result.refs):
+        click.echo("Everything up to date")
+
+
+@click.command("fetch")
+@click.argument("remote_name", metavar="[REMOTE]", required=False, default="origin")
+@click.pass_context
+def fetch(ctx: click.Context, remote_name: str) -> None:
+    """Bring in REMOTE's branches, tags and environments (as REMOTE/NAME, REMOTE/envs/NAME).
+
+    \b
+    Examples:
+      dsv fetch
+      dsv checkout origin/envs/production
+    """
+    from dsv.remote.client import fetch as fetch_refs
+
+    progress = _Progress()
+    with _open_repo(ctx) as repo:
+        try:
+            result = fetch_refs(repo, remote_name, progress=progress)
+        finally:
+            progress.close()
+        url = repo.config.remotes[remote_name].url
+    _print_fetch(result, url)
+
+
+@click.command("pull")
+@click.argument("remote_name", metavar="[REMOTE]", required=False, default="origin")
+@click.pass_context
+def pull(ctx: click.Context, remote_name: str) -> None:
+    """Fetch from REMOTE and fast-forward the current branch, writing the new files.
+
+    \b
+    Example:
+      dsv pull
+    """
+    from dsv.remote.client import pull as pull_branch
+
+    progress = _Progress()
+    with _open_repo(ctx) as repo:
+        try:
+            result = pull_branch(repo, remote_name, progress=progress)
+        finally:
+            progress.close()
+        url = repo.config.remotes[remote_name].url
+    _print_fetch(result.fetch, url)
+    tracking = f"{remote_name}/{result.branch}"
+    if result.status == "fast-forward":
+        click.echo(f"Fast-forward {result.branch} {_short(result.old)}..{_short(result.new)}")
+    elif result.status == "ahead":
+        click.echo(f"{result.branch} is ahead of {tracking}; 'dsv push' sends your versions")
+    else:
+        click.echo("Already up to date.")
+
+
+@click.command("clone")
+@click.argument("url")
+@click.argument("directory", required=False)
+@click.option("--key-env", metavar="VAR", help="Read the API key from $VAR, not $DSV_API_KEY.")
+@click.pass_context
+def clone(ctx: click.Context, url: str, directory: str | None, key_env: str | None) -> None:
+    """Copy the repository at URL into DIRECTORY (default: its NAME) and check it out.
+
+    \b
+    Example:
+      dsv clone http://127.0.0.1:8080/acme/evals
+    """
+    from dsv.remote import parse_url
+    from dsv.remote.client import clone as clone_repo
+
+    base = (ctx.obj or {}).get("cwd") or "."
+    name = directory or parse_url(url).repo.split("/")[1]
+    target = os.path.join(base, name)
+    click.echo(f"Cloning into '{name}'...", err=True)
+    progress = _Progress()
+    try:
+        result = clone_repo(url, target, key_env=key_env, progress=progress)
+    finally:
+        progress.close()
+    if result.fetch.objects:
+        click.echo(f"Received {result.fetch.objects} objects, {_size(result.fetch.bytes_received)}")
+    if result.branch is None:
+        click.echo("warning: the repository has no branches yet", err=True)
+    else:
+        click.echo(f"Checked out branch {result.branch} in {result.path}")
+
+
+# -- serve and keys -----------------------------------------------------------------------------
+
+
+@click.command("serve")
+@click.option(
+    "--root", required=True, metavar="DIR", help="Where repositories, refs and keys live."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--no-auth", is_flag=True, help="Accept requests without keys (loopback only).")
+@click.option(
+    "--max-request-size",
+    "max_request",
+    default=64 << 20,
+    show_default=True,
+    type=click.IntRange(min=1 << 20),
+    metavar="BYTES",
+    help="Largest request body (at least 1 MiB, so the largest page fits); bigger get 413.",
+)
+@click.option(
+    "--max-ids",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Most ids in one request.",
+)
+def serve(root: str, host: str, port: int, no_auth: bool, max_request: int, max_ids: int) -> None:
+    """Serve the repositories under DIR over HTTP (protocol: docs/protocol.md).
+
+    A repository OWNER/NAME is created by its first push. Keys: 'dsv keys create'.
+    Logs one access line per request, with its request id, on stderr.
+
+    \b
+    Example:
+      dsv keys create --root /srv/dsv --scope write --repo acme/evals
+      dsv serve --root /srv/dsv --port 8080
+    """
+    from dsv.remote.server import ServerConfig
+    from dsv.remote.server import serve as run
+
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    config = ServerConfig(
+        root=str(Path(root).resolve()),
+        auth=not no_auth,
+        max_request_bytes=max_request,
+        max_ids=max_ids,
+    )
+    run(config, host=host, port=port, announce=lambda line: click.echo(line))
+
+
+@click.group("keys")
+def keys() -> None:
+    """Manage the API keys of a server root.
+
+    \b
+    Example:
+      dsv keys create --root /srv/dsv --scope read --repo acme/evals
+    """
+
+
+def _meta(root: str) -> SqliteMetaStore:
+    from dsv.errors import BadInput
+    from dsv.remote.storage import SqliteMetaStore
+
+    if not os.path.isdir(root):
+        raise BadInput(f"{root}: no such directory", hint="give the --root of 'dsv serve'")
+    return SqliteMetaStore(Path(root) / "meta.sqlite3")
+
+
+_root_option = click.option(
+    "--root", required=True, metavar="DIR", help="The server root ('dsv serve --root')."
+)
+
+
+@keys.command("create")
+@_root_option
+@click.option(
+    "--scope", required=True, type=click.Choice(["read", "write"]), help="What it may do."
+)
+@click.option("--repo", metavar="OWNER/NAME", help="Limit the key to one repository.")
+@click.option("--note", default="", help="Whose key it is, for 'keys list'.")
+def keys_create(root: str, scope: str, repo: str | None, note: str) -> None:
+    """Create an API key; it is printed once, as the last line.
+
+    \b
+    Example:
+      dsv keys create --root /srv/dsv --scope write --repo acme/evals | tail -1
+    """
+    from dsv.remote.keys import create_key
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    meta = _meta(root)
+    try:
+        record, key = create_key(meta, "write" if scope == "write" else "read", repo, note=note)
+    finally:
+        meta.close()
+    where = f"repository {repo}" if repo else "every repository"
+    click.echo(f"Created {scope} key {record.id} for {where}.")
+    click.echo("It is shown only now; only its SHA-256 is stored. The key:")
+    click.echo(key)
+
+
+@keys.command("list")
+@_root_option
+def keys_list(root: str) -> None:
+    """List keys: id, scope, repository, creation time and whether revoked.
+
+    \b
+    Example:
+      dsv keys list --root /srv/dsv
+    """
+    meta = _meta(root)
+    try:
+        records = meta.list_keys()
+    finally:
+        meta.close()
+    for k in records:
+        created = dt.datetime.fromtimestamp(k.created, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        state = "revoked" if k.revoked is not None else "active"
+        note = f"  {k.note}" if k.note else ""
+        click.echo(f"{k.id}  {k.scope:<5}  {k.repo or '*':<24}  {created}  {state}{note}")
+
+
+@keys.command("revoke")
+@_root_option
+@click.argument("key_id", metavar="ID")
+def keys_revoke(root: str, key_id: str) -> None:
+    """Revoke key ID at once: requests with it get 401.
+
+    \b
+    Example:
+      dsv keys revoke --root /srv/dsv 3fa2c1d9e0b1
+    """
+    from dsv.remote.keys import revoke_key
+
+    meta = _meta(root)
+    try:
+        revoke_key(meta, key_id)
+    finally:
+        meta.close()
+    click.echo(f"Revoked key {key_id}")
+
+
+_COMMANDS = (remote, push, fetch, pull, clone, serve, keys)
+
+
+def register(main: click.Group) -> None:
+    """Add the remote commands to `main` (once)."""
+    for command in _COMMANDS:
+        if command.name not in main.commands:
+            main.add_command(command)

@@ -1,0 +1,160 @@
+"""Durable file primitives: atomic replace, directory fsync, the repository lock."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+import blake3
+
+from dsv.errors import BadState, LockedError
+
+__all__ = ["RepoLock", "WriteResult", "atomic_file", "fsync_dir", "write_atomic"]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteResult:
+    """Filled in by `atomic_file` once the file is in place: the BLAKE3 of its bytes."""
+
+    digest: bytes = b""
+
+
+def _digest_of(path: Path) -> bytes:
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(16 << 20):
+            hasher.update(chunk)
+    return hasher.digest()
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: Path, *, mode: int = 0o644, result: WriteResult | None = None
+) -> Iterator[IO[bytes]]:
+    """Yield a temp file beside `path`; on clean exit fsync it and rename it over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one.
+    With `result`, the digest is taken from the temp file, which nothing else can touch.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    except OSError as exc:
+        raise BadState(f"cannot write {path}: {exc.strerror}") from exc
+    ok = False
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        if result is not None:
+            result.digest = _digest_of(tmp)
+        os.replace(tmp, path)
+        ok = True
+    except OSError as exc:
+        raise BadState(f"cannot write {path}: {exc.strerror}") from exc
+    finally:
+        if not ok:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes | Iterable[bytes], *, mode: int = 0o644) -> None:
+    """Replace `path` with `data` atomically and durably."""
+    with atomic_file(path, mode=mode) as handle:
+        if isinstance(data, bytes | bytearray | memoryview):
+            handle.write(data)
+        else:
+            for chunk in data:
+                handle.write(chunk)
+
+
+class RepoLock:
+    """The single-writer lock of a repository.
+
+    It is an flock on a file, so the kernel frees it when its holder dies (even by kill -9);
+    the holder's pid is written inside only to name it in the error.
+    """
+
+    def __init__(self, path: Path, *, timeout: float | None = None) -> None:
+        self.path = path
+        if timeout is None:
+            timeout = float(os.environ.get("DSV_LOCK_TIMEOUT", "3"))
+        self.timeout = timeout
+        self._fd: int | None = None
+        self._depth = 0
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            self._depth += 1
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise BadState(f"cannot lock {self.path}: {exc.strerror}") from exc
+                if time.monotonic() >= deadline:
+                    holder = self._holder(fd)
+                    os.close(fd)
+                    who = f"pid {holder}" if holder else "another process"
+                    raise LockedError(
+                        f"repository is locked by {who}",
+                        hint="wait for it to finish, then run the command again",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        self._depth = 1
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            return os.pread(fd, 32, 0).decode().strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self._depth -= 1
+        if self._depth:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> RepoLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

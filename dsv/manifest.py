@@ -1,0 +1,186 @@
+"""Dataset manifests: ordered datapoint ids kept in pages, reused across versions (format.md §3)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from dsv.errors import CorruptObject
+from dsv.objects import OID_SIZE, Dataset, Format, Kind, Slice, content_id, encode_object
+from dsv.store import ObjectStore, ObjectWriter
+
+__all__ = ["PAGE_MAX", "PAGE_MIN", "build_dataset", "chunk_pages", "iter_oids", "read_oid_list"]
+
+# Content-defined page boundaries: a page ends after an id whose first 12 bits are zero
+# (1 in 4096), clamped to [PAGE_MIN, PAGE_MAX] ids. Boundaries depend only on nearby ids,
+# so equal runs of ids in different versions fall into equal, shared pages.
+PAGE_MIN = 512
+PAGE_MAX = 16384
+# A manifest whose slices cost more than a quarter of its id list is rewritten as fresh pages.
+_COMPACT_RATIO = 4
+_SLICE_COST = 48
+_STRIDE = 16
+
+
+def chunk_pages(oids: bytes) -> list[bytes]:
+    """Split an id list into content-defined pages."""
+    pages: list[bytes] = []
+    start = 0
+    n = len(oids) // OID_SIZE
+    i = 0
+    while i < n:
+        at = i * OID_SIZE
+        length = i + 1 - start
+        if length >= PAGE_MAX or (length >= PAGE_MIN and oids[at] == 0 and oids[at + 1] < 16):
+            pages.append(oids[start * OID_SIZE : (i + 1) * OID_SIZE])
+            start = i + 1
+        i += 1
+    if start < n:
+        pages.append(oids[start * OID_SIZE :])
+    return pages
+
+
+def _fresh_slices(writer: ObjectWriter, oids: bytes) -> list[Slice]:
+    slices = []
+    for page in chunk_pages(oids):
+        page_oid = writer.write(Kind.PAGE, page)
+        slices.append(Slice(page_oid, 0, len(page) // OID_SIZE))
+    return slices
+
+
+def _runs(new: bytes, old: bytes) -> tuple[list[tuple[bool, int, int]], bytes]:
+    """Cover `new` with runs of `old` positions (True) or of a buffer of unseen ids (False)."""
+    n_old = len(old) // OID_SIZE
+    keys = [old[i : i + OID_SIZE] for i in range(0, len(old), OID_SIZE)]
+    # Built backwards so that a repeated id maps to its first position.
+    first = dict(zip(reversed(keys), range(n_old - 1, -1, -1), strict=True))
+    runs: list[tuple[bool, int, int]] = []
+    fresh = bytearray()
+    from_old = False
+    start = length = 0
+    next_old = -1
+    j = 0
+    total = len(new)
+    stride = _STRIDE * OID_SIZE
+    while j < total:
+        if length and from_old:
+            # Inside a run of old ids: a new version mostly copies long runs, so whole
+            # strides are compared before falling back to one id at a time.
+            at = next_old * OID_SIZE
+            while j + stride <= total and new[j : j + stride] == old[at : at + stride]:
+                j += stride
+                at += stride
+                length += _STRIDE
+                next_old += _STRIDE
+            if j >= total:
+                break
+            if next_old < n_old and new[j : j + OID_SIZE] == old[at : at + OID_SIZE]:
+                length += 1
+                next_old += 1
+                j += OID_SIZE
+                continue
+        oid = new[j : j + OID_SIZE]
+        j += OID_SIZE
+        found = first.get(oid)
+        if found is not None:
+            if length:
+                runs.append((from_old, start, length))
+            from_old, start, length, next_old = True, found, 1, found + 1
+            continue
+        if length and not from_old:
+            length += 1
+        else:
+            if length:
+                runs.append((from_old, start, length))
+            from_old, start, length = False, len(fresh) // OID_SIZE, 1
+        fresh += oid
+    if length:
+        runs.append((from_old, start, length))
+    return runs, bytes(fresh)
+
+
+def _map_runs(
+    runs: list[tuple[bool, int, int]], which: bool, slices: list[Slice]
+) -> dict[int, list[Slice]]:
+    """Translate runs over a concatenation of `slices` into slices of their pages."""
+    starts = []
+    total = 0
+    for s in slices:
+        starts.append(total)
+        total += s.stop - s.start
+    out: dict[int, list[Slice]] = {}
+    for r, (src, pos, length) in enumerate(runs):
+        if src != which:
+            continue
+        parts = []
+        while length:
+            k = bisect.bisect_right(starts, pos) - 1
+            s = slices[k]
+            off = pos - starts[k]
+            take = min(length, s.stop - s.start - off)
+            parts.append(Slice(s.page, s.start + off, s.start + off + take))
+            pos += take
+            length -= take
+        out[r] = parts
+    return out
+
+
+def build_dataset(
+    writer: ObjectWriter,
+    oids: bytes,
+    fmt: Format,
+    key: tuple[str, ...] = (),
+    *,
+    base: Dataset | None = None,
+    base_oids: bytes | None = None,
+) -> tuple[bytes, Dataset]:
+    """Write the manifest of a dataset whose datapoints (already stored) are `oids`.
+
+    With a `base` version, runs of ids it shares with the base point into the base's pages,
+    so the bytes written grow with the change, not with the dataset.
+    """
+    count = len(oids) // OID_SIZE
+    content = content_id(oids)
+    if base is not None and base.content == content:
+        slices = list(base.slices)
+    elif base is not None and base_oids is not None and base.count:
+        runs, fresh = _runs(oids, base_oids)
+        fresh_slices = _fresh_slices(writer, fresh) if fresh else []
+        old_parts = _map_runs(runs, True, list(base.slices))
+        new_parts = _map_runs(runs, False, fresh_slices)
+        slices = []
+        for r in range(len(runs)):
+            for part in old_parts.get(r) or new_parts[r]:
+                last = slices[-1] if slices else None
+                if last is not None and last.page == part.page and last.stop == part.start:
+                    slices[-1] = Slice(last.page, last.start, part.stop)
+                else:
+                    slices.append(part)
+        if len(slices) > 16 and len(slices) * _SLICE_COST * _COMPACT_RATIO > len(oids):
+            slices = _fresh_slices(writer, oids)
+    else:
+        slices = _fresh_slices(writer, oids)
+    dataset = Dataset(format=fmt, key=key, count=count, content=content, slices=tuple(slices))
+    return writer.write(Kind.DATASET, encode_object(dataset)), dataset
+
+
+def read_oid_list(store: ObjectStore, dataset: Dataset) -> bytes:
+    """The dataset's datapoint ids, concatenated, checked against its content id."""
+    pages: dict[bytes, bytes] = {}
+    parts = []
+    for s in dataset.slices:
+        page = pages.get(s.page)
+        if page is None:
+            page = pages[s.page] = store.read_body(s.page, Kind.PAGE)
+        if s.stop * OID_SIZE > len(page) or s.start > s.stop:
+            raise CorruptObject(f"corrupt object {s.page.hex()}: slice outside its page")
+        parts.append(page[s.start * OID_SIZE : s.stop * OID_SIZE])
+    data = b"".join(parts)
+    if len(data) != dataset.count * OID_SIZE or content_id(data) != dataset.content:
+        raise CorruptObject("corrupt dataset manifest: its pages do not give its content id")
+    return data
+
+
+def iter_oids(data: bytes) -> Iterator[bytes]:
+    for i in range(0, len(data), OID_SIZE):
+        yield data[i : i + OID_SIZE]

@@ -1,0 +1,172 @@
+"""The object model: ids, kinds and the canonical bytes of every object (docs/format.md §2-3)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+import blake3
+import msgspec
+
+from dsv.errors import CorruptObject
+
+__all__ = [
+    "OID_SIZE",
+    "ZERO_OID",
+    "Commit",
+    "Dataset",
+    "Format",
+    "Kind",
+    "Slice",
+    "Tree",
+    "TreeEntry",
+    "content_id",
+    "decode_commit",
+    "decode_dataset",
+    "decode_tree",
+    "encode_object",
+    "hash_object",
+    "oid_from_hex",
+    "oid_hex",
+]
+
+OID_SIZE = 32
+ZERO_OID = bytes(OID_SIZE)
+
+
+class Kind(IntEnum):
+    """Object kinds; the value is the kind's code inside packs and loose objects."""
+
+    DATAPOINT = 1
+    PAGE = 2
+    DATASET = 3
+    TREE = 4
+    COMMIT = 5
+
+    @property
+    def tag(self) -> bytes:
+        return _TAGS[self]
+
+
+_TAGS = {kind: kind.name.lower().encode() + b"\x00" for kind in Kind}
+_CONTENT_TAG = b"content\x00"
+
+
+def hash_object(kind: Kind, body: bytes | memoryview) -> bytes:
+    """The object id: blake3 of the kind's tag, a NUL, and the canonical body."""
+    hasher = blake3.blake3(_TAGS[kind])
+    hasher.update(body)
+    return hasher.digest()
+
+
+def content_id(oids: bytes | memoryview) -> bytes:
+    """Identity of a dataset's ordered datapoint list, independent of how it is paged."""
+    hasher = blake3.blake3(_CONTENT_TAG)
+    hasher.update(oids)
+    return hasher.digest()
+
+
+def oid_hex(oid: bytes) -> str:
+    return oid.hex()
+
+
+def oid_from_hex(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+class Format(msgspec.Struct, frozen=True, array_like=True):
+    """How to write a dataset back as a file; part of its manifest (docs/format.md §3)."""
+
+    kind: str
+    columns: tuple[str, ...] = ()
+    options: tuple[tuple[str, str], ...] = ()
+    schema: bytes = b""
+
+
+class Slice(msgspec.Struct, frozen=True, array_like=True):
+    """Datapoint ids `start` to `stop` (exclusive) of page `page`."""
+
+    page: bytes
+    start: int
+    stop: int
+
+
+class Dataset(msgspec.Struct, frozen=True, array_like=True):
+    """One dataset version: its file format, key fields, and its ordered datapoint ids.
+
+    The ids live in pages; `slices` concatenated give the list, so a new version can
+    reuse runs of old pages and write only the ids that changed.
+    """
+
+    format: Format
+    key: tuple[str, ...]
+    count: int
+    content: bytes
+    slices: tuple[Slice, ...]
+
+    def same_as(self, other: Dataset) -> bool:
+        """Equal records, order and format, however the ids are paged."""
+        return (
+            self.content == other.content and self.format == other.format and self.key == other.key
+        )
+
+
+class TreeEntry(msgspec.Struct, frozen=True, array_like=True):
+    path: str
+    dataset: bytes
+
+
+class Tree(msgspec.Struct, frozen=True, array_like=True):
+    """All datasets of a version, sorted by path (UTF-8 bytewise)."""
+
+    entries: tuple[TreeEntry, ...]
+
+
+class Commit(msgspec.Struct, frozen=True, array_like=True):
+    """A version: its tree, parents, author, time (unix seconds, zone in minutes), message."""
+
+    tree: bytes
+    parents: tuple[bytes, ...]
+    author: str
+    time: int
+    tz: int
+    message: str
+
+
+_encoder = msgspec.msgpack.Encoder()
+_dataset_decoder = msgspec.msgpack.Decoder(Dataset)
+_tree_decoder = msgspec.msgpack.Decoder(Tree)
+_commit_decoder = msgspec.msgpack.Decoder(Commit)
+
+
+def encode_object(obj: Dataset | Tree | Commit) -> bytes:
+    return _encoder.encode(obj)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], body: bytes, oid: bytes, what: str) -> object:
+    try:
+        obj = decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise CorruptObject(f"corrupt object {oid.hex()}: not a valid {what} ({exc})") from exc
+    # Ids must be a function of meaning: an object in any other byte form is refused.
+    if _encoder.encode(obj) != body:
+        raise CorruptObject(f"corrupt object {oid.hex()}: {what} is not in canonical form")
+    return obj
+
+
+def decode_dataset(body: bytes, oid: bytes = ZERO_OID) -> Dataset:
+    obj = _decode(_dataset_decoder, body, oid, "dataset")
+    assert isinstance(obj, Dataset)
+    return obj
+
+
+def decode_tree(body: bytes, oid: bytes = ZERO_OID) -> Tree:
+    obj = _decode(_tree_decoder, body, oid, "tree")
+    assert isinstance(obj, Tree)
+    return obj
+
+
+def decode_commit(body: bytes, oid: bytes = ZERO_OID) -> Commit:
+    obj = _decode(_commit_decoder, body, oid, "commit")
+    assert isinstance(obj, Commit)
+    return obj

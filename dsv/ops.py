@@ -1,0 +1,1132 @@
+"""Repository operations: the library behind every command. Returns data, never prints."""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from dsv.canonical import decode_canonical
+from dsv.errors import BadInput, BadState
+from dsv.index import Entry, read_index, stat_file, write_index
+from dsv.manifest import iter_oids
+from dsv.objects import (
+    OID_SIZE,
+    ZERO_OID,
+    Commit,
+    Dataset,
+    Kind,
+    Tree,
+    TreeEntry,
+    encode_object,
+)
+from dsv.refs import BRANCHES, ENVS, MISSING, TAGS, RefLogEntry, check_ref_name
+from dsv.repo import DSV_DIR, Repository
+from dsv.worktree import check_entry, stage_file, write_file
+
+if TYPE_CHECKING:
+    import pyarrow
+
+__all__ = [
+    "DatasetStatus",
+    "DatasetSummary",
+    "EnvInfo",
+    "FsckReport",
+    "GcReport",
+    "LogEntry",
+    "VersionSummary",
+    "add",
+    "cat_object",
+    "checkout",
+    "commit",
+    "create_branch",
+    "create_tag",
+    "dataset_at",
+    "delete_branch",
+    "delete_tag",
+    "deploy",
+    "env_log",
+    "fsck",
+    "gc",
+    "iter_datapoints",
+    "iter_records",
+    "list_branches",
+    "list_envs",
+    "list_tags",
+    "log",
+    "move",
+    "read_table",
+    "remove",
+    "remove_env",
+    "repo_path",
+    "show",
+    "status",
+    "switch",
+]
+
+
+# -- paths -----------------------------------------------------------------------------
+
+
+def repo_path(repo: Repository, path: str | os.PathLike[str]) -> str:
+    """A dataset name (POSIX, relative to the root) for an absolute or root-relative path."""
+    text = os.fspath(path)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise BadInput(f"path {text!r} contains control characters")
+    absolute = Path(os.path.normpath(repo.root / text))
+    try:
+        rel = absolute.relative_to(repo.root)
+    except ValueError:
+        shown = os.path.normpath(text) if os.path.isabs(text) else text
+        raise BadInput(f"path '{shown}' is outside the repository {repo.root}") from None
+    parts = rel.parts
+    if not parts:
+        raise BadInput("the repository root is not a dataset file")
+    if parts[0] == DSV_DIR:
+        raise BadInput(f"path '{rel.as_posix()}' is inside {DSV_DIR}, which dsv manages itself")
+    return rel.as_posix()
+
+
+def _expand_paths(repo: Repository, paths: Iterable[str]) -> list[str]:
+    """Dataset names for files and, recursively, the dataset files inside directories."""
+    from dsv.formats import format_kind
+
+    out: list[str] = []
+    for path in paths:
+        full = Path(os.path.normpath(repo.root / path))
+        if full != repo.root:
+            full = repo.root / repo_path(repo, path)
+        if full.is_dir():
+            for dirpath, dirnames, filenames in os.walk(full):
+                dirnames[:] = sorted(d for d in dirnames if d != DSV_DIR and not d.startswith("."))
+                for file in sorted(filenames):
+                    candidate = Path(dirpath, file)
+                    with contextlib.suppress(BadInput):
+                        format_kind(file)
+                        out.append(candidate.relative_to(repo.root).as_posix())
+        else:
+            out.append(repo_path(repo, path))
+    return list(dict.fromkeys(out))
+
+
+# -- staging ----------------------------------------------------------------------------------
+
+
+def _lookup_base(repo: Repository, name: str, index: dict[str, Entry]) -> bytes | None:
+    if name in index:
+        return index[name].dataset
+    return repo.tree_of(repo.head()).get(name)
+
+
+def add(repo: Repository, paths: list[str], *, key: tuple[str, ...] | None = None) -> list[str]:
+    """Stage dataset files (or every dataset file under directories); return their names."""
+    from dsv.formats import format_kind
+
+    if key is not None:
+        for field in key:
+            if not field:
+                raise BadInput("--key: empty field name")
+    names = _expand_paths(repo, paths)
+    if not names:
+        raise BadInput("nothing to add: no dataset files (.jsonl .json .csv .tsv .parquet) found")
+    for name in names:
+        if not (repo.root / name).exists():
+            raise BadInput(f"{name}: no such file or directory")
+        format_kind(name)
+    with repo.lock():
+        index = read_index(_index_path(repo))
+        with repo.store.writer() as writer:
+            staged = {
+                name: stage_file(
+                    repo, writer, name, key=key, base_oid=_lookup_base(repo, name, index)
+                )[0]
+                for name in names
+            }
+        index.update(staged)
+        write_index(_index_path(repo), index)
+    return names
+
+
+def _index_path(repo: Repository) -> Path:
+    return repo.dsv_dir / "index"
+
+
+def remove(
+    repo: Repository, paths: list[str], *, cached: bool = False, force: bool = False
+) -> list[str]:
+    """Unstage datasets; without `cached` also delete their files (only if clean)."""
+    with repo.lock():
+        index = read_index(_index_path(repo))
+        names = [repo_path(repo, p) for p in paths]
+        for name in names:
+            if name not in index:
+                raise BadInput(f"{name}: not tracked by dsv")
+        if not cached and not force:
+            head = repo.tree_of(repo.head())
+            for name in names:
+                staged = _staged_change(repo, index[name], head.get(name))
+                if staged or check_entry(repo, index[name])[0] == "modified":
+                    what = "staged changes" if staged else "changes"
+                    raise BadState(
+                        f"{name} has {what} that are not committed",
+                        hint="use --cached to keep the file, or --force to delete it anyway",
+                    )
+        for name in names:
+            del index[name]
+        write_index(_index_path(repo), index)
+        if not cached:
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    (repo.root / name).unlink()
+    return names
+
+
+def _staged_change(repo: Repository, entry: Entry, head_oid: bytes | None) -> bool:
+    """Does the index hold a version of this dataset that HEAD does not?"""
+    if head_oid is None:
+        return True
+    return head_oid != entry.dataset and not repo.read_dataset(head_oid).same_as(
+        repo.read_dataset(entry.dataset)
+    )
+
+
+def move(repo: Repository, source: str, destination: str) -> str:
+    """Rename a tracked dataset file and its index entry; return the new name."""
+    from dsv.formats import format_kind
+
+    with repo.lock():
+        index = read_index(_index_path(repo))
+        src = repo_path(repo, source)
+        dst = repo_path(repo, destination)
+        if (repo.root / dst).is_dir():
+            dst = repo_path(repo, repo.root / dst / Path(src).name)
+        if src not in index:
+            raise BadInput(f"{src}: not tracked by dsv")
+        if not (repo.root / src).is_file():
+            raise BadInput(
+                f"{src}: no such file", hint=f"use 'dsv rm --cached {src}' to stop tracking it"
+            )
+        if dst in index or (repo.root / dst).exists():
+            raise BadInput(f"{dst}: already exists")
+        # .csv and .tsv are both CSV, but with another delimiter: the bytes would not match.
+        if format_kind(src) != format_kind(dst) or (
+            format_kind(src) == "csv" and Path(src).suffix.lower() != Path(dst).suffix.lower()
+        ):
+            raise BadInput(f"{dst}: a move cannot change the file type")
+        (repo.root / dst).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(repo.root / src, repo.root / dst)
+        entry = index.pop(src)
+        index[dst] = Entry(dst, entry.dataset, stat_file(repo.root / dst) if entry.stat else None)
+        write_index(_index_path(repo), index)
+    return dst
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+class DatasetStatus(msgspec.Struct, frozen=True):
+    """One dataset's change: `staged` is index vs HEAD, `unstaged` is working file vs index.
+
+    Each is 'added', 'modified', 'deleted' or None; counts are datapoints. `count`, `added`
+    and `removed` compare the working file with HEAD (what `commit -a` would record); the
+    `staged_*` counts compare the index with HEAD, the `unstaged_*` ones the working file
+    with the index.
+    """
+
+    path: str
+    staged: str | None
+    unstaged: str | None
+    count: int
+    added: int = 0
+    removed: int = 0
+    staged_count: int = 0
+    staged_added: int = 0
+    staged_removed: int = 0
+    unstaged_added: int = 0
+    unstaged_removed: int = 0
+
+    @property
+    def letter(self) -> str:
+        state = self.staged or self.unstaged
+        return {"added": "A", "modified": "M", "deleted": "D"}[state or "modified"]
+
+
+def _count_change(old: bytes, new: bytes) -> tuple[int, int]:
+    a = Counter(iter_oids(old))
+    b = Counter(iter_oids(new))
+    return sum((b - a).values()), sum((a - b).values())
+
+
+def status(repo: Repository) -> list[DatasetStatus]:
+    """Every dataset that differs between HEAD, the index and the working files."""
+    index = read_index(_index_path(repo))
+    head = repo.tree_of(repo.head())
+    result: list[DatasetStatus] = []
+    refresh: dict[str, Entry] = {}
+    for name in sorted(set(index) | set(head), key=lambda p: p.encode()):
+        entry = index.get(name)
+        head_oid = head.get(name)
+        if entry is None:
+            assert head_oid is not None
+            gone = repo.read_dataset(head_oid).count
+            result.append(DatasetStatus(name, "deleted", None, 0, 0, gone, staged_removed=gone))
+            continue
+        staged = repo.read_dataset(entry.dataset)
+        old = repo.read_dataset(head_oid) if head_oid is not None else None
+        staged_state = None
+        staged_added = staged_removed = 0
+        cached: dict[bytes, bytes] = {}
+
+        def ids(dataset: Dataset | None, cached: dict[bytes, bytes] = cached) -> bytes:
+            if dataset is None:
+                return b""
+            if dataset.content not in cached:
+                cached[dataset.content] = repo.read_oid_list(dataset)
+            return cached[dataset.content]
+
+        if old is None:
+            staged_state = "added"
+            staged_added = staged.count
+        elif not old.same_as(staged):
+            staged_state = "modified"
+            staged_added, staged_removed = _count_change(ids(old), ids(staged))
+        unstaged_state = None
+        count, added, removed = staged.count, staged_added, staged_removed
+        unstaged_added = unstaged_removed = 0
+        state, proven, scan = check_entry(repo, entry)
+        if proven is not None:
+            refresh[name] = proven
+        if state == "deleted":
+            unstaged_state = "deleted"
+            count, added, removed = 0, 0, old.count if old is not None else 0
+            unstaged_removed = staged.count
+        elif state == "modified":
+            assert scan is not None
+            unstaged_state = "modified"
+            count = len(scan.oids) // OID_SIZE
+            added, removed = _count_change(ids(old), scan.oids)
+            unstaged_added, unstaged_removed = _count_change(ids(staged), scan.oids)
+        if staged_state or unstaged_state:
+            result.append(
+                DatasetStatus(
+                    name,
+                    staged_state,
+                    unstaged_state,
+                    count,
+                    added,
+                    removed,
+                    staged.count,
+                    staged_added,
+                    staged_removed,
+                    unstaged_added,
+                    unstaged_removed,
+                )
+            )
+    if refresh:
+        _refresh_index(repo, refresh)
+    return result
+
+
+def _refresh_index(repo: Repository, updates: dict[str, Entry]) -> None:
+    """Record newly proven stats, if no writer holds the lock (it is only a cache)."""
+    lock = repo.lock()
+    previous = lock.timeout
+    lock.timeout = 0
+    try:
+        with lock:
+            index = read_index(_index_path(repo))
+            for name, entry in updates.items():
+                if name in index and index[name].dataset == entry.dataset:
+                    index[name] = entry
+            write_index(_index_path(repo), index)
+    except BadState:
+        pass
+    finally:
+        lock.timeout = previous
+
+
+# -- commit and log ------------------------------------------------------------------------
+
+
+def _now_and_tz() -> tuple[int, int]:
+    forced = os.environ.get("DSV_DATE")
+    if forced:
+        try:
+            when, _, zone = forced.partition(" ")
+            return int(when), _parse_tz(zone or "+0000")
+        except ValueError:
+            raise BadInput(f"DSV_DATE={forced!r}: expected 'UNIXTIME +HHMM'") from None
+    now = time.time()
+    return int(now), round(time.localtime(now).tm_gmtoff / 60)
+
+
+def _parse_tz(text: str) -> int:
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    if len(digits) != 4 or not digits.isdigit():
+        raise ValueError(text)
+    return sign * (int(digits[:2]) * 60 + int(digits[2:]))
+
+
+def commit(
+    repo: Repository, message: str, *, all: bool = False, author: str | None = None
+) -> bytes:
+    """Record the index (with `all`, first every changed tracked file) as a new version."""
+    if not message.strip():
+        raise BadInput("empty commit message", hint="pass one with -m")
+    with repo.lock():
+        index = read_index(_index_path(repo))
+        head = repo.head()
+        head_tree = repo.tree_of(head)
+        if all:
+            with repo.store.writer() as writer:
+                for name, entry in list(index.items()):
+                    stat = stat_file(repo.root / name)
+                    if stat is None:
+                        del index[name]
+                    elif entry.stat is None or entry.stat != stat:
+                        # Stage straight away: one read tells both whether and what changed.
+                        index[name] = stage_file(
+                            repo, writer, name, key=None, base_oid=entry.dataset
+                        )[0]
+        with repo.store.writer() as writer:
+            entries = tuple(
+                TreeEntry(name, index[name].dataset)
+                for name in sorted(index, key=lambda p: p.encode())
+            )
+            if not _tree_changed(repo, head_tree, entries):
+                raise BadState(
+                    "nothing to commit: the index matches HEAD",
+                    hint="stage changes with 'dsv add', or use -a for every tracked file",
+                )
+            tree_oid = writer.write(Kind.TREE, encode_object(Tree(entries)))
+            when, tz = _now_and_tz()
+            new = Commit(
+                tree=tree_oid,
+                parents=(head,) if head else (),
+                author=author or repo.user,
+                time=when,
+                tz=tz,
+                message=message.strip() + "\n",
+            )
+            oid = writer.write(Kind.COMMIT, encode_object(new))
+        first = new.message.splitlines()[0]
+        reason = f"commit{' (initial)' if head is None else ''}: {first}"
+        repo.refs.update("HEAD", oid, expected=head or MISSING, user=repo.user, reason=reason)
+        if all:
+            write_index(_index_path(repo), index)
+    return oid
+
+
+def _tree_changed(
+    repo: Repository, head_tree: dict[str, bytes], entries: tuple[TreeEntry, ...]
+) -> bool:
+    if {e.path for e in entries} != set(head_tree):
+        return True
+    for entry in entries:
+        old = head_tree[entry.path]
+        if old != entry.dataset and not repo.read_dataset(old).same_as(
+            repo.read_dataset(entry.dataset)
+        ):
+            return True
+    return False
+
+
+class LogEntry(msgspec.Struct, frozen=True):
+    oid: bytes
+    commit: Commit
+
+
+def log(
+    repo: Repository,
+    rev: str | None = None,
+    *,
+    max_count: int | None = None,
+    paths: list[str] | None = None,
+) -> Iterator[LogEntry]:
+    """Commits reachable from `rev` (default HEAD), newest first."""
+    start = repo.resolve(rev) if rev else repo.head()
+    if start is None:
+        return
+    names = _path_names(repo, paths) if paths else None
+    seen = {start}
+    queue = [(-repo.read_commit(start).time, 0, start)]
+    order = 1
+    shown = 0
+    while queue and (max_count is None or shown < max_count):
+        _, _, oid = heapq.heappop(queue)
+        entry = repo.read_commit(oid)
+        for parent in entry.parents:
+            if parent not in seen:
+                seen.add(parent)
+                heapq.heappush(queue, (-repo.read_commit(parent).time, order, parent))
+                order += 1
+        if names is not None and not _touches(repo, entry, names):
+            continue
+        shown += 1
+        yield LogEntry(oid, entry)
+
+
+def _path_names(repo: Repository, paths: list[str]) -> list[str] | None:
+    """Dataset names (or directories) for `paths`; None when one of them is the root."""
+    names = []
+    for path in paths:
+        if Path(os.path.normpath(repo.root / path)) == repo.root:
+            return None
+        names.append(repo_path(repo, path))
+    return names
+
+
+def _touches(repo: Repository, entry: Commit, names: list[str]) -> bool:
+    """Does the commit change a dataset named in `names` or inside a directory there?"""
+    mine = {e.path: e.dataset for e in repo.read_tree(entry.tree).entries}
+    parent = repo.tree_of(entry.parents[0]) if entry.parents else {}
+    inside = [
+        path
+        for path in mine.keys() | parent.keys()
+        if any(path == n or path.startswith(n + "/") for n in names)
+    ]
+    for name in inside:
+        a, b = mine.get(name), parent.get(name)
+        if a == b:
+            continue
+        if a is None or b is None or not repo.read_dataset(a).same_as(repo.read_dataset(b)):
+            return True
+    return False
+
+
+class DatasetSummary(msgspec.Struct, frozen=True):
+    """A dataset in a version, against the version's first parent."""
+
+    path: str
+    status: str  # added | modified | deleted | unchanged
+    count: int
+    added: int = 0
+    removed: int = 0
+    modified: int = 0
+
+
+class VersionSummary(msgspec.Struct, frozen=True):
+    oid: bytes
+    commit: Commit
+    datasets: list[DatasetSummary]
+
+
+def show(repo: Repository, rev: str) -> VersionSummary:
+    """A version and each of its datasets compared with its first parent."""
+    oid = repo.resolve(rev)
+    entry = repo.read_commit(oid)
+    mine = {e.path: e.dataset for e in repo.read_tree(entry.tree).entries}
+    parent = repo.tree_of(entry.parents[0]) if entry.parents else {}
+    rows = []
+    for name in sorted(set(mine) | set(parent), key=lambda p: p.encode()):
+        if name not in mine:
+            rows.append(
+                DatasetSummary(name, "deleted", 0, 0, repo.read_dataset(parent[name]).count)
+            )
+            continue
+        new = repo.read_dataset(mine[name])
+        if name not in parent:
+            rows.append(DatasetSummary(name, "added", new.count, new.count, 0))
+            continue
+        from dsv.diff import summarize
+
+        change = summarize(repo, parent[name], mine[name], path=name)
+        if change is None:
+            rows.append(DatasetSummary(name, "unchanged", new.count))
+            continue
+        rows.append(
+            DatasetSummary(
+                name, "modified", new.count, change.added, change.removed, change.modified
+            )
+        )
+    return VersionSummary(oid, entry, rows)
+
+
+def cat_object(repo: Repository, rev: str) -> tuple[Kind, object]:
+    """An object by id or name: datapoints as canonical bytes, others as plain JSON values."""
+    oid = repo.resolve_object(rev)
+    kind, body = repo.store.read(oid)
+    if kind == Kind.DATAPOINT:
+        return kind, body
+    if kind == Kind.PAGE:
+        return kind, [o.hex() for o in iter_oids(body)]
+    from dsv.objects import decode_commit, decode_dataset, decode_tree
+
+    value: dict[str, Any]
+    if kind == Kind.COMMIT:
+        c = decode_commit(body, oid)
+        value = {
+            "tree": c.tree.hex(),
+            "parents": [p.hex() for p in c.parents],
+            "author": c.author,
+            "time": c.time,
+            "tz": c.tz,
+            "message": c.message,
+        }
+    elif kind == Kind.TREE:
+        value = {
+            "entries": [
+                {"path": e.path, "dataset": e.dataset.hex()} for e in decode_tree(body, oid).entries
+            ]
+        }
+    else:
+        d = decode_dataset(body, oid)
+        value = {
+            "format": {
+                "kind": d.format.kind,
+                "columns": list(d.format.columns),
+                "options": dict(d.format.options),
+                "schema_bytes": len(d.format.schema),
+            },
+            "key": list(d.key),
+            "count": d.count,
+            "content": d.content.hex(),
+            "slices": [[s.page.hex(), s.start, s.stop] for s in d.slices],
+        }
+    return kind, value
+
+
+# -- reading versions ------------------------------------------------------------------------
+
+
+def dataset_at(repo: Repository, rev: str, path: str) -> Dataset:
+    """The dataset `path` in version `rev`."""
+    if not path:
+        raise BadInput(f"no dataset path given for {rev}", hint=f"name one: {rev}:PATH")
+    commit_oid = repo.resolve(rev)
+    tree = repo.tree_of(commit_oid)
+    name = path if path in tree else repo_path(repo, path)
+    if name not in tree:
+        raise _no_dataset(name, rev, tree)
+    return repo.read_dataset(tree[name])
+
+
+def _no_dataset(name: str, rev: str, tree: dict[str, bytes]) -> BadInput:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(tree), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
+    if hint is None and tree:
+        hint = f"{rev} has {len(tree)} dataset(s); 'dsv show {rev}' lists them"
+    return BadInput(f"{name}: no such dataset in {rev}", hint=hint)
+
+
+def iter_datapoints(repo: Repository, dataset: Dataset) -> Iterator[bytes]:
+    """Canonical bytes of each datapoint of a dataset, in order, each re-hashed."""
+    return repo.store.read_many(iter_oids(repo.read_oid_list(dataset)), Kind.DATAPOINT)
+
+
+def iter_records(repo: Repository, rev: str, path: str) -> Iterator[dict[str, Any]]:
+    for body in iter_datapoints(repo, dataset_at(repo, rev, path)):
+        yield decode_canonical(body)
+
+
+def read_table(repo: Repository, rev: str, path: str) -> pyarrow.Table:
+    """A dataset version as an Arrow table, every record and field in order.
+
+    Parquet comes back with its stored Arrow schema (types, nullability, metadata), CSV
+    with its columns in file order, as strings; JSONL and JSON with one column per
+    top-level field, in order of first appearance, typed as Arrow infers them.
+    """
+    import pyarrow as pa
+
+    dataset = dataset_at(repo, rev, path)
+    fmt = dataset.format
+    if fmt.kind == "parquet" and fmt.schema:
+        return _parquet_table(repo, dataset)
+    records = [decode_canonical(body) for body in iter_datapoints(repo, dataset)]
+    columns: dict[str, None] = dict.fromkeys(fmt.columns)
+    for record in records:
+        for name in record:
+            if name not in columns:
+                columns[name] = None
+    arrays = []
+    for name in columns:
+        values = [record.get(name) for record in records]
+        try:
+            if fmt.kind == "csv" and all(v is None or isinstance(v, str) for v in values):
+                arrays.append(pa.array(values, type=pa.string()))
+            else:
+                arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise BadInput(
+                f"{path}: field {name!r} cannot be one Arrow column ({exc})",
+                hint="read its records with repo.records(rev, path) instead",
+            ) from None
+    return pa.Table.from_arrays(arrays, names=list(columns))
+
+
+def _parquet_table(repo: Repository, dataset: Dataset) -> pyarrow.Table:
+    """A Parquet dataset rebuilt with its stored schema, by writing it as dsv would."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from dsv.formats import write_dataset
+
+    with tempfile.TemporaryDirectory(prefix="dsv-read-") as scratch:
+        target = Path(scratch) / "dataset.parquet"
+        write_dataset(target, dataset.format, iter_datapoints(repo, dataset))
+        return pq.read_table(target, memory_map=False)
+
+
+# -- checkout --------------------------------------------------------------------------------
+
+
+def _dirty_paths(repo: Repository, index: dict[str, Entry], head: dict[str, bytes]) -> set[str]:
+    """Tracked paths whose index or working file differs from HEAD."""
+    dirty = set()
+    for name in set(index) | set(head):
+        entry = index.get(name)
+        if entry is None or head.get(name) is None:
+            dirty.add(name)
+            continue
+        if (
+            entry.dataset != head[name]
+            and not repo.read_dataset(entry.dataset).same_as(repo.read_dataset(head[name]))
+        ) or check_entry(repo, entry)[0] != "clean":
+            dirty.add(name)
+    return dirty
+
+
+def checkout(
+    repo: Repository, rev: str, *, paths: list[str] | None = None, force: bool = False
+) -> bytes:
+    """Write tracked files as of `rev`; without paths also move HEAD there. Returns the commit."""
+    with repo.lock():
+        target_oid = repo.resolve(rev)
+        target = repo.tree_of(target_oid)
+        index = read_index(_index_path(repo))
+        head_oid = repo.head()
+        head = repo.tree_of(head_oid)
+        if paths:
+            names = _names_in(repo, paths, target, rev)
+            if not force:
+                dirty = _dirty_paths(
+                    repo,
+                    {n: index[n] for n in names if n in index},
+                    {n: head[n] for n in names if n in head},
+                )
+                _refuse_overwrite(sorted(dirty))
+                _refuse_untracked(
+                    repo, {n: target[n] for n in names if n not in index and n not in head}
+                )
+            for name in names:
+                index[name] = write_file(repo, name, target[name])
+            write_index(_index_path(repo), index)
+            return target_oid
+        changing = {n for n in set(target) | set(head) | set(index) if target.get(n) != head.get(n)}
+        if not force:
+            dirty = _dirty_paths(repo, index, head)
+            _refuse_overwrite(sorted(dirty & changing))
+            fresh = {n: oid for n, oid in target.items() if n not in index and n not in head}
+            _refuse_untracked(repo, fresh)
+        new_index = {}
+        for name in sorted(set(index) | set(head) | set(target)):
+            if name in target:
+                entry = index.get(name)
+                if force or name in changing:
+                    new_index[name] = write_file(repo, name, target[name])
+                elif entry is not None:
+                    new_index[name] = entry
+                # else: unchanged between HEAD and REV, and unstaged with `rm --cached`: that
+                # staged removal carries over, and the file (now untracked) is left alone.
+            elif name in index or name in head:
+                if force or name in changing:
+                    with contextlib.suppress(FileNotFoundError):
+                        (repo.root / name).unlink()
+                elif name in index:
+                    new_index[name] = index[name]
+        write_index(_index_path(repo), new_index)
+        branch = _branch_named(repo, rev)
+        if rev.strip() == "HEAD":
+            pass  # the files of HEAD again: HEAD itself stays, on its branch or detached
+        elif branch is not None:
+            repo.refs.set_symbolic("HEAD", BRANCHES + branch)
+            repo.refs.append_log(
+                "HEAD",
+                head_oid or ZERO_OID,
+                target_oid,
+                user=repo.user,
+                reason=f"checkout: moving to {branch}",
+            )
+        else:
+            repo.refs.update(
+                "HEAD",
+                target_oid,
+                user=repo.user,
+                reason=f"checkout: moving to {rev}",
+                deref=False,
+            )
+    return target_oid
+
+
+def _names_in(repo: Repository, paths: list[str], tree: dict[str, bytes], rev: str) -> list[str]:
+    """The datasets of `tree` that `paths` name, directly or as directories holding them."""
+    wanted = _path_names(repo, paths)
+    if wanted is None:
+        return sorted(tree)
+    names: dict[str, None] = {}
+    for name in wanted:
+        inside = [n for n in sorted(tree) if n == name or n.startswith(name + "/")]
+        if not inside:
+            raise _no_dataset(name, rev, tree)
+        names.update(dict.fromkeys(inside))
+    return list(names)
+
+
+def _refuse_untracked(repo: Repository, fresh: dict[str, bytes]) -> None:
+    """Refuse to overwrite files dsv does not track, unless they hold what would be written.
+
+    `fresh` maps each path the checkout would create to the dataset it would write there.
+    """
+    from dsv.errors import DsvError
+
+    clashing = []
+    for name in sorted(fresh):
+        full = repo.root / name
+        if not full.exists() and not full.is_symlink():
+            continue
+        try:
+            clean = check_entry(repo, Entry(name, fresh[name]))[0] == "clean"
+        except DsvError:
+            clean = False  # unreadable as that dataset: certainly not what we would write
+        if not clean:
+            clashing.append(name)
+    if clashing:
+        shown = ", ".join(clashing[:5]) + (
+            f" and {len(clashing) - 5} more" if len(clashing) > 5 else ""
+        )
+        raise BadState(
+            f"checkout would overwrite untracked files: {shown}",
+            hint="move them away or add and commit them first, or use --force to overwrite them",
+        )
+
+
+def _branch_named(repo: Repository, rev: str) -> str | None:
+    if repo.refs.read(BRANCHES + rev) is not None:
+        return rev
+    if rev.startswith(BRANCHES) and repo.refs.read(rev) is not None:
+        return rev[len(BRANCHES) :]
+    return None
+
+
+def _refuse_overwrite(dirty: list[str]) -> None:
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        raise BadState(
+            f"checkout would overwrite uncommitted changes in {shown}",
+            hint="commit them first, or use --force to discard them",
+        )
+
+
+def switch(repo: Repository, name: str, *, create: bool = False, force: bool = False) -> bytes:
+    """Make branch `name` current (creating it at HEAD with `create`)."""
+    if create:
+        create_branch(repo, name)
+    elif repo.refs.read(BRANCHES + name) is None:
+        raise BadInput(f"no branch named {name!r}", hint=f"use 'dsv switch -c {name}' to create it")
+    head = repo.head()
+    if head is None:
+        repo.refs.set_symbolic("HEAD", BRANCHES + name)
+        return ZERO_OID
+    return checkout(repo, name, force=force)
+
+
+# -- branches, tags, environments ---------------------------------------------------------
+
+
+def list_branches(repo: Repository) -> list[tuple[str, bytes, bool]]:
+    current = repo.current_branch()
+    return [
+        (name[len(BRANCHES) :], oid, name[len(BRANCHES) :] == current)
+        for name, oid in repo.refs.list_refs(BRANCHES)
+    ]
+
+
+def _create_ref(repo: Repository, prefix: str, name: str, rev: str | None, what: str) -> bytes:
+    check_ref_name(name, what=f"{what} name")
+    with repo.lock():
+        oid = repo.resolve(rev or "HEAD")
+        if repo.refs.read(prefix + name) is not None:
+            raise BadInput(f"a {what} named {name!r} already exists")
+        repo.refs.update(
+            prefix + name,
+            oid,
+            expected=MISSING,
+            user=repo.user,
+            reason=f"{what}: created from {rev or 'HEAD'}",
+        )
+    return oid
+
+
+def create_branch(repo: Repository, name: str, rev: str | None = None) -> bytes:
+    return _create_ref(repo, BRANCHES, name, rev, "branch")
+
+
+def delete_branch(repo: Repository, name: str) -> bytes:
+    with repo.lock():
+        if repo.current_branch() == name:
+            raise BadState(f"cannot delete branch {name!r}: it is the current branch")
+        if repo.refs.read(BRANCHES + name) is None:
+            raise BadInput(f"no branch named {name!r}")
+        return repo.refs.delete(BRANCHES + name, user=repo.user, reason="branch: deleted")
+
+
+def list_tags(repo: Repository) -> list[tuple[str, bytes]]:
+    return [(name[len(TAGS) :], oid) for name, oid in repo.refs.list_refs(TAGS)]
+
+
+def create_tag(repo: Repository, name: str, rev: str | None = None) -> bytes:
+    return _create_ref(repo, TAGS, name, rev, "tag")
+
+
+def delete_tag(repo: Repository, name: str) -> bytes:
+    with repo.lock():
+        if repo.refs.read(TAGS + name) is None:
+            raise BadInput(f"no tag named {name!r}")
+        return repo.refs.delete(TAGS + name, user=repo.user, reason="tag: deleted")
+
+
+class EnvInfo(msgspec.Struct, frozen=True):
+    """An environment: the version it points to, and when (with the deployer's UTC offset in
+    minutes) and by whom it was last deployed (0 and "" when its log is lost)."""
+
+    name: str
+    oid: bytes
+    time: int
+    user: str
+    tz: int = 0
+
+
+def deploy(repo: Repository, name: str, rev: str | None = None) -> tuple[bytes, bytes]:
+    """Point environment `name` at version `rev` (default HEAD); return (old, new)."""
+    check_ref_name(name, what="environment name")
+    if "/" in name:
+        raise BadInput(f"invalid environment name {name!r}: '/' is not allowed")
+    with repo.lock():
+        oid = repo.resolve(rev or "HEAD")
+        old = repo.refs.read(ENVS + name)
+        repo.refs.update(
+            ENVS + name,
+            oid,
+            expected=old or MISSING,
+            user=repo.user,
+            reason=f"deploy: {rev or 'HEAD'}",
+        )
+    return old or ZERO_OID, oid
+
+
+def list_envs(repo: Repository) -> list[EnvInfo]:
+    out = []
+    for full, oid in repo.refs.list_refs(ENVS):
+        entries = repo.refs.read_log(full)
+        last = entries[-1] if entries else None
+        out.append(
+            EnvInfo(
+                full[len(ENVS) :],
+                oid,
+                last.time if last else 0,
+                last.user if last else "",
+                last.tz if last else 0,
+            )
+        )
+    return out
+
+
+def remove_env(repo: Repository, name: str) -> bytes:
+    with repo.lock():
+        if repo.refs.read(ENVS + name) is None:
+            raise BadInput(f"no environment named {name!r}")
+        return repo.refs.delete(ENVS + name, user=repo.user, reason="deployment removed")
+
+
+def env_log(repo: Repository, name: str) -> list[RefLogEntry]:
+    entries = repo.refs.read_log(ENVS + name)
+    if not entries:
+        raise BadInput(f"no environment named {name!r} has ever been deployed")
+    return entries
+
+
+# -- integrity and garbage collection ---------------------------------------------------------
+
+
+class FsckReport(msgspec.Struct):
+    checked: int = 0
+    missing: list[str] = []
+    corrupt: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupt
+
+
+def _roots(repo: Repository) -> set[bytes]:
+    """Commits every ref, HEAD, ref log and the index reach."""
+    roots: set[bytes] = set()
+    head = repo.head()
+    if head:
+        roots.add(head)
+    logs = repo.dsv_dir / "logs"
+    roots.update(oid for _, oid in repo.refs.list_refs("refs/"))
+    for dirpath, _, files in os.walk(logs):
+        for file in files:
+            name = Path(dirpath, file).relative_to(logs).as_posix()
+            for entry in repo.refs.read_log(name):
+                roots.update(o for o in (entry.old, entry.new) if o != ZERO_OID)
+    return roots
+
+
+def _walk(
+    repo: Repository, report: FsckReport | None
+) -> tuple[set[bytes], list[tuple[Kind, bytes]]]:
+    """Every reachable oid; with a report, record what is missing or corrupt instead of raising."""
+    from dsv.errors import CorruptObject
+
+    seen: set[bytes] = set()
+    order: list[tuple[Kind, bytes]] = []
+
+    def visit(oid: bytes, kind: Kind) -> bytes | None:
+        if oid in seen:
+            return None
+        seen.add(oid)
+        try:
+            _, body = repo.store.read(oid, kind)
+        except CorruptObject as exc:
+            if report is None:
+                raise
+            (report.missing if "missing" in str(exc) else report.corrupt).append(
+                f"{kind.name.lower()} {oid.hex()}"
+            )
+            return None
+        order.append((kind, oid))
+        if report is not None:
+            report.checked += 1
+        return body
+
+    datasets: list[bytes] = []
+    commits = list(_roots(repo))
+    datasets.extend(entry.dataset for entry in read_index(_index_path(repo)).values())
+    while commits:
+        oid = commits.pop()
+        body = visit(oid, Kind.COMMIT)
+        if body is None:
+            continue
+        from dsv.objects import decode_commit, decode_tree
+
+        entry = decode_commit(body, oid)
+        commits.extend(entry.parents)
+        tree_body = visit(entry.tree, Kind.TREE)
+        if tree_body is not None:
+            datasets.extend(e.dataset for e in decode_tree(tree_body, entry.tree).entries)
+    from dsv.objects import decode_dataset
+
+    for oid in datasets:
+        body = visit(oid, Kind.DATASET)
+        if body is None:
+            continue
+        dataset = decode_dataset(body, oid)
+        pages_ok = True
+        for s in dataset.slices:
+            if s.page not in seen:
+                pages_ok = visit(s.page, Kind.PAGE) is not None and pages_ok
+        if not pages_ok:
+            continue
+        try:
+            ids = repo.read_oid_list(dataset)
+        except CorruptObject as exc:
+            if report is None:
+                raise
+            report.corrupt.append(f"dataset {oid.hex()}: {exc}")
+            continue
+        for dp in iter_oids(ids):
+            visit(dp, Kind.DATAPOINT)
+    return seen, order
+
+
+def fsck(repo: Repository) -> FsckReport:
+    """Re-hash every reachable object and check that each one's references are present."""
+    report = FsckReport()
+    _walk(repo, report)
+    return report
+
+
+class GcReport(msgspec.Struct):
+    kept: int
+    removed: int
+    packs_before: int
+    loose_before: int
+    bytes_before: int
+    bytes_after: int
+
+
+def _store_size(repo: Repository) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(repo.store.path):
+        for file in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(Path(dirpath, file)).st_size
+    return total
+
+
+def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
+    """Keep what refs, ref logs and the index reach, in one new pack; drop the rest."""
+    with repo.lock():
+        reachable, order = _walk(repo, None)
+        stored = set(repo.store.iter_oids())
+        packs = repo.store.packs
+        loose = list(repo.store.iter_loose())
+        before = _store_size(repo)
+        report = GcReport(
+            kept=len(reachable & stored),
+            removed=len(stored - reachable),
+            packs_before=len(packs),
+            loose_before=len(loose),
+            bytes_before=before,
+            bytes_after=before,
+        )
+        if dry_run:
+            return report
+        old_packs = [p.name for p in packs]
+        from dsv.pack import PackWriter
+
+        kind_rank = {Kind.COMMIT: 0, Kind.TREE: 1, Kind.DATASET: 2, Kind.PAGE: 3, Kind.DATAPOINT: 4}
+        order.sort(key=lambda item: kind_rank[item[0]])
+        if order:
+            writer = PackWriter(repo.store.pack_dir)
+            try:
+                for kind, oid in order:
+                    writer.add(kind, oid, repo.store.read(oid, kind)[1])
+                new_name = writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+        else:
+            new_name = ""
+        repo.store.close()
+        for name in old_packs:
+            if name == new_name:
+                continue
+            for ext in (".idx", ".pack"):
+                with contextlib.suppress(FileNotFoundError):
+                    (repo.store.pack_dir / f"{name}{ext}").unlink()
+        for oid in loose:
+            repo.store.delete_loose(oid)
+        for leftover in repo.store.pack_dir.glob(".tmp-*"):
+            # Temp packs of killed writers: never referenced, safe to drop under the lock.
+            leftover.unlink(missing_ok=True)
+        for fan in os.listdir(repo.store.path):
+            if len(fan) == 2:
+                with contextlib.suppress(OSError):
+                    (repo.store.path / fan).rmdir()
+        repo.store.reload()
+        report.bytes_after = _store_size(repo)
+    return report

@@ -1,0 +1,288 @@
+"""The repository: where `.dsv` is, its store, refs, config and lock, and revision names."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dsv.config import Config, read_config, user_identity, write_config
+from dsv.errors import BadInput, BadState, NotARepository
+from dsv.fsutil import RepoLock
+from dsv.manifest import read_oid_list
+from dsv.objects import (
+    Commit,
+    Dataset,
+    Kind,
+    Tree,
+    decode_commit,
+    decode_dataset,
+    decode_tree,
+)
+from dsv.refs import BRANCHES, ENVS, REMOTES, TAGS, Refs
+from dsv.store import ObjectStore
+
+if TYPE_CHECKING:
+    import pyarrow
+
+    from dsv.diff import DiffResult
+    from dsv.ops import LogEntry
+
+__all__ = ["DSV_DIR", "Repository"]
+
+DSV_DIR = ".dsv"
+_REV_SUFFIX = re.compile(r"(~\d*|\^\d*)$")
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")
+_SHORT_HEX = re.compile(r"^[0-9a-f]{1,3}$")
+
+
+def _lock_timeout() -> float | None:
+    """DSV_LOCK_TIMEOUT in seconds (None: the default), refused when it is not a number."""
+    text = os.environ.get("DSV_LOCK_TIMEOUT")
+    if text is None or not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value < 0:
+        raise BadInput(
+            f"DSV_LOCK_TIMEOUT={text!r} is not a number of seconds", hint="e.g. DSV_LOCK_TIMEOUT=10"
+        )
+    return value
+
+
+class Repository:
+    """A dsv repository: a working tree with a `.dsv` directory at its root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dsv_dir = root / DSV_DIR
+        self.config = read_config(self.dsv_dir / "config")
+        self.store = ObjectStore(self.dsv_dir / "objects")
+        self.refs = Refs(self.dsv_dir)
+        self._lock = RepoLock(self.dsv_dir / "lock", timeout=_lock_timeout())
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str] = ".", *, branch: str = "main") -> Repository:
+        """Create an empty repository at `path`."""
+        root = Path(path).resolve()
+        dsv_dir = root / DSV_DIR
+        if (dsv_dir / "config").exists():
+            raise BadState(f"{dsv_dir} already exists: {root} is a dsv repository already")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for sub in ("objects/pack", "refs/heads", "refs/tags", "refs/envs", "logs"):
+                (dsv_dir / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadState(f"cannot create {dsv_dir}: {exc.strerror}") from exc
+        Refs(dsv_dir).set_symbolic("HEAD", BRANCHES + branch)
+        # config last: its presence is what makes the directory a repository.
+        write_config(dsv_dir / "config", Config())
+        return cls(root)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] = ".") -> Repository:
+        """Open the repository containing `path`, looking upwards for `.dsv`."""
+        start = Path(path).resolve()
+        for candidate in (start, *start.parents):
+            if (candidate / DSV_DIR).is_dir():
+                return cls(candidate)
+        raise NotARepository(
+            "not a dsv repository (or any parent)", hint="run 'dsv init' to create one"
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def lock(self) -> RepoLock:
+        """The writer lock; every change to refs, the index or objects happens under it."""
+        return self._lock
+
+    def save_config(self, config: Config) -> None:
+        write_config(self.dsv_dir / "config", config)
+        self.config = config
+
+    @property
+    def user(self) -> str:
+        return user_identity(self.config)
+
+    # -- objects -----------------------------------------------------------------------
+
+    def read_commit(self, oid: bytes) -> Commit:
+        return decode_commit(self.store.read_body(oid, Kind.COMMIT), oid)
+
+    def read_tree(self, oid: bytes) -> Tree:
+        return decode_tree(self.store.read_body(oid, Kind.TREE), oid)
+
+    def read_dataset(self, oid: bytes) -> Dataset:
+        return decode_dataset(self.store.read_body(oid, Kind.DATASET), oid)
+
+    def read_oid_list(self, dataset: Dataset) -> bytes:
+        return read_oid_list(self.store, dataset)
+
+    def tree_of(self, commit_oid: bytes | None) -> dict[str, bytes]:
+        """path -> dataset oid of a commit (empty for None)."""
+        if commit_oid is None:
+            return {}
+        tree = self.read_tree(self.read_commit(commit_oid).tree)
+        return {entry.path: entry.dataset for entry in tree.entries}
+
+    # -- refs and revisions ------------------------------------------------------------
+
+    def head(self) -> bytes | None:
+        """The commit HEAD points to; None on an unborn branch."""
+        return self.refs.read("HEAD")
+
+    def current_branch(self) -> str | None:
+        target = self.refs.symbolic_target("HEAD")
+        if target and target.startswith(BRANCHES):
+            return target[len(BRANCHES) :]
+        return None
+
+    def ref_names(self) -> list[str]:
+        """Every short name a revision may use."""
+        names = ["HEAD"]
+        for prefix in (BRANCHES, TAGS, ENVS):
+            names += [name[len(prefix) :] for name, _ in self.refs.list_refs(prefix)]
+        names += [name[len("refs/") :] for name, _ in self.refs.list_refs(REMOTES)]
+        return names
+
+    def _lookup_name(self, name: str, *, prefer_commits: bool = True) -> bytes | None:
+        if name == "HEAD":
+            return self.head()
+        for prefix in ("", "refs/", BRANCHES, TAGS, ENVS, REMOTES):
+            full = prefix + name
+            if full.startswith("refs/") or full == "HEAD":
+                oid = self.refs.read(full)
+                if oid is not None:
+                    return oid
+        hex_name = name.lower()
+        if _HEX.match(hex_name):
+            found = self.store.find_prefix(hex_name)
+            if len(found) > 1:
+                kinds = {oid: self.store.read(oid)[0] for oid in found}
+                commits = [oid for oid, kind in kinds.items() if kind == Kind.COMMIT]
+                if prefer_commits and len(commits) == 1:
+                    return commits[0]
+                shown = sorted(kinds.items())[:5]
+                raise BadInput(
+                    f"ambiguous id {name!r}: {len(found)} objects start with it",
+                    hint="give more characters; candidates: "
+                    + ", ".join(f"{oid.hex()[:16]} ({kind.name.lower()})" for oid, kind in shown)
+                    + (" …" if len(found) > len(shown) else ""),
+                )
+            if found:
+                return found.pop()
+        return None
+
+    def resolve_object(self, rev: str) -> bytes:
+        """The oid named by `rev`: any object kind by id or unique prefix (at least 4 hex
+        digits), or the commit a revision names (`HEAD~2`, `production`, ...)."""
+        rev = rev.strip()
+        if not rev:
+            raise BadInput("empty object id")
+        if _REV_SUFFIX.search(rev):
+            return self.resolve(rev)
+        oid = self._lookup_name(rev, prefer_commits=False)
+        if oid is None:
+            if rev == "HEAD":
+                raise BadState("HEAD has no commits yet", hint="commit something first")
+            raise self._unknown(rev)
+        return oid
+
+    def resolve(self, rev: str) -> bytes:
+        """The commit named by `rev`: id or prefix, HEAD, branch, tag, environment, ~N, ^N."""
+        rev = rev.strip()
+        if not rev:
+            raise BadInput("empty revision")
+        suffixes: list[str] = []
+        base = rev
+        while True:
+            match = _REV_SUFFIX.search(base)
+            if not match or match.start() == 0:
+                break
+            suffixes.insert(0, match.group(1))
+            base = base[: match.start()]
+        oid = self._lookup_name(base)
+        if oid is None:
+            if base == "HEAD":
+                raise BadState("HEAD has no commits yet", hint="commit something first")
+            raise self._unknown(base)
+        kind, _ = self.store.read(oid)
+        if kind != Kind.COMMIT:
+            raise BadInput(f"{base} is a {kind.name.lower()}, not a version")
+        for suffix in suffixes:
+            if suffix[0] == "~":
+                steps = int(suffix[1:] or "1")
+                for _ in range(steps):
+                    oid = self._parent(oid, 1, rev)
+            else:
+                number = int(suffix[1:] or "1")
+                oid = self._parent(oid, number, rev) if number else oid
+        return oid
+
+    def _parent(self, oid: bytes, number: int, rev: str) -> bytes:
+        parents = self.read_commit(oid).parents
+        if len(parents) < number:
+            raise BadInput(f"revision {rev!r} goes past the first version of the history")
+        return parents[number - 1]
+
+    def _unknown(self, name: str) -> BadInput:
+        close = difflib.get_close_matches(name, self.ref_names(), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
+        if hint is None and _SHORT_HEX.match(name.lower()):
+            hint = "an abbreviated id needs at least 4 hex digits"
+        return BadInput(f"unknown revision {name!r}", hint=hint)
+
+    # -- the Python API: thin calls into dsv.ops ---------------------------------------
+
+    def add(self, paths: list[str], *, key: tuple[str, ...] | None = None) -> list[str]:
+        from dsv import ops
+
+        return ops.add(self, paths, key=key)
+
+    def commit(self, message: str, *, all: bool = False, author: str | None = None) -> bytes:
+        from dsv import ops
+
+        return ops.commit(self, message, all=all, author=author)
+
+    def log(
+        self,
+        rev: str | None = None,
+        *,
+        max_count: int | None = None,
+        paths: list[str] | None = None,
+    ) -> Iterator[LogEntry]:
+        from dsv import ops
+
+        return ops.log(self, rev, max_count=max_count, paths=paths)
+
+    def read(self, rev: str, path: str) -> pyarrow.Table:
+        """A dataset version as an Arrow table."""
+        from dsv import ops
+
+        return ops.read_table(self, rev, path)
+
+    def records(self, rev: str, path: str) -> Iterator[dict[str, Any]]:
+        """A dataset version's records, decoded, in order."""
+        from dsv import ops
+
+        return ops.iter_records(self, rev, path)
+
+    def diff(self, a: str | None = None, b: str | None = None, **options: Any) -> DiffResult:
+        from dsv import diff
+
+        return diff.diff(self, a, b, **options)

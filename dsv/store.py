@@ -1,0 +1,337 @@
+"""The object store: loose objects and packs under `.dsv/objects`, re-hashed on every read."""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+import zstandard
+
+from dsv.errors import CorruptObject
+from dsv.fsutil import fsync_dir, write_atomic
+from dsv.objects import OID_SIZE, Kind, hash_object
+from dsv.pack import Pack, PackWriter, PreparedPack
+
+__all__ = ["LOOSE_LIMIT", "ObjectStore", "ObjectWriter"]
+
+# Up to this many new objects (and bytes) a write stays loose (one file each); more go into
+# one pack, so a commit of 100,000 datapoints adds a few files, not 100,000.
+LOOSE_LIMIT = 64
+LOOSE_BYTES = 1 << 20
+
+
+class ObjectStore:
+    """Write-once objects addressed by oid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pack_dir = path / "pack"
+        self._packs: dict[str, Pack] | None = None
+        self._compressor = zstandard.ZstdCompressor(level=3)
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    # -- packs -------------------------------------------------------------------------
+
+    @property
+    def packs(self) -> list[Pack]:
+        if self._packs is None:
+            self._packs = {}
+            self.reload()
+        return list(self._packs.values())
+
+    def reload(self) -> None:
+        """Pick up packs written (or removed) since the last look."""
+        if self._packs is None:
+            self._packs = {}
+        try:
+            names = {
+                p[:-4]
+                for p in os.listdir(self.pack_dir)
+                if p.endswith(".idx") and not p.startswith(".")
+            }
+        except FileNotFoundError:
+            names = set()
+        for gone in set(self._packs) - names:
+            self._packs.pop(gone).close()
+        for name in sorted(names - set(self._packs)):
+            self._packs[name] = Pack(self.pack_dir, name)
+
+    def close(self) -> None:
+        if self._packs:
+            for pack in self._packs.values():
+                pack.close()
+        self._packs = None
+
+    # -- lookup ------------------------------------------------------------------------
+
+    def _loose_path(self, oid: bytes) -> Path:
+        text = oid.hex()
+        return self.path / text[:2] / text[2:]
+
+    def _find_packed(self, oid: bytes) -> tuple[Pack, int] | None:
+        for pack in self.packs:
+            i = pack.find(oid)
+            if i >= 0:
+                return pack, i
+        return None
+
+    def contains(self, oid: bytes) -> bool:
+        if self._find_packed(oid) is not None or self._loose_path(oid).exists():
+            return True
+        self.reload()
+        return self._find_packed(oid) is not None
+
+    def _read_raw(self, oid: bytes) -> tuple[Kind, bytes]:
+        found = self._find_packed(oid)
+        if found is not None:
+            pack, i = found
+            return pack.read_at(i)
+        try:
+            data = self._loose_path(oid).read_bytes()
+        except FileNotFoundError:
+            # A repack may have moved it into a new pack since we listed them.
+            self.reload()
+            found = self._find_packed(oid)
+            if found is None:
+                raise CorruptObject(f"missing object {oid.hex()}") from None
+            pack, i = found
+            return pack.read_at(i)
+        try:
+            return Kind(data[0]), self._decompressor.decompress(data[1:])
+        except (IndexError, ValueError, zstandard.ZstdError) as exc:
+            raise CorruptObject(f"corrupt object {oid.hex()}: unreadable") from exc
+
+    def read(self, oid: bytes, kind: Kind | None = None) -> tuple[Kind, bytes]:
+        """Kind and body of `oid`, verified against its id."""
+        found_kind, body = self._read_raw(oid)
+        if hash_object(found_kind, body) != oid:
+            raise CorruptObject(f"corrupt object {oid.hex()}: content does not match its id")
+        if kind is not None and found_kind != kind:
+            raise CorruptObject(
+                f"object {oid.hex()} is a {found_kind.name.lower()}, expected a {kind.name.lower()}"
+            )
+        return found_kind, body
+
+    def read_body(self, oid: bytes, kind: Kind) -> bytes:
+        return self.read(oid, kind)[1]
+
+    def _locate(self, oid: bytes) -> tuple[Pack, int] | None:
+        for pack in self.packs:
+            at = pack.positions().get(oid)
+            if at is not None:
+                return pack, at
+        return None
+
+    def _checked(self, oid: bytes, kind: Kind, found_kind: Kind, body: bytes) -> bytes:
+        if found_kind != kind or hash_object(found_kind, body) != oid:
+            return self.read(oid, kind)[1]  # the slow path names the exact problem
+        return body
+
+    def read_many(self, oids: Iterable[bytes], kind: Kind) -> Iterator[bytes]:
+        """Bodies of `oids` in the order given, each verified.
+
+        For reading whole datasets: every pack's oids are mapped once, and consecutive ids
+        mostly sit in the same block, which stays cached.
+        """
+        for oid in oids:
+            found = self._locate(oid)
+            if found is None:
+                yield self.read(oid, kind)[1]
+                continue
+            pack, at = found
+            found_kind, body = pack.read_at(at)
+            yield self._checked(oid, kind, found_kind, body)
+
+    def read_bulk(self, oids: list[bytes], kind: Kind) -> list[bytes]:
+        """Bodies of scattered `oids`, in their order, each verified; each block is
+        decompressed once however the ids are spread over it."""
+        out = [b""] * len(oids)
+        located: list[tuple[int, int, int, int]] = []
+        packs = sorted(self.packs, key=lambda p: -p.count)
+        many = len(oids) > 256
+        tables = [pack.sorted_oids() if many else None for pack in packs]
+        for i, oid in enumerate(oids):
+            for n, pack in enumerate(packs):
+                table = tables[n]
+                if table is None:
+                    at = pack.find(oid)
+                else:
+                    at = bisect.bisect_left(table, oid)
+                    if at == len(table) or table[at] != oid:
+                        at = -1
+                if at >= 0:
+                    located.append((n, pack.location(at)[0], at, i))
+                    break
+            else:
+                out[i] = self.read(oid, kind)[1]
+        # In block order, each block is decompressed once and then leaves the cache.
+        located.sort()
+        for n, _, at, i in located:
+            found_kind, body = packs[n].read_at(at)
+            out[i] = self._checked(oids[i], kind, found_kind, body)
+        return out
+
+    def missing(self, oids: Iterable[bytes]) -> set[bytes]:
+        """Which of `oids` the store lacks."""
+        wanted = set(oids)
+        if not wanted:
+            return wanted
+        self.reload()
+        if len(wanted) > 4096:
+            for pack in self.packs:
+                if not wanted:
+                    break
+                wanted.difference_update(pack.oids())
+            # One listing of the loose objects instead of one stat per remaining id.
+            wanted.difference_update(self.iter_loose())
+            return wanted
+        else:
+            wanted = {oid for oid in wanted if self._find_packed(oid) is None}
+        return {oid for oid in wanted if not self._loose_path(oid).exists()}
+
+    def iter_loose(self) -> Iterator[bytes]:
+        try:
+            fans = os.listdir(self.path)
+        except FileNotFoundError:
+            return
+        for fan in fans:
+            if len(fan) != 2 or fan == "pa":
+                continue
+            with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+                for rest in os.listdir(self.path / fan):
+                    if len(rest) == 2 * OID_SIZE - 2 and not rest.startswith("."):
+                        with contextlib.suppress(ValueError):
+                            yield bytes.fromhex(fan + rest)
+
+    def iter_oids(self) -> Iterator[bytes]:
+        """Every stored oid (an oid in several places may repeat)."""
+        yield from self.iter_loose()
+        for pack in self.packs:
+            yield from pack.oids()
+
+    def find_prefix(self, prefix: str) -> set[bytes]:
+        """All oids whose hex starts with `prefix`."""
+        found: set[bytes] = set()
+        if len(prefix) >= 2:
+            fan = self.path / prefix[:2]
+            with contextlib.suppress(FileNotFoundError):
+                for rest in os.listdir(fan):
+                    if rest.startswith(prefix[2:]) and not rest.startswith("."):
+                        with contextlib.suppress(ValueError):
+                            found.add(bytes.fromhex(prefix[:2] + rest))
+        whole = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
+        for pack in self.packs:
+            for oid in pack.prefix_range(whole):
+                if oid.hex().startswith(prefix):
+                    found.add(oid)
+        return found
+
+    # -- writing -----------------------------------------------------------------------
+
+    def writer(self) -> ObjectWriter:
+        return ObjectWriter(self)
+
+    def write_loose(self, kind: Kind, oid: bytes, body: bytes) -> Path:
+        path = self._loose_path(oid)
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, bytes([kind]) + self._compressor.compress(body), mode=0o444)
+        return path
+
+    def delete_loose(self, oid: bytes) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._loose_path(oid).unlink()
+
+
+class ObjectWriter:
+    """Collects the new objects of one operation; small batches go loose, larger ones to a pack.
+
+    Nothing written is referenced until `close` returns, so an interrupted operation leaves at
+    most unreferenced objects, which gc removes.
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._pending: list[tuple[Kind, bytes, bytes]] = []
+        self._pending_bytes = 0
+        self._pack: PackWriter | None = None
+        self._seen: set[bytes] = set()
+        self._adopted: list[PreparedPack] = []
+        self.written = 0
+        self.bytes_written = 0
+
+    def __enter__(self) -> ObjectWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, kind: Kind, body: bytes, *, check_store: bool = True) -> bytes:
+        """Store `body` as an object of `kind` unless present; return its oid."""
+        oid = hash_object(kind, body)
+        self.add(kind, oid, body, check_store=check_store)
+        return oid
+
+    def add(self, kind: Kind, oid: bytes, body: bytes, *, check_store: bool = True) -> None:
+        """Store an object whose oid the caller computed."""
+        if oid in self._seen:
+            return
+        self._seen.add(oid)
+        if check_store and self.store.contains(oid):
+            return
+        self.written += 1
+        self.bytes_written += len(body)
+        if self._pack is not None:
+            self._pack.add(kind, oid, body)
+            return
+        self._pending.append((kind, oid, body))
+        self._pending_bytes += len(body)
+        if len(self._pending) > LOOSE_LIMIT or self._pending_bytes > LOOSE_BYTES:
+            self.store.pack_dir.mkdir(parents=True, exist_ok=True)
+            self._pack = PackWriter(self.store.pack_dir)
+            for item in self._pending:
+                self._pack.add(*item)
+            self._pending = []
+
+    def adopt(self, prepared: PreparedPack, *, objects: int, size: int) -> None:
+        """Take over a pack another process wrote; it is published with this writer's objects."""
+        self._adopted.append(prepared)
+        self.written += objects
+        self.bytes_written += size
+
+    def close(self) -> None:
+        """Make every object written durable."""
+        for prepared in self._adopted:
+            prepared.publish()
+        if self._adopted:
+            self._adopted = []
+            self.store.reload()
+        if self._pack is not None:
+            self._pack.finish()
+            self._pack = None
+            self.store.reload()
+        dirs: set[Path] = set()
+        for kind, oid, body in self._pending:
+            dirs.add(self.store.write_loose(kind, oid, body).parent)
+        self._pending = []
+        for directory in dirs:
+            fsync_dir(directory)
+
+    def abort(self) -> None:
+        for prepared in self._adopted:
+            prepared.discard()
+        self._adopted = []
+        if self._pack is not None:
+            self._pack.abort()
+            self._pack = None
+        self._pending = []

@@ -1,0 +1,156 @@
+"""Working files: reading them into datapoints, writing versions back, and knowing cheaply
+whether a file still holds what the index says."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+
+from dsv.errors import BadInput
+from dsv.index import Entry, hash_file, stat_file, trusted_stat
+from dsv.manifest import build_dataset, iter_oids
+from dsv.objects import Dataset, Format, Kind, content_id, hash_object
+from dsv.repo import Repository
+from dsv.store import ObjectWriter
+
+__all__ = ["FileScan", "check_entry", "scan_file", "stage_file", "write_file"]
+
+
+class FileScan(msgspec.Struct):
+    """What a working file holds: its format and datapoint ids (and raw-line hashes, JSONL)."""
+
+    format: Format
+    oids: bytes
+    raw_hashes: bytes | None = None
+
+
+def scan_file(
+    repo: Repository,
+    name: str,
+    *,
+    writer: ObjectWriter | None,
+    base: Dataset | None = None,
+    base_oids: bytes | None = None,
+) -> FileScan:
+    """Read a working file; with a writer, store the datapoints the base does not have."""
+    # Imported here: they pull in multiprocessing, csv, decimal…, which status rarely needs.
+    from dsv.formats import format_kind, read_dataset
+    from dsv.ingest import gc_paused, ingest_jsonl, read_line_cache
+
+    full = repo.root / name
+    if full.is_dir():
+        raise BadInput(f"{name}: is a directory")
+    if not full.exists():
+        raise BadInput(f"{name}: no such file")
+    known = set(iter_oids(base_oids)) if base_oids else set()
+    with gc_paused():
+        if format_kind(name) == "jsonl":
+            cached = read_line_cache(repo.dsv_dir, name)
+            mapping: dict[bytes, bytes] = {}
+            if (
+                cached is not None
+                and base is not None
+                and base_oids is not None
+                and (cached.content == base.content)
+            ):
+                mapping = cached.mapping(base_oids)
+            result = ingest_jsonl(full, name, writer, known=known, cache=mapping)
+            return FileScan(Format("jsonl"), result.oids, result.raw_hashes)
+        fmt, records = read_dataset(full, name=name)
+        ids = bytearray()
+        for body in records:
+            oid = hash_object(Kind.DATAPOINT, body)
+            ids += oid
+            if writer is not None and oid not in known:
+                known.add(oid)
+                writer.add(Kind.DATAPOINT, oid, body, check_store=False)
+        return FileScan(fmt, bytes(ids))
+
+
+def stage_file(
+    repo: Repository,
+    writer: ObjectWriter,
+    name: str,
+    *,
+    key: tuple[str, ...] | None,
+    base_oid: bytes | None,
+) -> tuple[Entry, Dataset]:
+    """Store a working file's datapoints and manifest; return its index entry and dataset."""
+    from dsv.ingest import LineCache, write_line_cache
+
+    full = repo.root / name
+    base = repo.read_dataset(base_oid) if base_oid else None
+    base_oids = repo.read_oid_list(base) if base else None
+    started = time.time_ns()
+    before = stat_file(full)
+    scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids)
+    after = stat_file(full)
+    if key is None:
+        key = base.key if base else ()
+    oid, dataset = build_dataset(
+        writer, scan.oids, scan.format, key, base=base, base_oids=base_oids
+    )
+    if scan.raw_hashes is not None:
+        write_line_cache(repo.dsv_dir, name, LineCache(dataset.content, scan.raw_hashes))
+    return _proven_entry(name, oid, before, after, started, full), dataset
+
+
+def _proven_entry(
+    name: str, oid: bytes, before: object, after: object, started: int, full: Path
+) -> Entry:
+    """The index entry for a file read between two stats: its stat and bytes' hash are kept
+    only when no write can have slipped in while it was read."""
+    stat = trusted_stat(after, started) if before == after else None  # type: ignore[arg-type]
+    if stat is None:
+        return Entry(name, oid)
+    return Entry(name, oid, stat, hash_file(full))
+
+
+def check_entry(repo: Repository, entry: Entry) -> tuple[str, Entry | None, FileScan | None]:
+    """Is the working file still what `entry` staged? ('clean'|'modified'|'deleted').
+
+    Also returns an entry to record when the file was proven clean again, and the file's
+    scan when it had to be read.
+    """
+    full = repo.root / entry.path
+    stat = stat_file(full)
+    if stat is None:
+        return "deleted", None, None
+    if entry.stat is not None and entry.stat == stat:
+        return "clean", None, None
+    started = time.time_ns()
+    if entry.file_hash and hash_file(full) == entry.file_hash:
+        if stat_file(full) == stat and trusted_stat(stat, started) is not None:
+            return "clean", Entry(entry.path, entry.dataset, stat, entry.file_hash), None
+        return "clean", None, None
+    staged = repo.read_dataset(entry.dataset)
+    scan = scan_file(
+        repo, entry.path, writer=None, base=staged, base_oids=repo.read_oid_list(staged)
+    )
+    if scan.format == staged.format and content_id(scan.oids) == staged.content:
+        after = stat_file(full)
+        return "clean", _proven_entry(entry.path, entry.dataset, stat, after, started, full), scan
+    return "modified", None, scan
+
+
+def write_file(repo: Repository, name: str, dataset_oid: bytes) -> Entry:
+    """Write a dataset version as its working file; return its index entry."""
+    from dsv.formats import write_dataset
+    from dsv.ingest import gc_paused
+    from dsv.materialize import write_jsonl
+    from dsv.ops import iter_datapoints
+
+    dataset = repo.read_dataset(dataset_oid)
+    full = repo.root / name
+    full.parent.mkdir(parents=True, exist_ok=True)
+    with gc_paused():
+        digest = None
+        if dataset.format.kind == "jsonl":
+            digest = write_jsonl(repo.store, repo.read_oid_list(dataset), full)
+        if digest is None:
+            digest = write_dataset(full, dataset.format, iter_datapoints(repo, dataset))
+    # Just written, so its stat is too fresh to trust; the hash of the bytes we wrote lets the
+    # next status prove it clean without parsing it.
+    return Entry(name, dataset_oid, None, digest)

@@ -1,0 +1,63 @@
+"""Shared fixtures: a repository in a temp dir and a CliRunner bound to it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from hypothesis import settings
+
+from dsv.cli import main
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+# CI replays a fixed set of examples so a run is reproducible; local runs keep exploring.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def _identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSV_AUTHOR_NAME", "Test User")
+    monkeypatch.setenv("DSV_AUTHOR_EMAIL", "test@example.com")
+    monkeypatch.setenv("DSV_LOCK_TIMEOUT", "0.5")
+
+
+class Dsv:
+    """Runs `dsv` commands in one directory, as a user would type them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, code: int = 0, input: str | None = None) -> Result:
+        result = self.runner.invoke(main, ["-C", str(self.root), *args], input=input)
+        assert result.exit_code == code, (
+            f"dsv {' '.join(args)} exited {result.exit_code}, expected {code}\n"
+            f"stdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+        )
+        return result
+
+    def write(self, name: str, records: list[dict[str, Any]]) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return path
+
+
+@pytest.fixture
+def dsv(tmp_path: Path) -> Iterator[Dsv]:
+    runner = Dsv(tmp_path)
+    runner("init")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        yield runner
+    finally:
+        os.chdir(cwd)

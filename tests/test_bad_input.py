@@ -1,0 +1,196 @@
+"""The bad-input corpus: each hostile file or argument gets its one-line error, a documented
+exit code, no traceback, and leaves nothing staged or written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import Dsv
+
+BIG_LINE = 100 * 2**20
+
+
+def _parquet_cut_in_half(root: Path) -> bytes:
+    pq.write_table(pa.table({"a": list(range(1000))}), root / "whole.parquet")
+    data = (root / "whole.parquet").read_bytes()
+    os.unlink(root / "whole.parquet")
+    return data[: len(data) // 2]
+
+
+# (file name, content, expected first stderr line)
+FILES: list[tuple[str, bytes | None, str]] = [
+    (
+        "malformed.jsonl",
+        b'{"id": 1}\n{"id": 2 "x": 1}\n',
+        "malformed.jsonl:2:10: malformed JSON: expected ',' or '}'",
+    ),
+    (
+        "truncated.jsonl",
+        b'{"id": 1}\n{"id": 2, "text": "cut he',
+        "truncated.jsonl:2:26: malformed JSON: unexpected end of input or an invalid \\u escape",
+    ),
+    ("utf8.jsonl", b'{"id": "caf\xe9"}\n', "utf8.jsonl:1:12: invalid UTF-8"),
+    ("array.jsonl", b"[1, 2]\n", "array.jsonl:1:1: record is a JSON array, not an object"),
+    ("string.jsonl", b'"just text"\n', "string.jsonl:1:1: record is a JSON string, not an object"),
+    ("number.jsonl", b"42\n", "number.jsonl:1:1: record is a JSON number, not an object"),
+    ("dup.jsonl", b'{"id": 1, "id": 2}\n', "dup.jsonl:1:1: duplicate key 'id' in object"),
+    (
+        "nested-dup.jsonl",
+        b'{"a": {"k": 1, "k": 1}}\n',
+        "nested-dup.jsonl:1:1: duplicate key 'k' in object",
+    ),
+    ("nan.jsonl", b'{"score": NaN}\n', "nan.jsonl:1:11: NaN is not a JSON number"),
+    ("inf.jsonl", b'{"score": -Infinity}\n', "inf.jsonl:1:11: -Infinity is not a JSON number"),
+    (
+        "overflow.jsonl",
+        b'{"score": 1e999}\n',
+        "overflow.jsonl:1:1: invalid JSON: number out of range",
+    ),
+    (
+        "surrogate.jsonl",
+        b'{"t": "\\ud800"}\n',
+        "surrogate.jsonl:1:16: malformed JSON: unexpected end of input or an invalid \\u escape",
+    ),
+    (
+        "bigline.jsonl",
+        None,
+        f"bigline.jsonl:1:{BIG_LINE + 13}: malformed JSON: expected ',' or '}}'",
+    ),
+    ("ragged.csv", b"a,b\n1,2\n3\n", "ragged.csv:3: row has 1 fields, the header has 2"),
+    ("empty.csv", b"", "empty.csv: empty CSV file, expected a header row"),
+    ("duphead.csv", b"a,a\n1,2\n", "duphead.csv:1: duplicate column name 'a'"),
+    (
+        "fake.parquet",
+        b"PAR1 not really",
+        "fake.parquet: not a Parquet file (Parquet magic bytes not found in footer)",
+    ),
+    (
+        "cut.parquet",
+        b"",
+        "cut.parquet: not a Parquet file (Parquet magic bytes not found in footer)",
+    ),
+    (
+        "object.json",
+        b'{"id": 1}',
+        "object.json: expected a JSON array of objects, found a JSON object",
+    ),
+    ("element.json", b'[{"id": 1}, 2]', "element.json: element 1 is a JSON number, not an object"),
+    ("broken.json", b'[{"id": 1},, ]', "broken.json:1:12: malformed JSON: expecting value"),
+    (
+        "notes.txt",
+        b"x",
+        "notes.txt: unsupported file type '.txt' (expected .jsonl, .json, .csv, .tsv or .parquet)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), FILES, ids=[f[0] for f in FILES])
+def test_bad_files(dsv: Dsv, name: str, content: bytes | None, message: str) -> None:
+    path = dsv.root / name
+    if name == "bigline.jsonl":
+        with open(path, "wb") as handle:
+            handle.write(b'{"text": "' + b"x" * BIG_LINE + b'" "tail": 1}\n')
+    elif name == "cut.parquet":
+        path.write_bytes(_parquet_cut_in_half(dsv.root))
+    else:
+        assert content is not None
+        path.write_bytes(content)
+    result = dsv("add", name, code=2)
+    assert result.stderr == f"error: {message}\n"
+    assert "Traceback" not in result.output
+    _nothing_written(dsv)
+
+
+def _nothing_written(dsv: Dsv) -> None:
+    assert dsv("status", "--porcelain").stdout == ""
+    objects = dsv.root / ".dsv" / "objects"
+    assert [p for p in objects.rglob("*") if p.is_file()] == []
+
+
+NAME_HINT = (
+    "hint: names may not contain spaces, control characters, '..', '~^:?*[\\' "
+    "or start with '-' or '.'\n"
+)
+
+# (arguments, exit code, expected stderr)
+ARGUMENTS: list[tuple[list[str], int, str]] = [
+    (["add", "missing.jsonl"], 2, "error: missing.jsonl: no such file or directory\n"),
+    (
+        ["add", "../escape.jsonl"],
+        2,
+        "error: path '{parent}/escape.jsonl' is outside the repository {root}\n",
+    ),
+    (["add", "/etc/passwd"], 2, "error: path '/etc/passwd' is outside the repository {root}\n"),
+    (
+        ["add", ".dsv/config"],
+        2,
+        "error: path '.dsv/config' is inside .dsv, which dsv manages itself\n",
+    ),
+    (
+        ["add", "a\x01b.jsonl"],
+        2,
+        "error: path '{root}/a\\x01b.jsonl' contains control characters\n",
+    ),
+    (["add", "ok.jsonl", "--key", ""], 2, "error: --key: empty field name\n"),
+    (["commit", "-m", "  "], 2, "error: empty commit message\nhint: pass one with -m\n"),
+    (["show", "nope"], 2, "error: unknown revision 'nope'\n"),
+    (
+        ["show", "HEAD~99"],
+        2,
+        "error: revision 'HEAD~99' goes past the first version of the history\n",
+    ),
+    (
+        ["show", "abc"],
+        2,
+        "error: unknown revision 'abc'\nhint: an abbreviated id needs at least 4 hex digits\n",
+    ),
+    (
+        ["branch", "bad\x01name"],
+        2,
+        "error: invalid branch name 'bad\\x01name'\n" + NAME_HINT,
+    ),
+    (
+        ["branch", "a..b"],
+        2,
+        "error: invalid branch name 'a..b'\n" + NAME_HINT,
+    ),
+    (
+        ["env", "deploy", "prod/eu"],
+        2,
+        "error: invalid environment name 'prod/eu': '/' is not allowed\n",
+    ),
+    (["env", "deploy", "staging", "nope"], 2, "error: unknown revision 'nope'\n"),
+    (["tag", "-x-"], 2, "error: no such option '-x'\nhint: see 'dsv tag --help'\n"),
+    (
+        ["log", "-n", "x"],
+        2,
+        "error: invalid value for '-n' / '--max-count': 'x' is not a valid integer range\n"
+        "hint: see 'dsv log --help'\n",
+    ),
+    (
+        ["diff", "HEAD", "HEAD", "extra"],
+        2,
+        "error: give at most two revisions; put paths after --\nhint: see 'dsv diff --help'\n",
+    ),
+    (["nosuchcommand"], 2, "error: no such command 'nosuchcommand'\nhint: see 'dsv --help'\n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"), ARGUMENTS, ids=[" ".join(a[0]) for a in ARGUMENTS]
+)
+def test_bad_arguments(dsv: Dsv, args: list[str], code: int, expected: str) -> None:
+    (dsv.root / "ok.jsonl").write_text('{"id": 1}\n')
+    dsv("add", "ok.jsonl")
+    dsv("commit", "-m", "one")
+    before = sorted(p.relative_to(dsv.root) for p in (dsv.root / ".dsv").rglob("*"))
+    result = dsv(*args, code=code)
+    assert result.stderr == expected.format(root=dsv.root, parent=dsv.root.parent)
+    assert "Traceback" not in result.output
+    after = sorted(p.relative_to(dsv.root) for p in (dsv.root / ".dsv").rglob("*"))
+    assert after == before

@@ -1,0 +1,37 @@
+"""Smoke run of the benchmark harness: it drives dsv, git and Oxen end to end at tiny size.
+
+No timing is asserted here; speed is measured by `python -m benchmarks.run` and recorded in
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.generate import generate
+from benchmarks.run import STEPS, format_table, run_benchmark
+
+
+def test_generator_makes_the_promised_second_version(tmp_path: Path) -> None:
+    v1, v2 = generate(2000, tmp_path)
+    old = {r["id"]: r for r in map(json.loads, v1.read_text().splitlines())}
+    new = {r["id"]: r for r in map(json.loads, v2.read_text().splitlines())}
+    assert len(old) == 2000
+    assert len(set(old) - set(new)) == 10  # 0.5% deleted
+    assert len(set(new) - set(old)) == 10  # 0.5% added
+    assert sum(old[k] != new[k] for k in set(old) & set(new)) == 20  # 1% edited
+    assert 600 < v1.stat().st_size / 2000 < 1200  # ~900 bytes a datapoint
+    assert generate(2000, tmp_path / "again")[0].read_bytes() == v1.read_bytes()
+
+
+def test_harness_runs_every_tool(tmp_path: Path) -> None:
+    result = run_benchmark(300, 1, ["dsv", "git", "oxen"], tmp_path, log_commits=50)
+    medians = result["medians"]
+    assert isinstance(medians, dict)
+    for tool in ("dsv", "git", "oxen"):
+        assert set(medians[tool]) == set(STEPS)
+        assert all(seconds > 0 for seconds in medians[tool].values())
+    assert result["dsv_status"] > 0 and result["dsv_log_20"] > 0  # type: ignore[operator]
+    table = format_table(result)
+    assert "| diff |" in table and "dsv/oxen" in table

@@ -1,0 +1,424 @@
+"""The CLI as users drive it: exit codes, exact messages, and what each command leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dsv.cli import main
+from tests.conftest import FIXTURES, Dsv
+
+QA = [{"id": i, "q": f"question {i}", "a": str(i * 2)} for i in range(1, 6)]
+
+
+def _commit_qa(dsv: Dsv, records: list[dict[str, object]], message: str) -> str:
+    dsv.write("qa.jsonl", records)
+    dsv("add", "qa.jsonl", "--key", "id")
+    dsv("commit", "-m", message)
+    return str(
+        dsv("log", "-n", "1", "--json").stdout
+        and json.loads(dsv("log", "-n", "1", "--json").stdout)[0]["oid"]
+    )
+
+
+def test_outside_a_repository(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "status"])
+    assert result.exit_code == 3
+    assert result.stderr == (
+        "error: not a dsv repository (or any parent)\nhint: run 'dsv init' to create one\n"
+    )
+
+
+def test_init_twice_is_refused(dsv: Dsv) -> None:
+    result = dsv("init", code=3)
+    assert "is a dsv repository already" in result.stderr
+
+
+def test_first_commit_log_and_show(dsv: Dsv) -> None:
+    oid = _commit_qa(dsv, QA, "first version")
+    assert dsv("status", "--porcelain").stdout == ""
+    log = json.loads(dsv("log", "--json").stdout)
+    assert [(e["oid"], e["message"], e["author"]) for e in log] == [
+        (oid, "first version\n", "Test User <test@example.com>")
+    ]
+    assert dsv("log", "--oneline").stdout == f"{oid[:12]} (HEAD -> main) first version\n"
+    lines = dsv("show", "HEAD:qa.jsonl").stdout.splitlines()
+    assert [json.loads(line) for line in lines] == QA
+    shown = json.loads(dsv("show", "--json").stdout)
+    assert shown["datasets"] == [
+        {"path": "qa.jsonl", "status": "added", "count": 5, "added": 5, "removed": 0, "modified": 0}
+    ]
+
+
+def test_status_porcelain_and_counts(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    dsv.write("qa.jsonl", [*QA[:4], {"id": 9, "q": "new", "a": "18"}])
+    dsv.write("other.jsonl", QA[:2])
+    dsv("add", "other.jsonl")
+    assert dsv("status", "--porcelain").stdout == "A other.jsonl\nM qa.jsonl\n"
+    human = dsv("status").stdout
+    assert "added:    other.jsonl (2 datapoints)" in human
+    assert "modified: qa.jsonl (5 datapoints, +1 -1)" in human
+    os.unlink(dsv.root / "qa.jsonl")
+    assert dsv("status", "--porcelain").stdout == "A other.jsonl\nD qa.jsonl\n"
+
+
+def test_status_uses_the_stat_cache(dsv: Dsv, monkeypatch: pytest.MonkeyPatch) -> None:
+    _commit_qa(dsv, QA, "v1")
+    old = os.stat(dsv.root / "qa.jsonl").st_mtime_ns - 10**10
+    os.utime(dsv.root / "qa.jsonl", ns=(old, old))
+    dsv("add", "qa.jsonl")
+    from dsv import worktree
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("status read a file whose stat is unchanged")
+
+    monkeypatch.setattr(worktree, "scan_file", no_reading)
+    monkeypatch.setattr(worktree, "hash_file", no_reading)
+    assert dsv("status", "--porcelain").stdout == ""
+
+
+def test_status_after_checkout_hashes_but_never_parses(
+    dsv: Dsv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:2], "v2")
+    dsv("checkout", "HEAD~1")
+    from dsv import worktree
+
+    def no_parsing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("status parsed a file dsv itself just wrote")
+
+    monkeypatch.setattr(worktree, "scan_file", no_parsing)
+    assert dsv("status", "--porcelain").stdout == ""
+    (dsv.root / "qa.jsonl").write_text((dsv.root / "qa.jsonl").read_text() + "\n")
+    monkeypatch.undo()
+    assert dsv("status", "--porcelain").stdout == ""
+
+
+def test_commit_all_and_history(dsv: Dsv) -> None:
+    first = _commit_qa(dsv, QA, "v1")
+    dsv.write("qa.jsonl", QA[:3])
+    assert dsv("commit", "-m", "nothing staged", code=3).stderr.startswith(
+        "error: nothing to commit"
+    )
+    dsv("commit", "-a", "-m", "drop two")
+    log = json.loads(dsv("log", "--json").stdout)
+    assert [e["message"] for e in log] == ["drop two\n", "v1\n"]
+    assert log[0]["parents"] == [first]
+    assert dsv("log", "-n", "1", "--oneline").stdout.endswith("drop two\n")
+    assert dsv("log", "--oneline", "--", "missing.jsonl").stdout == ""
+
+
+def test_revisions(dsv: Dsv) -> None:
+    first = _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:2], "v2")
+    for rev in ("HEAD~1", "HEAD^", "main~", first[:4], first, "main~1"):
+        shown = json.loads(dsv("show", "--json", rev).stdout)
+        assert shown["oid"] == first, rev
+    assert dsv("show", "HEAD~5", code=2).stderr == (
+        "error: revision 'HEAD~5' goes past the first version of the history\n"
+    )
+    dsv("env", "deploy", "production", "HEAD~1")
+    assert json.loads(dsv("show", "--json", "production").stdout)["oid"] == first
+    err = dsv("show", "prodution", code=2).stderr
+    assert err == "error: unknown revision 'prodution'\nhint: did you mean 'production'?\n"
+
+
+def test_checkout_restores_every_record_and_is_byte_stable(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, [*reversed(QA), {"id": 7, "q": "x", "a": "y"}], "v2")
+    dsv("checkout", "HEAD~1")
+    got = [json.loads(line) for line in (dsv.root / "qa.jsonl").read_text().splitlines()]
+    assert got == QA
+    first_bytes = (dsv.root / "qa.jsonl").read_bytes()
+    assert dsv("status", "--porcelain").stdout == ""
+    dsv("checkout", "main")
+    dsv("checkout", "main~1")
+    assert (dsv.root / "qa.jsonl").read_bytes() == first_bytes
+    assert "HEAD detached" in dsv("status").stdout
+
+
+def test_checkout_refuses_to_overwrite_changes(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:2], "v2")
+    dsv.write("qa.jsonl", QA[:1])
+    err = dsv("checkout", "HEAD~1", code=3).stderr
+    assert err == (
+        "error: checkout would overwrite uncommitted changes in qa.jsonl\n"
+        "hint: commit them first, or use --force to discard them\n"
+    )
+    assert [json.loads(x) for x in (dsv.root / "qa.jsonl").read_text().splitlines()] == QA[:1]
+    dsv("checkout", "--force", "HEAD~1")
+    assert [json.loads(x) for x in (dsv.root / "qa.jsonl").read_text().splitlines()] == QA
+    assert dsv("status", "--porcelain").stdout == ""
+
+
+def test_checkout_paths_and_environments(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    dsv("env", "deploy", "production")
+    _commit_qa(dsv, QA[:1], "v2")
+    dsv("checkout", "production", "--", "qa.jsonl")
+    assert len((dsv.root / "qa.jsonl").read_text().splitlines()) == 5
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
+    assert dsv("status").stdout.startswith("On branch main")
+
+
+def test_csv_and_parquet_round_trip(dsv: Dsv) -> None:
+    for name in ("humanloop.csv", "metrics.parquet", "tool_calling.json", "rag.jsonl"):
+        shutil.copy(FIXTURES / name, dsv.root / name)
+    dsv("add", ".")
+    dsv("commit", "-m", "fixtures")
+    originals = {n: (dsv.root / n).read_bytes() for n in ("humanloop.csv", "metrics.parquet")}
+    for name in originals:
+        os.unlink(dsv.root / name)
+    dsv("checkout", "--force", "HEAD")
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(dsv.root / "metrics.parquet").equals(
+        pq.read_table(FIXTURES / "metrics.parquet")
+    )
+    assert (dsv.root / "humanloop.csv").read_text().splitlines()[0] == (
+        FIXTURES / "humanloop.csv"
+    ).read_text().splitlines()[0]
+    assert dsv("status", "--porcelain").stdout == ""
+
+
+def test_branches_tags_and_switch(dsv: Dsv) -> None:
+    first = _commit_qa(dsv, QA, "v1")
+    dsv("branch", "relabel")
+    dsv("tag", "v1.0")
+    assert dsv("branch", "relabel", code=2).stderr == (
+        "error: a branch named 'relabel' already exists\n"
+    )
+    assert dsv("branch", "bad name", code=2).stderr.startswith(
+        "error: invalid branch name 'bad name'"
+    )
+    dsv("switch", "relabel")
+    _commit_qa(dsv, QA[:3], "relabel work")
+    assert json.loads(dsv("branch", "--json").stdout)[1] == {
+        "name": "relabel",
+        "oid": json.loads(dsv("log", "--json", "-n", "1").stdout)[0]["oid"],
+        "current": True,
+    }
+    assert dsv("branch", "-d", "relabel", code=3).stderr.startswith(
+        "error: cannot delete branch 'relabel': it is the current branch"
+    )
+    dsv("switch", "main")
+    assert len((dsv.root / "qa.jsonl").read_text().splitlines()) == 5
+    assert dsv("tag").stdout == f"v1.0  {first[:12]}\n"
+    dsv("switch", "-c", "other")
+    assert dsv("status").stdout.startswith("On branch other")
+
+
+def test_environments(dsv: Dsv) -> None:
+    first = _commit_qa(dsv, QA, "v1")
+    dsv("env", "deploy", "production")
+    second = _commit_qa(dsv, QA[:2], "v2")
+    dsv("env", "deploy", "staging")
+    dsv("env", "deploy", "production", "staging")
+    envs = json.loads(dsv("env", "list", "--json").stdout)
+    assert [(e["name"], e["oid"], e["user"]) for e in envs] == [
+        ("production", second, "Test User <test@example.com>"),
+        ("staging", second, "Test User <test@example.com>"),
+    ]
+    dsv("env", "rm", "production")
+    history = json.loads(dsv("env", "log", "production", "--json").stdout)
+    assert [(h["old"], h["new"]) for h in history] == [
+        (second, None),
+        (first, second),
+        (None, first),
+    ]
+    assert dsv("env", "rm", "production", code=2).stderr == (
+        "error: no environment named 'production'\n"
+    )
+    dsv("checkout", "staging")
+    assert len((dsv.root / "qa.jsonl").read_text().splitlines()) == 2
+
+
+def test_rm_and_mv(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    dsv("mv", "qa.jsonl", "evals/qa.jsonl")
+    assert (dsv.root / "evals/qa.jsonl").exists() and not (dsv.root / "qa.jsonl").exists()
+    assert dsv("status", "--porcelain").stdout == "A evals/qa.jsonl\nD qa.jsonl\n"
+    dsv("commit", "-m", "move")
+    dsv.write("evals/qa.jsonl", QA[:1])
+    assert "has changes that are not committed" in dsv("rm", "evals/qa.jsonl", code=3).stderr
+    dsv("rm", "--cached", "evals/qa.jsonl")
+    assert (dsv.root / "evals/qa.jsonl").exists()
+    assert dsv("status", "--porcelain").stdout == "D evals/qa.jsonl\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"id": 1}\n{"id": 2,, }\n',
+            "error: bad.jsonl:2:10: malformed JSON: object keys must be strings\n",
+        ),
+        ('{"id": 1}\n[1, 2]\n', "error: bad.jsonl:2:1: record is a JSON array, not an object\n"),
+        ('{"id": 1, "id": 2}\n', "error: bad.jsonl:1:1: duplicate key 'id' in object\n"),
+        ('{"x": NaN}\n', "error: bad.jsonl:1:7: NaN is not a JSON number\n"),
+    ],
+)
+def test_bad_input_names_file_line_and_column(dsv: Dsv, content: str, message: str) -> None:
+    (dsv.root / "bad.jsonl").write_text(content)
+    result = dsv("add", "bad.jsonl", code=2)
+    assert result.stderr == message
+    assert result.stdout == ""
+    assert dsv("status", "--porcelain").stdout == ""
+
+
+def test_invalid_utf8_and_paths_outside(dsv: Dsv, tmp_path_factory: pytest.TempPathFactory) -> None:
+    (dsv.root / "bad.jsonl").write_bytes(b'{"a": "ok"}\n{"a": "\xff"}\n')
+    assert dsv("add", "bad.jsonl", code=2).stderr == "error: bad.jsonl:2:8: invalid UTF-8\n"
+    outside = tmp_path_factory.mktemp("elsewhere") / "x.jsonl"
+    outside.write_text('{"a": 1}\n')
+    err = dsv("add", str(outside), code=2).stderr
+    assert err.startswith(f"error: path '{outside}' is outside the repository")
+    assert dsv("add", ".dsv/config", code=2).stderr.startswith(
+        "error: path '.dsv/config' is inside"
+    )
+    (dsv.root / "notes.txt").write_text("x")
+    assert dsv("add", "notes.txt", code=2).stderr.startswith(
+        "error: notes.txt: unsupported file type"
+    )
+
+
+def test_cat_object_and_fsck(dsv: Dsv) -> None:
+    oid = _commit_qa(dsv, QA, "v1")
+    commit = json.loads(dsv("cat-object", oid[:8]).stdout)
+    assert commit["message"] == "v1\n" and dsv("cat-object", "-t", oid).stdout == "commit\n"
+    tree = json.loads(dsv("cat-object", commit["tree"]).stdout)
+    dataset = json.loads(dsv("cat-object", tree["entries"][0]["dataset"]).stdout)
+    assert dataset["count"] == 5 and dataset["key"] == ["id"]
+    page = json.loads(dsv("cat-object", dataset["slices"][0][0]).stdout)
+    assert json.loads(dsv("cat-object", page[0]).stdout) == QA[0]
+    assert dsv("fsck").stdout.endswith(": ok\n")
+
+
+def test_fsck_finds_a_corrupt_pack(dsv: Dsv) -> None:
+    dsv.write("big.jsonl", [{"id": i, "text": "x" * 40} for i in range(500)])
+    dsv("add", "big.jsonl")
+    dsv("commit", "-m", "big")
+    pack = next((dsv.root / ".dsv/objects/pack").glob("*.pack"))
+    data = bytearray(pack.read_bytes())
+    os.chmod(pack, 0o644)
+    data[len(data) // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    result = dsv("fsck", code=1)
+    assert "PROBLEMS FOUND" in result.stdout and "corrupt" in result.stdout
+
+
+def test_gc_keeps_what_refs_and_logs_reach(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    dsv("env", "deploy", "production")
+    _commit_qa(dsv, QA[:2], "v2")
+    dsv.write("scratch.jsonl", [{"id": i} for i in range(200)])
+    dsv("add", "scratch.jsonl")
+    dsv("rm", "--cached", "scratch.jsonl")
+    dry = dsv("gc", "--dry-run").stdout
+    assert dry.startswith("would remove 202 unreachable objects")
+    dsv("gc")
+    assert dsv("fsck").stdout.endswith(": ok\n")
+    files = [f for _, _, fs in os.walk(dsv.root / ".dsv/objects") for f in fs]
+    assert len(files) == 2
+    dsv("checkout", "production")
+    assert len((dsv.root / "qa.jsonl").read_text().splitlines()) == 5
+
+
+def test_unknown_repository_format_is_refused(dsv: Dsv) -> None:
+    config = dsv.root / ".dsv/config"
+    config.write_text(config.read_text().replace('"format": 1', '"format": 99'))
+    assert dsv("status", code=3).stderr == (
+        "error: repository format 99 is not supported (this dsv reads format 1)\n"
+        "hint: use a dsv release that supports it\n"
+    )
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    runner = CliRunner()
+    commands = [[c] for c in main.commands if c != "env"] + [
+        ["env", c] for c in ("deploy", "list", "rm", "log")
+    ]
+    for command in commands:
+        result = runner.invoke(main, [*command, "--help"])
+        assert result.exit_code == 0, command
+        assert "Example" in result.stdout, command
+
+
+def test_ragged_csv_and_fake_parquet_stage_nothing(dsv: Dsv) -> None:
+    (dsv.root / "rows.csv").write_text("id,question\n1,a\n2,b,extra\n")
+    assert dsv("add", "rows.csv", code=2).stderr == (
+        "error: rows.csv:3: row has 3 fields, the header has 2\n"
+    )
+    (dsv.root / "fake.parquet").write_text("id,question\n1,a\n")
+    assert dsv("add", "fake.parquet", code=2).stderr.startswith(
+        "error: fake.parquet: not a Parquet file ("
+    )
+    (dsv.root / "ok.jsonl").write_text('{"id": 1}\n')
+    # One bad file among several stages none of them.
+    dsv("add", "ok.jsonl", "rows.csv", code=2)
+    assert dsv("status", "--porcelain").stdout == ""
+    assert not list((dsv.root / ".dsv/objects").glob("??/*"))
+
+
+def test_diff_command_outputs(dsv: Dsv) -> None:
+    v1 = [{"id": i, "a": f"answer {i}", "tags": ["x"]} for i in range(1, 6)]
+    _commit_qa(dsv, v1, "v1")
+    dsv("env", "deploy", "production")
+    v2 = [dict(r) for r in v1]
+    v2[1]["a"] = "changed"
+    del v2[4]
+    v2.append({"id": 9, "a": "new", "tags": []})
+    _commit_qa(dsv, v2, "v2")
+    head, prod = (
+        json.loads(dsv("show", "--json", r).stdout)["oid"] for r in ("HEAD", "production")
+    )
+    stat = json.loads(dsv("diff", "production", "HEAD", "--stat", "--json").stdout)
+    assert stat == {
+        "from": prod,
+        "to": head,
+        "datasets": [
+            {
+                "path": "qa.jsonl",
+                "status": "modified",
+                "added": 1,
+                "removed": 1,
+                "modified": 1,
+                "unchanged": 3,
+                "reordered": False,
+            }
+        ],
+    }
+    lines = [
+        json.loads(x)
+        for x in dsv("diff", "production", "HEAD", "--format", "jsonl").stdout.splitlines()
+    ]
+    by_status = {line["status"]: line for line in lines}
+    assert by_status["modified"]["key"] == {"id": 2}
+    assert by_status["modified"]["fields"] == [{"path": "a", "old": "answer 2", "new": "changed"}]
+    assert by_status["added"]["key"] == {"id": 9} and by_status["added"]["old"] is None
+    assert by_status["removed"]["key"] == {"id": 5} and by_status["removed"]["new"] is None
+    assert dsv("diff", "production", "HEAD", "--name-status").stdout == "M\tqa.jsonl\n"
+    human = dsv("diff", "production", "HEAD").stdout
+    assert '~ id=2\n    a: "answer 2" → "changed"\n' in human
+    assert "\x1b[" not in human  # no colour when piped
+    assert dsv("diff").stdout == ""  # working tree equals HEAD
+    dsv.write("qa.jsonl", v1)
+    assert dsv("diff", "--name-status").stdout == "M\tqa.jsonl\n"
+    assert dsv("diff", "--staged", "--name-status").stdout == ""
+    assert dsv("diff", "a", "b", "c", code=2).stderr == (
+        "error: give at most two revisions; put paths after --\nhint: see 'dsv diff --help'\n"
+    )
+    assert "unknown revision 'prod'" in dsv("diff", "prod", "HEAD", code=2).stderr
+    shown = json.loads(dsv("show", "--json").stdout)["datasets"][0]
+    assert (shown["added"], shown["removed"], shown["modified"]) == (1, 1, 1)
+    log = json.loads(dsv("log", "--stat", "--json", "-n", "1").stdout)
+    assert log[0]["datasets"][0]["path"] == "qa.jsonl"
+    assert " qa.jsonl | +1 -1 ~1" in dsv("log", "--stat", "-n", "1").stdout

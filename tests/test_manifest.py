@@ -1,0 +1,104 @@
+"""Dataset manifests: paging, reuse of a parent's pages, and content identity."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import blake3
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsv.manifest import PAGE_MAX, PAGE_MIN, build_dataset, chunk_pages, read_oid_list
+from dsv.objects import OID_SIZE, Format
+from dsv.store import ObjectStore
+
+
+def _ids(n: int, seed: int = 0) -> list[bytes]:
+    return [blake3.blake3(b"%d-%d" % (seed, i)).digest() for i in range(n)]
+
+
+def test_pages_are_content_defined_and_bounded() -> None:
+    ids = b"".join(_ids(60_000))
+    pages = chunk_pages(ids)
+    assert b"".join(pages) == ids
+    assert all(PAGE_MIN <= len(p) // OID_SIZE <= PAGE_MAX for p in pages[:-1])
+    # Prepending ids changes only the first pages: later boundaries depend on ids alone.
+    shifted = chunk_pages(b"".join(_ids(700, seed=9)) + ids)
+    assert len(set(pages) & set(shifted)) >= len(pages) - 2
+
+
+def test_a_one_percent_change_writes_bytes_in_proportion(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path)
+    old = _ids(200_000)
+    with store.writer() as writer:
+        _, base = build_dataset(writer, b"".join(old), Format("jsonl"))
+    first = writer.bytes_written
+    rng = random.Random(7)
+    new = list(old)
+    for _ in range(1000):
+        new[rng.randrange(len(new))] = rng.randbytes(32)
+    for _ in range(500):
+        del new[rng.randrange(len(new))]
+    for _ in range(500):
+        new.insert(rng.randrange(len(new)), rng.randbytes(32))
+    with store.writer() as writer:
+        _, second = build_dataset(
+            writer, b"".join(new), Format("jsonl"), base=base, base_oids=b"".join(old)
+        )
+    assert read_oid_list(store, second) == b"".join(new)
+    assert writer.bytes_written < first * 0.10
+    # Same content built from scratch: another paging, same identity.
+    with store.writer() as writer:
+        _, fresh = build_dataset(writer, b"".join(new), Format("jsonl"))
+    assert fresh.same_as(second) and fresh.slices != second.slices
+
+
+def test_unchanged_content_reuses_the_manifest(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path)
+    ids = b"".join(_ids(3000))
+    with store.writer() as writer:
+        oid1, base = build_dataset(writer, ids, Format("jsonl"), ("id",))
+    with store.writer() as writer:
+        oid2, _ = build_dataset(writer, ids, Format("jsonl"), ("id",), base=base, base_oids=ids)
+    assert oid1 == oid2
+    assert writer.written == 0
+
+
+_POOL = _ids(64, seed=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    old=st.lists(st.sampled_from(_POOL), max_size=80),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(["insert", "delete", "replace"]),
+            st.integers(0, 200),
+            st.sampled_from(_POOL + _ids(8, seed=6)),
+        ),
+        max_size=12,
+    ),
+)
+def test_any_edited_version_reads_back_exactly(
+    tmp_path_factory: pytest.TempPathFactory,
+    old: list[bytes],
+    edits: list[tuple[str, int, bytes]],
+) -> None:
+    new = list(old)
+    for op, at, oid in edits:
+        if op == "insert":
+            new.insert(at % (len(new) + 1), oid)
+        elif new and op == "delete":
+            del new[at % len(new)]
+        elif new:
+            new[at % len(new)] = oid
+    store = ObjectStore(tmp_path_factory.mktemp("store"))
+    with store.writer() as writer:
+        _, base = build_dataset(writer, b"".join(old), Format("jsonl"))
+        _, second = build_dataset(
+            writer, b"".join(new), Format("jsonl"), base=base, base_oids=b"".join(old)
+        )
+    assert read_oid_list(store, second) == b"".join(new)
+    assert second.count == len(new)

@@ -1,0 +1,367 @@
+"""Interrupted pushes, hostile clients, size limits and the HTTP surface of a real `dsv serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from benchmarks.generate import generate
+from benchmarks.push import Server, dsv_command
+from dsv import ops
+from dsv.canonical import canonicalize
+from dsv.cli import main
+from dsv.objects import (
+    Commit,
+    Dataset,
+    Format,
+    Kind,
+    Slice,
+    Tree,
+    TreeEntry,
+    content_id,
+    encode_object,
+    hash_object,
+)
+from dsv.remote.client import RemoteRefused, _send, pull, push
+from dsv.remote.keys import create_key
+from dsv.remote.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
+from dsv.remote.storage import SqliteMetaStore
+from dsv.repo import Repository
+from dsv.store import ObjectStore
+
+LIMIT = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """A server taking at most 1 MiB and 500 ids a request, so pushes are cut into packs."""
+    root = tmp_path_factory.mktemp("robust") / "root"
+    root.mkdir()
+    meta = SqliteMetaStore(root / "meta.sqlite3")
+    _, key = create_key(meta, "write")
+    meta.close()
+    with Server(root, "--max-request-size", str(LIMIT), "--max-ids", "500") as running:
+        yield running, key
+
+
+def dsv(root: Path, *args: str, code: int = 0) -> Result:
+    result = CliRunner().invoke(main, ["-C", str(root), *args])
+    assert result.exit_code == code, (
+        f"dsv {' '.join(args)} exited {result.exit_code}, expected {code}\n"
+        f"stdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+    )
+    return result
+
+
+def stored_objects(server: Server, repo: str) -> int:
+    store = ObjectStore(server.root / "repos" / repo / "objects")
+    try:
+        return sum(pack.count for pack in store.packs)
+    finally:
+        store.close()
+
+
+def test_push_killed_midway_then_rerun_sends_only_what_is_missing(
+    tmp_path: Path, server: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, key = server
+    monkeypatch.setenv("DSV_API_KEY", key)
+    url = f"{running.url}/kill/test"
+    root = tmp_path / "a"
+    dsv(tmp_path, "init", "a")
+    (root / "small.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(50)))
+    dsv(root, "add", "small.jsonl")
+    dsv(root, "commit", "-m", "v1")
+    dsv(root, "remote", "add", "origin", url)
+    dsv(root, "push")
+    v1 = Repository.open(root).head()
+    before = stored_objects(running, "kill/test")
+    big, _ = generate(24_000, tmp_path / "data")
+    shutil.copyfile(big, root / "big.jsonl")
+    dsv(root, "add", "big.jsonl")
+    dsv(root, "commit", "-m", "v2")
+    with Repository.open(root) as repo:
+        dataset = ops.dataset_at(repo, "HEAD", "big.jsonl")
+        needed = 24_000 + len({s.page for s in dataset.slices}) + 3  # + dataset, tree, commit
+    proc = subprocess.Popen(
+        [*dsv_command(), "-C", str(root), "push"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "DSV_API_KEY": key},
+    )
+    packs = running.root / "repos" / "kill" / "test" / "objects" / "pack"
+    deadline = time.monotonic() + 30
+    while len(list(packs.glob("*.idx"))) < 3 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the push finished before it could be killed"
+    partial = stored_objects(running, "kill/test") - before
+    assert 0 < partial < needed
+    # The ref still points at complete data: a clone gets v1, whole.
+    dsv(tmp_path, "clone", url, "b")
+    assert Repository.open(tmp_path / "b").head() == v1
+    assert "ok" in dsv(tmp_path / "b", "fsck").stdout
+    with Repository.open(root) as repo:
+        again = push(repo)
+    assert again.objects == needed - partial  # only what the killed push had not stored
+    assert again.packs > 1  # cut to the server's 1 MiB limit
+
+    # A fetch killed midway: the remote-tracking ref stays at v1, and the rerun asks only for
+    # what had not arrived.
+    b = tmp_path / "b"
+    local = b / ".dsv" / "objects" / "pack"
+    ahead = len(list(local.glob("*.idx")))
+    with Repository.open(b) as repo:
+        held = len(set(repo.store.iter_oids()))
+    proc = subprocess.Popen(
+        [*dsv_command(), "-C", str(b), "fetch"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "DSV_API_KEY": key},
+    )
+    while len(list(local.glob("*.idx"))) < ahead + 3 and proc.poll() is None:
+        assert time.monotonic() < deadline + 30
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the fetch finished before it could be killed"
+    with Repository.open(b) as repo:
+        assert repo.refs.read("refs/remotes/origin/main") == v1
+        assert ops.fsck(repo).ok
+        arrived = len(set(repo.store.iter_oids())) - held
+        assert 0 < arrived < needed
+        pulled = pull(repo)
+        assert pulled.status == "fast-forward"
+        assert pulled.fetch.objects == needed - arrived
+    with Repository.open(b) as b_repo, Repository.open(root) as a:
+        assert b_repo.head() == a.head()
+        assert list(b_repo.records("HEAD", "big.jsonl")) == list(a.records("HEAD", "big.jsonl"))
+        assert ops.fsck(b_repo).ok
+        assert ops.status(b_repo) == []
+
+
+# -- a hand-made client ---------------------------------------------------------------------
+
+
+class Raw:
+    """Speaks the protocol with plain httpx, to send what a dsv client never would."""
+
+    def __init__(self, server: Server, key: str, repo: str) -> None:
+        self.base = f"{server.url}/v1/{repo}"
+        self.http = httpx.Client(headers={"Authorization": f"Bearer {key}"})
+
+    def pack(self, objects: list[tuple[Kind, bytes]]) -> httpx.Response:
+        return self.pack_bytes(b"".join(encode_pack(objects)))
+
+    def pack_bytes(self, data: bytes) -> httpx.Response:
+        return self.http.post(
+            f"{self.base}/packs", content=data, headers={"content-type": PACK_MEDIA_TYPE}
+        )
+
+    def refs(self, *updates: dict[str, Any]) -> httpx.Response:
+        return self.http.post(f"{self.base}/refs", json={"updates": list(updates)})
+
+    def missing(self, kind: str, oids: list[bytes]) -> set[bytes]:
+        reply = self.http.post(
+            f"{self.base}/missing", json={"kind": kind, "ids": [o.hex() for o in oids]}
+        )
+        assert reply.status_code == 200, reply.text
+        return {oids[i] for i in reply.json()["missing"]}
+
+
+def _error(reply: httpx.Response, status: int, code: str) -> str:
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == code, error
+    assert error["request_id"] == reply.headers["x-request-id"]
+    message: str = error["message"]
+    return message
+
+
+def _objects() -> dict[str, tuple[Kind, bytes]]:
+    """A small, complete, valid history: datapoints, page, dataset, tree, commit."""
+    points = [canonicalize(json.dumps({"id": i}).encode()) for i in range(3)]
+    ids = [hash_object(Kind.DATAPOINT, p) for p in points]
+    page = b"".join(ids)
+    page_oid = hash_object(Kind.PAGE, page)
+    dataset = encode_object(
+        Dataset(Format("jsonl"), (), 3, content_id(page), (Slice(page_oid, 0, 3),))
+    )
+    tree = encode_object(Tree((TreeEntry("a.jsonl", hash_object(Kind.DATASET, dataset)),)))
+    commit = encode_object(Commit(hash_object(Kind.TREE, tree), (), "x <y>", 1, 0, "m\n"))
+    out = {f"p{i}": (Kind.DATAPOINT, p) for i, p in enumerate(points)}
+    out.update(
+        page=(Kind.PAGE, page),
+        dataset=(Kind.DATASET, dataset),
+        tree=(Kind.TREE, tree),
+        commit=(Kind.COMMIT, commit),
+    )
+    return out
+
+
+def test_corrupt_and_unconnected_objects_are_refused_whole(server: tuple[Server, str]) -> None:
+    running, key = server
+    raw = Raw(running, key, "hostile/repo")
+    good = _objects()
+    every = list(good.values())
+    oid = {name: hash_object(*obj) for name, obj in good.items()}
+
+    data = bytearray(b"".join(encode_pack(every)))
+    data[30] ^= 0xFF
+    assert "pack" in _error(raw.pack_bytes(bytes(data)), 422, "corrupt")
+    _error(raw.pack_bytes(bytes(data[:-40])), 422, "corrupt")
+    _error(raw.pack_bytes(b"GET / HTTP/1.1\r\n" * 4), 422, "corrupt")
+    message = _error(raw.pack([*every, (Kind.DATAPOINT, b'{"b":1,"a":2}')]), 422, "corrupt")
+    assert "not canonical JSON" in message
+    # A commit without its tree, a page without its datapoints.
+    message = _error(raw.pack([good["commit"]]), 422, "unconnected")
+    assert "refers to 1 object(s) that neither it nor hostile/repo holds" in message
+    _error(raw.pack([good["page"], good["p0"]]), 422, "unconnected")
+    # A dataset whose pages do not give its content id.
+    wrong = Dataset(Format("jsonl"), (), 3, bytes(32), (Slice(oid["page"], 0, 3),))
+    bad = [good["p0"], good["p1"], good["p2"], good["page"], (Kind.DATASET, encode_object(wrong))]
+    assert "content id" in _error(raw.pack(bad), 422, "corrupt")
+    assert raw.missing("datapoint", [oid["p0"]]) == {oid["p0"]}  # nothing of it was kept
+
+    # Refs may only point at complete commits the repository holds.
+    commit = oid["commit"].hex()
+    update = {"name": "refs/heads/main", "old": None, "new": commit}
+    _error(raw.refs(update), 422, "missing_objects")
+    reply = raw.pack(every)
+    assert reply.status_code == 200 and reply.json()["objects"] == len(every)
+    _error(raw.refs({**update, "name": "refs/heads/a..b"}), 400, "bad_ref_name")
+    _error(raw.refs({**update, "name": "refs/remotes/x/y"}), 400, "bad_ref_name")
+    _error(raw.refs({**update, "new": oid["tree"].hex()}), 422, "corrupt")  # not a commit
+    assert raw.refs(update).status_code == 200
+    _error(raw.refs(update), 409, "ref_moved")  # stale: it exists now
+    # All or none: one bad update keeps the good one from moving.
+    both = [{**update, "name": "refs/heads/x"}, {**update, "name": "refs/tags/t", "old": commit}]
+    _error(raw.refs(*both), 409, "ref_moved")
+    info = raw.http.get(f"{raw.base}/info").json()
+    assert info["refs"] == {"refs/heads/main": commit} and info["head"] == "refs/heads/main"
+
+
+def test_size_limits_answer_413(server: tuple[Server, str]) -> None:
+    running, key = server
+    raw = Raw(running, key, "limits/repo")
+    message = _error(raw.pack_bytes(b"x" * (LIMIT + 1)), 413, "too_large")
+    assert "larger than this server accepts" in message
+    reply = raw.http.post(f"{raw.base}/missing", json={"kind": "page", "ids": ["0" * 64] * 501})
+    assert "at most 500" in _error(reply, 413, "too_large")
+
+
+def test_client_halves_packs_when_a_413_comes_anyway(tmp_path: Path) -> None:
+    """A proxy may take less than the server announced: the client resends in smaller packs."""
+    repo = Repository.init(tmp_path)
+    points = [os.urandom(2000).hex().encode() for _ in range(400)]
+    bodies = [canonicalize(b'{"x": "' + p + b'"}') for p in points]
+    with repo.store.writer() as writer:
+        items = [(Kind.DATAPOINT, writer.write(Kind.DATAPOINT, b)) for b in bodies]
+
+    class Proxy:
+        info = Info((1,), "t", "a/b", True, None, {}, Limits(4 << 20, 500), True)
+        received: list[bytes] = []
+        refused = 0
+
+        def send_pack(self, chunks: Iterator[bytes]) -> PackReply:
+            data = b"".join(chunks)
+            if len(data) > 300_000:
+                Proxy.refused += 1
+                raise RemoteRefused("too big", None, status=413, code="too_large")
+            got = [body for _, body in iter_pack([data])]
+            Proxy.received += got
+            return PackReply(len(got), len(got), len(data))
+
+    packs = _send(repo, Proxy(), items, lambda _: None)  # type: ignore[arg-type]
+    assert Proxy.refused >= 1 and packs >= 3
+    assert Proxy.received == bodies
+
+
+# -- the HTTP surface ------------------------------------------------------------------------------
+
+
+def test_health_errors_request_ids_openapi_and_access_log(server: tuple[Server, str]) -> None:
+    running, key = server
+    assert httpx.get(f"{running.url}/healthz").json()["status"] == "ok"
+    reply = httpx.get(f"{running.url}/nowhere", headers={"X-Request-ID": "trace-42"})
+    assert reply.headers["x-request-id"] == "trace-42"
+    assert _error(reply, 404, "not_found") == "no such endpoint: GET /nowhere"
+    reply = httpx.get(
+        f"{running.url}/v1/-bad/name/info", headers={"X-API-KEY": key, "X-Request-ID": "a b"}
+    )
+    assert reply.headers["x-request-id"] != "a b"  # not a safe id: a fresh one instead
+    assert "invalid repository name" in _error(reply, 400, "bad_request")
+    reply = httpx.post(
+        f"{running.url}/v1/a/b/missing",
+        headers={"X-API-KEY": key},
+        json={"kind": "blob", "ids": []},
+    )
+    assert "kind" in _error(reply, 400, "bad_request")
+    spec = httpx.get(f"{running.url}/openapi.json").json()
+    assert {"/v1/{owner}/{name}/packs", "/v1/{owner}/{name}/refs"} <= set(spec["paths"])
+    time.sleep(0.1)
+    log = running.log_path.read_text()
+    assert '"GET /nowhere" 404' in log and "rid=trace-42" in log
+
+
+def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsv.errors import RemoteError
+    from dsv.remote import client
+
+    info = {
+        "versions": [2, 3],
+        "server": "dsv 9",
+        "repository": "a/b",
+        "exists": True,
+        "head": None,
+        "refs": {},
+        "limits": {"max_request_bytes": 1 << 20, "max_ids": 10},
+        "can_write": True,
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/future/b/info":
+            return httpx.Response(200, json=info)
+        if request.url.path == "/v1/garbled/b/info":
+            return httpx.Response(200, text="{not json")
+        return httpx.Response(502, text="<html>bad gateway</html>")
+
+    monkeypatch.setattr(client.httpx, "HTTPTransport", lambda **_: httpx.MockTransport(answer))
+
+    def connect(url: str) -> None:
+        client.Connection(url, key=None, key_source="DSV_API_KEY", name="origin").close()
+
+    with pytest.raises(RemoteError, match=r"speaks protocol version\(s\) 2, 3; this dsv speaks 1"):
+        connect("http://h/future/b")
+    with pytest.raises(RemoteError, match="sent a malformed answer"):
+        connect("http://h/garbled/b")
+    with pytest.raises(RemoteRefused, match="answered HTTP 502 Bad Gateway") as refused:
+        connect("http://h/proxy/b")
+    assert refused.value.status == 502
+
+
+def test_an_object_over_the_limit_is_named(
+    tmp_path: Path, server: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, key = server
+    monkeypatch.setenv("DSV_API_KEY", key)
+    root = tmp_path / "a"
+    dsv(tmp_path, "init", "a")
+    (root / "big.jsonl").write_text(json.dumps({"id": 1, "blob": os.urandom(LIMIT).hex()}) + "\n")
+    dsv(root, "add", "big.jsonl")
+    dsv(root, "commit", "-m", "one huge datapoint")
+    dsv(root, "remote", "add", "origin", f"{running.url}/huge/repo")
+    err = dsv(root, "push", code=5).stderr
+    assert "more than the remote accepts in one request" in err
+    assert "hint: raise the server's --max-request-size" in err

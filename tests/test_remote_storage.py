@@ -1,0 +1,326 @@
+"""The server's storage contract, run against every implementation, and the wire codec.
+
+A new blob store (S3) or metadata store (PostgreSQL) is added to the `params` lists below and
+must pass the same tests.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dsv.canonical import canonicalize
+from dsv.errors import BadInput, CorruptObject
+from dsv.objects import (
+    Commit,
+    Dataset,
+    Format,
+    Kind,
+    Slice,
+    Tree,
+    TreeEntry,
+    content_id,
+    encode_object,
+    hash_object,
+)
+from dsv.pack import PackWriter
+from dsv.remote.keys import AccessDenied, authorize, create_key, key_digest, revoke_key
+from dsv.remote.protocol import (
+    MAX_BLOCK_RAW,
+    check_datapoints,
+    encode_pack,
+    iter_pack,
+    references,
+)
+from dsv.remote.storage import (
+    BlobStore,
+    LocalBlobStore,
+    MetaStore,
+    RefChange,
+    RefConflict,
+    SqliteMetaStore,
+    check_repo_name,
+)
+
+BlobFactory = Callable[[Path], BlobStore]
+MetaFactory = Callable[[Path], MetaStore]
+
+
+@pytest.fixture(params=[LocalBlobStore], ids=["local"])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    factory: BlobFactory = request.param
+    store = factory(tmp_path / "blobs")
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=[lambda root: SqliteMetaStore(root / "meta.sqlite3")], ids=["sqlite"])
+def meta(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetaStore]:
+    factory: MetaFactory = request.param
+    store = factory(tmp_path)
+    yield store
+    store.close()
+
+
+def _pack(tmp_path: Path, objects: list[tuple[Kind, bytes]]) -> tuple[object, list[bytes]]:
+    staging = tmp_path / "staging"
+    staging.mkdir(exist_ok=True)
+    writer = PackWriter(staging)
+    oids = []
+    for kind, body in objects:
+        oid = hash_object(kind, body)
+        writer.add(kind, oid, body)
+        oids.append(oid)
+    return writer.prepare(), oids
+
+
+def _points(n: int, tag: str = "") -> list[tuple[Kind, bytes]]:
+    return [
+        (Kind.DATAPOINT, canonicalize(f'{{"i": {i}, "t": "{tag}"}}'.encode())) for i in range(n)
+    ]
+
+
+# -- blob store contract ------------------------------------------------------------------------
+
+
+def test_blob_store_holds_nothing_at_first(blobs: BlobStore) -> None:
+    oid = hash_object(Kind.DATAPOINT, b"{}")
+    assert blobs.missing("acme/evals", [oid]) == {oid}
+    assert blobs.missing("acme/evals", []) == set()
+    with pytest.raises(CorruptObject):
+        blobs.read("acme/evals", Kind.DATAPOINT, [oid])
+
+
+def test_blob_store_keeps_a_pack_and_reads_back_verified(blobs: BlobStore, tmp_path: Path) -> None:
+    objects = _points(300)
+    prepared, oids = _pack(tmp_path, objects)
+    blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    assert blobs.missing("acme/evals", oids) == set()
+    shuffled = random.Random(1).sample(oids, len(oids))
+    bodies = dict((hash_object(k, b), b) for k, b in objects)
+    assert blobs.read("acme/evals", Kind.DATAPOINT, shuffled) == [bodies[o] for o in shuffled]
+    with pytest.raises(CorruptObject):
+        blobs.read("acme/evals", Kind.PAGE, oids[:1])  # the wrong kind is refused
+
+
+def test_blob_store_keeps_repositories_apart(blobs: BlobStore, tmp_path: Path) -> None:
+    prepared, oids = _pack(tmp_path, _points(3))
+    blobs.put_pack("acme/one", prepared)  # type: ignore[arg-type]
+    assert blobs.missing("acme/two", oids) == set(oids)
+    assert blobs.missing("acme/one", oids) == set()
+
+
+def test_blob_store_takes_the_same_objects_twice(blobs: BlobStore, tmp_path: Path) -> None:
+    first, oids = _pack(tmp_path, _points(5))
+    blobs.put_pack("acme/evals", first)  # type: ignore[arg-type]
+    second, _ = _pack(tmp_path, _points(8))
+    blobs.put_pack("acme/evals", second)  # type: ignore[arg-type]
+    more = [hash_object(k, b) for k, b in _points(8)]
+    assert blobs.missing("acme/evals", more) == set()
+    assert len(blobs.read("acme/evals", Kind.DATAPOINT, oids)) == 5
+
+
+def test_blob_store_refuses_bad_repository_names(blobs: BlobStore) -> None:
+    for bad in ("acme", "../x/y", "a/b/c", ".hidden/x", "a/b.lock", "a/"):
+        with pytest.raises(BadInput):
+            blobs.missing(bad, [bytes(32)])
+
+
+# -- metadata store contract ----------------------------------------------------------------------
+
+
+def test_repositories_are_created_once(meta: MetaStore) -> None:
+    assert meta.get_repo("acme/evals") is None
+    meta.create_repo("acme/evals")
+    meta.create_repo("acme/evals")
+    record = meta.get_repo("acme/evals")
+    assert record is not None and record.head is None
+    assert [r.name for r in meta.list_repos()] == ["acme/evals"]
+    assert meta.list_refs("acme/evals") == {}
+
+
+def test_refs_move_by_compare_and_swap_all_or_none(meta: MetaStore) -> None:
+    a, b, c = bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32
+    meta.create_repo("acme/evals")
+    meta.update_refs(
+        "acme/evals",
+        [RefChange("refs/heads/main", None, a), RefChange("refs/envs/production", None, a)],
+        user="u",
+        reason="push",
+        head="refs/heads/main",
+    )
+    assert meta.list_refs("acme/evals") == {"refs/heads/main": a, "refs/envs/production": a}
+    record = meta.get_repo("acme/evals")
+    assert record is not None and record.head == "refs/heads/main"
+    # The second change's expectation is stale: neither ref moves.
+    with pytest.raises(RefConflict) as caught:
+        meta.update_refs(
+            "acme/evals",
+            [RefChange("refs/heads/main", a, b), RefChange("refs/envs/production", c, b)],
+            user="u",
+            reason="push",
+        )
+    assert caught.value.name == "refs/envs/production" and caught.value.current == a
+    assert meta.list_refs("acme/evals")["refs/heads/main"] == a
+    with pytest.raises(RefConflict):
+        meta.update_refs("acme/evals", [RefChange("refs/heads/new", a, b)], user="u", reason="")
+    meta.update_refs("acme/evals", [RefChange("refs/heads/main", a, b)], user="u", reason="ff")
+    log = meta.ref_log("acme/evals", "refs/heads/main")
+    assert [(e.old, e.new, e.user, e.reason) for e in log] == [
+        (None, a, "u", "push"),
+        (a, b, "u", "ff"),
+    ]
+    assert meta.list_refs("other/repo") == {}
+
+
+def test_concurrent_compare_and_swap_lets_exactly_one_win(meta: MetaStore) -> None:
+    base = bytes(32)
+    meta.create_repo("acme/evals")
+    meta.update_refs("acme/evals", [RefChange("refs/heads/main", None, base)], user="", reason="")
+    wins: list[int] = []
+    conflicts: list[int] = []
+
+    def attempt(n: int) -> None:
+        try:
+            meta.update_refs(
+                "acme/evals",
+                [RefChange("refs/heads/main", base, bytes([n + 1]) * 32)],
+                user=str(n),
+                reason="race",
+            )
+            wins.append(n)
+        except RefConflict:
+            conflicts.append(n)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(conflicts) == 7
+    assert meta.list_refs("acme/evals")["refs/heads/main"] == bytes([wins[0] + 1]) * 32
+
+
+def test_keys_are_stored_hashed_and_checked(meta: MetaStore, tmp_path: Path) -> None:
+    record, key = create_key(meta, "read", "acme/evals", note="ci")
+    assert key.startswith("dsv_") and record.id in key
+    assert record.digest == key_digest(key)
+    found = meta.key_by_digest(key_digest(key))
+    assert found is not None and found.scope == "read" and found.note == "ci"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes()
+    assert authorize(meta, key, "acme/evals", write=False).id == record.id
+    with pytest.raises(AccessDenied) as denied:
+        authorize(meta, key, "acme/evals", write=True)
+    assert denied.value.status == 403
+    with pytest.raises(AccessDenied) as denied:
+        authorize(meta, key, "acme/other", write=False)
+    assert denied.value.status == 403 and "is for repository acme/evals" in denied.value.message
+    for bad in (None, "", "dsv_nope"):
+        with pytest.raises(AccessDenied) as denied:
+            authorize(meta, bad, "acme/evals", write=False)
+        assert denied.value.status == 401
+    revoke_key(meta, record.id)
+    with pytest.raises(AccessDenied) as denied:
+        authorize(meta, key, "acme/evals", write=False)
+    assert denied.value.status == 401 and "revoked" in denied.value.message
+    with pytest.raises(BadInput, match="revoked already"):
+        revoke_key(meta, record.id)
+    with pytest.raises(BadInput, match="no key"):
+        revoke_key(meta, "nope")
+    _, admin = create_key(meta, "write")
+    assert authorize(meta, admin, "any/repo", write=True).repo is None
+    assert [k.revoked is not None for k in meta.list_keys()] == [True, False]
+
+
+def test_repository_names() -> None:
+    assert check_repo_name("acme/evals-v2.1_x") == "acme/evals-v2.1_x"
+    with pytest.raises(BadInput):
+        check_repo_name("acme/-x")
+
+
+# -- the wire codec ------------------------------------------------------------------------
+
+
+def _rechunk(data: bytes, sizes: list[int]) -> Iterator[bytes]:
+    at = 0
+    i = 0
+    while at < len(data):
+        n = sizes[i % len(sizes)]
+        yield data[at : at + n]
+        at += n
+        i += 1
+
+
+def test_pack_stream_round_trips_at_any_chunking() -> None:
+    objects = [*_points(2000), (Kind.PAGE, bytes(range(32)) * 3)]
+    data = b"".join(encode_pack(objects, block_size=4096))
+    for sizes in ([1], [7, 3], [65536], [len(data)]):
+        assert list(iter_pack(_rechunk(data, sizes))) == objects
+    assert list(iter_pack([b"".join(encode_pack([]))])) == []
+
+
+def test_damaged_pack_streams_are_refused() -> None:
+    data = b"".join(encode_pack(_points(50), block_size=512))
+    flipped = bytearray(data)
+    flipped[40] ^= 1
+    damaged = {
+        "truncated": data[:-10],
+        "no trailer": data[:-32],
+        "flipped": bytes(flipped),
+        "bad trailer": data[:-1] + bytes([data[-1] ^ 1]),
+        "not a pack": b"hello world" * 10,
+        "empty": b"",
+    }
+    for name, body in damaged.items():
+        with pytest.raises(CorruptObject):
+            list(iter_pack([body]))
+        assert name
+
+
+def test_a_block_claiming_a_huge_size_is_refused_before_decompression() -> None:
+    data = bytearray(b"".join(encode_pack(_points(3))))
+    data[16 + 4 : 16 + 8] = (MAX_BLOCK_RAW + 1).to_bytes(4, "little")
+    with pytest.raises(CorruptObject, match="over the"):
+        list(iter_pack([bytes(data)]))
+
+
+def test_references_check_every_kind() -> None:
+    point = canonicalize(b'{"a": 1}')
+    dp = hash_object(Kind.DATAPOINT, point)
+    page = dp * 2
+    page_oid = hash_object(Kind.PAGE, page)
+    dataset = Dataset(Format("jsonl"), (), 2, content_id(page), (Slice(page_oid, 0, 2),))
+    ds_body = encode_object(dataset)
+    ds_oid = hash_object(Kind.DATASET, ds_body)
+    tree_body = encode_object(Tree((TreeEntry("a.jsonl", ds_oid),)))
+    tree_oid = hash_object(Kind.TREE, tree_body)
+    commit_body = encode_object(Commit(tree_oid, (bytes(32),), "a <b>", 0, 0, "m\n"))
+    assert references(Kind.DATAPOINT, dp, point) == []
+    assert references(Kind.PAGE, page_oid, page) == [dp, dp]
+    assert references(Kind.DATASET, ds_oid, ds_body) == [page_oid]
+    assert references(Kind.TREE, tree_oid, tree_body) == [ds_oid]
+    assert references(Kind.COMMIT, bytes(32), commit_body) == [tree_oid, bytes(32)]
+    unsorted = encode_object(Tree((TreeEntry("b", ds_oid), TreeEntry("a", ds_oid))))
+    for kind, body in [
+        (Kind.PAGE, b""),
+        (Kind.PAGE, dp[:31]),
+        (Kind.TREE, unsorted),
+        (Kind.COMMIT, commit_body + b"\x00"),
+        (Kind.DATASET, b"\x90"),
+    ]:
+        with pytest.raises(CorruptObject):
+            references(kind, bytes(32), body)
+
+
+def test_datapoints_must_be_canonical_json_objects() -> None:
+    good = [canonicalize(b'{"b": 1, "a": [1.50, "x"]}')]
+    check_datapoints([bytes(32)], good)
+    for bad in (b'{"b":1,"a":2}', b'{"a": 1}', b"[1]", b"not json", b'{"a":NaN}'):
+        with pytest.raises(CorruptObject, match="datapoint"):
+            check_datapoints([bytes(32), bytes(32)], [good[0], bad])

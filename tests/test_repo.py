@@ -1,0 +1,112 @@
+"""The Python API: Repository, dsv.load, and the guarantees behind every command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import dsv
+from dsv import ops
+from dsv.errors import BadInput, NotARepository
+
+RECORDS = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"q {i}"}]} for i in range(20)]
+
+
+def _write(path: Path, records: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_python_api_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = dsv.Repository.init(tmp_path)
+    _write(tmp_path / "qa.jsonl", RECORDS)
+    assert repo.add(["qa.jsonl"], key=("id",)) == ["qa.jsonl"]
+    first = repo.commit("first")
+    _write(tmp_path / "qa.jsonl", RECORDS[:5])
+    second = repo.commit("second", all=True)
+    assert [e.oid for e in repo.log()] == [second, first]
+    assert [e.oid for e in repo.log(max_count=1)] == [second]
+    ops.deploy(repo, "production", first.hex()[:8])
+    assert repo.read("production", "qa.jsonl").to_pylist() == RECORDS
+    assert list(repo.records("HEAD", "qa.jsonl")) == RECORDS[:5]
+    nested = tmp_path / "sub" / "dir"
+    nested.mkdir(parents=True)
+    assert dsv.Repository.open(nested).root == tmp_path
+    monkeypatch.chdir(tmp_path)
+    assert dsv.load("qa.jsonl@production").num_rows == 20
+    assert dsv.load("qa.jsonl").num_rows == 5
+    with pytest.raises(BadInput, match="unknown revision 'nope'"):
+        dsv.load("qa.jsonl@nope")
+
+
+def test_open_outside_a_repository(tmp_path: Path) -> None:
+    with pytest.raises(NotARepository, match=r"not a dsv repository \(or any parent\)"):
+        dsv.Repository.open(tmp_path)
+
+
+def test_a_hundred_thousand_datapoints_make_a_few_files(tmp_path: Path) -> None:
+    repo = dsv.Repository.init(tmp_path)
+    with open(tmp_path / "big.jsonl", "w") as handle:
+        for i in range(100_000):
+            handle.write(f'{{"id":{i},"input":"question {i}","target":"{i % 7}"}}\n')
+    repo.add(["big.jsonl"])
+    repo.commit("big")
+    files = [f for _, _, fs in os.walk(tmp_path / ".dsv") for f in fs]
+    assert len(files) <= 24, files
+    assert ops.fsck(repo).checked > 100_000
+
+
+def _dsv(root: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DSV_LOCK_TIMEOUT": "0.5"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "dsv", "-C", str(root), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_a_second_writer_waits_then_names_the_lock_holder(tmp_path: Path) -> None:
+    repo = dsv.Repository.init(tmp_path)
+    _write(tmp_path / "qa.jsonl", RECORDS)
+    with repo.lock():
+        proc = _dsv(tmp_path, "add", "qa.jsonl")
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert err.decode() == (
+        f"error: repository is locked by pid {os.getpid()}\n"
+        "hint: wait for it to finish, then run the command again\n"
+    )
+    assert ops.status(repo) == []
+
+
+def test_kill_9_during_commits_never_breaks_the_repository(tmp_path: Path) -> None:
+    """Kill writers at moments spread over their run; fsck must stay clean every time."""
+    dsv.Repository.init(tmp_path)
+    data = tmp_path / "data.jsonl"
+    committed: list[bytes] = []
+    for trial in range(6):
+        with open(data, "w") as handle:
+            for i in range(30_000):
+                handle.write(f'{{"id":{i},"trial":{trial},"text":"{"x" * (i % 40)}"}}\n')
+        proc = _dsv(tmp_path, "add", "data.jsonl")
+        proc.wait(timeout=60)
+        proc = _dsv(tmp_path, "commit", "-m", f"trial {trial}")
+        time.sleep(0.02 * trial)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        report = ops.fsck(dsv.Repository.open(tmp_path))
+        assert report.ok, (trial, report)
+        head = dsv.Repository.open(tmp_path).head()
+        if head is not None:
+            committed.append(head)
+    reopened = dsv.Repository.open(tmp_path)
+    for oid in committed:
+        reopened.read_commit(oid)

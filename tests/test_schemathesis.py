@@ -1,0 +1,50 @@
+"""schemathesis over `/openapi.json` of a real `dsv serve --no-auth` on 127.0.0.1: no 5xx.
+
+schemathesis is a test dependency (the `test` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from benchmarks.push import Server
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root: Path = tmp_path_factory.mktemp("schemathesis") / "root"
+    root.mkdir()
+    with Server(root, "--no-auth", "--max-request-size", str(1 << 20)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api_schema(running: Server) -> Any:
+    schema = schemathesis.openapi.from_url(f"{running.url}/openapi.json")
+    schema.config.update(base_url=running.url)
+    return schema
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()  # type: ignore[untyped-decorator]
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+def test_no_server_errors(case: Any) -> None:
+    case.call_and_validate(checks=[not_a_server_error], timeout=10)
+    if case.path_parameters:
+        # Again on a valid repository name, so the body gets past the name check.
+        case.path_parameters = {**case.path_parameters, "owner": "acme", "name": "evals"}
+        case.call_and_validate(checks=[not_a_server_error], timeout=10)

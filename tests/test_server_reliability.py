@@ -1,0 +1,417 @@
+"""The server under hostile and concurrent use (issue 7): every test talks to a real `dsv serve`
+on 127.0.0.1 started here.
+
+- the auth matrix for every route `/openapi.json` lists;
+- bad HTTP input: each refusal has its status, stable code and a one-line message, never 5xx
+  and never a traceback;
+- 8 clients pushing to one branch at once: one wins, the others are told non-fast-forward,
+  and the server holds exactly the winner's work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from benchmarks.push import Server, dsv_command
+from dsv.cli import main
+from dsv.objects import Kind
+from dsv.remote.keys import create_key
+from dsv.remote.protocol import PACK_MEDIA_TYPE, encode_pack
+from dsv.remote.storage import SqliteMetaStore
+
+PACK = {"content-type": PACK_MEDIA_TYPE}
+LIMIT = 1 << 20  # the server's --max-request-size
+REPO = "acme/evals"
+OTHER = "acme/other"
+ZERO = "0" * 64
+
+# A valid body for each route, so that only the key decides the answer. A route missing here
+# fails test_auth_matrix_covers_every_route until it is added.
+BODIES: dict[str, dict[str, Any]] = {
+    "info": {},
+    "missing": {"json": {"kind": "page", "ids": [ZERO]}},
+    "objects": {"json": {"kind": "page", "ids": []}},
+    "commits": {"json": {"wants": [], "haves": [], "limit": 1}},
+    "packs": {"content": b"".join(encode_pack([(Kind.DATAPOINT, b'{"id":1}')]))},
+    "refs": {"json": {"updates": [{"name": "refs/heads/main", "old": None, "new": ZERO}]}},
+}
+WRITE_ROUTES = {"packs", "refs"}
+PUBLIC = ("/healthz", "/openapi", "/schema")
+
+
+class Keys:
+    def __init__(self, root: Path) -> None:
+        meta = SqliteMetaStore(root / "meta.sqlite3")
+        try:
+            self.write = create_key(meta, "write", REPO)[1]
+            self.read = create_key(meta, "read", REPO)[1]
+            self.other = create_key(meta, "write", OTHER)[1]
+            self.other_read = create_key(meta, "read", OTHER)[1]
+            self.admin = create_key(meta, "write")[1]
+        finally:
+            meta.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Keys]]:
+    root = tmp_path_factory.mktemp("reliability") / "root"
+    root.mkdir()
+    keys = Keys(root)
+    with Server(root, "--max-request-size", str(LIMIT), "--max-ids", "500") as running:
+        yield running, keys
+
+
+def error_of(reply: httpx.Response, status: int, code: str | tuple[str, ...]) -> str:
+    """The one-line message of a JSON error answer with this status and code."""
+    assert reply.status_code == status, f"{reply.request.method} {reply.request.url}: {reply.text}"
+    assert reply.headers["content-type"].startswith("application/json"), reply.headers
+    assert "Traceback" not in reply.text and 'File "' not in reply.text, reply.text
+    error = reply.json()["error"]
+    assert set(error) >= {"code", "message", "request_id"}, error
+    assert error["code"] in ((code,) if isinstance(code, str) else code), error
+    assert error["request_id"] == reply.headers["x-request-id"]
+    message: str = error["message"]
+    assert message and "\n" not in message, error
+    return message
+
+
+# -- 1. the auth matrix ----------------------------------------------------------------------
+
+
+def routes(url: str) -> list[tuple[str, str, str]]:
+    """(method, path template, last segment) of every non-public operation in /openapi.json."""
+    spec = httpx.get(f"{url}/openapi.json").json()
+    found = []
+    for path, operations in spec["paths"].items():
+        if path.startswith(PUBLIC):
+            continue
+        for method in operations:
+            if method.lower() in {"get", "post", "put", "patch", "delete"}:
+                found.append((method.upper(), path, path.rstrip("/").rsplit("/", 1)[-1]))
+    return found
+
+
+def call(url: str, method: str, path: str, repo: str, key: str | None) -> httpx.Response:
+    owner, name = repo.split("/")
+    target = url + path.replace("{owner}", owner).replace("{name}", name)
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    segment = path.rsplit("/", 1)[-1]
+    if segment == "packs":
+        headers.update(PACK)
+    return httpx.request(method, target, headers=headers, timeout=10, **BODIES[segment])
+
+
+def test_auth_matrix_covers_every_route(server: tuple[Server, Keys]) -> None:
+    running, keys = server
+    found = routes(running.url)
+    assert {segment for _, _, segment in found} == set(BODIES), found
+    for method, path, segment in found:
+        where = f"{method} {path}"
+        no_key = call(running.url, method, path, REPO, None)
+        assert "requires an API key" in error_of(no_key, 401, "unauthenticated"), where
+        for bad in ("nope", "dsv_" + "0" * 40, keys.write + "x"):
+            reply = call(running.url, method, path, REPO, bad)
+            assert "not valid" in error_of(reply, 401, "bad_key"), where
+        # A key of another repository, read or write, is refused whatever the route.
+        for foreign in (keys.other, keys.other_read):
+            reply = call(running.url, method, path, REPO, foreign)
+            assert f"not {REPO}" in error_of(reply, 403, "forbidden"), where
+        # A read key: refused on write routes only.
+        reply = call(running.url, method, path, REPO, keys.read)
+        if segment in WRITE_ROUTES:
+            assert "write key" in error_of(reply, 403, "forbidden"), where
+        else:
+            assert reply.status_code < 400 or reply.status_code == 404, (where, reply.text)
+        # The right keys get past the gate (what follows is the route's own business).
+        for good in (keys.write, keys.admin):
+            reply = call(running.url, method, path, REPO, good)
+            assert reply.status_code not in (401, 403) and reply.status_code < 500, (
+                where,
+                reply.text,
+            )
+
+
+def test_public_routes_need_no_key(server: tuple[Server, Keys]) -> None:
+    running, _ = server
+    assert httpx.get(f"{running.url}/healthz").json()["status"] == "ok"
+    assert "paths" in httpx.get(f"{running.url}/openapi.json").json()
+
+
+def test_the_key_is_checked_before_the_body(server: tuple[Server, Keys]) -> None:
+    """protocol.md §2: no key is 401 whatever the body; a read key on a write route is 403."""
+    running, keys = server
+    for method, path, segment in routes(running.url):
+        target = running.url + path.replace("{owner}", "acme").replace("{name}", "evals")
+        reply = httpx.request(method, target, content=b"{bad")
+        error_of(reply, 401, "unauthenticated")
+        reply = httpx.request(method, target, content=b"{bad", headers={"X-API-KEY": "nope"})
+        error_of(reply, 401, "bad_key")
+        if segment in WRITE_ROUTES:
+            reply = httpx.request(method, target, content=b"{bad", headers={"X-API-KEY": keys.read})
+            error_of(reply, 403, "forbidden")
+
+
+# -- 2. bad HTTP input -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def http(server: tuple[Server, Keys]) -> Iterator[tuple[str, httpx.Client]]:
+    running, keys = server
+    with httpx.Client(headers={"Authorization": f"Bearer {keys.write}"}, timeout=10) as client:
+        yield f"{running.url}/v1/{REPO}", client
+
+
+def test_oversized_bodies_are_413(http: tuple[str, httpx.Client]) -> None:
+    base, client = http
+    reply = client.post(f"{base}/packs", content=b"x" * (LIMIT + 1), headers=PACK)
+    assert (
+        error_of(reply, 413, "too_large") == "the request body is larger than this server accepts"
+    )
+    # Streamed without a Content-Length, so only the running count can catch it.
+    chunks = (b"x" * 65536 for _ in range(LIMIT // 65536 + 2))
+    reply = client.post(f"{base}/packs", content=chunks, headers=PACK)
+    assert "larger than this server accepts" in error_of(reply, 413, "too_large")
+    body = json.dumps({"kind": "page", "ids": [ZERO] * 20_000}).encode()
+    assert len(body) > LIMIT
+    reply = client.post(
+        f"{base}/missing", content=body, headers={"content-type": "application/json"}
+    )
+    assert "larger than this server accepts" in error_of(reply, 413, "too_large")
+    reply = client.post(f"{base}/missing", json={"kind": "page", "ids": [ZERO] * 501})
+    assert "at most 500" in error_of(reply, 413, "too_large")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{bad", "JSON is malformed"),
+        (b'{"kind": "page", "ids": [', "truncated"),
+        (b"\xff\xfe{}", "JSON is malformed"),
+        (b'{"kind": "page", "ids": [NaN]}', "JSON is malformed"),
+        (b"[]", "Expected `object`, got `array`"),
+        (b'"ids"', "Expected `object`"),
+        (b'{"kind": "nope", "ids": []}', "kind: Invalid enum value 'nope'"),
+        (b'{"kind": "page", "ids": ["zz"]}', "ids[0]: Expected `str` matching regex"),
+        (b'{"kind": "page", "ids": "abc"}', "ids: Expected `array`"),
+        (b'{"kind": "page"}', "ids"),
+        (b"", "data"),
+    ],
+)
+def test_malformed_json_bodies_are_400(
+    http: tuple[str, httpx.Client], body: bytes, expected: str
+) -> None:
+    base, client = http
+    reply = client.post(
+        f"{base}/missing", content=body, headers={"content-type": "application/json"}
+    )
+    assert expected in error_of(reply, 400, "bad_request")
+
+
+def test_bad_ref_updates_are_400(http: tuple[str, httpx.Client]) -> None:
+    base, client = http
+    update = {"name": "refs/heads/main", "old": None, "new": ZERO}
+    for bad, expected in [
+        ({**update, "new": "zz"}, "updates[0].new"),
+        ({**update, "old": 5}, "updates[0].old"),
+        ({**update, "name": "refs/heads/a\x01b"}, "refs/heads/a"),
+        ({**update, "name": "../../etc/passwd"}, "only refs/heads/*"),
+    ]:
+        reply = client.post(f"{base}/refs", json={"updates": [bad]})
+        assert expected in error_of(reply, 400, ("bad_request", "bad_ref_name"))
+    assert "no ref updates" in error_of(
+        client.post(f"{base}/refs", json={"updates": []}), 400, "bad_request"
+    )
+
+
+def test_wrong_content_types_are_415(http: tuple[str, httpx.Client]) -> None:
+    """JSON routes take application/json and /packs takes the pack type; nothing else."""
+    base, client = http
+    pack = b"".join(encode_pack([(Kind.DATAPOINT, b'{"id":1}')]))
+    reply = client.post(f"{base}/missing", content=pack, headers=PACK)
+    assert error_of(reply, 415, "unsupported_media_type") == (
+        "this route takes application/json, not application/x-dsv-pack"
+    )
+    reply = client.post(f"{base}/packs", json={"kind": "page", "ids": []})
+    assert error_of(reply, 415, "unsupported_media_type") == (
+        "this route takes application/x-dsv-pack, not application/json"
+    )
+    for given in ("application/x-www-form-urlencoded", "text/plain", ""):
+        headers = {"content-type": given} if given else {}
+        reply = client.post(f"{base}/missing", content=b'{"kind":"page","ids":[]}', headers=headers)
+        error_of(reply, 415, "unsupported_media_type")
+    # Parameters such as a charset are fine.
+    reply = client.post(
+        f"{base}/missing",
+        content=b'{"kind":"page","ids":[]}',
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert reply.status_code == 200
+
+
+def test_what_is_not_a_whole_pack_is_refused_whole(http: tuple[str, httpx.Client]) -> None:
+    base, client = http
+    pack = b"".join(encode_pack([(Kind.DATAPOINT, b'{"id":%d}' % i) for i in range(50)]))
+    for bad in (
+        b"GET / HTTP/1.1\r\n" * 4,
+        b"notapack",
+        pack[:-1],
+        pack[: len(pack) // 2],
+        pack[:4],
+    ):
+        error_of(client.post(f"{base}/packs", content=bad, headers=PACK), 422, "corrupt")
+    assert "truncated" in error_of(
+        client.post(f"{base}/packs", content=pack[:-20], headers=PACK), 422, "corrupt"
+    )
+    # Nothing of the refused packs was kept.
+    reply = client.get(f"{base}/info")
+    assert reply.status_code == 200 and reply.json()["refs"] == {}, reply.text
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "acme/%2e%2e",
+        "%2e%2e/evals",
+        "acme/.hidden",
+        "acme/b%01c",
+        "acme/b%0ac",
+        "acme/b%00c",
+        "acme/" + "b" * 300,
+        "-acme/evals",
+        "acme/%C3%A9vals",
+        "acme/b%20c",
+    ],
+)
+def test_invalid_repository_names_are_400(http: tuple[str, httpx.Client], repo: str) -> None:
+    base, client = http
+    url = base.rsplit("/v1/", 1)[0]
+    message = error_of(client.get(f"{url}/v1/{repo}/info"), 400, "bad_request")
+    assert message.startswith("invalid repository name"), message
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nope", 404),
+        ("GET", "/v1/acme/evals/nope", 404),
+        ("GET", "/v2/acme/evals/info", 404),
+        ("GET", "/v1/acme/info", 404),
+        ("GET", "/v1/acme/evals/x/info", 404),
+        ("GET", "/v1/acme/..%2f..%2fx/info", 404),
+        ("DELETE", "/v1/acme/evals/info", 405),
+        ("GET", "/v1/acme/evals/packs", 405),
+        ("PUT", "/v1/acme/evals/refs", 405),
+        ("PATCH", "/v1/acme/evals/missing", 405),
+        ("POST", "/healthz", 405),
+    ],
+)
+def test_unknown_routes_and_wrong_methods(
+    http: tuple[str, httpx.Client], method: str, path: str, status: int
+) -> None:
+    base, client = http
+    url = base.rsplit("/v1/", 1)[0]
+    code = {404: "not_found", 405: "method_not_allowed"}[status]
+    message = error_of(client.request(method, url + path), status, code)
+    assert message.startswith(f"no such endpoint: {method} "), message
+
+
+def test_odd_headers_are_refused_cleanly(http: tuple[str, httpx.Client]) -> None:
+    base, _ = http
+    info = f"{base}/info"
+    for headers in (
+        [(b"Authorization", b"Bearer \xe9\xff")],
+        [(b"X-API-KEY", b"x" * 10_000)],
+        [(b"Authorization", b"Basic dXNlcjpwYXNz")],
+        [(b"Authorization", b"Bearer")],
+    ):
+        reply = httpx.get(info, headers=headers)
+        error_of(reply, 401, ("bad_key", "unauthenticated"))
+    # A request id that is not safe to log is replaced, never echoed.
+    reply = httpx.get(info, headers=[(b"X-Request-ID", b"a\x7fb c")])
+    assert reply.headers["x-request-id"] != "a\x7fb c"
+    error_of(reply, 401, "unauthenticated")
+
+
+# -- 3. eight clients pushing to one branch at once ----------------------------------------------
+
+
+def dsv(root: Path, *args: str, key: str, code: int = 0) -> Result:
+    result = CliRunner().invoke(main, ["-C", str(root), *args], env={"DSV_API_KEY": key})
+    assert result.exit_code == code, (
+        f"dsv {' '.join(args)} exited {result.exit_code}, expected {code}\n"
+        f"stdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+    )
+    return result
+
+
+def test_eight_clients_push_to_one_branch_at_once(
+    tmp_path: Path, server: tuple[Server, Keys]
+) -> None:
+    running, keys = server
+    url = f"{running.url}/acme/race"
+    base = tmp_path / "base"
+    dsv(tmp_path, "init", "base", key=keys.admin)
+    (base / "qa.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(200)))
+    dsv(base, "add", "qa.jsonl", key=keys.admin)
+    dsv(base, "commit", "-m", "base", key=keys.admin)
+    dsv(base, "remote", "add", "origin", url, key=keys.admin)
+    dsv(base, "push", key=keys.admin)
+
+    clients = []
+    for i in range(8):
+        dsv(tmp_path, "clone", url, f"c{i}", key=keys.admin)
+        root = tmp_path / f"c{i}"
+        (root / f"own{i}.jsonl").write_text(
+            "".join(json.dumps({"id": j, "client": i}) + "\n" for j in range(50))
+        )
+        dsv(root, "add", f"own{i}.jsonl", key=keys.admin)
+        dsv(root, "commit", "-m", f"client {i}", key=keys.admin)
+        clients.append(root)
+
+    env = {**os.environ, "DSV_API_KEY": keys.admin, "DSV_LOCK_TIMEOUT": "10"}
+    procs = [
+        subprocess.Popen(
+            [*dsv_command(), "-C", str(root), "push"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for root in clients
+    ]
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        outcomes.append((proc.returncode, out, err))
+
+    winners = [i for i, (code, _, _) in enumerate(outcomes) if code == 0]
+    for code, out, err in outcomes:
+        assert "Traceback" not in out + err
+        if code != 0:
+            assert code == 5, (code, out, err)
+            assert err.startswith("error: ") and "non-fast-forward" in err, err
+            assert "hint: " in err, err
+    # All started from the same base, so only one can be a fast-forward of the others.
+    assert len(winners) == 1, outcomes
+    (winner,) = winners
+
+    final = tmp_path / "final"
+    dsv(tmp_path, "clone", url, "final", key=keys.admin)
+    dsv(final, "fsck", key=keys.admin)
+    files = sorted(p.name for p in final.iterdir() if p.suffix == ".jsonl")
+    assert files == sorted(["qa.jsonl", f"own{winner}.jsonl"]), files
+    log = dsv(final, "log", key=keys.admin).stdout
+    assert f"client {winner}" in log and "base" in log
+    assert all(f"client {i}" not in log for i in range(8) if i != winner), log
+    # The losers' work is intact locally: a pull and push would now succeed for one of them.
+    loser = next(i for i in range(8) if i != winner)
+    assert (clients[loser] / f"own{loser}.jsonl").exists()

@@ -1,0 +1,92 @@
+"""The object store: write-once objects, loose or packed, re-hashed on read."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dsv.errors import CorruptObject
+from dsv.objects import Kind, hash_object
+from dsv.pack import scan_pack
+from dsv.store import LOOSE_LIMIT, ObjectStore
+
+
+def _bodies(n: int) -> list[bytes]:
+    return [b'{"i":%d,"text":"%s"}' % (i, b"x" * (i % 50)) for i in range(n)]
+
+
+@pytest.fixture(params=["loose", "packed"])
+def filled(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ObjectStore, list[bytes]]:
+    store = ObjectStore(tmp_path / "objects")
+    n = 10 if request.param == "loose" else LOOSE_LIMIT * 40
+    with store.writer() as writer:
+        oids = [writer.write(Kind.DATAPOINT, body) for body in _bodies(n)]
+    return store, oids
+
+
+def test_round_trip_and_lookup(filled: tuple[ObjectStore, list[bytes]]) -> None:
+    store, oids = filled
+    for body, oid in zip(_bodies(len(oids)), oids, strict=True):
+        assert store.read(oid) == (Kind.DATAPOINT, body)
+        assert store.contains(oid)
+    assert list(store.read_many(oids[:5], Kind.DATAPOINT)) == _bodies(5)
+    assert store.missing([*oids, b"\x01" * 32]) == {b"\x01" * 32}
+    assert set(store.iter_oids()) == set(oids)
+    assert store.find_prefix(oids[3].hex()[:10]) == {oids[3]}
+
+
+def test_missing_and_wrong_kind(filled: tuple[ObjectStore, list[bytes]]) -> None:
+    store, oids = filled
+    with pytest.raises(CorruptObject, match=f"missing object {'ab' * 32}"):
+        store.read(bytes.fromhex("ab" * 32))
+    with pytest.raises(CorruptObject, match="is a datapoint, expected a commit"):
+        store.read(oids[0], Kind.COMMIT)
+
+
+def test_a_flipped_bit_is_reported_as_corrupt(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    with store.writer() as writer:
+        oid = writer.write(Kind.DATAPOINT, b'{"a":1}')
+    path = tmp_path / "objects" / oid.hex()[:2] / oid.hex()[2:]
+    os.chmod(path, 0o644)
+    path.write_bytes(bytes([Kind.DATAPOINT]) + __import__("zstandard").compress(b'{"a":2}'))
+    with pytest.raises(CorruptObject, match=f"corrupt object {oid.hex()}"):
+        ObjectStore(tmp_path / "objects").read(oid)
+
+
+def test_a_bulk_write_makes_one_pack_not_a_file_per_object(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    with store.writer() as writer:
+        for body in _bodies(20_000):
+            writer.write(Kind.DATAPOINT, body, check_store=False)
+    files = [f for _, _, fs in os.walk(tmp_path / "objects") for f in fs]
+    assert len(files) == 2
+    pack = next((tmp_path / "objects" / "pack").glob("*.pack"))
+    scanned = list(scan_pack(pack))
+    assert len(scanned) == 20_000
+    assert {hash_object(k, b) for k, b in scanned} == set(store.iter_oids())
+
+
+def test_an_aborted_write_leaves_nothing_visible(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    with pytest.raises(RuntimeError), store.writer() as writer:
+        for body in _bodies(LOOSE_LIMIT * 3):
+            writer.write(Kind.DATAPOINT, body)
+        raise RuntimeError("killed")
+    assert list(store.iter_oids()) == []
+    assert not list((tmp_path / "objects" / "pack").iterdir())
+
+
+def test_a_truncated_pack_is_refused_by_scan(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    with store.writer() as writer:
+        for body in _bodies(LOOSE_LIMIT * 3):
+            writer.write(Kind.DATAPOINT, body)
+    pack = next((tmp_path / "objects" / "pack").glob("*.pack"))
+    data = pack.read_bytes()
+    broken = tmp_path / "broken.pack"
+    broken.write_bytes(data[:-10])
+    with pytest.raises(CorruptObject, match="checksum mismatch"):
+        list(scan_pack(broken))
