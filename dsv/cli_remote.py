@@ -353,10 +353,27 @@ def clone(ctx: click.Context, url: str, directory: str | None, key_env: str | No
     metavar="N",
     help="Most ids in one request.",
 )
-def serve(root: str, host: str, port: int, no_auth: bool, max_request: int, max_ids: int) -> None:
+@click.option(
+    "--environment",
+    "environments",
+    multiple=True,
+    metavar="NAME",
+    help="An environment of the Humanloop API (repeat; the first is the default). "
+    "Default: production, staging.",
+)
+def serve(
+    root: str,
+    host: str,
+    port: int,
+    no_auth: bool,
+    max_request: int,
+    max_ids: int,
+    environments: tuple[str, ...],
+) -> None:
     """Serve the repositories under DIR over HTTP (protocol: docs/protocol.md).
 
     A repository OWNER/NAME is created by its first push. Keys: 'dsv keys create'.
+    Also serves the Humanloop Datasets API under /v5 and /v4 (docs/humanloop.md).
     Logs one access line per request, with its request id, on stderr.
 
     \b
@@ -364,6 +381,7 @@ def serve(root: str, host: str, port: int, no_auth: bool, max_request: int, max_
       dsv keys create --root /srv/dsv --scope write --repo acme/evals
       dsv serve --root /srv/dsv --port 8080
     """
+    from dsv.remote.humanloop import DEFAULT_ENVIRONMENTS, check_environments
     from dsv.remote.server import ServerConfig
     from dsv.remote.server import serve as run
 
@@ -375,6 +393,7 @@ def serve(root: str, host: str, port: int, no_auth: bool, max_request: int, max_
         auth=not no_auth,
         max_request_bytes=max_request,
         max_ids=max_ids,
+        environments=check_environments(environments or DEFAULT_ENVIRONMENTS),
     )
     run(config, host=host, port=port, announce=lambda line: click.echo(line))
 

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from dsv.errors import CorruptObject
 from dsv.objects import OID_SIZE, Dataset, Format, Kind, Slice, content_id, encode_object
-from dsv.store import ObjectStore, ObjectWriter
+from dsv.store import ObjectStore
 
-__all__ = ["PAGE_MAX", "PAGE_MIN", "build_dataset", "chunk_pages", "iter_oids", "read_oid_list"]
+
+class ObjectSink(Protocol):
+    """Where a new manifest's objects go: a local ObjectWriter, or a server's pending pack."""
+
+    def write(self, kind: Kind, body: bytes) -> bytes: ...
+
+
+__all__ = [
+    "PAGE_MAX",
+    "PAGE_MIN",
+    "ObjectSink",
+    "build_dataset",
+    "chunk_pages",
+    "iter_oids",
+    "join_slices",
+    "read_oid_list",
+]
 
 # Content-defined page boundaries: a page ends after an id whose first 12 bits are zero
 # (1 in 4096), clamped to [PAGE_MIN, PAGE_MAX] ids. Boundaries depend only on nearby ids,
@@ -40,7 +57,7 @@ def chunk_pages(oids: bytes) -> list[bytes]:
     return pages
 
 
-def _fresh_slices(writer: ObjectWriter, oids: bytes) -> list[Slice]:
+def _fresh_slices(writer: ObjectSink, oids: bytes) -> list[Slice]:
     slices = []
     for page in chunk_pages(oids):
         page_oid = writer.write(Kind.PAGE, page)
@@ -126,7 +143,7 @@ def _map_runs(
 
 
 def build_dataset(
-    writer: ObjectWriter,
+    writer: ObjectSink,
     oids: bytes,
     fmt: Format,
     key: tuple[str, ...] = (),
@@ -166,18 +183,22 @@ def build_dataset(
 
 def read_oid_list(store: ObjectStore, dataset: Dataset) -> bytes:
     """The dataset's datapoint ids, concatenated, checked against its content id."""
-    pages: dict[bytes, bytes] = {}
+    unique = list(dict.fromkeys(s.page for s in dataset.slices))
+    return join_slices(dataset, {oid: store.read_body(oid, Kind.PAGE) for oid in unique})
+
+
+def join_slices(dataset: Dataset, pages: Mapping[bytes, bytes], oid: bytes | None = None) -> bytes:
+    """The ids `dataset`'s slices of `pages` give; CorruptObject unless they match its content."""
+    what = f"corrupt object {oid.hex()}" if oid else "corrupt dataset manifest"
     parts = []
     for s in dataset.slices:
-        page = pages.get(s.page)
-        if page is None:
-            page = pages[s.page] = store.read_body(s.page, Kind.PAGE)
+        page = pages[s.page]
         if s.stop * OID_SIZE > len(page) or s.start > s.stop:
-            raise CorruptObject(f"corrupt object {s.page.hex()}: slice outside its page")
+            raise CorruptObject(f"{what}: slice outside its page {s.page.hex()}")
         parts.append(page[s.start * OID_SIZE : s.stop * OID_SIZE])
     data = b"".join(parts)
     if len(data) != dataset.count * OID_SIZE or content_id(data) != dataset.content:
-        raise CorruptObject("corrupt dataset manifest: its pages do not give its content id")
+        raise CorruptObject(f"{what}: its pages do not give its content id")
     return data
 
 

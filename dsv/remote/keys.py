@@ -13,9 +13,11 @@ from dsv.remote.storage import KeyRecord, MetaStore, Scope, check_repo_name
 __all__ = [
     "KEY_PREFIX",
     "AccessDenied",
+    "authenticate",
     "authorize",
     "create_key",
     "key_digest",
+    "permit",
     "revoke_key",
 ]
 
@@ -67,6 +69,11 @@ def revoke_key(meta: MetaStore, key_id: str) -> None:
 
 def authorize(meta: MetaStore, key: str | None, repo: str, *, write: bool) -> KeyRecord:
     """The key's record if it may read (or write) `repo`; otherwise AccessDenied."""
+    return permit(authenticate(meta, key), repo, write=write)
+
+
+def authenticate(meta: MetaStore, key: str | None) -> KeyRecord:
+    """The record of a valid, unrevoked key; otherwise AccessDenied (401)."""
     if not key:
         raise AccessDenied(401, "unauthenticated", "this server requires an API key", _ENV_HINT)
     record = meta.key_by_digest(key_digest(key))
@@ -75,6 +82,11 @@ def authorize(meta: MetaStore, key: str | None, repo: str, *, write: bool) -> Ke
         raise AccessDenied(401, "bad_key", "the API key is not valid on this server", _ENV_HINT)
     if record.revoked is not None:
         raise AccessDenied(401, "bad_key", f"API key {record.id} has been revoked", _ENV_HINT)
+    return record
+
+
+def permit(record: KeyRecord, repo: str, *, write: bool) -> KeyRecord:
+    """`record` if its key may read (or write) `repo`; otherwise AccessDenied (403)."""
     if record.repo is not None and record.repo != repo:
         raise AccessDenied(
             403,

@@ -31,6 +31,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REQUEST_ID_HEADER",
     "SUPPORTED_VERSIONS",
+    "ApiError",
     "CommitsRequest",
     "ErrorDetail",
     "ErrorReply",
@@ -82,6 +83,15 @@ _KIND_NAMES: dict[Kind, KindName] = {
     Kind.TREE: "tree",
     Kind.COMMIT: "commit",
 }
+
+
+class ApiError(DsvError):
+    """A refusal with an HTTP status and a stable code (docs/protocol.md §6)."""
+
+    def __init__(self, status: int, code: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.code = code
 
 
 def kind_named(name: str) -> Kind:

@@ -30,23 +30,25 @@ from litestar.openapi import OpenAPIConfig
 from litestar.response import Stream
 
 from dsv import __version__
-from dsv.errors import BadInput, BadState, CorruptObject, DsvError
+from dsv.errors import BadInput, BadState, CorruptObject
+from dsv.manifest import join_slices
 from dsv.objects import (
-    OID_SIZE,
     Dataset,
     Kind,
-    content_id,
     decode_commit,
     decode_dataset,
     hash_object,
 )
 from dsv.pack import BLOCK_SIZE, PackWriter
 from dsv.refs import BRANCHES, ENVS, TAGS, check_ref_name
+from dsv.remote.humanloop import DEFAULT_ENVIRONMENTS, HumanloopService, Unprocessable
+from dsv.remote.humanloop_routes import HUMANLOOP_PREFIXES, humanloop_handlers
 from dsv.remote.keys import AccessDenied, authorize
 from dsv.remote.protocol import (
     PACK_MEDIA_TYPE,
     REQUEST_ID_HEADER,
     SUPPORTED_VERSIONS,
+    ApiError,
     CommitsRequest,
     ErrorDetail,
     ErrorReply,
@@ -88,20 +90,13 @@ _DATAPOINT_BATCH = 2048
 _STALE_TMP_SECONDS = 3600
 
 
-class ApiError(DsvError):
-    """A refusal with an HTTP status and a stable code (docs/protocol.md §6)."""
-
-    def __init__(self, status: int, code: str, message: str, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.status = status
-        self.code = code
-
-
 class ServerConfig(msgspec.Struct, frozen=True):
     root: str
     auth: bool = True
     max_request_bytes: int = DEFAULT_MAX_REQUEST
     max_ids: int = DEFAULT_MAX_IDS
+    # The Humanloop API's environments (docs/humanloop.md); the first is the default one.
+    environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
 
 
 class _Caller(msgspec.Struct, frozen=True):
@@ -325,15 +320,7 @@ class RemoteService:
         if stored:
             unique = list(dict.fromkeys(stored))
             bodies.update(zip(unique, self.blobs.read(repo, Kind.PAGE, unique), strict=True))
-        parts = []
-        for s in dataset.slices:
-            page = bodies[s.page]
-            if s.stop * OID_SIZE > len(page):
-                raise CorruptObject(f"corrupt object {oid.hex()}: slice outside its page")
-            parts.append(page[s.start * OID_SIZE : s.stop * OID_SIZE])
-        ids = b"".join(parts)
-        if len(ids) != dataset.count * OID_SIZE or content_id(ids) != dataset.content:
-            raise CorruptObject(f"corrupt object {oid.hex()}: pages do not give its content id")
+        join_slices(dataset, bodies, oid)
 
     # -- refs --------------------------------------------------------------------------------
 
@@ -496,16 +483,30 @@ def _error_response(status: int, code: str, message: str, hint: str | None) -> R
 
 
 def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Every failure as `{"error": {...}}` with the request id; tracebacks only in the log."""
+    """Every failure as `{"error": {...}}` with the request id; tracebacks only in the log.
+
+    Under /v5 and /v4 the shape is the Humanloop API's `{"detail": ...}` that its SDK reads.
+    """
+    status, code, message, hint = _describe(request, exc)
+    if request.url.path.startswith(HUMANLOOP_PREFIXES):
+        detail: Any = exc.detail if isinstance(exc, Unprocessable) else message
+        body = {"detail": detail, "hint": hint, "request_id": _request_id()}
+        return Response(
+            content=msgspec.json.encode(body), status_code=status, media_type="application/json"
+        )
+    return _error_response(status, code, message, hint)
+
+
+def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str, str, str | None]:
     if isinstance(exc, ApiError | AccessDenied):
-        return _error_response(exc.status, exc.code, exc.message, exc.hint)
+        return exc.status, exc.code, exc.message, exc.hint
     if isinstance(exc, CorruptObject):
-        return _error_response(422, "corrupt", exc.message, "the data sent was refused whole")
+        return 422, "corrupt", exc.message, "the data sent was refused whole"
     if isinstance(exc, BadInput):
-        return _error_response(400, "bad_request", exc.message, exc.hint)
+        return 400, "bad_request", exc.message, exc.hint
     if isinstance(exc, StorageError | BadState):
         log.error("request %s: %s", _request_id(), exc.message)
-        return _error_response(503, "storage_error", exc.message, "try again later")
+        return 503, "storage_error", exc.message, "try again later"
     if isinstance(exc, HTTPException):
         status = exc.status_code
         message = str(exc.detail)
@@ -523,9 +524,9 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
                 )
                 or "the request body is not valid"
             )
-        return _error_response(status, _STATUS_CODES.get(status, f"http_{status}"), message, None)
+        return status, _STATUS_CODES.get(status, f"http_{status}"), message, None
     log.exception("request %s failed", _request_id(), exc_info=exc)
-    return _error_response(500, "internal", "internal server error", "see the server's log")
+    return 500, "internal", "internal server error", "see the server's log"
 
 
 _SAFE_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -694,8 +695,25 @@ def create_app(service: RemoteService) -> _App:
         repo, found = caller(request, owner, name, write=True)
         return service.update_refs(repo, data, found)
 
+    humanloop = HumanloopService(
+        service.blobs,
+        service.meta,
+        tmp_dir=service.tmp_dir,
+        auth=service.config.auth,
+        environments=service.config.environments,
+    )
     app = Litestar(
-        route_handlers=[healthz, openapi, info, missing, objects, commits, packs, refs],
+        route_handlers=[
+            healthz,
+            openapi,
+            info,
+            missing,
+            objects,
+            commits,
+            packs,
+            refs,
+            *humanloop_handlers(humanloop, _key_of),
+        ],
         exception_handlers={Exception: _handle},
         request_max_body_size=service.config.max_request_bytes,
         openapi_config=OpenAPIConfig(title="dsv remote", version=__version__, path="/schema"),

@@ -21,13 +21,14 @@ import msgspec
 
 from dsv.errors import BadInput, BadState
 from dsv.fsutil import fsync_dir
-from dsv.objects import Kind
+from dsv.objects import ZERO_OID, Kind
 from dsv.pack import PreparedPack
 from dsv.remote import missing_from
 from dsv.store import ObjectStore
 
 __all__ = [
     "BlobStore",
+    "DatasetRecord",
     "KeyRecord",
     "LocalBlobStore",
     "MetaStore",
@@ -37,6 +38,7 @@ __all__ = [
     "RepoRecord",
     "SqliteMetaStore",
     "StorageError",
+    "VersionNote",
     "check_repo_name",
     "open_storage",
 ]
@@ -76,14 +78,16 @@ class RefConflict(BadState):
 
 
 class RefChange(msgspec.Struct, frozen=True):
-    """Move `name` from `old` (None: must not exist) to `new`."""
+    """Move `name` from `old` (None: must not exist) to `new` (None: delete it)."""
 
     name: str
     old: bytes | None
-    new: bytes
+    new: bytes | None
 
 
 class RefLogRecord(msgspec.Struct, frozen=True):
+    """One ref move; a deletion is logged with `new` = ZERO_OID, as in a local ref log."""
+
     name: str
     old: bytes | None
     new: bytes
@@ -96,6 +100,27 @@ class RepoRecord(msgspec.Struct, frozen=True):
     name: str
     head: str | None
     created: int
+
+
+class DatasetRecord(msgspec.Struct, frozen=True):
+    """A dataset as the hosted-platform APIs name it: a stable id and where it lives now."""
+
+    id: str
+    repo: str
+    path: str
+    created: int
+
+
+class VersionNote(msgspec.Struct, frozen=True):
+    """What an API adds to one version of a dataset without touching its immutable commit."""
+
+    dataset: str
+    commit: bytes
+    name: str | None = None
+    description: str | None = None
+    # Canonical JSON of the version's attributes object; empty for none.
+    attributes: bytes = b""
+    hidden: bool = False
 
 
 class KeyRecord(msgspec.Struct, frozen=True):
@@ -160,6 +185,32 @@ class MetaStore(Protocol):
         ...
 
     def ref_log(self, repo: str, name: str) -> list[RefLogRecord]: ...
+
+    def register_dataset(
+        self, repo: str, path: str, candidates: Iterable[str], *, created: int
+    ) -> DatasetRecord:
+        """The record of `path` in `repo`; made with the first unused id of `candidates`."""
+        ...
+
+    def dataset_by_id(self, dataset_id: str) -> DatasetRecord | None: ...
+
+    def move_dataset(self, dataset_id: str, path: str, *, commit: bytes, old_path: str) -> None:
+        """Point the record at `path`, remembering that `commit` moved it from `old_path`.
+
+        A stale record of another dataset at `path` (one no longer in the repository) is
+        dropped.
+        """
+        ...
+
+    def dataset_moves(self, dataset_id: str) -> dict[bytes, str]:
+        """Commit id -> the dataset's path before that commit moved it."""
+        ...
+
+    def version_notes(self, dataset_id: str) -> dict[bytes, VersionNote]: ...
+
+    def put_version_note(self, note: VersionNote) -> None:
+        """Create or replace the note of (`note.dataset`, `note.commit`)."""
+        ...
 
     def add_key(self, record: KeyRecord) -> None: ...
 
@@ -255,8 +306,18 @@ CREATE INDEX IF NOT EXISTS ref_log_by_ref ON ref_log (repo, name, id);
 CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY, digest BLOB NOT NULL UNIQUE, scope TEXT NOT NULL, repo TEXT,
     created INTEGER NOT NULL, revoked INTEGER, note TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY, repo TEXT NOT NULL, path TEXT NOT NULL, created INTEGER NOT NULL,
+    UNIQUE (repo, path));
+CREATE TABLE IF NOT EXISTS dataset_moves (
+    dataset TEXT NOT NULL, commit_oid BLOB NOT NULL, old_path TEXT NOT NULL,
+    PRIMARY KEY (dataset, commit_oid));
+CREATE TABLE IF NOT EXISTS version_notes (
+    dataset TEXT NOT NULL, commit_oid BLOB NOT NULL, name TEXT, description TEXT,
+    attributes BLOB NOT NULL, hidden INTEGER NOT NULL, PRIMARY KEY (dataset, commit_oid));
 """
-_SCHEMA_VERSION = 1
+# 2 added datasets, dataset_moves and version_notes (the Humanloop API); 1 upgrades in place.
+_SCHEMA_VERSION = 2
 
 
 class SqliteMetaStore:
@@ -366,15 +427,18 @@ class SqliteMetaStore:
                 if current != change.old:
                     raise RefConflict(change.name, current)
             for change in changes:
-                db.execute(
-                    "INSERT INTO refs (repo, name, oid) VALUES (?, ?, ?) "
-                    "ON CONFLICT (repo, name) DO UPDATE SET oid = excluded.oid",
-                    (repo, change.name, change.new),
-                )
+                if change.new is None:
+                    db.execute("DELETE FROM refs WHERE repo = ? AND name = ?", (repo, change.name))
+                else:
+                    db.execute(
+                        "INSERT INTO refs (repo, name, oid) VALUES (?, ?, ?) "
+                        "ON CONFLICT (repo, name) DO UPDATE SET oid = excluded.oid",
+                        (repo, change.name, change.new),
+                    )
                 db.execute(
                     "INSERT INTO ref_log (repo, name, old, new, time, user, reason) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (repo, change.name, change.old, change.new, now, user, reason),
+                    (repo, change.name, change.old, change.new or ZERO_OID, now, user, reason),
                 )
             if head is not None:
                 db.execute(
@@ -392,6 +456,92 @@ class SqliteMetaStore:
                 RefLogRecord(n, bytes(o) if o is not None else None, bytes(w), t, u, r)
                 for n, o, w, t, u, r in rows
             ]
+
+    # -- datasets and version notes ----------------------------------------------------------
+
+    _DATASET_COLUMNS = "id, repo, path, created"
+
+    def register_dataset(
+        self, repo: str, path: str, candidates: Iterable[str], *, created: int
+    ) -> DatasetRecord:
+        with self._write("register a dataset") as db:
+            row = db.execute(
+                f"SELECT {self._DATASET_COLUMNS} FROM datasets WHERE repo = ? AND path = ?",
+                (repo, path),
+            ).fetchone()
+            if row:
+                return DatasetRecord(*row)
+            for dataset_id in candidates:
+                taken = db.execute("SELECT 1 FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+                if not taken:
+                    db.execute(
+                        "INSERT INTO datasets (id, repo, path, created) VALUES (?, ?, ?, ?)",
+                        (dataset_id, repo, path, created),
+                    )
+                    return DatasetRecord(dataset_id, repo, path, created)
+        raise StorageError(f"no free dataset id for {repo}/{path}")
+
+    def dataset_by_id(self, dataset_id: str) -> DatasetRecord | None:
+        with self._errors("read a dataset"):
+            row = (
+                self._db()
+                .execute(
+                    f"SELECT {self._DATASET_COLUMNS} FROM datasets WHERE id = ?", (dataset_id,)
+                )
+                .fetchone()
+            )
+        return DatasetRecord(*row) if row else None
+
+    def move_dataset(self, dataset_id: str, path: str, *, commit: bytes, old_path: str) -> None:
+        with self._write("move a dataset") as db:
+            row = db.execute("SELECT repo FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+            if row is None:
+                raise StorageError(f"no dataset {dataset_id} to move")
+            db.execute(
+                "DELETE FROM datasets WHERE repo = ? AND path = ? AND id != ?",
+                (row[0], path, dataset_id),
+            )
+            db.execute("UPDATE datasets SET path = ? WHERE id = ?", (path, dataset_id))
+            db.execute(
+                "INSERT OR REPLACE INTO dataset_moves (dataset, commit_oid, old_path) "
+                "VALUES (?, ?, ?)",
+                (dataset_id, commit, old_path),
+            )
+
+    def dataset_moves(self, dataset_id: str) -> dict[bytes, str]:
+        with self._errors("read dataset moves"):
+            rows = self._db().execute(
+                "SELECT commit_oid, old_path FROM dataset_moves WHERE dataset = ?", (dataset_id,)
+            )
+            return {bytes(commit): old for commit, old in rows}
+
+    def version_notes(self, dataset_id: str) -> dict[bytes, VersionNote]:
+        with self._errors("read version notes"):
+            rows = self._db().execute(
+                "SELECT commit_oid, name, description, attributes, hidden FROM version_notes "
+                "WHERE dataset = ?",
+                (dataset_id,),
+            )
+            return {
+                bytes(c): VersionNote(dataset_id, bytes(c), n, d, bytes(a), bool(h))
+                for c, n, d, a, h in rows
+            }
+
+    def put_version_note(self, note: VersionNote) -> None:
+        with self._write("write a version note") as db:
+            db.execute(
+                "INSERT OR REPLACE INTO version_notes "
+                "(dataset, commit_oid, name, description, attributes, hidden) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    note.dataset,
+                    note.commit,
+                    note.name,
+                    note.description,
+                    note.attributes,
+                    int(note.hidden),
+                ),
+            )
 
     # -- keys ------------------------------------------------------------------------------
 

@@ -1,0 +1,321 @@
+"""HTTP routes of the Humanloop Datasets API (docs/humanloop.md) inside `dsv serve`.
+
+Paths, query parameters and bodies are the ones the official `humanloop` SDK sends; the
+rules live in dsv.remote.humanloop.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import re
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response, delete, get, patch, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.handlers.http_handlers import HTTPRouteHandler
+
+from dsv.remote.humanloop import (
+    HumanloopService,
+    MoveRequest,
+    Unprocessable,
+    UpsertRequest,
+    VersionUpdate,
+    decode_body,
+    parse_bool,
+    parse_page,
+)
+from dsv.remote.protocol import ApiError
+from dsv.remote.storage import KeyRecord
+
+__all__ = ["HUMANLOOP_PREFIXES", "humanloop_handlers", "parse_form"]
+
+HUMANLOOP_PREFIXES = ("/v5/", "/v4/")
+
+KeyOf = Callable[[ASGIConnection[Any, Any, Any, Any]], str | None]
+_MEDIA = {"json": "application/json", "multipart": "multipart/form-data"}
+
+
+_BOUNDARY = re.compile(rb"^[0-9A-Za-z'()+_,./:=?-]{1,70}$")
+
+
+def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
+    """The parts of a multipart/form-data body, by name.
+
+    The official SDK sends `multipart/form-data` without its boundary parameter, so the
+    boundary is read from the body's first line when the header lacks it.
+    """
+    given = re.search(r'boundary="?([^";]+)"?', content_type)
+    if given:
+        boundary = given[1].encode("latin-1")
+    else:
+        first = body.split(b"\r\n", 1)[0]
+        boundary = first[2:] if first.startswith(b"--") else b""
+    if not _BOUNDARY.match(boundary):
+        raise Unprocessable(["body"], "not a multipart/form-data body: no valid boundary")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b'Content-Type: multipart/form-data; boundary="' + boundary + b'"\r\n\r\n' + body
+    )
+    if not message.is_multipart() or message.defects:
+        raise Unprocessable(["body"], "the multipart/form-data body is malformed")
+    parts: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            parts.setdefault(name, payload)
+    return parts
+
+
+def _json(value: Any, status: int = 200) -> Response[bytes]:
+    return Response(
+        content=msgspec.json.encode(value), status_code=status, media_type="application/json"
+    )
+
+
+def humanloop_handlers(service: HumanloopService, key_of: KeyOf) -> list[HTTPRouteHandler]:
+    """The v5 Datasets routes and v4's Create Datapoint, over `service`."""
+
+    async def keyed(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        """A valid key before the body is read; then the body's media type."""
+        key = key_of(connection)
+        await anyio.to_thread.run_sync(lambda: service.authenticate(key))
+        body = handler.opt.get("body")
+        if body:
+            given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+            if given != _MEDIA[body]:
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    f"this route takes {_MEDIA[body]}, not {given or 'a body without a type'}",
+                )
+
+    async def run(request: Request[Any, Any, Any], work: Callable[[KeyRecord | None], Any]) -> Any:
+        key = key_of(request)
+        return await anyio.to_thread.run_sync(lambda: work(service.authenticate(key)))
+
+    def query(request: Request[Any, Any, Any], name: str) -> str | None:
+        value = request.query_params.get(name)
+        return value if value else None
+
+    base = "/v5/datasets"
+    item = base + "/{dataset_id:str}"
+
+    @get(base, guards=[keyed])
+    async def list_datasets(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """List Datasets: those of every repository the key may read."""
+        page, size = parse_page(query(request, "page"), query(request, "size"), default_size=50)
+        return _json(
+            await run(
+                request,
+                lambda caller: service.list_datasets(
+                    caller,
+                    page=page,
+                    size=size,
+                    name=query(request, "name"),
+                    user_filter=query(request, "user_filter"),
+                    sort_by=query(request, "sort_by"),
+                    order=query(request, "order"),
+                ),
+            )
+        )
+
+    @post(base, guards=[keyed], opt={"body": "json"}, status_code=200)
+    async def upsert(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Upsert Dataset: a new version from `set`, `add` or `remove` of datapoints."""
+        data: UpsertRequest = decode_body(await request.body(), UpsertRequest)
+        include = parse_bool("include_datapoints", query(request, "include_datapoints"))
+        return _json(
+            await run(
+                request,
+                lambda caller: service.upsert(
+                    caller,
+                    data,
+                    version=query(request, "version_id"),
+                    environment=query(request, "environment"),
+                    include_datapoints=include,
+                ),
+            )
+        )
+
+    @get(item, guards=[keyed])
+    async def get_dataset(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+        """Get Dataset: the default environment's version unless one is named."""
+        include = parse_bool("include_datapoints", query(request, "include_datapoints"))
+        return _json(
+            await run(
+                request,
+                lambda caller: service.get(
+                    caller,
+                    dataset_id,
+                    version=query(request, "version_id"),
+                    environment=query(request, "environment"),
+                    include_datapoints=include,
+                ),
+            )
+        )
+
+    @delete(item, guards=[keyed], status_code=200)
+    async def delete_dataset(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+        """Delete Dataset: a new version of the repository without it."""
+        await run(request, lambda caller: service.delete(caller, dataset_id))
+        return _json(None)
+
+    @patch(item, guards=[keyed], opt={"body": "json"})
+    async def move(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+        """Move Dataset: rename it within its repository; its id and versions stay."""
+        data: MoveRequest = decode_body(await request.body(), MoveRequest)
+        return _json(await run(request, lambda caller: service.move(caller, dataset_id, data)))
+
+    @get(item + "/datapoints", guards=[keyed])
+    async def list_datapoints(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+        """List Datapoints of a version, a page at a time."""
+        page, size = parse_page(query(request, "page"), query(request, "size"), default_size=50)
+        return _json(
+            await run(
+                request,
+                lambda caller: service.list_datapoints(
+                    caller,
+                    dataset_id,
+                    page=page,
+                    size=size,
+                    version=query(request, "version_id"),
+                    environment=query(request, "environment"),
+                ),
+            )
+        )
+
+    @get(item + "/versions", guards=[keyed])
+    async def list_versions(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+        """List Versions of a Dataset, newest first."""
+        include = query(request, "include_datapoints")
+        return _json(
+            await run(
+                request,
+                lambda caller: service.list_versions(
+                    caller, dataset_id, include_datapoints=include
+                ),
+            )
+        )
+
+    @delete(item + "/versions/{version_id:str}", guards=[keyed], status_code=200)
+    async def delete_version(
+        request: Request[Any, Any, Any], dataset_id: str, version_id: str
+    ) -> Response[bytes]:
+        """Delete Dataset Version: hide it from the lists; its commit stays in the history."""
+        await run(request, lambda caller: service.delete_version(caller, dataset_id, version_id))
+        return _json(None)
+
+    @patch(item + "/versions/{version_id:str}", guards=[keyed], opt={"body": "json"})
+    async def update_version(
+        request: Request[Any, Any, Any], dataset_id: str, version_id: str
+    ) -> Response[bytes]:
+        """Update Dataset Version: its name and description; the commit is not rewritten."""
+        data: VersionUpdate = decode_body(await request.body(), VersionUpdate)
+        return _json(
+            await run(
+                request,
+                lambda caller: service.update_version(caller, dataset_id, version_id, data),
+            )
+        )
+
+    @post(item + "/datapoints/csv", guards=[keyed], opt={"body": "multipart"}, status_code=200)
+    async def upload_csv(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+        """Upload CSV: its rows added to a version (default: the default environment's)."""
+        form = parse_form(await request.body(), request.headers.get("content-type", ""))
+        if "file" not in form:
+            raise Unprocessable(["body", "file"], "Field required: a CSV file part", "missing")
+        content = form["file"]
+        fields = {}
+        for name in ("version_name", "version_description"):
+            value = form.get(name)
+            fields[name] = value.decode("utf-8", "replace") if value else None
+        return _json(
+            await run(
+                request,
+                lambda caller: service.upload_csv(
+                    caller,
+                    dataset_id,
+                    content,
+                    version=query(request, "version_id"),
+                    environment=query(request, "environment"),
+                    version_name=fields["version_name"],
+                    version_description=fields["version_description"],
+                ),
+            )
+        )
+
+    @post(item + "/environments/{environment_id:str}", guards=[keyed], status_code=200)
+    async def set_deployment(
+        request: Request[Any, Any, Any], dataset_id: str, environment_id: str
+    ) -> Response[bytes]:
+        """Deploy Dataset: move the environment's ref to the version's commit."""
+        version = query(request, "version_id")
+        if version is None:
+            raise Unprocessable(["query", "version_id"], "Field required", "missing")
+        return _json(
+            await run(
+                request,
+                lambda caller: service.set_deployment(caller, dataset_id, environment_id, version),
+            )
+        )
+
+    @delete(item + "/environments/{environment_id:str}", guards=[keyed], status_code=200)
+    async def remove_deployment(
+        request: Request[Any, Any, Any], dataset_id: str, environment_id: str
+    ) -> Response[bytes]:
+        """Remove Deployment: delete the environment's ref."""
+        await run(
+            request,
+            lambda caller: service.remove_deployment(caller, dataset_id, environment_id),
+        )
+        return _json(None)
+
+    @get(item + "/environments", guards=[keyed])
+    async def list_environments(
+        request: Request[Any, Any, Any], dataset_id: str
+    ) -> Response[bytes]:
+        """List a Dataset's Environments, with the version deployed to each."""
+        return _json(
+            await run(request, lambda caller: service.list_environments(caller, dataset_id))
+        )
+
+    @post(
+        "/v4/datasets/{dataset_id:str}/datapoints",
+        guards=[keyed],
+        opt={"body": "json"},
+        status_code=200,
+    )
+    async def create_datapoints(
+        request: Request[Any, Any, Any], dataset_id: str
+    ) -> Response[bytes]:
+        """v4 Create Datapoint: add to the latest version as a new, generated version."""
+        body = await request.body()
+        return _json(
+            await run(
+                request, lambda caller: service.create_datapoints_v4(caller, dataset_id, body)
+            )
+        )
+
+    return [
+        list_datasets,
+        upsert,
+        get_dataset,
+        delete_dataset,
+        move,
+        list_datapoints,
+        list_versions,
+        delete_version,
+        update_version,
+        upload_csv,
+        set_deployment,
+        remove_deployment,
+        list_environments,
+        create_datapoints,
+    ]
