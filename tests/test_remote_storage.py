@@ -43,6 +43,7 @@ from dsv.remote.storage import (
     RefChange,
     RefConflict,
     SqliteMetaStore,
+    VersionNote,
     check_repo_name,
 )
 
@@ -175,6 +176,70 @@ def test_refs_move_by_compare_and_swap_all_or_none(meta: MetaStore) -> None:
         (a, b, "u", "ff"),
     ]
     assert meta.list_refs("other/repo") == {}
+
+
+def test_a_ref_is_deleted_by_compare_and_swap_and_logged(meta: MetaStore) -> None:
+    a = bytes([1]) * 32
+    meta.update_refs("acme/evals", [RefChange("refs/envs/qa", None, a)], user="u", reason="set")
+    with pytest.raises(RefConflict):
+        meta.update_refs(
+            "acme/evals", [RefChange("refs/envs/qa", bytes(32), None)], user="u", reason="rm"
+        )
+    meta.update_refs("acme/evals", [RefChange("refs/envs/qa", a, None)], user="u", reason="rm")
+    assert meta.list_refs("acme/evals") == {}
+    log = meta.ref_log("acme/evals", "refs/envs/qa")
+    assert [(e.old, e.new, e.reason) for e in log] == [(None, a, "set"), (a, bytes(32), "rm")]
+
+
+def test_datasets_keep_their_id_through_moves(meta: MetaStore) -> None:
+    first = meta.register_dataset("acme/evals", "qa.jsonl", ["ds_a", "ds_b"], created=5)
+    assert (first.id, first.path, first.created) == ("ds_a", "qa.jsonl", 5)
+    # Registering again finds the record; another path skips the id that is taken.
+    assert meta.register_dataset("acme/evals", "qa.jsonl", ["ds_z"], created=9) == first
+    other = meta.register_dataset("acme/evals", "rag.jsonl", ["ds_a", "ds_b"], created=6)
+    assert other.id == "ds_b"
+    assert meta.dataset_by_id("ds_b") == other and meta.dataset_by_id("ds_x") is None
+    # Moving onto a path whose record is stale drops that record.
+    commit = bytes([7]) * 32
+    meta.move_dataset("ds_a", "rag.jsonl", commit=commit, old_path="qa.jsonl")
+    moved = meta.dataset_by_id("ds_a")
+    assert moved is not None and moved.path == "rag.jsonl"
+    assert meta.dataset_by_id("ds_b") is None
+    assert meta.dataset_moves("ds_a") == {commit: "qa.jsonl"}
+    again = meta.register_dataset("acme/evals", "qa.jsonl", ["ds_a", "ds_c"], created=7)
+    assert again.id == "ds_c"
+
+
+def test_version_notes_are_replaced_whole(meta: MetaStore) -> None:
+    c1, c2 = bytes([1]) * 32, bytes([2]) * 32
+    assert meta.version_notes("ds_a") == {}
+    meta.put_version_note(VersionNote("ds_a", c1, "v1", "first", b'{"k":1}'))
+    meta.put_version_note(VersionNote("ds_a", c2, None, None, b"", hidden=True))
+    meta.put_version_note(VersionNote("ds_b", c1, "other"))
+    meta.put_version_note(VersionNote("ds_a", c1, "v1.1", None, b""))
+    assert meta.version_notes("ds_a") == {
+        c1: VersionNote("ds_a", c1, "v1.1", None, b""),
+        c2: VersionNote("ds_a", c2, None, None, b"", hidden=True),
+    }
+
+
+def test_a_schema_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "meta.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE repos (name TEXT PRIMARY KEY, head TEXT, created INTEGER NOT NULL);"
+        "INSERT INTO repos VALUES ('acme/evals', 'refs/heads/main', 1);"
+        "PRAGMA user_version = 1;"
+    )
+    db.close()
+    meta = SqliteMetaStore(path)
+    try:
+        assert [r.name for r in meta.list_repos()] == ["acme/evals"]
+        assert meta.register_dataset("acme/evals", "qa.jsonl", ["ds_a"], created=1).id == "ds_a"
+    finally:
+        meta.close()
 
 
 def test_concurrent_compare_and_swap_lets_exactly_one_win(meta: MetaStore) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -23,6 +24,15 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root.mkdir()
     with Server(root, "--no-auth", "--max-request-size", str(1 << 20)) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def dataset_id(running: Server) -> str:
+    """A Humanloop dataset that exists, so fuzzed requests get past the id lookup."""
+    body = {"path": "acme/evals/qa", "datapoints": [{"inputs": {"q": "x"}}]}
+    reply = httpx.post(f"{running.url}/v5/datasets", json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["id"])
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +52,14 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=list(HealthCheck),
     database=None,
 )
-def test_no_server_errors(case: Any) -> None:
+def test_no_server_errors(case: Any, dataset_id: str) -> None:
     case.call_and_validate(checks=[not_a_server_error], timeout=10)
     if case.path_parameters:
-        # Again on a valid repository name, so the body gets past the name check.
-        case.path_parameters = {**case.path_parameters, "owner": "acme", "name": "evals"}
+        # Again on a valid repository name and a real dataset, so the request gets past the
+        # name and id checks.
+        known = {"owner": "acme", "name": "evals", "dataset_id": dataset_id}
+        case.path_parameters = {
+            **case.path_parameters,
+            **{k: v for k, v in known.items() if k in case.path_parameters},
+        }
         case.call_and_validate(checks=[not_a_server_error], timeout=10)

@@ -20,7 +20,7 @@ import blake3
 import msgspec
 
 from dsv.canonical import CanonicalError, decode_canonical, encode_canonical
-from dsv.errors import BadInput
+from dsv.errors import BadInput, CorruptObject
 from dsv.manifest import build_dataset, join_slices
 from dsv.objects import (
     OID_SIZE,
@@ -647,20 +647,36 @@ class HumanloopService:
                 if v.commit == version.commit
             ],
             version_name=note.name if note else None,
-            version_description=description or version.info.message,
+            version_description=description or version.info.message.strip(),
             created_by=user,
             datapoints=self._points(repo, version.dataset) if datapoints else None,
             attributes=msgspec.json.decode(note.attributes) if note and note.attributes else None,
         )
 
     def _points(self, repo: str, dataset_oid: bytes, start: int = 0, stop: int = -1) -> list[Any]:
-        oids = self._oids(repo, dataset_oid)
-        count = len(oids) // OID_SIZE
-        stop = count if stop < 0 else min(stop, count)
-        wanted = [oids[i * OID_SIZE : (i + 1) * OID_SIZE] for i in range(start, stop)]
+        """Datapoints `start` to `stop` of a version, reading only the pages that hold them."""
+        dataset = self._dataset(repo, dataset_oid)
+        stop = dataset.count if stop < 0 else min(stop, dataset.count)
+        parts: list[tuple[bytes, int, int]] = []
+        at = 0
+        for s in dataset.slices:
+            if at >= stop:
+                break
+            low, high = max(start, at), min(stop, at + s.stop - s.start)
+            if low < high:
+                parts.append((s.page, s.start + low - at, s.start + high - at))
+            at += s.stop - s.start
+        unique = list(dict.fromkeys(page for page, _, _ in parts))
+        pages = dict(zip(unique, self.blobs.read(repo, Kind.PAGE, unique), strict=True))
+        wanted = []
+        for page, low, high in parts:
+            body = pages[page]
+            if high * OID_SIZE > len(body):
+                raise CorruptObject(f"corrupt object {dataset_oid.hex()}: slice outside its page")
+            wanted.extend(_split(body[low * OID_SIZE : high * OID_SIZE]))
         out = []
-        for start_at in range(0, len(wanted), 2048):
-            batch = wanted[start_at : start_at + 2048]
+        for at in range(0, len(wanted), 2048):
+            batch = wanted[at : at + 2048]
             for oid, body in zip(batch, self.blobs.read(repo, Kind.DATAPOINT, batch), strict=True):
                 out.append(_datapoint_response(oid, body))
         return out

@@ -100,62 +100,77 @@ def humanloop_handlers(service: HumanloopService, key_of: KeyOf) -> list[HTTPRou
         key = key_of(request)
         return await anyio.to_thread.run_sync(lambda: work(service.authenticate(key)))
 
-    def query(request: Request[Any, Any, Any], name: str) -> str | None:
-        value = request.query_params.get(name)
-        return value if value else None
-
     base = "/v5/datasets"
     item = base + "/{dataset_id:str}"
 
     @get(base, guards=[keyed])
-    async def list_datasets(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def list_datasets(
+        request: Request[Any, Any, Any],
+        page: str | None = None,
+        size: str | None = None,
+        name: str | None = None,
+        user_filter: str | None = None,
+        sort_by: str | None = None,
+        order: str | None = None,
+    ) -> Response[bytes]:
         """List Datasets: those of every repository the key may read."""
-        page, size = parse_page(query(request, "page"), query(request, "size"), default_size=50)
+        number, count = parse_page(page, size, default_size=50)
         return _json(
             await run(
                 request,
                 lambda caller: service.list_datasets(
                     caller,
-                    page=page,
-                    size=size,
-                    name=query(request, "name"),
-                    user_filter=query(request, "user_filter"),
-                    sort_by=query(request, "sort_by"),
-                    order=query(request, "order"),
+                    page=number,
+                    size=count,
+                    name=name or None,
+                    user_filter=user_filter or None,
+                    sort_by=sort_by or None,
+                    order=order or None,
                 ),
             )
         )
 
     @post(base, guards=[keyed], opt={"body": "json"}, status_code=200)
-    async def upsert(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def upsert(
+        request: Request[Any, Any, Any],
+        version_id: str | None = None,
+        environment: str | None = None,
+        include_datapoints: str | None = None,
+    ) -> Response[bytes]:
         """Upsert Dataset: a new version from `set`, `add` or `remove` of datapoints."""
         data: UpsertRequest = decode_body(await request.body(), UpsertRequest)
-        include = parse_bool("include_datapoints", query(request, "include_datapoints"))
+        include = parse_bool("include_datapoints", include_datapoints)
         return _json(
             await run(
                 request,
                 lambda caller: service.upsert(
                     caller,
                     data,
-                    version=query(request, "version_id"),
-                    environment=query(request, "environment"),
+                    version=version_id or None,
+                    environment=environment or None,
                     include_datapoints=include,
                 ),
             )
         )
 
     @get(item, guards=[keyed])
-    async def get_dataset(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+    async def get_dataset(
+        request: Request[Any, Any, Any],
+        dataset_id: str,
+        version_id: str | None = None,
+        environment: str | None = None,
+        include_datapoints: str | None = None,
+    ) -> Response[bytes]:
         """Get Dataset: the default environment's version unless one is named."""
-        include = parse_bool("include_datapoints", query(request, "include_datapoints"))
+        include = parse_bool("include_datapoints", include_datapoints)
         return _json(
             await run(
                 request,
                 lambda caller: service.get(
                     caller,
                     dataset_id,
-                    version=query(request, "version_id"),
-                    environment=query(request, "environment"),
+                    version=version_id or None,
+                    environment=environment or None,
                     include_datapoints=include,
                 ),
             )
@@ -174,27 +189,36 @@ def humanloop_handlers(service: HumanloopService, key_of: KeyOf) -> list[HTTPRou
         return _json(await run(request, lambda caller: service.move(caller, dataset_id, data)))
 
     @get(item + "/datapoints", guards=[keyed])
-    async def list_datapoints(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+    async def list_datapoints(
+        request: Request[Any, Any, Any],
+        dataset_id: str,
+        version_id: str | None = None,
+        environment: str | None = None,
+        page: str | None = None,
+        size: str | None = None,
+    ) -> Response[bytes]:
         """List Datapoints of a version, a page at a time."""
-        page, size = parse_page(query(request, "page"), query(request, "size"), default_size=50)
+        number, count = parse_page(page, size, default_size=50)
         return _json(
             await run(
                 request,
                 lambda caller: service.list_datapoints(
                     caller,
                     dataset_id,
-                    page=page,
-                    size=size,
-                    version=query(request, "version_id"),
-                    environment=query(request, "environment"),
+                    page=number,
+                    size=count,
+                    version=version_id or None,
+                    environment=environment or None,
                 ),
             )
         )
 
     @get(item + "/versions", guards=[keyed])
-    async def list_versions(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+    async def list_versions(
+        request: Request[Any, Any, Any], dataset_id: str, include_datapoints: str | None = None
+    ) -> Response[bytes]:
         """List Versions of a Dataset, newest first."""
-        include = query(request, "include_datapoints")
+        include = include_datapoints or None
         return _json(
             await run(
                 request,
@@ -226,7 +250,12 @@ def humanloop_handlers(service: HumanloopService, key_of: KeyOf) -> list[HTTPRou
         )
 
     @post(item + "/datapoints/csv", guards=[keyed], opt={"body": "multipart"}, status_code=200)
-    async def upload_csv(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
+    async def upload_csv(
+        request: Request[Any, Any, Any],
+        dataset_id: str,
+        version_id: str | None = None,
+        environment: str | None = None,
+    ) -> Response[bytes]:
         """Upload CSV: its rows added to a version (default: the default environment's)."""
         form = parse_form(await request.body(), request.headers.get("content-type", ""))
         if "file" not in form:
@@ -243,8 +272,8 @@ def humanloop_handlers(service: HumanloopService, key_of: KeyOf) -> list[HTTPRou
                     caller,
                     dataset_id,
                     content,
-                    version=query(request, "version_id"),
-                    environment=query(request, "environment"),
+                    version=version_id or None,
+                    environment=environment or None,
                     version_name=fields["version_name"],
                     version_description=fields["version_description"],
                 ),
@@ -253,11 +282,14 @@ def humanloop_handlers(service: HumanloopService, key_of: KeyOf) -> list[HTTPRou
 
     @post(item + "/environments/{environment_id:str}", guards=[keyed], status_code=200)
     async def set_deployment(
-        request: Request[Any, Any, Any], dataset_id: str, environment_id: str
+        request: Request[Any, Any, Any],
+        dataset_id: str,
+        environment_id: str,
+        version_id: str | None = None,
     ) -> Response[bytes]:
         """Deploy Dataset: move the environment's ref to the version's commit."""
-        version = query(request, "version_id")
-        if version is None:
+        version = version_id
+        if not version:
             raise Unprocessable(["query", "version_id"], "Field required", "missing")
         return _json(
             await run(

@@ -464,6 +464,18 @@ class SqliteMetaStore:
     def register_dataset(
         self, repo: str, path: str, candidates: Iterable[str], *, created: int
     ) -> DatasetRecord:
+        with self._errors("read a dataset"):
+            row = (
+                self._db()
+                .execute(
+                    f"SELECT {self._DATASET_COLUMNS} FROM datasets WHERE repo = ? AND path = ?",
+                    (repo, path),
+                )
+                .fetchone()
+            )
+        if row:
+            return DatasetRecord(*row)
+        # Not there yet: look again under the write lock, where no one else can add it.
         with self._write("register a dataset") as db:
             row = db.execute(
                 f"SELECT {self._DATASET_COLUMNS} FROM datasets WHERE repo = ? AND path = ?",

@@ -1,0 +1,640 @@
+"""The Humanloop Datasets API of `dsv serve` (issue 6), driven by the official `humanloop` SDK
+against a real server on 127.0.0.1, and round-tripped with the dsv CLI both ways.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+from humanloop import Humanloop
+from humanloop.core.api_error import ApiError
+from humanloop.errors import UnprocessableEntityError
+
+from benchmarks.push import Server
+from dsv.cli import main
+from dsv.remote.keys import create_key
+from dsv.remote.storage import SqliteMetaStore
+from dsv.repo import Repository
+
+QA = [
+    {"inputs": {"question": "What is the capital of France?"}, "target": {"answer": "Paris"}},
+    {
+        "messages": [{"role": "user", "content": "Who wrote Hamlet?"}],
+        "target": {"answer": "William Shakespeare"},
+    },
+]
+
+
+class Keys:
+    def __init__(self, root: Path) -> None:
+        meta = SqliteMetaStore(root / "meta.sqlite3")
+        try:
+            self.write = create_key(meta, "write")[1]
+            self.read = create_key(meta, "read")[1]
+            self.other = create_key(meta, "write", "other/repo")[1]
+        finally:
+            meta.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Keys]]:
+    root = tmp_path_factory.mktemp("humanloop") / "root"
+    root.mkdir()
+    keys = Keys(root)
+    with Server(root) as running:
+        yield running, keys
+
+
+@pytest.fixture
+def hl(server: tuple[Server, Keys]) -> Humanloop:
+    running, keys = server
+    return Humanloop(api_key=keys.write, base_url=f"{running.url}/v5")
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    """A repository of its own for each test, named after it."""
+    return "hl/" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:80].strip("-")
+
+
+def raw(server: tuple[Server, Keys], method: str, path: str, **kwargs: Any) -> httpx.Response:
+    running, keys = server
+    headers = {"X-API-KEY": keys.write, **kwargs.pop("headers", {})}
+    return httpx.request(method, running.url + path, headers=headers, timeout=30, **kwargs)
+
+
+def dsv(root: Path, *args: str, code: int = 0) -> Result:
+    result = CliRunner().invoke(main, ["-C", str(root), *args])
+    assert result.exit_code == code, f"dsv {args}: {result.output}{result.exception!r}"
+    return result
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def content(points: Any) -> list[dict[str, Any]]:
+    """Datapoint responses without their ids, as the records they stand for."""
+    out = []
+    for p in points:
+        data = p if isinstance(p, dict) else p.dict()
+        out.append({k: v for k, v in data.items() if k != "id" and v is not None})
+    return out
+
+
+def error_detail(exc: pytest.ExceptionInfo[ApiError]) -> Any:
+    body = exc.value.body
+    return body.detail if hasattr(body, "detail") else body["detail"]
+
+
+# -- datasets and datapoints -----------------------------------------------------------------
+
+
+def test_upsert_creates_a_dataset_and_its_first_version(hl: Humanloop, repo: str) -> None:
+    made = hl.datasets.upsert(
+        path=f"{repo}/qa", datapoints=QA, version_name="v1", include_datapoints=True
+    )
+    assert made.path == f"{repo}/qa" and made.name == "qa" and made.type == "dataset"
+    assert re.fullmatch(r"ds_[0-9a-f]{24}", made.id)
+    assert re.fullmatch(r"dsv_[0-9a-f]{64}", made.version_id)
+    assert made.version_name == "v1" and made.datapoints_count == 2
+    assert content(made.datapoints or []) == QA
+    assert all(re.fullmatch(r"dp_[0-9a-f]{64}", p.id) for p in made.datapoints or [])
+    # Get returns the same version; without include_datapoints, no datapoints.
+    got = hl.datasets.get(made.id)
+    assert (got.id, got.version_id, got.datapoints) == (made.id, made.version_id, None)
+    assert got.created_by["email_address"].startswith("key-")
+
+
+def test_list_datapoints_pages_with_total(
+    hl: Humanloop, repo: str, server: tuple[Server, Keys]
+) -> None:
+    points = [{"inputs": {"n": str(i)}} for i in range(7)]
+    made = hl.datasets.upsert(path=f"{repo}/many", datapoints=points)
+    # The SDK's pager walks every page (size 3: 3 + 3 + 1, then an empty page ends it).
+    listed = list(hl.datasets.list_datapoints(made.id, size=3))
+    assert content(listed) == points
+    reply = raw(server, "GET", f"/v5/datasets/{made.id}/datapoints", params={"page": 3, "size": 3})
+    body = reply.json()
+    assert (body["page"], body["size"], body["total"], len(body["records"])) == (3, 3, 7, 1)
+    assert (
+        raw(server, "GET", f"/v5/datasets/{made.id}/datapoints", params={"page": 9}).json()[
+            "records"
+        ]
+        == []
+    )
+    # The same datapoint keeps its id in every version.
+    later = hl.datasets.upsert(id=made.id, action="add", datapoints=[{"inputs": {"n": "x"}}])
+    before = {p.id for p in hl.datasets.list_datapoints(made.id, version_id=made.version_id)}
+    after = {p.id for p in hl.datasets.list_datapoints(made.id, version_id=later.version_id)}
+    assert len(before) == 7 and before < after and len(after) == 8
+
+
+def test_actions_set_add_remove_and_their_base(hl: Humanloop, repo: str) -> None:
+    a, b, c = ({"inputs": {"q": x}} for x in "abc")
+    v1 = hl.datasets.upsert(path=f"{repo}/d", datapoints=[a, b])
+    # add: deduplicated against the base and within the request.
+    v2 = hl.datasets.upsert(id=v1.id, action="add", datapoints=[b, c, c])
+    assert content(hl.datasets.list_datapoints(v1.id)) == [a, b, c]
+    # _dedupe_id in inputs keeps an intentional duplicate.
+    dup = {"inputs": {"q": "c", "_dedupe_id": "2"}}
+    v3 = hl.datasets.upsert(id=v1.id, action="add", datapoints=[dup])
+    assert v3.datapoints_count == 4
+    # remove, based on a named version rather than the latest.
+    v4 = hl.datasets.upsert(id=v1.id, action="remove", datapoints=[a], version_id=v2.version_id)
+    assert content(hl.datasets.list_datapoints(v1.id, version_id=v4.version_id)) == [b, c]
+    # add based on the environment's version.
+    hl.datasets.set_deployment(v1.id, "staging", version_id=v1.version_id)
+    v5 = hl.datasets.upsert(id=v1.id, action="add", datapoints=[c], environment="staging")
+    assert content(hl.datasets.list_datapoints(v1.id, version_id=v5.version_id)) == [a, b, c]
+    # set (the default action) replaces everything, deduplicated.
+    v6 = hl.datasets.upsert(id=v1.id, datapoints=[c, c, a])
+    assert content(hl.datasets.list_datapoints(v1.id, version_id=v6.version_id)) == [c, a]
+    listed = [v.version_id for v in hl.datasets.list_versions(v1.id).records]
+    made = [v.version_id for v in (v6, v5, v4, v3, v2, v1)]
+    assert listed == made
+    # Nothing to change: no new version, the latest is returned.
+    same = hl.datasets.upsert(id=v1.id, datapoints=[c, a])
+    assert same.version_id == v6.version_id
+    assert len(hl.datasets.list_versions(v1.id).records) == 6
+
+
+def test_version_names_are_unique_and_renamed_without_new_commits(hl: Humanloop, repo: str) -> None:
+    v1 = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA[:1], version_name="first")
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.upsert(id=v1.id, datapoints=QA, version_name="first")
+    assert exc.value.status_code == 409
+    assert "Version name 'first' is already used" in error_detail(exc)
+    assert len(hl.datasets.list_versions(v1.id).records) == 1
+    v2 = hl.datasets.upsert(
+        id=v1.id, datapoints=QA, version_name="second", version_description="both rows"
+    )
+    assert (v2.version_name, v2.version_description) == ("second", "both rows")
+    renamed = hl.datasets.update_dataset_version(
+        v1.id, v1.version_id, name="baseline", description="one row"
+    )
+    assert (renamed.version_id, renamed.version_name) == (v1.version_id, "baseline")
+    assert renamed.version_description == "one row"
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.update_dataset_version(v1.id, v1.version_id, name="second")
+    assert exc.value.status_code == 409
+    versions = hl.datasets.list_versions(v1.id).records
+    assert [(v.version_id, v.version_name) for v in versions] == [
+        (v2.version_id, "second"),
+        (v1.version_id, "baseline"),
+    ]
+
+
+def test_list_versions_include_datapoints(hl: Humanloop, repo: str) -> None:
+    v1 = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA[:1])
+    hl.datasets.upsert(id=v1.id, datapoints=QA)
+    latest, first = hl.datasets.list_versions(v1.id, include_datapoints="latest_saved").records
+    assert content(latest.datapoints or []) == QA and first.datapoints is None
+    with pytest.raises(UnprocessableEntityError) as exc:
+        hl.datasets.list_versions(v1.id, include_datapoints="all")  # type: ignore[arg-type]
+    assert exc.value.body.detail[0].loc == ["query", "include_datapoints"]
+
+
+def test_list_datasets_filters_sorts_and_pages(hl: Humanloop, repo: str) -> None:
+    for name in ("beta", "alpha", "gamma/nested"):
+        hl.datasets.upsert(path=f"{repo}/{name}", datapoints=[{"inputs": {"n": name}}])
+    mine = [d for d in hl.datasets.list(size=100) if d.path.startswith(repo + "/")]
+    assert sorted(d.name for d in mine) == ["alpha", "beta", "nested"]
+    by_name = list(hl.datasets.list(name=repo, sort_by="name", order="asc", size=2))
+    assert [d.name for d in by_name] == ["alpha", "beta", "nested"]
+    page = hl.datasets.list(name=repo, sort_by="name", order="desc", size=1, page=2)
+    assert [d.name for d in page.items or []] == ["beta"]
+    assert [d.name for d in hl.datasets.list(name=f"{repo}/GAMMA")] == ["nested"]
+    with pytest.raises(UnprocessableEntityError) as exc:
+        hl.datasets.list(sort_by="size")  # type: ignore[arg-type]
+    assert exc.value.body.detail[0].loc == ["query", "sort_by"]
+
+
+# -- environments ----------------------------------------------------------------------------
+
+
+def test_deploy_list_and_remove_environments(
+    hl: Humanloop, repo: str, server: tuple[Server, Keys]
+) -> None:
+    v1 = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA[:1])
+    v2 = hl.datasets.upsert(id=v1.id, datapoints=QA)
+    envs = hl.datasets.list_environments(v1.id)
+    assert [(e.name, e.tag, e.file) for e in envs] == [
+        ("production", "default", None),
+        ("staging", "other", None),
+    ]
+    assert all(re.fullmatch(r"env_[0-9a-f]{24}", e.id) for e in envs)
+    production = envs[0].id
+    # Deploy by environment id; Get then defaults to the default environment's version.
+    deployed = hl.datasets.set_deployment(v1.id, production, version_id=v1.version_id)
+    assert deployed.version_id == v1.version_id
+    assert [e.name for e in deployed.environments or []] == ["production"]
+    assert hl.datasets.get(v1.id).version_id == v1.version_id
+    assert hl.datasets.get(v1.id, environment="production").datapoints_count == 1
+    # ...and by name.
+    hl.datasets.set_deployment(v1.id, "staging", version_id=v2.version_id)
+    envs = hl.datasets.list_environments(v1.id)
+    assert [(e.name, e.file and e.file.version_id) for e in envs] == [
+        ("production", v1.version_id),
+        ("staging", v2.version_id),
+    ]
+    hl.datasets.remove_deployment(v1.id, production)
+    assert hl.datasets.get(v1.id).version_id == v2.version_id  # the latest again
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.get(v1.id, environment="production")
+    assert exc.value.status_code == 404
+    # Every move is in the environment's ref log, with who did it.
+    running, _ = server
+    meta = SqliteMetaStore(running.root / "meta.sqlite3")
+    try:
+        log = meta.ref_log(repo, "refs/envs/production")
+    finally:
+        meta.close()
+    assert [(e.new.hex(), e.reason) for e in log] == [
+        (v1.version_id[4:], f"humanloop: deploy {v1.version_id}"),
+        ("0" * 64, "humanloop: remove deployment"),
+    ]
+    assert all(e.user.startswith("Humanloop API [key ") for e in log)
+
+
+def test_configured_environments(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with Server(root, "--no-auth", "--environment", "prod", "--environment", "qa") as running:
+        client = Humanloop(api_key="unused", base_url=f"{running.url}/v5")
+        made = client.datasets.upsert(path="a/b/c", datapoints=QA)
+        envs = client.datasets.list_environments(made.id)
+        assert [(e.name, e.tag) for e in envs] == [("prod", "default"), ("qa", "other")]
+        client.datasets.set_deployment(made.id, "prod", version_id=made.version_id)
+        with pytest.raises(ApiError) as exc:
+            client.datasets.set_deployment(made.id, "production", version_id=made.version_id)
+        assert exc.value.status_code == 404
+    result = CliRunner().invoke(
+        main, ["serve", "--root", str(root), "--environment", "a/b", "--port", "0"]
+    )
+    assert result.exit_code == 2
+    assert "error: invalid environment name 'a/b': it may not contain '/'" in result.output
+
+
+# -- CSV upload ------------------------------------------------------------------------------
+
+
+def test_upload_csv_adds_rows_to_the_default_environments_version(hl: Humanloop, repo: str) -> None:
+    v1 = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA[:1])
+    hl.datasets.upsert(id=v1.id, action="add", datapoints=QA[1:])
+    hl.datasets.set_deployment(v1.id, "production", version_id=v1.version_id)
+    csv_text = (
+        "question,messages,target\n"
+        'Capital of Peru?,,"{""answer"": ""Lima""}"\n'
+        '"What is 2+2?","[{""role"": ""user"", ""content"": ""2+2?""}]",\n'
+    )
+    made = hl.datasets.upload_csv(
+        v1.id,
+        file=("rows.csv", io.BytesIO(csv_text.encode()), "text/csv"),
+        version_name="from csv",
+    )
+    assert made.version_name == "from csv"
+    assert content(hl.datasets.list_datapoints(v1.id, version_id=made.version_id)) == [
+        QA[0],
+        {"inputs": {"question": "Capital of Peru?"}, "target": {"answer": "Lima"}},
+        {
+            "inputs": {"question": "What is 2+2?"},
+            "messages": [{"role": "user", "content": "2+2?"}],
+        },
+    ]
+    # Based on a named version instead: the rows join all of it.
+    again = hl.datasets.upload_csv(
+        v1.id,
+        file=("rows.csv", io.BytesIO(b"question\nnew one\n"), "text/csv"),
+        version_id=made.version_id,
+    )
+    assert again.datapoints_count == 4
+    with pytest.raises(UnprocessableEntityError) as exc:
+        hl.datasets.upload_csv(
+            v1.id, file=("bad.csv", io.BytesIO(b"question,target\nok,\nx,{not json}\n"))
+        )
+    detail = exc.value.body.detail[0]
+    assert detail.loc == ["body", "file"]
+    assert detail.msg.startswith("line 3: column target is not JSON")
+
+
+# -- versions --------------------------------------------------------------------------------
+
+
+def test_delete_version_hides_it_unless_a_ref_needs_it(hl: Humanloop, repo: str) -> None:
+    v1 = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA[:1])
+    v2 = hl.datasets.upsert(id=v1.id, datapoints=QA)
+    v3 = hl.datasets.upsert(id=v1.id, datapoints=QA[1:])
+    hl.datasets.set_deployment(v1.id, "production", version_id=v1.version_id)
+    for needed, why in ((v1, "deployed to environment production"), (v3, "latest version")):
+        with pytest.raises(ApiError) as exc:
+            hl.datasets.delete_dataset_version(v1.id, needed.version_id)
+        assert exc.value.status_code == 409 and why in error_detail(exc)
+    hl.datasets.delete_dataset_version(v1.id, v2.version_id)
+    listed = [v.version_id for v in hl.datasets.list_versions(v1.id).records]
+    assert listed == [v3.version_id, v1.version_id]
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.get(v1.id, version_id=v2.version_id)
+    assert exc.value.status_code == 404
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.delete_dataset_version(v1.id, v2.version_id)
+    assert exc.value.status_code == 404
+
+
+def test_deleted_version_returns_while_an_environment_holds_it(
+    hl: Humanloop, repo: str, tmp_path: Path, server: tuple[Server, Keys]
+) -> None:
+    v1 = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA[:1])
+    hl.datasets.upsert(id=v1.id, datapoints=QA)
+    hl.datasets.delete_dataset_version(v1.id, v1.version_id)
+    assert len(hl.datasets.list_versions(v1.id).records) == 1
+    # A dsv user deploys that commit to staging: the version is needed again, so shown again.
+    running, keys = server
+    local = tmp_path / "clone"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DSV_API_KEY", keys.write)
+        dsv(tmp_path, "clone", f"{running.url}/{repo}", str(local))
+        dsv(local, "env", "deploy", "staging", v1.version_id[4:])
+        dsv(local, "push", "origin", "staging")
+    listed = hl.datasets.list_versions(v1.id).records
+    assert [v.version_id for v in listed][-1] == v1.version_id
+    assert [e.name for e in listed[-1].environments or []] == ["staging"]
+
+
+# -- move and delete -------------------------------------------------------------------------
+
+
+def test_move_keeps_the_id_and_the_versions(hl: Humanloop, repo: str) -> None:
+    v1 = hl.datasets.upsert(path=f"{repo}/old/name", datapoints=QA[:1])
+    v2 = hl.datasets.upsert(id=v1.id, datapoints=QA)
+    hl.datasets.upsert(path=f"{repo}/taken", datapoints=QA)
+    moved = hl.datasets.move(v1.id, name="renamed")
+    assert (moved.id, moved.path, moved.name) == (v1.id, f"{repo}/old/renamed", "renamed")
+    moved = hl.datasets.move(v1.id, path=f"{repo}/elsewhere/final")
+    assert moved.path == f"{repo}/elsewhere/final" and moved.version_id == v2.version_id
+    versions = [v.version_id for v in hl.datasets.list_versions(v1.id).records]
+    assert versions == [v2.version_id, v1.version_id]
+    assert content(hl.datasets.list_datapoints(v1.id, version_id=v1.version_id)) == QA[:1]
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.move(v1.id, path=f"{repo}/taken")
+    assert exc.value.status_code == 409
+    assert f"{repo} already has a dataset at taken.jsonl" in error_detail(exc)
+    with pytest.raises(UnprocessableEntityError) as unprocessable:
+        hl.datasets.move(v1.id, path="other/repo/final")
+    assert "a dataset moves within its repository" in unprocessable.value.body.detail[0].msg
+
+
+def test_delete_dataset(hl: Humanloop, repo: str) -> None:
+    made = hl.datasets.upsert(path=f"{repo}/gone", datapoints=QA)
+    kept = hl.datasets.upsert(path=f"{repo}/kept", datapoints=QA)
+    hl.datasets.delete(made.id)
+    assert [d.name for d in hl.datasets.list(name=repo)] == ["kept"]
+    for call in (
+        lambda: hl.datasets.get(made.id),
+        lambda: hl.datasets.delete(made.id),
+        lambda: list(hl.datasets.list_datapoints(made.id)),
+    ):
+        with pytest.raises(ApiError) as exc:
+            call()
+        assert exc.value.status_code == 404
+    assert hl.datasets.get(kept.id).datapoints_count == 2
+
+
+# -- v4 --------------------------------------------------------------------------------------
+
+
+def test_v4_create_datapoint_commits_a_generated_version(
+    hl: Humanloop, repo: str, server: tuple[Server, Keys]
+) -> None:
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA[:1])
+    one = {"inputs": {"q": "one"}, "target": {"a": 1}}
+    reply = raw(server, "POST", f"/v4/datasets/{made.id}/datapoints", json=one)
+    assert reply.status_code == 200, reply.text
+    (created,) = reply.json()
+    assert created["dataset_id"] == made.id and created["inputs"] == {"q": "one"}
+    assert re.fullmatch(r"dp_[0-9a-f]{64}", created["id"])
+    two = [{"inputs": {"q": "two"}}, {"messages": [{"role": "user", "content": "three"}]}]
+    reply = raw(server, "POST", f"/v4/datasets/{made.id}/datapoints", json=two)
+    assert [p["inputs"] if "inputs" in p else p["messages"] for p in reply.json()] == [
+        {"q": "two"},
+        [{"role": "user", "content": "three"}],
+    ]
+    versions = hl.datasets.list_versions(made.id).records
+    assert [v.datapoints_count for v in versions] == [4, 2, 1]
+    assert versions[0].version_description == "add 2 datapoint(s) of d.jsonl (Humanloop API)"
+    listed = {p.id for p in hl.datasets.list_datapoints(made.id)}
+    assert created["id"] in listed
+    reply = raw(server, "POST", f"/v4/datasets/{made.id}/datapoints", json={"log_ids": ["x"]})
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == ["body", "log_ids"]
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_inputs_must_be_strings(hl: Humanloop, repo: str) -> None:
+    with pytest.raises(UnprocessableEntityError) as exc:
+        hl.datasets.upsert(path=f"{repo}/d", datapoints=[QA[0], {"inputs": {"question": 42}}])
+    (detail,) = exc.value.body.detail
+    assert (detail.loc, detail.msg, detail.type) == (
+        ["body", "datapoints", 1, "inputs", "question"],
+        "Input should be a valid string",
+        "string_type",
+    )
+    # Nothing was written.
+    assert not [d for d in hl.datasets.list(name=repo)]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "message"),
+    [
+        ({"path": "x/y/z", "datapoints": [{"input": {}}]}, ["body", "datapoints", 0, "input"],
+         "unknown field"),
+        ({"datapoints": []}, ["body", "path"], "give the dataset's path or its id"),
+        ({"path": "only/two", "datapoints": []}, ["body", "path"], "must be OWNER/REPO/NAME"),
+        ({"path": "a/b/../c", "datapoints": []}, ["body", "path"], "invalid dataset name"),
+        ({"path": "a/b/c", "datapoints": [{"messages": [{"content": "x"}]}]},
+         ["body", "datapoints", 0, "messages", 0, "role"], "Field required"),
+        ({"path": "a/b/c", "datapoints": [], "action": "merge"}, ["body", "action"],
+         "Invalid enum value 'merge'"),
+        ({"path": "a/b/c"}, ["body", "datapoints"], "missing required field"),
+    ],
+)  # fmt: skip
+def test_bad_upsert_bodies_are_422_naming_the_field(
+    server: tuple[Server, Keys], body: dict[str, Any], loc: list[Any], message: str
+) -> None:
+    reply = raw(server, "POST", "/v5/datasets", json=body)
+    assert reply.status_code == 422, reply.text
+    (detail,) = reply.json()["detail"]
+    assert detail["loc"] == loc and message in detail["msg"], detail
+
+
+def test_unknown_dataset_version_and_environment_are_404(hl: Humanloop, repo: str) -> None:
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA)
+    missing_version = "dsv_" + "0" * 64
+    cases = [
+        (lambda: hl.datasets.get("ds_000000000000000000000000"), "Dataset ds_0"),
+        (lambda: hl.datasets.get(made.id, version_id=missing_version), "Version dsv_0"),
+        (lambda: hl.datasets.get(made.id, version_id="v1"), "Version v1 of dataset"),
+        (lambda: hl.datasets.get(made.id, environment="nowhere"), "Environment nowhere"),
+        (
+            lambda: hl.datasets.set_deployment(made.id, "production", version_id=missing_version),
+            "Version dsv_0",
+        ),
+        (lambda: hl.datasets.remove_deployment(made.id, "staging"), "not deployed to"),
+        (
+            lambda: hl.datasets.upsert(
+                id=made.id, action="add", version_id=missing_version, datapoints=QA
+            ),
+            "Version dsv_0",
+        ),
+        (lambda: hl.datasets.upsert(id="ds_nope", datapoints=QA), "Dataset ds_nope"),
+        (lambda: hl.datasets.list_environments("ds_nope"), "Dataset ds_nope"),
+        (lambda: hl.datasets.list_versions("ds_nope"), "Dataset ds_nope"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ApiError) as exc:
+            call()
+        assert exc.value.status_code == 404, message
+        assert message in error_detail(exc)
+
+
+def test_pagination_parameters_are_checked(server: tuple[Server, Keys]) -> None:
+    for params, loc in (({"page": 0}, "page"), ({"size": -1}, "size"), ({"page": "x"}, "page")):
+        reply = raw(server, "GET", "/v5/datasets", params=params)
+        assert reply.status_code == 422 and reply.json()["detail"][0]["loc"] == ["query", loc]
+
+
+def test_auth_on_every_humanloop_route(
+    hl: Humanloop, repo: str, server: tuple[Server, Keys]
+) -> None:
+    running, keys = server
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA)
+    spec = httpx.get(f"{running.url}/openapi.json").json()
+    found = [
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        if path.startswith(("/v5/", "/v4/"))
+        for method in operations
+    ]
+    assert len(found) == 14, found
+    for method, path in found:
+        url = running.url + path.format(
+            dataset_id=made.id, version_id=made.version_id, environment_id="production"
+        )
+        for headers, status in (({}, 401), ({"X-API-KEY": "dsv_bogus"}, 401)):
+            reply = httpx.request(method, url, headers=headers, timeout=30)
+            assert reply.status_code == status, (method, path, reply.text)
+            assert reply.json()["detail"], reply.text
+    # A read key reads but may not write; a key for another repository sees nothing.
+    reader = Humanloop(api_key=keys.read, base_url=f"{running.url}/v5")
+    assert reader.datasets.get(made.id).version_id == made.version_id
+    with pytest.raises(ApiError) as exc:
+        reader.datasets.upsert(id=made.id, datapoints=[])
+    assert exc.value.status_code == 403
+    outsider = Humanloop(api_key=keys.other, base_url=f"{running.url}/v5")
+    with pytest.raises(ApiError) as exc:
+        outsider.datasets.get(made.id)
+    assert exc.value.status_code == 404
+    assert not [d for d in outsider.datasets.list(size=100) if d.path.startswith(repo)]
+    with pytest.raises(ApiError) as exc:
+        outsider.datasets.upsert(path=f"{repo}/new", datapoints=QA)
+    assert exc.value.status_code == 403
+    reply = raw(
+        server, "POST", "/v5/datasets", content=b"{}", headers={"content-type": "text/plain"}
+    )
+    assert reply.status_code == 415
+
+
+def test_concurrent_adds_all_land(hl: Humanloop, repo: str) -> None:
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=[])
+    errors: list[BaseException] = []
+
+    def add(n: int) -> None:
+        try:
+            hl.datasets.upsert(id=made.id, action="add", datapoints=[{"inputs": {"n": str(n)}}])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    names = sorted(p.inputs["n"] for p in hl.datasets.list_datapoints(made.id) if p.inputs)
+    assert names == [str(n) for n in range(6)]
+    assert len(hl.datasets.list_versions(made.id).records) == 7
+
+
+# -- round trips with the dsv CLI ------------------------------------------------------------
+
+
+def test_api_writes_are_dsv_commits(
+    hl: Humanloop, repo: str, tmp_path: Path, server: tuple[Server, Keys], monkeypatch: Any
+) -> None:
+    running, keys = server
+    monkeypatch.setenv("DSV_API_KEY", keys.write)
+    v1 = hl.datasets.upsert(path=f"{repo}/evals/qa", datapoints=QA, version_name="v1")
+    v2 = hl.datasets.upsert(
+        id=v1.id, action="add", datapoints=[{"inputs": {"q": "more"}}], version_description="d"
+    )
+    hl.datasets.set_deployment(v1.id, "production", version_id=v1.version_id)
+    local = tmp_path / "clone"
+    dsv(tmp_path, "clone", f"{running.url}/{repo}", str(local))
+    assert records(local / "evals/qa.jsonl") == [*QA, {"inputs": {"q": "more"}}]
+    log = json.loads(dsv(local, "log", "--json").stdout)
+    assert [c["oid"] for c in log] == [v2.version_id[4:], v1.version_id[4:]]
+    assert log[1]["message"] == "v1"
+    assert log[0]["message"].endswith("\n\nd")
+    # The deployment arrives as the remote's environment ref.
+    production = Repository.open(local).refs.read("refs/remotes/origin/envs/production")
+    assert production is not None and production.hex() == v1.version_id[4:]
+    dsv(local, "fsck")
+
+
+def test_dsv_push_is_read_by_the_api(
+    hl: Humanloop, repo: str, tmp_path: Path, server: tuple[Server, Keys], monkeypatch: Any
+) -> None:
+    running, keys = server
+    monkeypatch.setenv("DSV_API_KEY", keys.write)
+    local = tmp_path / "work"
+    dsv(tmp_path, "init", str(local))
+    (local / "evals").mkdir()
+    (local / "evals/qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA))
+    (local / "notes.csv").write_text("a,b\n1,2\n")
+    dsv(local, "add", "evals/qa.jsonl", "notes.csv")
+    dsv(local, "commit", "-m", "first")
+    dsv(local, "remote", "add", "origin", f"{running.url}/{repo}")
+    dsv(local, "push")
+    (found,) = [d for d in hl.datasets.list(name=repo)]
+    assert found.path == f"{repo}/evals/qa" and found.datapoints_count == 2
+    first_id = json.loads(dsv(local, "log", "--json").stdout)[0]["oid"]
+    assert found.version_id == "dsv_" + first_id
+    assert found.version_description == "first"
+    assert content(hl.datasets.list_datapoints(found.id)) == QA
+    # A second push is a new version; an environment deployed with dsv shows in the API.
+    with (local / "evals/qa.jsonl").open("a") as f:
+        f.write(json.dumps({"inputs": {"q": "pushed"}}) + "\n")
+    dsv(local, "commit", "-a", "-m", "second")
+    dsv(local, "env", "deploy", "production", first_id)
+    dsv(local, "push", "origin", "main", "production")
+    versions = hl.datasets.list_versions(found.id).records
+    assert [v.version_description for v in versions] == ["second", "first"]
+    assert hl.datasets.get(found.id).version_id == "dsv_" + first_id
+    (production, _) = hl.datasets.list_environments(found.id)
+    assert production.file is not None and production.file.version_id == "dsv_" + first_id
+    # The API writes on top of what was pushed, and dsv pulls it back.
+    hl.datasets.upsert(id=found.id, action="remove", datapoints=QA[:1])
+    dsv(local, "pull")
+    assert records(local / "evals/qa.jsonl") == [QA[1], {"inputs": {"q": "pushed"}}]
+    assert (local / "notes.csv").read_text() == "a,b\n1,2\n"
