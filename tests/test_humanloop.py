@@ -4,6 +4,8 @@ against a real server on 127.0.0.1, and round-tripped with the dsv CLI both ways
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import io
 import json
 import re
@@ -327,6 +329,23 @@ def test_upload_csv_adds_rows_to_the_default_environments_version(hl: Humanloop,
     assert detail.msg.startswith("line 3: column target is not JSON")
 
 
+def test_upload_the_bundled_humanloop_csv(hl: Humanloop, repo: str) -> None:
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "humanloop.csv"
+    made = hl.datasets.upsert(path=f"{repo}/support", datapoints=[])
+    with fixture.open("rb") as handle:
+        uploaded = hl.datasets.upload_csv(made.id, file=("humanloop.csv", handle, "text/csv"))
+    with fixture.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    points = list(hl.datasets.list_datapoints(made.id, version_id=uploaded.version_id))
+    assert len(points) == len(rows) == uploaded.datapoints_count
+    for row, point in zip(rows, points, strict=True):
+        assert point.inputs == {"question": row["question"], "context": row["context"]}
+        assert [m.dict(exclude_none=True) for m in point.messages or []] == json.loads(
+            row["messages"]
+        )
+        assert point.target == json.loads(row["target"])
+
+
 # -- versions --------------------------------------------------------------------------------
 
 
@@ -574,6 +593,31 @@ def test_concurrent_adds_all_land(hl: Humanloop, repo: str) -> None:
     names = sorted(p.inputs["n"] for p in hl.datasets.list_datapoints(made.id) if p.inputs)
     assert names == [str(n) for n in range(6)]
     assert len(hl.datasets.list_versions(made.id).records) == 7
+
+
+def test_the_async_client_works_too(server: tuple[Server, Keys], repo: str) -> None:
+    from humanloop import AsyncHumanloop
+
+    running, keys = server
+
+    async def scenario() -> None:
+        client = AsyncHumanloop(api_key=keys.write, base_url=f"{running.url}/v5")
+        made = await client.datasets.upsert(path=f"{repo}/d", datapoints=QA)
+        await client.datasets.upload_csv(
+            made.id, file=("r.csv", io.BytesIO(b"q\nfrom csv\n"), "text/csv")
+        )
+        points = [p async for p in await client.datasets.list_datapoints(made.id, size=1)]
+        assert content(points) == [*QA, {"inputs": {"q": "from csv"}}]
+        names = [d.path async for d in await client.datasets.list(name=repo)]
+        assert names == [f"{repo}/d"]
+        versions = await client.datasets.list_versions(made.id)
+        await client.datasets.set_deployment(
+            made.id, "staging", version_id=versions.records[-1].version_id
+        )
+        envs = await client.datasets.list_environments(made.id)
+        assert envs[1].file is not None and envs[1].file.version_id == made.version_id
+
+    asyncio.run(scenario())
 
 
 # -- round trips with the dsv CLI ------------------------------------------------------------
