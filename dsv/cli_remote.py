@@ -381,7 +381,7 @@ def serve(
       dsv keys create --root /srv/dsv --scope write --repo acme/evals
       dsv serve --root /srv/dsv --port 8080
     """
-    from dsv.remote.humanloop import DEFAULT_ENVIRONMENTS, check_environments
+    from dsv.remote.humanloop_types import DEFAULT_ENVIRONMENTS, check_environments
     from dsv.remote.server import ServerConfig
     from dsv.remote.server import serve as run
 

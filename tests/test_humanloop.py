@@ -27,6 +27,7 @@ from dsv.remote.keys import create_key
 from dsv.remote.storage import SqliteMetaStore
 from dsv.repo import Repository
 
+JSON = {"content-type": "application/json"}
 QA = [
     {"inputs": {"question": "What is the capital of France?"}, "target": {"answer": "Paris"}},
     {
@@ -189,11 +190,30 @@ def test_version_names_are_unique_and_renamed_without_new_commits(hl: Humanloop,
     with pytest.raises(ApiError) as exc:
         hl.datasets.update_dataset_version(v1.id, v1.version_id, name="second")
     assert exc.value.status_code == 409
+    # Sending the same upsert again (the SDK retries on its own) is not a conflict.
+    again = hl.datasets.upsert(
+        id=v1.id, datapoints=QA, version_name="second", version_description="both rows"
+    )
+    assert again.version_id == v2.version_id
+    # A renamed version keeps its description, not its old name.
+    v3 = hl.datasets.upsert(id=v1.id, datapoints=QA[1:], version_name="third")
+    assert v3.version_description == "set 1 datapoint(s) of d.jsonl (Humanloop API)"
+    renamed = hl.datasets.update_dataset_version(v1.id, v3.version_id, name="3rd")
+    assert (renamed.version_name, renamed.version_description) == (
+        "3rd",
+        "set 1 datapoint(s) of d.jsonl (Humanloop API)",
+    )
     versions = hl.datasets.list_versions(v1.id).records
     assert [(v.version_id, v.version_name) for v in versions] == [
+        (v3.version_id, "3rd"),
         (v2.version_id, "second"),
         (v1.version_id, "baseline"),
     ]
+    # A deleted version's name stays taken: were it deployed again, two would share it.
+    hl.datasets.delete_dataset_version(v1.id, v2.version_id)
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.update_dataset_version(v1.id, v3.version_id, name="second")
+    assert exc.value.status_code == 409
 
 
 def test_list_versions_include_datapoints(hl: Humanloop, repo: str) -> None:
@@ -497,6 +517,77 @@ def test_bad_upsert_bodies_are_422_naming_the_field(
     assert detail["loc"] == loc and message in detail["msg"], detail
 
 
+def test_deeply_nested_json_is_422(server: tuple[Server, Keys], hl: Humanloop, repo: str) -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    body = b'{"path": "a/b/c", "datapoints": [{"target": {"a": ' + deep + b"}}]}"
+    reply = raw(server, "POST", "/v5/datasets", content=body, headers=JSON)
+    assert reply.status_code == 422 and reply.json()["detail"][0]["loc"] == ["body"]
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=[])
+    with pytest.raises(UnprocessableEntityError):
+        hl.datasets.upload_csv(made.id, file=("x.csv", io.BytesIO(b"messages\n" + deep)))
+
+
+def test_a_dataset_path_may_not_be_a_folder_of_another(
+    hl: Humanloop, repo: str, tmp_path: Path, server: tuple[Server, Keys], monkeypatch: Any
+) -> None:
+    # The file x.jsonl and a folder x.jsonl/ cannot both exist, whichever comes first.
+    hl.datasets.upsert(path=f"{repo}/x", datapoints=QA)
+    inner = hl.datasets.upsert(path=f"{repo}/y.jsonl/z", datapoints=QA)
+    for clash in (f"{repo}/x.jsonl/w", f"{repo}/y"):
+        with pytest.raises(ApiError) as exc:
+            hl.datasets.upsert(path=clash, datapoints=QA)
+        assert exc.value.status_code == 409, clash
+        assert "cannot sit beside" in error_detail(exc)
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.move(inner.id, path=f"{repo}/x.jsonl/w")
+    assert exc.value.status_code == 409
+    running, keys = server
+    monkeypatch.setenv("DSV_API_KEY", keys.write)
+    dsv(tmp_path, "clone", f"{running.url}/{repo}", str(tmp_path / "clone"))
+    assert records(tmp_path / "clone" / "x.jsonl") == QA
+    assert records(tmp_path / "clone" / "y.jsonl" / "z.jsonl") == QA
+
+
+def test_an_environment_never_shows_another_datasets_version(hl: Humanloop, repo: str) -> None:
+    x = hl.datasets.upsert(path=f"{repo}/a", datapoints=QA[:1])
+    z = hl.datasets.upsert(path=f"{repo}/b", datapoints=QA[1:])
+    hl.datasets.set_deployment(z.id, "staging", version_id=z.version_id)
+    hl.datasets.delete(z.id)
+    moved = hl.datasets.move(x.id, path=f"{repo}/b")
+    assert moved.datapoints_count == 1
+    # staging holds the commit made when z was created: x was at a then, with its first
+    # version; z's datapoints, now at x's path b, are not x's.
+    envs = {e.name: e.file and e.file.version_id for e in hl.datasets.list_environments(x.id)}
+    assert envs == {"production": None, "staging": x.version_id}
+    staged = hl.datasets.list_datapoints(x.id, environment="staging")
+    assert content(staged) == QA[:1]
+    assert [v.version_id for v in hl.datasets.list_versions(x.id).records] == [x.version_id]
+
+
+def test_pushed_times_in_any_zone_sort_and_show(
+    hl: Humanloop, repo: str, tmp_path: Path, server: tuple[Server, Keys], monkeypatch: Any
+) -> None:
+    running, keys = server
+    monkeypatch.setenv("DSV_API_KEY", keys.write)
+    local = tmp_path / "work"
+    dsv(tmp_path, "init", str(local))
+    dsv(local, "remote", "add", "origin", f"{running.url}/{repo}")
+    # Older, in +05:00; an hour later in UTC (its text sorts first); a zone Python cannot show.
+    for name, date in (("older", "1800000000 +0500"), ("newer", "1800003600 +0000")):
+        (local / f"{name}.jsonl").write_text(json.dumps(QA[0]) + "\n")
+        dsv(local, "add", f"{name}.jsonl")
+        monkeypatch.setenv("DSV_DATE", date)
+        dsv(local, "commit", "-m", name)
+    monkeypatch.setenv("DSV_DATE", "1800007200 +9959")
+    (local / "odd.jsonl").write_text(json.dumps(QA[1]) + "\n")
+    dsv(local, "add", "odd.jsonl")
+    dsv(local, "commit", "-m", "odd zone")
+    dsv(local, "push")
+    listed = list(hl.datasets.list(name=repo, sort_by="updated_at", order="desc"))
+    assert [d.name for d in listed] == ["odd", "newer", "older"]
+    assert str(listed[2].updated_at.utcoffset()) == "5:00:00"
+
+
 def test_unknown_dataset_version_and_environment_are_404(hl: Humanloop, repo: str) -> None:
     made = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA)
     missing_version = "dsv_" + "0" * 64
@@ -574,25 +665,73 @@ def test_auth_on_every_humanloop_route(
     assert reply.status_code == 415
 
 
-def test_concurrent_adds_all_land(hl: Humanloop, repo: str) -> None:
-    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=[])
-    errors: list[BaseException] = []
+def run_together(*calls: Any) -> list[Any]:
+    """Run the calls in threads at once; each one's result or exception."""
+    results: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
 
-    def add(n: int) -> None:
+    def run(i: int) -> None:
+        start.wait()
         try:
-            hl.datasets.upsert(id=made.id, action="add", datapoints=[{"inputs": {"n": str(n)}}])
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+            results[i] = calls[i]()
+        except Exception as exc:
+            results[i] = exc
 
-    threads = [threading.Thread(target=add, args=(n,)) for n in range(6)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    return results
+
+
+def test_concurrent_adds_all_land(hl: Humanloop, repo: str) -> None:
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=[])
+
+    def add(n: int) -> Any:
+        point = {"inputs": {"n": str(n)}}
+        return lambda: hl.datasets.upsert(id=made.id, action="add", datapoints=[point])
+
+    results = run_together(*(add(n) for n in range(16)))
+    assert not [r for r in results if isinstance(r, Exception)]
     names = sorted(p.inputs["n"] for p in hl.datasets.list_datapoints(made.id) if p.inputs)
-    assert names == [str(n) for n in range(6)]
-    assert len(hl.datasets.list_versions(made.id).records) == 7
+    assert names == sorted(str(n) for n in range(16))
+    assert len(hl.datasets.list_versions(made.id).records) == 17
+
+
+def test_concurrent_upserts_with_one_name_make_one_version(hl: Humanloop, repo: str) -> None:
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=[])
+
+    def add(n: int) -> Any:
+        point = {"inputs": {"n": str(n)}}
+        return lambda: hl.datasets.upsert(
+            id=made.id, action="add", datapoints=[point], version_name="same"
+        )
+
+    results = run_together(*(add(n) for n in range(8)))
+    won = [r for r in results if not isinstance(r, Exception)]
+    assert len(won) == 1
+    assert all(isinstance(r, ApiError) and r.status_code == 409 for r in results if r not in won)
+    versions = hl.datasets.list_versions(made.id).records
+    assert [v.version_name for v in versions] == ["same", None]
+
+
+def test_a_move_among_concurrent_adds_leaves_one_dataset(hl: Humanloop, repo: str) -> None:
+    for attempt in range(4):
+        made = hl.datasets.upsert(path=f"{repo}/a{attempt}", datapoints=[])
+
+        def add(n: int, dataset: str = made.id) -> Any:
+            point = {"inputs": {"n": str(n)}}
+            return lambda: hl.datasets.upsert(id=dataset, action="add", datapoints=[point])
+
+        moved = f"{repo}/b{attempt}"
+        results = run_together(
+            add(1), lambda d=made.id, m=moved: hl.datasets.move(d, path=m), add(2), add(3)
+        )
+        assert not [r for r in results if isinstance(r, Exception)]
+        paths = sorted(d.path for d in hl.datasets.list(name=f"{repo}/"))
+        assert f"{repo}/a{attempt}" not in paths and moved in paths
+        assert hl.datasets.get(made.id).datapoints_count == 3
 
 
 def test_the_async_client_works_too(server: tuple[Server, Keys], repo: str) -> None:
@@ -638,8 +777,10 @@ def test_api_writes_are_dsv_commits(
     assert records(local / "evals/qa.jsonl") == [*QA, {"inputs": {"q": "more"}}]
     log = json.loads(dsv(local, "log", "--json").stdout)
     assert [c["oid"] for c in log] == [v2.version_id[4:], v1.version_id[4:]]
-    assert log[1]["message"] == "v1"
-    assert log[0]["message"].endswith("\n\nd")
+    # The version name lives beside the commit (it can be renamed); the description is the
+    # commit message, else a generated one.
+    assert log[1]["message"] == "set 2 datapoint(s) of evals/qa.jsonl (Humanloop API)"
+    assert log[0]["message"] == "d"
     # The deployment arrives as the remote's environment ref.
     production = Repository.open(local).refs.read("refs/remotes/origin/envs/production")
     assert production is not None and production.hex() == v1.version_id[4:]

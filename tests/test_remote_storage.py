@@ -38,6 +38,7 @@ from dsv.remote.protocol import (
 )
 from dsv.remote.storage import (
     BlobStore,
+    DatasetMove,
     LocalBlobStore,
     MetaStore,
     RefChange,
@@ -200,14 +201,29 @@ def test_datasets_keep_their_id_through_moves(meta: MetaStore) -> None:
     assert other.id == "ds_b"
     assert meta.dataset_by_id("ds_b") == other and meta.dataset_by_id("ds_x") is None
     # Moving onto a path whose record is stale drops that record.
-    commit = bytes([7]) * 32
-    meta.move_dataset("ds_a", "rag.jsonl", commit=commit, old_path="qa.jsonl")
+    # A move is recorded with the ref update that made it, or not at all.
+    commit, later = bytes([7]) * 32, bytes([8]) * 32
+    move = DatasetMove("ds_a", "rag.jsonl", commit, "qa.jsonl")
+    change = RefChange("refs/heads/main", None, commit)
+    with pytest.raises(RefConflict):
+        meta.update_refs(
+            "acme/evals",
+            [RefChange("refs/heads/main", later, commit)],
+            user="u",
+            reason="move",
+            move=move,
+        )
+    assert meta.dataset_moves("ds_a") == {}
+    meta.update_refs("acme/evals", [change], user="u", reason="move", move=move)
     moved = meta.dataset_by_id("ds_a")
     assert moved is not None and moved.path == "rag.jsonl"
     assert meta.dataset_by_id("ds_b") is None
-    assert meta.dataset_moves("ds_a") == {commit: "qa.jsonl"}
-    again = meta.register_dataset("acme/evals", "qa.jsonl", ["ds_a", "ds_c"], created=7)
-    assert again.id == "ds_c"
+    back = DatasetMove("ds_a", "qa.jsonl", later, "rag.jsonl")
+    change = RefChange("refs/heads/main", commit, later)
+    meta.update_refs("acme/evals", [change], user="u", reason="move", move=back)
+    # Oldest move first, whatever the commit ids.
+    assert list(meta.dataset_moves("ds_a").items()) == [(commit, "qa.jsonl"), (later, "rag.jsonl")]
+    assert meta.register_dataset("acme/evals", "rag.jsonl", ["ds_c"], created=7).id == "ds_c"
 
 
 def test_version_notes_are_replaced_whole(meta: MetaStore) -> None:

@@ -207,6 +207,8 @@ def test_oversized_bodies_are_413(http: tuple[str, httpx.Client]) -> None:
         (b'{"kind": "page", "ids": "abc"}', "ids: Expected `array`"),
         (b'{"kind": "page"}', "ids"),
         (b"", "data"),
+        (b'{"kind": "page", "ids": [], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too deeply"),
+        (b'{"kind": "page", "ids": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too deeply"),
     ],
 )
 def test_malformed_json_bodies_are_400(

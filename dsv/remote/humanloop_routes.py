@@ -19,8 +19,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.handlers.http_handlers import HTTPRouteHandler
 
-from dsv.remote.humanloop import (
-    HumanloopService,
+from dsv.remote.humanloop import HumanloopService
+from dsv.remote.humanloop_types import (
     MoveRequest,
     Unprocessable,
     UpsertRequest,

@@ -41,8 +41,9 @@ from dsv.objects import (
 )
 from dsv.pack import BLOCK_SIZE, PackWriter
 from dsv.refs import BRANCHES, ENVS, TAGS, check_ref_name
-from dsv.remote.humanloop import DEFAULT_ENVIRONMENTS, HumanloopService, Unprocessable
+from dsv.remote.humanloop import HumanloopService
 from dsv.remote.humanloop_routes import HUMANLOOP_PREFIXES, humanloop_handlers
+from dsv.remote.humanloop_types import DEFAULT_ENVIRONMENTS, Unprocessable
 from dsv.remote.keys import AccessDenied, authorize
 from dsv.remote.protocol import (
     PACK_MEDIA_TYPE,
@@ -504,6 +505,9 @@ def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str
         return 422, "corrupt", exc.message, "the data sent was refused whole"
     if isinstance(exc, BadInput):
         return 400, "bad_request", exc.message, exc.hint
+    if isinstance(exc, RecursionError):
+        # The JSON decoder's depth limit: malformed input like any other.
+        return 400, "bad_request", "the request's JSON is nested too deeply", None
     if isinstance(exc, StorageError | BadState):
         log.error("request %s: %s", _request_id(), exc.message)
         return 503, "storage_error", exc.message, "try again later"

@@ -28,6 +28,7 @@ from dsv.store import ObjectStore
 
 __all__ = [
     "BlobStore",
+    "DatasetMove",
     "DatasetRecord",
     "KeyRecord",
     "LocalBlobStore",
@@ -111,6 +112,15 @@ class DatasetRecord(msgspec.Struct, frozen=True):
     created: int
 
 
+class DatasetMove(msgspec.Struct, frozen=True):
+    """Dataset `dataset` now lives at `path`: commit `commit` moved it from `old_path`."""
+
+    dataset: str
+    path: str
+    commit: bytes
+    old_path: str
+
+
 class VersionNote(msgspec.Struct, frozen=True):
     """What an API adds to one version of a dataset without touching its immutable commit."""
 
@@ -177,10 +187,13 @@ class MetaStore(Protocol):
         user: str,
         reason: str,
         head: str | None = None,
+        move: DatasetMove | None = None,
     ) -> None:
         """Apply every change or none: each ref must be at its `old`, else RefConflict.
 
-        `head` becomes the repository's default branch if it has none yet.
+        `head` becomes the repository's default branch if it has none yet. `move` is recorded
+        in the same transaction, so a dataset's record never disagrees with the ref that
+        moved its file. A stale record of another dataset at the new path is dropped.
         """
         ...
 
@@ -194,16 +207,8 @@ class MetaStore(Protocol):
 
     def dataset_by_id(self, dataset_id: str) -> DatasetRecord | None: ...
 
-    def move_dataset(self, dataset_id: str, path: str, *, commit: bytes, old_path: str) -> None:
-        """Point the record at `path`, remembering that `commit` moved it from `old_path`.
-
-        A stale record of another dataset at `path` (one no longer in the repository) is
-        dropped.
-        """
-        ...
-
     def dataset_moves(self, dataset_id: str) -> dict[bytes, str]:
-        """Commit id -> the dataset's path before that commit moved it."""
+        """Commit id -> the dataset's path before that commit moved it, oldest move first."""
         ...
 
     def version_notes(self, dataset_id: str) -> dict[bytes, VersionNote]: ...
@@ -416,6 +421,7 @@ class SqliteMetaStore:
         user: str,
         reason: str,
         head: str | None = None,
+        move: DatasetMove | None = None,
     ) -> None:
         now = int(time.time())
         with self._write("update refs") as db:
@@ -444,6 +450,20 @@ class SqliteMetaStore:
                 db.execute(
                     "UPDATE repos SET head = ? WHERE name = ? AND head IS NULL", (head, repo)
                 )
+            if move is not None:
+                self._move(db, repo, move)
+
+    @staticmethod
+    def _move(db: sqlite3.Connection, repo: str, move: DatasetMove) -> None:
+        db.execute(
+            "DELETE FROM datasets WHERE repo = ? AND path = ? AND id != ?",
+            (repo, move.path, move.dataset),
+        )
+        db.execute("UPDATE datasets SET path = ? WHERE id = ?", (move.path, move.dataset))
+        db.execute(
+            "INSERT OR REPLACE INTO dataset_moves (dataset, commit_oid, old_path) VALUES (?, ?, ?)",
+            (move.dataset, move.commit, move.old_path),
+        )
 
     def ref_log(self, repo: str, name: str) -> list[RefLogRecord]:
         with self._errors("read a ref log"):
@@ -504,26 +524,11 @@ class SqliteMetaStore:
             )
         return DatasetRecord(*row) if row else None
 
-    def move_dataset(self, dataset_id: str, path: str, *, commit: bytes, old_path: str) -> None:
-        with self._write("move a dataset") as db:
-            row = db.execute("SELECT repo FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
-            if row is None:
-                raise StorageError(f"no dataset {dataset_id} to move")
-            db.execute(
-                "DELETE FROM datasets WHERE repo = ? AND path = ? AND id != ?",
-                (row[0], path, dataset_id),
-            )
-            db.execute("UPDATE datasets SET path = ? WHERE id = ?", (path, dataset_id))
-            db.execute(
-                "INSERT OR REPLACE INTO dataset_moves (dataset, commit_oid, old_path) "
-                "VALUES (?, ?, ?)",
-                (dataset_id, commit, old_path),
-            )
-
     def dataset_moves(self, dataset_id: str) -> dict[bytes, str]:
         with self._errors("read dataset moves"):
             rows = self._db().execute(
-                "SELECT commit_oid, old_path FROM dataset_moves WHERE dataset = ?", (dataset_id,)
+                "SELECT commit_oid, old_path FROM dataset_moves WHERE dataset = ? ORDER BY rowid",
+                (dataset_id,),
             )
             return {bytes(commit): old for commit, old in rows}
 
