@@ -18,8 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from dsv.canonical import decode_canonical, encode_canonical
-from dsv.errors import CorruptObject
-from dsv.manifest import build_dataset, join_slices
+from dsv.manifest import build_dataset
 from dsv.objects import (
     OID_SIZE,
     Commit,
@@ -28,9 +27,6 @@ from dsv.objects import (
     Kind,
     Tree,
     TreeEntry,
-    decode_commit,
-    decode_dataset,
-    decode_tree,
     encode_object,
     hash_object,
 )
@@ -66,7 +62,6 @@ from dsv.remote.humanloop_types import (
 from dsv.remote.keys import AccessDenied, authenticate, permit
 from dsv.remote.protocol import ApiError
 from dsv.remote.storage import (
-    BlobStore,
     DatasetMove,
     DatasetRecord,
     KeyRecord,
@@ -75,12 +70,12 @@ from dsv.remote.storage import (
     RefConflict,
     VersionNote,
 )
+from dsv.remote.stored import StoredObjects
 
 __all__ = ["HumanloopService"]
 
 _FORMAT = Format("jsonl")
 _ATTEMPTS = 8
-_CACHE_LIMIT = 65_536
 
 # -- the service ----------------------------------------------------------------------------------
 
@@ -136,19 +131,19 @@ class HumanloopService:
 
     def __init__(
         self,
-        blobs: BlobStore,
+        objects: StoredObjects,
         meta: MetaStore,
         *,
         tmp_dir: Any,
         auth: bool = True,
         environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS,
     ) -> None:
-        self.blobs = blobs
+        self.objects = objects
+        self.blobs = objects.blobs
         self.meta = meta
         self.tmp_dir = tmp_dir
         self.auth = auth
         self.environments = check_environments(environments)
-        self._cache: dict[tuple[str, bytes, Kind], Any] = {}
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
 
@@ -191,46 +186,6 @@ class HumanloopService:
         with self._locked(repo):
             yield self._record(caller, dataset_id, write=True)
 
-    # -- reading objects (immutable, so cached) ----------------------------------------------
-
-    def _object(self, repo: str, kind: Kind, oid: bytes) -> Any:
-        key = (repo, oid, kind)
-        found = self._cache.get(key)
-        if found is None:
-            (body,) = self.blobs.read(repo, kind, [oid])
-            if kind == Kind.COMMIT:
-                found = decode_commit(body, oid)
-            elif kind == Kind.TREE:
-                found = {e.path: e.dataset for e in decode_tree(body, oid).entries}
-            else:
-                found = decode_dataset(body, oid)
-            with self._guard:
-                if len(self._cache) >= _CACHE_LIMIT:
-                    self._cache.clear()
-                self._cache[key] = found
-        return found
-
-    def _commit(self, repo: str, oid: bytes) -> Commit:
-        found: Commit = self._object(repo, Kind.COMMIT, oid)
-        return found
-
-    def _tree_of(self, repo: str, commit: bytes) -> dict[str, bytes]:
-        found: dict[str, bytes] = self._object(repo, Kind.TREE, self._commit(repo, commit).tree)
-        return found
-
-    def _dataset(self, repo: str, oid: bytes) -> Dataset:
-        found: Dataset = self._object(repo, Kind.DATASET, oid)
-        return found
-
-    def _same(self, repo: str, a: bytes, b: bytes) -> bool:
-        return a == b or self._dataset(repo, a).same_as(self._dataset(repo, b))
-
-    def _oids(self, repo: str, dataset_oid: bytes) -> bytes:
-        dataset = self._dataset(repo, dataset_oid)
-        unique = list(dict.fromkeys(s.page for s in dataset.slices))
-        pages = dict(zip(unique, self.blobs.read(repo, Kind.PAGE, unique), strict=True))
-        return join_slices(dataset, pages, dataset_oid)
-
     def _branch(self, repo: str) -> tuple[str, bytes | None]:
         record = self.meta.get_repo(repo)
         name = record.head if record and record.head else BRANCHES + "main"
@@ -246,7 +201,7 @@ class HumanloopService:
         path = record.path
         while oid is not None:
             chain.append((oid, path))
-            parents = self._commit(record.repo, oid).parents
+            parents = self.objects.commit(record.repo, oid).parents
             path = moves.get(oid, path)
             oid = parents[0] if parents else None
         return chain
@@ -262,7 +217,7 @@ class HumanloopService:
         oid: bytes | None = start
         while oid is not None and oid not in at:
             prefix.append(oid)
-            parents = self._commit(repo, oid).parents
+            parents = self.objects.commit(repo, oid).parents
             oid = parents[0] if parents else None
         if oid is None:
             return None
@@ -272,14 +227,14 @@ class HumanloopService:
     def _walk(self, repo: str, chain: Chain, *, first: bool) -> list[_Version]:
         """Versions along `chain` (newest first) while the dataset exists; only one if `first`."""
         found: list[_Version] = []
-        entry = self._tree_of(repo, chain[0][0]).get(chain[0][1]) if chain else None
+        entry = self.objects.tree(repo, chain[0][0]).get(chain[0][1]) if chain else None
         for i, (oid, path) in enumerate(chain):
             if entry is None:
                 break
             parent = chain[i + 1] if i + 1 < len(chain) else None
-            parent_entry = self._tree_of(repo, parent[0]).get(parent[1]) if parent else None
-            if parent_entry is None or not self._same(repo, entry, parent_entry):
-                found.append(_Version(oid, self._commit(repo, oid), entry, path))
+            parent_entry = self.objects.tree(repo, parent[0]).get(parent[1]) if parent else None
+            if parent_entry is None or not self.objects.same(repo, entry, parent_entry):
+                found.append(_Version(oid, self.objects.commit(repo, oid), entry, path))
                 if first:
                     break
             entry = parent_entry
@@ -384,7 +339,7 @@ class HumanloopService:
             created_at=iso_time(record.created),
             updated_at=updated,
             last_used_at=updated,
-            datapoints_count=self._dataset(repo, version.dataset).count,
+            datapoints_count=self.objects.dataset(repo, version.dataset).count,
             environments=[
                 self._env_response(repo, env)
                 for env, v in versions.deployed.items()
@@ -403,32 +358,10 @@ class HumanloopService:
         )
 
     def _points(self, repo: str, dataset_oid: bytes, start: int = 0, stop: int = -1) -> list[Any]:
-        """Datapoints `start` to `stop` of a version, reading only the pages that hold them."""
-        dataset = self._dataset(repo, dataset_oid)
-        stop = dataset.count if stop < 0 else min(stop, dataset.count)
-        parts: list[tuple[bytes, int, int]] = []
-        at = 0
-        for s in dataset.slices:
-            if at >= stop:
-                break
-            low, high = max(start, at), min(stop, at + s.stop - s.start)
-            if low < high:
-                parts.append((s.page, s.start + low - at, s.start + high - at))
-            at += s.stop - s.start
-        unique = list(dict.fromkeys(page for page, _, _ in parts))
-        pages = dict(zip(unique, self.blobs.read(repo, Kind.PAGE, unique), strict=True))
-        wanted = []
-        for page, low, high in parts:
-            body = pages[page]
-            if high * OID_SIZE > len(body):
-                raise CorruptObject(f"corrupt object {dataset_oid.hex()}: slice outside its page")
-            wanted.extend(_split(body[low * OID_SIZE : high * OID_SIZE]))
-        out = []
-        for at in range(0, len(wanted), 2048):
-            batch = wanted[at : at + 2048]
-            for oid, body in zip(batch, self.blobs.read(repo, Kind.DATAPOINT, batch), strict=True):
-                out.append(_datapoint_response(oid, body))
-        return out
+        return [
+            _datapoint_response(oid, body)
+            for oid, body in self.objects.datapoints(repo, dataset_oid, start, stop)
+        ]
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -457,7 +390,7 @@ class HumanloopService:
             _, tip = self._branch(repo.name)
             if tip is None:
                 continue
-            for path in self._tree_of(repo.name, tip):
+            for path in self.objects.tree(repo.name, tip):
                 shown = f"{repo.name}/{path[: -len(DATASET_SUFFIX)]}"
                 if not path.endswith(DATASET_SUFFIX) or (
                     name and name.lower() not in shown.lower()
@@ -511,7 +444,7 @@ class HumanloopService:
         versions = self._versions(record)
         chosen = self._pick(record, versions, version=version, environment=environment)
         chosen = chosen or self._default(versions)
-        total = self._dataset(record.repo, chosen.dataset).count
+        total = self.objects.dataset(record.repo, chosen.dataset).count
         start = (page - 1) * size
         records = self._points(record.repo, chosen.dataset, start, start + size) if size else []
         return Page(records, page, size, total)
@@ -591,7 +524,7 @@ class HumanloopService:
         """
         for _ in range(_ATTEMPTS):
             branch, head = self._branch(repo)
-            tree = dict(self._tree_of(repo, head)) if head else {}
+            tree = dict(self.objects.tree(repo, head)) if head else {}
             sink = _Sink()
             built = build(tree, sink)
             if built is None:
@@ -728,8 +661,8 @@ class HumanloopService:
                     sink,
                     result,
                     bodies,
-                    self._dataset(record.repo, current) if current else None,
-                    self._oids(record.repo, current) if current else None,
+                    self.objects.dataset(record.repo, current) if current else None,
+                    self.objects.oids(record.repo, current) if current else None,
                 )
                 # The name stays out of the message: it can be renamed, the commit cannot.
                 summary = f"{action} {len(given)} datapoint(s) of {record.path} (Humanloop API)"
@@ -774,7 +707,7 @@ class HumanloopService:
         repo = record.repo
         current = tree.get(record.path)
         base_oid = base.dataset if base else current
-        base_oids = self._oids(repo, base_oid) if base_oid else b""
+        base_oids = self.objects.oids(repo, base_oid) if base_oid else b""
         if action == "set":
             result = list(dict.fromkeys(given))
         elif action == "add":
@@ -783,7 +716,7 @@ class HumanloopService:
         else:
             dropped = set(given)
             result = [oid for oid in _split(base_oids) if oid not in dropped]
-        if current is not None and b"".join(result) == self._oids(repo, current):
+        if current is not None and b"".join(result) == self.objects.oids(repo, current):
             return None
         return result
 

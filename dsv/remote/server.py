@@ -78,6 +78,7 @@ from dsv.remote.storage import (
     check_repo_name,
     open_storage,
 )
+from dsv.remote.stored import StoredObjects
 
 __all__ = ["ApiError", "RemoteService", "ServerConfig", "create_app", "is_loopback", "serve"]
 
@@ -128,6 +129,7 @@ class RemoteService:
         self.config = config
         self.blobs = blobs
         self.meta = meta
+        self.stored = StoredObjects(blobs)
         self.tmp_dir = Path(config.root) / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._clean_tmp()
@@ -418,8 +420,7 @@ class RemoteService:
             oid = queue.pop()
             if oid == ancestor:
                 return True
-            (body,) = self.blobs.read(repo, Kind.COMMIT, [oid])
-            for parent in decode_commit(body, oid).parents:
+            for parent in self.stored.commit(repo, oid).parents:
                 if parent not in seen:
                     seen.add(parent)
                     queue.append(parent)
@@ -700,7 +701,7 @@ def create_app(service: RemoteService) -> _App:
         return service.update_refs(repo, data, found)
 
     humanloop = HumanloopService(
-        service.blobs,
+        service.stored,
         service.meta,
         tmp_dir=service.tmp_dir,
         auth=service.config.auth,
