@@ -815,6 +815,8 @@ def test_dsv_push_is_read_by_the_api(
     dsv(local, "push", "origin", "main", "production")
     versions = hl.datasets.list_versions(found.id).records
     assert [v.version_description for v in versions] == ["second", "first"]
+    # Created when its first version was committed, not when the API first saw it.
+    assert {v.created_at for v in versions} == {versions[-1].updated_at}
     assert hl.datasets.get(found.id).version_id == "dsv_" + first_id
     (production, _) = hl.datasets.list_environments(found.id)
     assert production.file is not None and production.file.version_id == "dsv_" + first_id

@@ -91,6 +91,7 @@ class _Version(NamedTuple):
 
 class _Versions(NamedTuple):
     latest: _Version
+    first: _Version
     every: list[_Version]
     visible: list[_Version]
     deployed: dict[str, _Version]
@@ -265,7 +266,7 @@ class HumanloopService:
         visible = [
             v for v in every if v.commit in needed or not getattr(notes.get(v.commit), "hidden", 0)
         ]
-        return _Versions(history[0], every, visible, deployed, notes)
+        return _Versions(history[0], history[-1], every, visible, deployed, notes)
 
     def _environment_names(self, refs: dict[str, bytes]) -> list[str]:
         found = [n[len(ENVS) :] for n in refs if n.startswith(ENVS)]
@@ -336,7 +337,9 @@ class HumanloopService:
             id=record.id,
             name=name.rsplit("/", 1)[-1],
             version_id=version_id(version.commit),
-            created_at=iso_time(record.created),
+            # Created when its oldest version was: a dataset pushed with dsv is older than
+            # the API's record of it.
+            created_at=iso_time(versions.first.info.time, versions.first.info.tz),
             updated_at=updated,
             last_used_at=updated,
             datapoints_count=self.objects.dataset(repo, version.dataset).count,
@@ -405,7 +408,7 @@ class HumanloopService:
                     continue
                 key = {
                     "name": (record.path.rsplit("/", 1)[-1].lower(), shown),
-                    "created_at": (record.created, shown),
+                    "created_at": (versions.first.info.time, shown),
                     "updated_at": (version.info.time, shown),
                 }[field]
                 found.append((self._response(record, versions, version), key))
