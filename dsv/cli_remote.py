@@ -95,7 +95,14 @@ class _Progress:
 
 
 def _print_refs(refs: list[RefResult], remote: str | None) -> None:
-    marks = {"new": "*", "updated": " ", "forced": "+", "up-to-date": "=", "rejected": "!"}
+    marks = {
+        "new": "*",
+        "updated": " ",
+        "forced": "+",
+        "up-to-date": "=",
+        "rejected": "!",
+        "deleted": "-",
+    }
     for r in refs:
         name = r.name.removeprefix("refs/heads/").removeprefix("refs/tags/")
         if r.name.startswith("refs/envs/"):
@@ -104,6 +111,8 @@ def _print_refs(refs: list[RefResult], remote: str | None) -> None:
             name += " -> " + r.target.removeprefix("refs/remotes/").removeprefix("refs/tags/")
         if r.status == "rejected":
             change = r.reason
+        elif r.new is None:
+            change = f"(was {_short(r.old)})" if r.old else ""
         elif r.status == "up-to-date" or r.old is None:
             change = _short(r.new)
         else:

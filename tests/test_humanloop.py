@@ -784,6 +784,13 @@ def test_api_writes_are_dsv_commits(
     # The deployment arrives as the remote's environment ref.
     production = Repository.open(local).refs.read("refs/remotes/origin/envs/production")
     assert production is not None and production.hex() == v1.version_id[4:]
+    # Removing the deployment deletes the ref; a fetch deletes its remote-tracking ref too.
+    hl.datasets.remove_deployment(v1.id, "production")
+    fetched = dsv(local, "fetch").stdout
+    gone = f" - deleted     env production -> origin/envs/production  (was {v1.version_id[4:16]})"
+    assert gone in fetched
+    assert Repository.open(local).refs.read("refs/remotes/origin/envs/production") is None
+    assert "deleted" not in dsv(local, "fetch").stdout
     dsv(local, "fsck")
 
 

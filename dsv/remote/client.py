@@ -364,12 +364,13 @@ def _open(remote: Remote, name: str) -> Connection:
 
 
 class RefResult(msgspec.Struct, frozen=True):
-    """One ref of a push or fetch: `status` is new, updated, forced, up-to-date or rejected."""
+    """One ref of a push or fetch: `status` is new, updated, forced, up-to-date, rejected, or
+    deleted (a remote-tracking ref whose ref the remote no longer has; `new` is None)."""
 
     name: str
     target: str
     old: bytes | None
-    new: bytes
+    new: bytes | None
     status: str
     reason: str = ""
 
@@ -715,7 +716,7 @@ def push(
         with repo.lock():
             for r in results:
                 tracking = _tracking_ref(remote, r.name)
-                if tracking is not None:
+                if tracking is not None and r.new is not None:
                     current = repo.refs.read(tracking)
                     if current != r.new:
                         repo.refs.update(
@@ -852,6 +853,16 @@ def _update_tracking(repo: Repository, remote: str, theirs: dict[str, bytes]) ->
         results.append(
             RefResult(name, target, current, oid, "new" if current is None else "updated")
         )
+    # The remote deleted these (an environment's deployment removed, a branch deleted): the
+    # tracking refs follow, so they never show a state the remote no longer has.
+    kept = {_tracking_ref(remote, name) for name in theirs}
+    for target, oid in repo.refs.list_refs(f"{REMOTES}{remote}/"):
+        if target in kept:
+            continue
+        repo.refs.delete(target, expected=oid, user=repo.user, reason=f"fetch: {remote} deleted it")
+        short = target[len(f"{REMOTES}{remote}/") :]
+        name = ENVS + short[len("envs/") :] if short.startswith("envs/") else BRANCHES + short
+        results.append(RefResult(name, target, oid, None, "deleted"))
     return results
 
 
