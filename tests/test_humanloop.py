@@ -564,6 +564,79 @@ def test_an_environment_never_shows_another_datasets_version(hl: Humanloop, repo
     assert [v.version_id for v in hl.datasets.list_versions(x.id).records] == [x.version_id]
 
 
+def test_a_new_dataset_at_an_old_path_inherits_nothing(hl: Humanloop, repo: str) -> None:
+    first = hl.datasets.upsert(path=f"{repo}/a", datapoints=[{"inputs": {"q": "secret-D"}}])
+    hl.datasets.set_deployment(first.id, "production", version_id=first.version_id)
+    hl.datasets.move(first.id, path=f"{repo}/b")
+    new = hl.datasets.upsert(path=f"{repo}/a", datapoints=[{"inputs": {"q": "E"}}])
+    assert new.id != first.id
+    # production holds a commit from before this dataset existed: nothing of it is deployed.
+    assert [e.file for e in hl.datasets.list_environments(new.id)] == [None, None]
+    assert content(hl.datasets.list_datapoints(new.id)) == [{"inputs": {"q": "E"}}]
+    csv_added = hl.datasets.upload_csv(new.id, file=("r.csv", io.BytesIO(b"q\nfrom csv\n")))
+    assert content(hl.datasets.list_datapoints(new.id, version_id=csv_added.version_id)) == [
+        {"inputs": {"q": "E"}},
+        {"inputs": {"q": "from csv"}},
+    ]
+    # The moved dataset still has its deployment.
+    assert hl.datasets.get(first.id, environment="production").version_id == first.version_id
+
+
+def test_reads_during_moves_never_miss_the_dataset(hl: Humanloop, repo: str) -> None:
+    made = hl.datasets.upsert(path=f"{repo}/a", datapoints=QA)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                hl.datasets.get(made.id)
+                hl.datasets.list_versions(made.id)
+                listed = [d.id for d in hl.datasets.list(name=repo)]
+                assert listed == [made.id], listed
+            except BaseException as exc:
+                failures.append(exc)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for n in range(12):
+            hl.datasets.move(made.id, path=f"{repo}/{'ab'[n % 2 == 0]}")
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not failures, failures[0]
+
+
+def test_datapoints_deeper_than_the_limit_are_422(hl: Humanloop, repo: str) -> None:
+    def nested(levels: int) -> Any:
+        value: Any = "leaf"
+        for _ in range(levels - 1):
+            value = [value]
+        return {"deep": value}
+
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=[{"target": nested(199)}])
+    (latest,) = hl.datasets.list_versions(made.id, include_datapoints="latest_saved").records
+    assert content(latest.datapoints or []) == [{"target": nested(199)}]
+    with pytest.raises(UnprocessableEntityError) as exc:
+        hl.datasets.upsert(id=made.id, datapoints=[QA[0], {"target": nested(200)}])
+    (detail,) = exc.value.body.detail
+    assert detail.loc == ["body", "datapoints", 1]
+    assert detail.msg == "the datapoint is nested more than 200 levels deep"
+
+
+def test_dataset_names_fit_the_file_system(hl: Humanloop, repo: str) -> None:
+    fits = "é" * 124  # 248 bytes, +".jsonl" = 254
+    hl.datasets.upsert(path=f"{repo}/{fits}", datapoints=QA)
+    for name in ("é" * 125, "x" * 256 + "/y"):
+        with pytest.raises(UnprocessableEntityError) as exc:
+            hl.datasets.upsert(path=f"{repo}/{name}", datapoints=QA)
+        assert "longer than" in exc.value.body.detail[0].msg
+
+
 def test_pushed_times_in_any_zone_sort_and_show(
     hl: Humanloop, repo: str, tmp_path: Path, server: tuple[Server, Keys], monkeypatch: Any
 ) -> None:

@@ -8,6 +8,7 @@ dsv.remote.humanloop_types holds the shapes.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import re
 import threading
@@ -76,6 +77,7 @@ __all__ = ["HumanloopService"]
 
 _FORMAT = Format("jsonl")
 _ATTEMPTS = 8
+_HISTORIES = 512
 
 # -- the service ----------------------------------------------------------------------------------
 
@@ -147,6 +149,9 @@ class HumanloopService:
         self.environments = check_environments(environments)
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
+        self._histories: collections.OrderedDict[
+            tuple[str, str, str, bytes, int], tuple[Chain, dict[bytes, int], list[_Version]]
+        ] = collections.OrderedDict()
 
     # -- access ------------------------------------------------------------------------------
 
@@ -192,11 +197,24 @@ class HumanloopService:
         name = record.head if record and record.head else BRANCHES + "main"
         return name, self.meta.list_refs(repo).get(name)
 
+    def _reading(
+        self, caller: KeyRecord | None, dataset_id: str
+    ) -> tuple[DatasetRecord, _Versions]:
+        """The record and its versions, read without the lock: if an API move lands between
+        reading the record and reading the branch, the record is read again."""
+        for _ in range(_ATTEMPTS):
+            record = self._record(caller, dataset_id, write=False)
+            try:
+                return record, self._versions(record)
+            except ApiError as exc:
+                if exc.status != 404 or self.meta.dataset_by_id(dataset_id) == record:
+                    raise
+        raise not_found(f"Dataset {dataset_id} not found")
+
     # -- versions ----------------------------------------------------------------------------
 
-    def _chain(self, record: DatasetRecord, tip: bytes) -> Chain:
+    def _chain(self, record: DatasetRecord, tip: bytes, moves: dict[bytes, str]) -> Chain:
         """(commit, the dataset's path there) along first parents from `tip`, undoing moves."""
-        moves = self.meta.dataset_moves(record.id)
         chain: Chain = []
         oid: bytes | None = tip
         path = record.path
@@ -207,13 +225,15 @@ class HumanloopService:
             oid = parents[0] if parents else None
         return chain
 
-    def _joined(self, repo: str, start: bytes, chain: Chain) -> Chain | None:
-        """The chain from `start`, a commit off the default branch's first-parent line.
+    def _joined(
+        self, repo: str, start: bytes, chain: Chain, at: dict[bytes, int]
+    ) -> tuple[Chain, int] | None:
+        """The chain from `start`, which may be off the default branch's first-parent line,
+        and where it joins that line.
 
         The API moves datasets only on that line, so until `start`'s first parents join it,
         the dataset's path is the one it has where they join. None if they never do.
         """
-        at = {oid: i for i, (oid, _) in enumerate(chain)}
         prefix: list[bytes] = []
         oid: bytes | None = start
         while oid is not None and oid not in at:
@@ -223,7 +243,7 @@ class HumanloopService:
         if oid is None:
             return None
         joined = at[oid]
-        return [(p, chain[joined][1]) for p in prefix] + chain[joined:]
+        return [(p, chain[joined][1]) for p in prefix] + chain[joined:], joined
 
     def _walk(self, repo: str, chain: Chain, *, first: bool) -> list[_Version]:
         """Versions along `chain` (newest first) while the dataset exists; only one if `first`."""
@@ -241,21 +261,46 @@ class HumanloopService:
             entry = parent_entry
         return found
 
+    def _history(
+        self, record: DatasetRecord, tip: bytes
+    ) -> tuple[Chain, dict[bytes, int], list[_Version]]:
+        """The chain from `tip`, each commit's place in it, and the versions along it; kept
+        for a few hundred (dataset, tip) pairs, as walking a long history costs."""
+        moves = self.meta.dataset_moves(record.id)
+        key = (record.repo, record.id, record.path, tip, len(moves))
+        with self._guard:
+            found = self._histories.get(key)
+            if found is not None:
+                self._histories.move_to_end(key)
+                return found
+        chain = self._chain(record, tip, moves)
+        at = {oid: i for i, (oid, _) in enumerate(chain)}
+        found = (chain, at, self._walk(record.repo, chain, first=False))
+        with self._guard:
+            self._histories[key] = found
+            while len(self._histories) > _HISTORIES:
+                self._histories.popitem(last=False)
+        return found
+
     def _versions(self, record: DatasetRecord) -> _Versions:
         """The dataset's versions; 404 if the default branch no longer has it."""
         repo = record.repo
         _, tip = self._branch(repo)
-        chain = self._chain(record, tip) if tip else []
-        history = self._walk(repo, chain, first=False)
+        chain, at, history = self._history(record, tip) if tip else ([], {}, [])
         if not history:
             raise not_found(f"Dataset {record.id} not found")
+        # An environment holding a commit from before this dataset's first version (say, of
+        # a dataset that had its path then) holds none of its versions.
+        oldest = at[history[-1].commit]
         by_commit = {v.commit: v for v in history}
         deployed: dict[str, _Version] = {}
         refs = self.meta.list_refs(repo)
         for name in self._environment_names(refs):
             target = refs.get(ENVS + name)
-            joined = self._joined(repo, target, chain) if target else None
-            found = self._walk(repo, joined, first=True) if joined else []
+            joined = self._joined(repo, target, chain, at) if target else None
+            if joined is None or joined[1] > oldest:
+                continue
+            found = self._walk(repo, joined[0], first=True)
             if found:
                 deployed[name] = by_commit.get(found[0].commit, found[0])
         notes = self.meta.version_notes(record.id)
@@ -388,34 +433,42 @@ class HumanloopService:
             raise Unprocessable(["query", "order"], "Input should be 'asc' or 'desc'", "enum")
         found: list[tuple[DatasetResponse, Any]] = []
         for repo in self.meta.list_repos():
-            if not self._readable(caller, repo.name):
-                continue
-            _, tip = self._branch(repo.name)
-            if tip is None:
-                continue
-            for path in self.objects.tree(repo.name, tip):
-                shown = f"{repo.name}/{path[: -len(DATASET_SUFFIX)]}"
-                if not path.endswith(DATASET_SUFFIX) or (
-                    name and name.lower() not in shown.lower()
-                ):
-                    continue
-                record = self.meta.register_dataset(
-                    repo.name, path, dataset_ids(repo.name, path), created=int(time.time())
-                )
-                versions = self._versions(record)
-                version = self._default(versions)
-                if user_filter and user_filter.lower() not in version.info.author.lower():
-                    continue
-                key = {
-                    "name": (record.path.rsplit("/", 1)[-1].lower(), shown),
-                    "created_at": (versions.first.info.time, shown),
-                    "updated_at": (version.info.time, shown),
-                }[field]
-                found.append((self._response(record, versions, version), key))
+            if self._readable(caller, repo.name):
+                with self._locked(repo.name):
+                    found.extend(self._listed(repo.name, field, name, user_filter))
         descending = order == "desc" or (order is None and field != "name")
         found.sort(key=lambda pair: pair[1], reverse=descending)
         start = (page - 1) * size
         return Page([d for d, _ in found[start : start + size]], page, size, len(found))
+
+    def _listed(
+        self, repo: str, field: str, name: str | None, user_filter: str | None
+    ) -> list[tuple[DatasetResponse, Any]]:
+        """The datasets of `repo` a listing shows, with their sort keys; called under the
+        repository's lock, so that no API move makes a path registered here stale."""
+        found: list[tuple[DatasetResponse, Any]] = []
+        _, tip = self._branch(repo)
+        for path in self.objects.tree(repo, tip) if tip else {}:
+            shown = f"{repo}/{path[: -len(DATASET_SUFFIX)]}"
+            if not path.endswith(DATASET_SUFFIX) or (name and name.lower() not in shown.lower()):
+                continue
+            record = self.meta.register_dataset(
+                repo, path, dataset_ids(repo, path), created=int(time.time())
+            )
+            try:
+                versions = self._versions(record)
+            except ApiError:
+                continue  # a push removed it since the branch was read
+            version = self._default(versions)
+            if user_filter and user_filter.lower() not in version.info.author.lower():
+                continue
+            key = {
+                "name": (record.path.rsplit("/", 1)[-1].lower(), shown),
+                "created_at": (versions.first.info.time, shown),
+                "updated_at": (version.info.time, shown),
+            }[field]
+            found.append((self._response(record, versions, version), key))
+        return found
 
     def get(
         self,
@@ -426,8 +479,7 @@ class HumanloopService:
         environment: str | None = None,
         include_datapoints: bool = False,
     ) -> DatasetResponse:
-        record = self._record(caller, dataset_id, write=False)
-        versions = self._versions(record)
+        record, versions = self._reading(caller, dataset_id)
         chosen = self._pick(record, versions, version=version, environment=environment)
         return self._response(
             record, versions, chosen or self._default(versions), datapoints=include_datapoints
@@ -443,8 +495,7 @@ class HumanloopService:
         version: str | None = None,
         environment: str | None = None,
     ) -> Page:
-        record = self._record(caller, dataset_id, write=False)
-        versions = self._versions(record)
+        record, versions = self._reading(caller, dataset_id)
         chosen = self._pick(record, versions, version=version, environment=environment)
         chosen = chosen or self._default(versions)
         total = self.objects.dataset(record.repo, chosen.dataset).count
@@ -461,8 +512,7 @@ class HumanloopService:
                 "Input should be 'latest_saved' or 'latest_committed'",
                 "enum",
             )
-        record = self._record(caller, dataset_id, write=False)
-        versions = self._versions(record)
+        record, versions = self._reading(caller, dataset_id)
         return {
             "records": [
                 self._response(
@@ -478,8 +528,7 @@ class HumanloopService:
     def list_environments(
         self, caller: KeyRecord | None, dataset_id: str
     ) -> list[FileEnvironmentResponse]:
-        record = self._record(caller, dataset_id, write=False)
-        versions = self._versions(record)
+        record, versions = self._reading(caller, dataset_id)
         out = []
         for name in self._environment_names(self.meta.list_refs(record.repo)):
             env = self._env_response(record.repo, name)

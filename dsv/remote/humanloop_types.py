@@ -23,6 +23,7 @@ from dsv.remote.storage import check_repo_name
 __all__ = [
     "DATASET_SUFFIX",
     "DEFAULT_ENVIRONMENTS",
+    "MAX_DEPTH",
     "CreateDatapoint",
     "DatasetResponse",
     "EnvironmentResponse",
@@ -53,6 +54,10 @@ __all__ = [
 DEFAULT_ENVIRONMENTS = ("production", "staging")
 DATASET_SUFFIX = ".jsonl"
 _MAX_PAGE_SIZE = 10_000
+_NAME_BYTES = 255
+# Well below the JSON decoder's own limit, so that every response holding a datapoint written
+# through the API encodes and decodes.
+MAX_DEPTH = 200
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -249,14 +254,21 @@ def iso_time(seconds: int, tz_minutes: int = 0) -> str:
 def check_name(name: str, loc: Sequence[str | int]) -> str:
     """A Humanloop dataset name inside a repository: the file is NAME.jsonl."""
     parts = name.split("/")
-    for part in parts:
-        if part in ("", ".", "..") or any(c in part for c in "\\\x00") or len(part) > 200:
+    shown = repr(name) if len(name) <= 80 else repr(name[:80]) + "…"
+    for i, part in enumerate(parts):
+        if part in ("", ".", "..") or any(c in part for c in "\\\x00"):
             raise Unprocessable(
                 loc,
-                f"invalid dataset name {name!r}: use '/'-separated parts, none empty, '.' or '..'",
+                f"invalid dataset name {shown}: use '/'-separated parts, none empty, '.' or '..'",
             )
         if any(ord(c) < 32 for c in part):
-            raise Unprocessable(loc, f"invalid dataset name {name!r}: control character")
+            raise Unprocessable(loc, f"invalid dataset name {shown}: control character")
+        # File systems take 255 bytes a name; the last part gets ".jsonl".
+        room = _NAME_BYTES - (len(DATASET_SUFFIX) if i == len(parts) - 1 else 0)
+        if len(part.encode()) > room:
+            raise Unprocessable(
+                loc, f"invalid dataset name {shown}: a part is longer than {room} UTF-8 bytes"
+            )
     if parts[0].startswith(".dsv"):
         raise Unprocessable(loc, f"invalid dataset name {name!r}: .dsv is dsv's own directory")
     return name
@@ -295,7 +307,25 @@ def record_of(point: CreateDatapoint | V4Datapoint, loc: list[str | int]) -> dic
         record["messages"] = point.messages
     if point.target is not None:
         record["target"] = point.target
+    if _depth(record) > MAX_DEPTH:
+        raise Unprocessable(loc, f"the datapoint is nested more than {MAX_DEPTH} levels deep")
     return record
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in `value` (iteratively: it may be very deep)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if not isinstance(item, dict | list):
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def encode_record(record: dict[str, Any], loc: list[str | int]) -> bytes:

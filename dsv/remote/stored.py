@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ from dsv.remote.storage import BlobStore
 
 __all__ = ["StoredObjects"]
 
-_CACHE_LIMIT = 65_536
+_CACHE_LIMIT = 262_144
 _BATCH = 2048
 
 
@@ -30,25 +31,30 @@ class StoredObjects:
 
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
-        self._cache: dict[tuple[str, bytes, Kind], Any] = {}
+        self._cache: collections.OrderedDict[tuple[str, bytes, Kind], Any] = (
+            collections.OrderedDict()
+        )
         self._guard = threading.Lock()
 
     def _decoded(self, repo: str, kind: Kind, oid: bytes) -> Any:
         key = (repo, oid, kind)
-        found = self._cache.get(key)
-        if found is None:
-            (body,) = self.blobs.read(repo, kind, [oid])
-            if kind == Kind.COMMIT:
-                found = decode_commit(body, oid)
-            elif kind == Kind.TREE:
-                found = {e.path: e.dataset for e in decode_tree(body, oid).entries}
-            else:
-                found = decode_dataset(body, oid)
-            with self._guard:
-                # Crude but bounded: a server's working set is far smaller than this.
-                if len(self._cache) >= _CACHE_LIMIT:
-                    self._cache.clear()
-                self._cache[key] = found
+        with self._guard:
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)
+                return found
+        (body,) = self.blobs.read(repo, kind, [oid])
+        if kind == Kind.COMMIT:
+            found = decode_commit(body, oid)
+        elif kind == Kind.TREE:
+            found = {e.path: e.dataset for e in decode_tree(body, oid).entries}
+        else:
+            found = decode_dataset(body, oid)
+        with self._guard:
+            # Least recently used out first: a walk of a long history must not evict itself.
+            self._cache[key] = found
+            while len(self._cache) > _CACHE_LIMIT:
+                self._cache.popitem(last=False)
         return found
 
     def commit(self, repo: str, oid: bytes) -> Commit:
