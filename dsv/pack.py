@@ -356,6 +356,15 @@ class Pack:
             raise CorruptObject(f"pack {self.name}: block {block} has the wrong size")
         return data
 
+    def load_block(self, block: int) -> bytes:
+        """Block `block` decompressed, bypassing the cache; safe to call from several threads."""
+        return self._load_block(block)
+
+    def entry_in(self, data: bytes, i: int) -> tuple[Kind, bytes]:
+        """Kind and body of entry `i` from its block's data (from `load_block`)."""
+        offset = self._offset_col[i]
+        return Kind(self._kind_col[i]), data[offset : offset + self._length_col[i]]
+
     def read_at(self, i: int) -> tuple[Kind, bytes]:
         """Kind and body of entry `i` (not re-hashed: the store does that)."""
         data = self.read_block(self._block_col[i])
