@@ -69,6 +69,17 @@ def repo(request: pytest.FixtureRequest) -> str:
     return "hl/" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:80].strip("-")
 
 
+@pytest.fixture
+def local(tmp_path: Path, server: tuple[Server, Keys], repo: str, monkeypatch: Any) -> Path:
+    """A dsv repository whose remote `origin` is the test's repository, with a write key."""
+    running, keys = server
+    monkeypatch.setenv("DSV_API_KEY", keys.write)
+    root = tmp_path / "work"
+    dsv(tmp_path, "init", str(root))
+    dsv(root, "remote", "add", "origin", f"{running.url}/{repo}")
+    return root
+
+
 def raw(server: tuple[Server, Keys], method: str, path: str, **kwargs: Any) -> httpx.Response:
     running, keys = server
     headers = {"X-API-KEY": keys.write, **kwargs.pop("headers", {})}
@@ -638,13 +649,8 @@ def test_dataset_names_fit_the_file_system(hl: Humanloop, repo: str) -> None:
 
 
 def test_pushed_times_in_any_zone_sort_and_show(
-    hl: Humanloop, repo: str, tmp_path: Path, server: tuple[Server, Keys], monkeypatch: Any
+    hl: Humanloop, repo: str, local: Path, monkeypatch: Any
 ) -> None:
-    running, keys = server
-    monkeypatch.setenv("DSV_API_KEY", keys.write)
-    local = tmp_path / "work"
-    dsv(tmp_path, "init", str(local))
-    dsv(local, "remote", "add", "origin", f"{running.url}/{repo}")
     # Older, in +05:00; an hour later in UTC (its text sorts first); a zone Python cannot show.
     for name, date in (("older", "1800000000 +0500"), ("newer", "1800003600 +0000")):
         (local / f"{name}.jsonl").write_text(json.dumps(QA[0]) + "\n")
@@ -867,19 +873,12 @@ def test_api_writes_are_dsv_commits(
     dsv(local, "fsck")
 
 
-def test_dsv_push_is_read_by_the_api(
-    hl: Humanloop, repo: str, tmp_path: Path, server: tuple[Server, Keys], monkeypatch: Any
-) -> None:
-    running, keys = server
-    monkeypatch.setenv("DSV_API_KEY", keys.write)
-    local = tmp_path / "work"
-    dsv(tmp_path, "init", str(local))
+def test_dsv_push_is_read_by_the_api(hl: Humanloop, repo: str, local: Path) -> None:
     (local / "evals").mkdir()
     (local / "evals/qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA))
     (local / "notes.csv").write_text("a,b\n1,2\n")
     dsv(local, "add", "evals/qa.jsonl", "notes.csv")
     dsv(local, "commit", "-m", "first")
-    dsv(local, "remote", "add", "origin", f"{running.url}/{repo}")
     dsv(local, "push")
     (found,) = [d for d in hl.datasets.list(name=repo)]
     assert found.path == f"{repo}/evals/qa" and found.datapoints_count == 2
