@@ -8,13 +8,12 @@ dsv.remote.humanloop_types holds the shapes.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -33,6 +32,7 @@ from dsv.objects import (
 )
 from dsv.pack import PackWriter
 from dsv.refs import BRANCHES, ENVS
+from dsv.remote.humanloop_history import History, Version, Versions
 from dsv.remote.humanloop_types import (
     DATASET_SUFFIX,
     DEFAULT_ENVIRONMENTS,
@@ -77,33 +77,8 @@ __all__ = ["HumanloopService"]
 
 _FORMAT = Format("jsonl")
 _ATTEMPTS = 8
-_HISTORIES = 512
 
 # -- the service ----------------------------------------------------------------------------------
-
-
-class _Version(NamedTuple):
-    """One version of a dataset: the commit that produced its content, and that content."""
-
-    commit: bytes
-    info: Commit
-    dataset: bytes
-    path: str
-
-
-class _Versions(NamedTuple):
-    latest: _Version
-    first: _Version
-    every: list[_Version]
-    visible: list[_Version]
-    deployed: dict[str, _Version]
-    notes: dict[bytes, VersionNote]
-
-    def find(self, vid: str, dataset_id: str) -> _Version:
-        for v in self.visible:
-            if version_id(v.commit) == vid:
-                return v
-        raise not_found(f"Version {vid} of dataset {dataset_id} not found")
 
 
 class _Sink:
@@ -121,7 +96,6 @@ class _Sink:
 # A write's plan: given the default branch's tree, the new tree and commit message, or None
 # when there is nothing to change.
 Build = Callable[[dict[str, bytes], _Sink], tuple[dict[str, bytes], str] | None]
-Chain = list[tuple[bytes, str]]
 
 
 class HumanloopService:
@@ -149,9 +123,7 @@ class HumanloopService:
         self.environments = check_environments(environments)
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
-        self._histories: collections.OrderedDict[
-            tuple[str, str, str, bytes, int], tuple[Chain, dict[bytes, int], list[_Version]]
-        ] = collections.OrderedDict()
+        self.history = History(objects, meta)
 
     # -- access ------------------------------------------------------------------------------
 
@@ -197,9 +169,7 @@ class HumanloopService:
         name = record.head if record and record.head else BRANCHES + "main"
         return name, self.meta.list_refs(repo).get(name)
 
-    def _reading(
-        self, caller: KeyRecord | None, dataset_id: str
-    ) -> tuple[DatasetRecord, _Versions]:
+    def _reading(self, caller: KeyRecord | None, dataset_id: str) -> tuple[DatasetRecord, Versions]:
         """The record and its versions, read without the lock: if an API move lands between
         reading the record and reading the branch, the record is read again."""
         for _ in range(_ATTEMPTS):
@@ -213,105 +183,15 @@ class HumanloopService:
 
     # -- versions ----------------------------------------------------------------------------
 
-    def _chain(self, record: DatasetRecord, tip: bytes, moves: dict[bytes, str]) -> Chain:
-        """(commit, the dataset's path there) along first parents from `tip`, undoing moves."""
-        chain: Chain = []
-        oid: bytes | None = tip
-        path = record.path
-        while oid is not None:
-            chain.append((oid, path))
-            parents = self.objects.commit(record.repo, oid).parents
-            path = moves.get(oid, path)
-            oid = parents[0] if parents else None
-        return chain
-
-    def _joined(
-        self, repo: str, start: bytes, chain: Chain, at: dict[bytes, int]
-    ) -> tuple[Chain, int] | None:
-        """The chain from `start`, which may be off the default branch's first-parent line,
-        and where it joins that line.
-
-        The API moves datasets only on that line, so until `start`'s first parents join it,
-        the dataset's path is the one it has where they join. None if they never do.
-        """
-        prefix: list[bytes] = []
-        oid: bytes | None = start
-        while oid is not None and oid not in at:
-            prefix.append(oid)
-            parents = self.objects.commit(repo, oid).parents
-            oid = parents[0] if parents else None
-        if oid is None:
-            return None
-        joined = at[oid]
-        return [(p, chain[joined][1]) for p in prefix] + chain[joined:], joined
-
-    def _walk(self, repo: str, chain: Chain, *, first: bool) -> list[_Version]:
-        """Versions along `chain` (newest first) while the dataset exists; only one if `first`."""
-        found: list[_Version] = []
-        entry = self.objects.tree(repo, chain[0][0]).get(chain[0][1]) if chain else None
-        for i, (oid, path) in enumerate(chain):
-            if entry is None:
-                break
-            parent = chain[i + 1] if i + 1 < len(chain) else None
-            parent_entry = self.objects.tree(repo, parent[0]).get(parent[1]) if parent else None
-            if parent_entry is None or not self.objects.same(repo, entry, parent_entry):
-                found.append(_Version(oid, self.objects.commit(repo, oid), entry, path))
-                if first:
-                    break
-            entry = parent_entry
-        return found
-
-    def _history(
-        self, record: DatasetRecord, tip: bytes
-    ) -> tuple[Chain, dict[bytes, int], list[_Version]]:
-        """The chain from `tip`, each commit's place in it, and the versions along it; kept
-        for a few hundred (dataset, tip) pairs, as walking a long history costs."""
-        moves = self.meta.dataset_moves(record.id)
-        key = (record.repo, record.id, record.path, tip, len(moves))
-        with self._guard:
-            found = self._histories.get(key)
-            if found is not None:
-                self._histories.move_to_end(key)
-                return found
-        chain = self._chain(record, tip, moves)
-        at = {oid: i for i, (oid, _) in enumerate(chain)}
-        found = (chain, at, self._walk(record.repo, chain, first=False))
-        with self._guard:
-            self._histories[key] = found
-            while len(self._histories) > _HISTORIES:
-                self._histories.popitem(last=False)
-        return found
-
-    def _versions(self, record: DatasetRecord) -> _Versions:
+    def _versions(self, record: DatasetRecord) -> Versions:
         """The dataset's versions; 404 if the default branch no longer has it."""
-        repo = record.repo
-        _, tip = self._branch(repo)
-        chain, at, history = self._history(record, tip) if tip else ([], {}, [])
-        if not history:
+        _, tip = self._branch(record.repo)
+        refs = self.meta.list_refs(record.repo)
+        envs = {name: refs.get(ENVS + name) for name in self._environment_names(refs)}
+        found = self.history.versions(record, tip, envs)
+        if found is None:
             raise not_found(f"Dataset {record.id} not found")
-        # An environment holding a commit from before this dataset's first version (say, of
-        # a dataset that had its path then) holds none of its versions.
-        oldest = at[history[-1].commit]
-        by_commit = {v.commit: v for v in history}
-        deployed: dict[str, _Version] = {}
-        refs = self.meta.list_refs(repo)
-        for name in self._environment_names(refs):
-            target = refs.get(ENVS + name)
-            joined = self._joined(repo, target, chain, at) if target else None
-            if joined is None or joined[1] > oldest:
-                continue
-            found = self._walk(repo, joined[0], first=True)
-            if found:
-                deployed[name] = by_commit.get(found[0].commit, found[0])
-        notes = self.meta.version_notes(record.id)
-        extra = {v.commit: v for v in deployed.values() if v.commit not in by_commit}
-        every = history + sorted(extra.values(), key=lambda v: v.info.time, reverse=True)
-        # A version is hidden once deleted, unless a ref needs it (docs/humanloop.md).
-        needed = {history[0].commit} | {v.commit for v in deployed.values()}
-        visible = [
-            v for v in every if v.commit in needed or not getattr(notes.get(v.commit), "hidden", 0)
-        ]
-        return _Versions(history[0], history[-1], every, visible, deployed, notes)
+        return found
 
     def _environment_names(self, refs: dict[str, bytes]) -> list[str]:
         found = [n[len(ENVS) :] for n in refs if n.startswith(ENVS)]
@@ -327,11 +207,11 @@ class HumanloopService:
     def _pick(
         self,
         record: DatasetRecord,
-        versions: _Versions,
+        versions: Versions,
         *,
         version: str | None,
         environment: str | None,
-    ) -> _Version | None:
+    ) -> Version | None:
         """The version a request names; None for "not named"."""
         if version:
             return versions.find(version, record.id)
@@ -345,7 +225,7 @@ class HumanloopService:
             return found
         return None
 
-    def _default(self, versions: _Versions) -> _Version:
+    def _default(self, versions: Versions) -> Version:
         """What a read without a version gets: the default environment's, else the latest."""
         return versions.deployed.get(self.environments[0], versions.latest)
 
@@ -361,8 +241,8 @@ class HumanloopService:
     def _response(
         self,
         record: DatasetRecord,
-        versions: _Versions,
-        version: _Version,
+        versions: Versions,
+        version: Version,
         *,
         datapoints: bool = False,
     ) -> DatasetResponse:
@@ -626,7 +506,7 @@ class HumanloopService:
                 )
 
     def _check_version_name(
-        self, versions: _Versions | None, name: str | None, *, besides: bytes | None = None
+        self, versions: Versions | None, name: str | None, *, besides: bytes | None = None
     ) -> None:
         """Names are unique among all versions of a dataset, hidden ones included."""
         if not name or versions is None:
@@ -640,7 +520,7 @@ class HumanloopService:
                     f"Version name {name!r} is already used by version {version_id(v.commit)}",
                 )
 
-    def _note(self, versions: _Versions, dataset_id: str, commit: bytes) -> VersionNote:
+    def _note(self, versions: Versions, dataset_id: str, commit: bytes) -> VersionNote:
         return versions.notes.get(commit) or VersionNote(dataset_id, commit)
 
     # -- writes ------------------------------------------------------------------------------
@@ -674,7 +554,7 @@ class HumanloopService:
             bodies[oid] = body
             given.append(oid)
         with self._locked(repo):
-            versions: _Versions | None
+            versions: Versions | None
             if request.id:
                 record = self._record(caller, request.id, write=True)
                 if request.path and split_path(request.path)[1] != record.path:
@@ -691,7 +571,7 @@ class HumanloopService:
                 except ApiError:
                     versions = None
             action = request.action or "set"
-            base: _Version | None = None
+            base: Version | None = None
             # As in Humanloop, version_id and environment choose the base of add and remove.
             if action != "set" and (version or environment):
                 if versions is None:
@@ -753,7 +633,7 @@ class HumanloopService:
         tree: dict[str, bytes],
         action: str,
         given: list[bytes],
-        base: _Version | None,
+        base: Version | None,
     ) -> list[bytes] | None:
         """The new version's datapoint ids; None when they equal the current ones."""
         repo = record.repo

@@ -1,0 +1,161 @@
+"""Which commits are the versions of a dataset, for the Humanloop API (docs/humanloop.md).
+
+A version is the commit that produced a dataset's content: walking first parents, the first
+commit whose parent holds other datapoints (or no such dataset). Moves made through the API
+are undone along the way, so a dataset keeps its versions under a new path.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import NamedTuple
+
+from dsv.objects import Commit
+from dsv.remote.humanloop_types import not_found, version_id
+from dsv.remote.storage import DatasetRecord, MetaStore, VersionNote
+from dsv.remote.stored import StoredObjects
+
+__all__ = ["Chain", "History", "Version", "Versions"]
+
+# (commit, the dataset's path at that commit), newest first.
+Chain = list[tuple[bytes, str]]
+_HISTORIES = 512
+
+
+class Version(NamedTuple):
+    """One version of a dataset: the commit that produced its content, and that content."""
+
+    commit: bytes
+    info: Commit
+    dataset: bytes
+    path: str
+
+
+class Versions(NamedTuple):
+    """A dataset's versions: all, those the API shows, and those environments hold."""
+
+    latest: Version
+    first: Version
+    every: list[Version]
+    visible: list[Version]
+    deployed: dict[str, Version]
+    notes: dict[bytes, VersionNote]
+
+    def find(self, vid: str, dataset_id: str) -> Version:
+        for v in self.visible:
+            if version_id(v.commit) == vid:
+                return v
+        raise not_found(f"Version {vid} of dataset {dataset_id} not found")
+
+
+class History:
+    """Versions of datasets, from the objects and the moves recorded in the metadata."""
+
+    def __init__(self, objects: StoredObjects, meta: MetaStore) -> None:
+        self.objects = objects
+        self.meta = meta
+        self._guard = threading.Lock()
+        self._histories: collections.OrderedDict[
+            tuple[str, str, str, bytes, int], tuple[Chain, dict[bytes, int], list[Version]]
+        ] = collections.OrderedDict()
+
+    def _chain(self, record: DatasetRecord, tip: bytes, moves: dict[bytes, str]) -> Chain:
+        """(commit, the dataset's path there) along first parents from `tip`, undoing moves."""
+        chain: Chain = []
+        oid: bytes | None = tip
+        path = record.path
+        while oid is not None:
+            chain.append((oid, path))
+            parents = self.objects.commit(record.repo, oid).parents
+            path = moves.get(oid, path)
+            oid = parents[0] if parents else None
+        return chain
+
+    def _joined(
+        self, repo: str, start: bytes, chain: Chain, at: dict[bytes, int]
+    ) -> tuple[Chain, int] | None:
+        """The chain from `start`, which may be off the default branch's first-parent line,
+        and where it joins that line.
+
+        The API moves datasets only on that line, so until `start`'s first parents join it,
+        the dataset's path is the one it has where they join. None if they never do.
+        """
+        prefix: list[bytes] = []
+        oid: bytes | None = start
+        while oid is not None and oid not in at:
+            prefix.append(oid)
+            parents = self.objects.commit(repo, oid).parents
+            oid = parents[0] if parents else None
+        if oid is None:
+            return None
+        joined = at[oid]
+        return [(p, chain[joined][1]) for p in prefix] + chain[joined:], joined
+
+    def _walk(self, repo: str, chain: Chain, *, first: bool) -> list[Version]:
+        """Versions along `chain` (newest first) while the dataset exists; only one if `first`."""
+        found: list[Version] = []
+        entry = self.objects.tree(repo, chain[0][0]).get(chain[0][1]) if chain else None
+        for i, (oid, path) in enumerate(chain):
+            if entry is None:
+                break
+            parent = chain[i + 1] if i + 1 < len(chain) else None
+            parent_entry = self.objects.tree(repo, parent[0]).get(parent[1]) if parent else None
+            if parent_entry is None or not self.objects.same(repo, entry, parent_entry):
+                found.append(Version(oid, self.objects.commit(repo, oid), entry, path))
+                if first:
+                    break
+            entry = parent_entry
+        return found
+
+    def _history(
+        self, record: DatasetRecord, tip: bytes
+    ) -> tuple[Chain, dict[bytes, int], list[Version]]:
+        """The chain from `tip`, each commit's place in it, and the versions along it; kept
+        for a few hundred (dataset, tip) pairs, as walking a long history costs."""
+        moves = self.meta.dataset_moves(record.id)
+        key = (record.repo, record.id, record.path, tip, len(moves))
+        with self._guard:
+            found = self._histories.get(key)
+            if found is not None:
+                self._histories.move_to_end(key)
+                return found
+        chain = self._chain(record, tip, moves)
+        at = {oid: i for i, (oid, _) in enumerate(chain)}
+        found = (chain, at, self._walk(record.repo, chain, first=False))
+        with self._guard:
+            self._histories[key] = found
+            while len(self._histories) > _HISTORIES:
+                self._histories.popitem(last=False)
+        return found
+
+    def versions(
+        self, record: DatasetRecord, tip: bytes | None, environments: dict[str, bytes | None]
+    ) -> Versions | None:
+        """The dataset's versions from the default branch's `tip` and the environments' refs
+        (name -> commit, in listing order); None if the branch does not hold the dataset."""
+        repo = record.repo
+        chain, at, history = self._history(record, tip) if tip else ([], {}, [])
+        if not history:
+            return None
+        # An environment holding a commit from before this dataset's first version (say, of
+        # a dataset that had its path then) holds none of its versions.
+        oldest = at[history[-1].commit]
+        by_commit = {v.commit: v for v in history}
+        deployed: dict[str, Version] = {}
+        for name, target in environments.items():
+            joined = self._joined(repo, target, chain, at) if target else None
+            if joined is None or joined[1] > oldest:
+                continue
+            found = self._walk(repo, joined[0], first=True)
+            if found:
+                deployed[name] = by_commit.get(found[0].commit, found[0])
+        notes = self.meta.version_notes(record.id)
+        extra = {v.commit: v for v in deployed.values() if v.commit not in by_commit}
+        every = history + sorted(extra.values(), key=lambda v: v.info.time, reverse=True)
+        # A version is hidden once deleted, unless a ref needs it (docs/humanloop.md).
+        needed = {history[0].commit} | {v.commit for v in deployed.values()}
+        visible = [
+            v for v in every if v.commit in needed or not getattr(notes.get(v.commit), "hidden", 0)
+        ]
+        return Versions(history[0], history[-1], every, visible, deployed, notes)
