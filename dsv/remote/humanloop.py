@@ -164,9 +164,13 @@ class HumanloopService:
         with self._locked(repo):
             yield self._record(caller, dataset_id, write=True)
 
-    def _branch(self, repo: str) -> tuple[str, bytes | None]:
+    def _branch_name(self, repo: str) -> str:
+        """The default branch: the repository's head, `main` for one the API creates."""
         record = self.meta.get_repo(repo)
-        name = record.head if record and record.head else BRANCHES + "main"
+        return record.head if record and record.head else BRANCHES + "main"
+
+    def _branch(self, repo: str) -> tuple[str, bytes | None]:
+        name = self._branch_name(repo)
         return name, self.meta.list_refs(repo).get(name)
 
     def _reading(self, caller: KeyRecord | None, dataset_id: str) -> tuple[DatasetRecord, Versions]:
@@ -185,10 +189,11 @@ class HumanloopService:
 
     def _versions(self, record: DatasetRecord) -> Versions:
         """The dataset's versions; 404 if the default branch no longer has it."""
-        _, tip = self._branch(record.repo)
+        branch = self._branch_name(record.repo)
+        # One read of the refs, so the branch and the environments are of one moment.
         refs = self.meta.list_refs(record.repo)
         envs = {name: refs.get(ENVS + name) for name in self._environment_names(refs)}
-        found = self.history.versions(record, tip, envs)
+        found = self.history.versions(record, refs.get(branch), envs)
         if found is None:
             raise not_found(f"Dataset {record.id} not found")
         return found
