@@ -316,22 +316,24 @@ class HumanloopService:
             )
         if order not in (None, "asc", "desc"):
             raise Unprocessable(["query", "order"], "Input should be 'asc' or 'desc'", "enum")
-        found: list[tuple[DatasetResponse, Any]] = []
+        found: list[tuple[Any, DatasetRecord, Versions, Version]] = []
         for repo in self.meta.list_repos():
             if self._readable(caller, repo.name):
                 with self._locked(repo.name):
                     found.extend(self._listed(repo.name, field, name, user_filter))
         descending = order == "desc" or (order is None and field != "name")
-        found.sort(key=lambda pair: pair[1], reverse=descending)
+        found.sort(key=lambda item: item[0], reverse=descending)
         start = (page - 1) * size
-        return Page([d for d, _ in found[start : start + size]], page, size, len(found))
+        # Only the page's datasets become responses: a pager walking N datasets stays O(N).
+        shown = [self._response(*item[1:]) for item in found[start : start + size]]
+        return Page(shown, page, size, len(found))
 
     def _listed(
         self, repo: str, field: str, name: str | None, user_filter: str | None
-    ) -> list[tuple[DatasetResponse, Any]]:
+    ) -> list[tuple[Any, DatasetRecord, Versions, Version]]:
         """The datasets of `repo` a listing shows, with their sort keys; called under the
         repository's lock, so that no API move makes a path registered here stale."""
-        found: list[tuple[DatasetResponse, Any]] = []
+        found: list[tuple[Any, DatasetRecord, Versions, Version]] = []
         _, tip = self._branch(repo)
         for path in self.objects.tree(repo, tip) if tip else {}:
             shown = f"{repo}/{path[: -len(DATASET_SUFFIX)]}"
@@ -352,7 +354,7 @@ class HumanloopService:
                 "created_at": (versions.first.info.time, shown),
                 "updated_at": (version.info.time, shown),
             }[field]
-            found.append((self._response(record, versions, version), key))
+            found.append((key, record, versions, version))
         return found
 
     def get(
