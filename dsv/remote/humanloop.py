@@ -586,22 +586,24 @@ class HumanloopService:
                 base = self._pick(record, versions, version=version, environment=environment)
 
             def build(tree: dict[str, bytes], sink: _Sink) -> tuple[dict[str, bytes], str] | None:
-                result = self._combine(record, tree, action, given, base)
+                current = tree.get(record.path)
+                # Read once: the comparison, the base of add/remove and page reuse all need it.
+                current_oids = self.objects.oids(record.repo, current) if current else None
+                result = self._combine(record.repo, action, given, base, current_oids)
                 if result is None:
                     # Nothing changes: the latest version stays, and may take the name.
                     latest = versions.latest.commit if versions else None
                     self._check_version_name(versions, request.version_name, besides=latest)
                     return None
                 self._check_version_name(versions, request.version_name)
-                if record.path not in tree:
+                if current is None:
                     self._check_room(record, tree, record.path)
-                current = tree.get(record.path)
                 tree[record.path] = self._new_dataset(
                     sink,
                     result,
-                    bodies,
+                    {} if action == "remove" else bodies,
                     self.objects.dataset(record.repo, current) if current else None,
-                    self.objects.oids(record.repo, current) if current else None,
+                    current_oids,
                 )
                 # The name stays out of the message: it can be renamed, the commit cannot.
                 summary = f"{action} {len(given)} datapoint(s) of {record.path} (Humanloop API)"
@@ -636,17 +638,17 @@ class HumanloopService:
 
     def _combine(
         self,
-        record: DatasetRecord,
-        tree: dict[str, bytes],
+        repo: str,
         action: str,
         given: list[bytes],
         base: Version | None,
-    ) -> list[bytes] | None:
+        current_oids: bytes | None,
+    ) -> bytes | None:
         """The new version's datapoint ids; None when they equal the current ones."""
-        repo = record.repo
-        current = tree.get(record.path)
-        base_oid = base.dataset if base else current
-        base_oids = self.objects.oids(repo, base_oid) if base_oid else b""
+        if base is not None:
+            base_oids = self.objects.oids(repo, base.dataset)
+        else:
+            base_oids = current_oids or b""
         if action == "set":
             result = list(dict.fromkeys(given))
         elif action == "add":
@@ -655,26 +657,23 @@ class HumanloopService:
         else:
             dropped = set(given)
             result = [oid for oid in _split(base_oids) if oid not in dropped]
-        if current is not None and b"".join(result) == self.objects.oids(repo, current):
-            return None
-        return result
+        joined = b"".join(result)
+        return None if joined == current_oids else joined
 
     def _new_dataset(
         self,
         sink: _Sink,
-        oids: list[bytes],
+        oids: bytes,
         bodies: dict[bytes, bytes],
         base: Dataset | None,
         base_oids: bytes | None,
     ) -> bytes:
-        for oid in oids:
-            if oid in bodies:
-                sink.objects.setdefault(oid, (Kind.DATAPOINT, bodies[oid]))
+        # Only the request's own datapoints can be new (the store skips those it holds).
+        for oid, body in bodies.items():
+            sink.objects.setdefault(oid, (Kind.DATAPOINT, body))
         fmt = base.format if base else _FORMAT
         key = base.key if base else ()
-        dataset_oid, _ = build_dataset(
-            sink, b"".join(oids), fmt, key, base=base, base_oids=base_oids
-        )
+        dataset_oid, _ = build_dataset(sink, oids, fmt, key, base=base, base_oids=base_oids)
         return dataset_oid
 
     def upload_csv(
