@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
@@ -51,6 +50,8 @@ def _reject_constant(name: str) -> Any:
 
 def _strict_load(raw: bytes) -> Any:
     """Slow path: the stdlib parser, which sees every key pair and so every duplicate."""
+    import json  # here: only a record with a repeated key comes this way
+
     try:
         return json.loads(
             raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant

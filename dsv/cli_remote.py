@@ -7,7 +7,6 @@ uvicorn) are imported inside the commands, so other commands start as fast as be
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import sys
 import time
@@ -390,6 +389,8 @@ def serve(
       dsv keys create --root /srv/dsv --scope write --repo acme/evals
       dsv serve --root /srv/dsv --port 8080
     """
+    import logging  # here: only the server logs
+
     from dsv.remote.humanloop_types import DEFAULT_ENVIRONMENTS, check_environments
     from dsv.remote.server import ServerConfig
     from dsv.remote.server import serve as run

@@ -1,18 +1,24 @@
 """Fast ingestion of JSONL dataset files: canonicalise, hash and pack on every core.
 
-Unchanged lines of a file dsv has read before are not parsed again: a cache maps the SHA-256
-of each raw line to the datapoint id it produced, which is safe because canonicalisation is a
-pure function of the line's bytes.
+Unchanged stretches of a file dsv has read before are not parsed again. The file is cut into
+*line groups* at content-defined points (after a raw line whose length is a multiple of
+`GROUP_MODULUS`, or after `GROUP_MAX` lines), and a cache maps the BLAKE3 of each group's bytes
+to the datapoint ids it produced. That is safe because canonicalisation is a pure function of
+the bytes; it is fast because an edit invalidates only the group around it, and the cut points
+move with the content, so an insertion shifts no other group.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import gc
 import hashlib
 import itertools
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,19 +28,35 @@ import msgspec
 from dsv.canonical import CanonicalError, canonicalize_many
 from dsv.errors import BadInput
 from dsv.fsutil import write_atomic
+from dsv.index import hash_file
+from dsv.manifest import Runs
 from dsv.objects import OID_SIZE, Kind
 from dsv.pack import PackWriter, PreparedPack
 from dsv.store import ObjectWriter
 
-__all__ = ["IngestResult", "LineCache", "gc_paused", "ingest_jsonl"]
+__all__ = [
+    "GROUP_MAX",
+    "GROUP_MODULUS",
+    "GroupCache",
+    "IngestResult",
+    "gc_paused",
+    "ingest_jsonl",
+    "read_group_cache",
+    "write_group_cache",
+]
 
-RAW_HASH = 16
+GROUP_KEY = 16
+# A raw line whose length (without its newline) is a multiple of this ends a group: about one
+# line in four, so a scattered 1% edit re-parses about 4% of lines.
+GROUP_MODULUS = 4
+GROUP_MAX = 32
 _BOM = b"\xef\xbb\xbf"
 _TAG = Kind.DATAPOINT.tag
 _BATCH = 4096
 # Below this size one process is faster than starting workers.
 _PARALLEL_MIN = 4 << 20
 _READ = 16 << 20
+_LENGTHS = "I"  # array type code of GroupCache.lengths
 
 
 @contextlib.contextmanager
@@ -50,37 +72,43 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-class LineCache(msgspec.Struct):
-    """For one dataset: the raw-line hashes of the file it was last read from, in order."""
+class GroupCache(msgspec.Struct):
+    """For one dataset: the line groups of the file it was last read from, in file order.
+
+    Per group: a GROUP_KEY-byte SHA-256 prefix of its bytes in `keys`, its byte length in
+    `lengths` (little-endian u32s) and the number of datapoints it gave in `counts` (bytes).
+    """
 
     content: bytes
-    hashes: bytes
+    keys: bytes
+    lengths: bytes
+    counts: bytes
 
-    def mapping(self, oids: bytes) -> dict[bytes, bytes]:
-        """raw-line hash -> datapoint id, given the dataset's ids (aligned with `hashes`)."""
-        if len(self.hashes) // RAW_HASH != len(oids) // OID_SIZE:
-            return {}
-        h, o = self.hashes, oids
-        keys = [h[i : i + RAW_HASH] for i in range(0, len(h), RAW_HASH)]
-        values = [o[i : i + OID_SIZE] for i in range(0, len(o), OID_SIZE)]
-        return dict(zip(keys, values, strict=True))
+    def fits(self, oids: bytes) -> bool:
+        """Is this the cache of the dataset whose ids are `oids`, and whole?"""
+        n = len(self.counts)
+        return (
+            len(self.keys) == n * GROUP_KEY
+            and len(self.lengths) == 4 * n
+            and sum(self.counts) == len(oids) // OID_SIZE
+        )
 
 
-_cache_decoder = msgspec.msgpack.Decoder(LineCache)
+_cache_decoder = msgspec.msgpack.Decoder(GroupCache)
 
 
 def _cache_path(dsv_dir: Path, name: str) -> Path:
     return dsv_dir / "cache" / hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
-def read_line_cache(dsv_dir: Path, name: str) -> LineCache | None:
+def read_group_cache(dsv_dir: Path, name: str) -> GroupCache | None:
     try:
         return _cache_decoder.decode(_cache_path(dsv_dir, name).read_bytes())
     except (OSError, msgspec.DecodeError):
-        return None  # only a cache: a bad one costs time, never correctness
+        return None  # only a cache: a bad one (or one of an older layout) costs time only
 
 
-def write_line_cache(dsv_dir: Path, name: str, cache: LineCache) -> None:
+def write_group_cache(dsv_dir: Path, name: str, cache: GroupCache) -> None:
     path = _cache_path(dsv_dir, name)
     path.parent.mkdir(exist_ok=True)
     write_atomic(path, msgspec.msgpack.encode(cache))
@@ -88,161 +116,307 @@ def write_line_cache(dsv_dir: Path, name: str, cache: LineCache) -> None:
 
 class IngestResult(msgspec.Struct):
     oids: bytes
-    raw_hashes: bytes
+    groups: GroupCache  # content left empty: the caller knows it once the manifest is built
+    runs: tuple[Runs, bytes] | None  # how `oids` reuse the base's ids (see build_dataset)
     stored: int
     stored_bytes: int
+    file_hash: bytes  # BLAKE3 of the bytes read, as dsv.index.hash_file gives (b"" if not asked)
 
 
 class _Part(msgspec.Struct):
     oids: bytes
-    raw_hashes: bytes
-    lines: int
+    keys: bytes
+    lengths: bytes
+    counts: bytes
+    sources: bytes  # per group: the old group it was found as (i32), or -1
     stored: int
     stored_bytes: int
     pack: tuple[str, str, str] | None = None  # name, pack temp, idx temp
-    error: tuple[int, bytes, str, int | None] | None = None  # line, text, message, offset
+    error: tuple[int, bytes, str, int | None] | None = None  # offset, text, message, column
+
+
+class _Old:
+    """The cache of the file's previous reading, in the shape lookups want."""
+
+    def __init__(self, cache: GroupCache | None, oids: bytes) -> None:
+        if cache is None or not cache.fits(oids):
+            cache = GroupCache(b"", b"", b"", b"")
+        self.oids = oids
+        self.keys = cache.keys
+        self.lengths = array.array(_LENGTHS, cache.lengths)
+        if sys.byteorder != "little":
+            self.lengths.byteswap()
+        self.counts = cache.counts
+        self.starts = list(itertools.accumulate(cache.counts, initial=0))
+        keys = self.keys
+        self.index = {
+            keys[i : i + GROUP_KEY]: i // GROUP_KEY for i in range(0, len(keys), GROUP_KEY)
+        }
+        self._id_set: set[bytes] | None = None
+
+    def ids(self, group: int) -> bytes:
+        return self.oids[self.starts[group] * OID_SIZE : self.starts[group + 1] * OID_SIZE]
+
+    def id_set(self) -> set[bytes]:
+        """Every base id: built on first use, so in each worker at once rather than before."""
+        if self._id_set is None:
+            o = self.oids
+            self._id_set = {o[i : i + OID_SIZE] for i in range(0, len(o), OID_SIZE)}
+        return self._id_set
 
 
 # Set before forking so workers share them copy-on-write instead of receiving pickles.
 _shared: dict[str, object] = {}
 
 
-def _blocks_of(path: Path, start: int, end: int) -> Iterator[bytes]:
-    """Pieces of [start, end) that each end on a line boundary (the last may not).
-
-    pread, not mmap: pages of a mapped file count as resident memory, which for a 1 GB
-    file would double what a commit holds.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        pos = start
-        while pos < end:
-            data = os.pread(fd, min(_READ, end - pos), pos)
-            if not data:
-                return
-            if pos + len(data) < end:
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    # A line longer than a piece: read on until it ends.
-                    more = [data]
-                    while True:
-                        extra = os.pread(fd, _READ, pos + sum(map(len, more)))
-                        if not extra:
-                            break
-                        newline = extra.find(b"\n")
-                        if newline >= 0:
-                            more.append(extra[: newline + 1])
-                            break
-                        more.append(extra)
-                    data = b"".join(more)
-                elif cut < len(data):
-                    data = data[:cut]
-            yield data
-            pos += len(data)
-    finally:
-        os.close(fd)
-
-
-def _split_lines(data: bytes, first_line: int) -> tuple[list[bytes], list[int] | None]:
-    """The non-blank lines of `data` and their numbers (None: consecutive from first_line)."""
-    lines = data.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    if b"\r" not in data and b"\n\n" not in data and not data.startswith(b"\n"):
-        return lines, None
-    texts: list[bytes] = []
-    numbers: list[int] = []
-    for n, line in enumerate(lines, first_line):
-        line = line.removesuffix(b"\r")
+def _texts_of(raws: list[bytes], *, has_cr: bool) -> list[int]:
+    """Which raw lines are datapoints (not blank), as indexes; CRs are dropped in place."""
+    if not has_cr and all(raws) and not any(map(bytes.isspace, raws)):
+        return list(range(len(raws)))
+    keep: list[int] = []
+    for i, line in enumerate(raws):
+        line = raws[i] = line.removesuffix(b"\r")
         if line and not line.isspace():
-            texts.append(line)
-            numbers.append(n)
-    return texts, numbers
+            keep.append(i)
+    return keep
 
 
-def _ingest_range(index: int, start: int, end: int) -> _Part:
-    """Worker: canonicalise, hash and pack the lines of one byte range of the file."""
-    path: Path = _shared["path"]  # type: ignore[assignment]
-    known: set[bytes] = _shared["known"]  # type: ignore[assignment]
-    cache: dict[bytes, bytes] = _shared["cache"]  # type: ignore[assignment]
-    pack_dir: Path | None = _shared["pack_dir"]  # type: ignore[assignment]
-    sha = hashlib.sha256
-    b3 = blake3.blake3
-    tag = _TAG
-    oids: list[bytes] = []
-    raws: list[bytes] = []
-    writer: PackWriter | None = None
-    seen: set[bytes] = set()
-    stored = stored_bytes = 0
-    line_no = 0
-    with gc_paused():
-        for data in _blocks_of(path, start, end):
-            if index == 0 and line_no == 0 and data.startswith(_BOM):
-                data = data[len(_BOM) :]
-            texts, numbers = _split_lines(data, line_no + 1)
-            line_no += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-            hashes = [sha(t).digest()[:RAW_HASH] for t in texts]
-            if cache:
-                ids: list[bytes | None] = list(map(cache.get, hashes))
-                missing = [i for i, oid in enumerate(ids) if oid is None]
-            else:
-                ids = [None] * len(texts)
-                missing = list(range(len(texts)))
-            for at in range(0, len(missing), _BATCH):
-                batch = missing[at : at + _BATCH]
-                try:
-                    bodies = canonicalize_many([texts[i] for i in batch])
-                except CanonicalError:
-                    if writer is not None:
-                        writer.abort()
-                    return _Part(
-                        b"", b"", line_no, 0, 0, error=_first_error(texts, numbers, batch, line_no)
-                    )
-                batch_oids = [b3(tag + body).digest() for body in bodies]
-                for i, oid in zip(batch, batch_oids, strict=True):
-                    ids[i] = oid
-                if pack_dir is None:
+class _Range:
+    """One worker's pass over a byte range of the file.
+
+    It walks the file group by group. Where the previous reading's next group is expected, one
+    hash of that many bytes confirms it; elsewhere the group is found by scanning lines and
+    looked up by its hash; groups nobody knew are parsed, canonicalised and packed.
+    """
+
+    def __init__(self, start: int, end: int) -> None:
+        self.path: Path = _shared["path"]  # type: ignore[assignment]
+        self.old: _Old = _shared["old"]  # type: ignore[assignment]
+        self.pack_dir: Path | None = _shared["pack_dir"]  # type: ignore[assignment]
+        self.size: int = _shared["size"]  # type: ignore[assignment]
+        self.start, self.end = start, end
+        self.oids: list[bytes] = []
+        self.keys: list[bytes] = []
+        self.lengths = array.array(_LENGTHS)
+        self.counts = bytearray()
+        self.sources = array.array("i")
+        self.pending: list[tuple[int, int, bytes]] = []  # slot, file offset, group bytes
+        self.pending_size = 0
+        self.writer: PackWriter | None = None
+        self.seen: set[bytes] = set()
+        self.stored = self.stored_bytes = 0
+        self.error: tuple[int, bytes, str, int | None] | None = None
+        self.fd = -1
+        self.buf = b""
+        self.buf_at = start  # file offset of buf[0]
+
+    def _fill(self, keep: int, upto: int) -> bool:
+        """Hold file bytes [keep, upto) at least, reading on; False at the range's end."""
+        have = self.buf_at + len(self.buf)
+        if upto <= have:
+            return True
+        if have >= self.end:
+            return False
+        more = os.pread(self.fd, min(max(_READ, upto - have), self.end - have), have)
+        if not more:
+            return False
+        self.buf = self.buf[keep - self.buf_at :] + more
+        self.buf_at = keep
+        return True
+
+    def _group_end(self, at: int) -> int:
+        """Where the group starting at file offset `at` ends."""
+        mask = GROUP_MODULUS - 1
+        lines = 0
+        pos = at
+        while True:
+            nl = self.buf.find(b"\n", pos - self.buf_at)
+            if nl < 0:
+                if self._fill(at, self.buf_at + len(self.buf) + 1):
                     continue
-                fresh = [
-                    k for k, oid in enumerate(batch_oids) if oid not in known and oid not in seen
-                ]
-                if len(fresh) < len(batch_oids) or len(set(batch_oids)) < len(batch_oids):
-                    unique: dict[bytes, int] = {}
-                    for k in fresh:
-                        unique.setdefault(batch_oids[k], k)
-                    fresh = list(unique.values())
-                if not fresh:
-                    continue
-                new_oids = [batch_oids[k] for k in fresh]
-                new_bodies = [bodies[k] for k in fresh]
-                seen.update(new_oids)
-                if writer is None:
-                    writer = PackWriter(pack_dir)
-                writer.add_many(Kind.DATAPOINT, new_oids, new_bodies)
-                stored += len(new_oids)
-                stored_bytes += sum(map(len, new_bodies))
-            oids.append(b"".join(ids))  # type: ignore[arg-type]
-            raws.append(b"".join(hashes))
-    prepared = writer.prepare() if writer is not None else None
-    pack = (prepared.name, str(prepared.pack_tmp), str(prepared.idx_tmp)) if prepared else None
-    return _Part(b"".join(oids), b"".join(raws), line_no, stored, stored_bytes, pack)
+                return self.end  # the range's last line, without a newline
+            length = nl + self.buf_at - pos
+            pos = nl + self.buf_at + 1
+            lines += 1
+            if pos >= self.end or not length & mask or lines == GROUP_MAX:
+                return pos
 
+    def _ends_naturally(self, lo: int, stop: int) -> bool:
+        """Does the group at buf[lo:stop] end by its last line's length? (A group the
+        previous reading ended otherwise, at the end of a file or of GROUP_MAX lines, is
+        looked up by content instead, so that every reading cuts the same groups.)"""
+        buf = self.buf
+        if buf[stop - 1] != 10:
+            return False
+        start = buf.rfind(b"\n", lo, stop - 1) + 1 or lo
+        return not (stop - 1 - start) & (GROUP_MODULUS - 1)
 
-def _first_error(
-    texts: list[bytes], numbers: list[int] | None, batch: list[int], last_line: int
-) -> tuple[int, bytes, str, int | None]:
-    """(line, text, message, offset) of the first record of `batch` that fails."""
-    first = last_line - len(texts) + 1
-    for i in batch:
+    def run(self) -> _Part:
+        self.fd = os.open(self.path, os.O_RDONLY)
         try:
-            canonicalize_many([texts[i]])
-        except CanonicalError as exc:
-            line = numbers[i] if numbers is not None else first + i
-            return line, texts[i], exc.message, exc.offset
-    raise AssertionError("a batch failed but none of its records does")
+            with gc_paused():
+                self._walk()
+        finally:
+            os.close(self.fd)
+        if self.error is not None:
+            if self.writer is not None:
+                self.writer.abort()
+            return _Part(b"", b"", b"", b"", b"", 0, 0, error=self.error)
+        prepared = self.writer.prepare() if self.writer is not None else None
+        pack = (prepared.name, str(prepared.pack_tmp), str(prepared.idx_tmp)) if prepared else None
+        return _Part(
+            b"".join(self.oids),
+            b"".join(self.keys),
+            _little(self.lengths),
+            bytes(self.counts),
+            _little(self.sources),
+            self.stored,
+            self.stored_bytes,
+            pack,
+        )
+
+    def _walk(self) -> None:
+        old = self.old
+        old_keys, old_lengths, old_counts, index = old.keys, old.lengths, old.counts, old.index
+        old_oids, starts = old.oids, old.starts
+        n_old = len(old_lengths)
+        oids, keys, lengths, counts, sources = (
+            self.oids,
+            self.keys,
+            self.lengths,
+            self.counts,
+            self.sources,
+        )
+        sha = hashlib.sha256
+        at, end, size = self.start, self.end, self.size
+        if at == 0 and self._fill(0, len(_BOM)) and self.buf.startswith(_BOM):
+            at = len(_BOM)
+        expect = -1  # the old group that would follow the last one taken, if known
+        while at < end:
+            found = -1
+            if 0 <= expect < n_old:
+                # The common case, kept free of calls but the hash: the next old group again.
+                length = old_lengths[expect]
+                stop = at + length
+                if stop <= end and (stop <= self.buf_at + len(self.buf) or self._fill(at, stop)):
+                    lo = at - self.buf_at
+                    key = old_keys[expect * GROUP_KEY : (expect + 1) * GROUP_KEY]
+                    digest = sha(memoryview(self.buf)[lo : lo + length]).digest()
+                    if digest[:GROUP_KEY] == key and (
+                        stop == size or self._ends_naturally(lo, lo + length)
+                    ):
+                        found = expect
+            if found < 0:
+                stop = self._group_end(at)
+                lo = at - self.buf_at
+                data = self.buf[lo : lo + stop - at]
+                key = sha(data).digest()[:GROUP_KEY]
+                found = index.get(key, -1)
+            keys.append(key)
+            lengths.append(stop - at)
+            sources.append(found)
+            if found >= 0:
+                oids.append(old_oids[starts[found] * OID_SIZE : starts[found + 1] * OID_SIZE])
+                counts.append(old_counts[found])
+                expect = found + 1
+            else:
+                self.pending.append((len(oids), at, data))
+                self.pending_size += len(data)
+                oids.append(b"")
+                counts.append(0)
+                if self.pending_size >= _BATCH_BYTES and not self._parse():
+                    return
+                if expect >= 0:
+                    expect += 1
+            at = stop
+        self._parse()
+
+    def _parse(self) -> bool:
+        """Canonicalise the pending groups' lines, filling their slots; False on a bad line."""
+        if not self.pending:
+            return True
+        texts: list[bytes] = []
+        sizes: list[int] = []
+        for _, _, data in self.pending:
+            raws = data.split(b"\n")
+            if not raws[-1]:
+                raws.pop()
+            keep = _texts_of(raws, has_cr=b"\r" in data)
+            texts += [raws[i] for i in keep] if len(keep) < len(raws) else raws
+            sizes.append(len(keep))
+        b3 = blake3.blake3
+        ids: list[bytes] = []
+        for at in range(0, len(texts), _BATCH):
+            batch = texts[at : at + _BATCH]
+            try:
+                bodies = canonicalize_many(batch)
+            except CanonicalError:
+                self.error = self._first_error()
+                return False
+            batch_oids = [b3(_TAG + body).digest() for body in bodies]
+            ids += batch_oids
+            if self.pack_dir is not None:
+                self._store(batch_oids, bodies)
+        at = 0
+        for (slot, _, _), size in zip(self.pending, sizes, strict=True):
+            self.oids[slot] = b"".join(ids[at : at + size])
+            self.counts[slot] = size
+            at += size
+        self.pending.clear()
+        self.pending_size = 0
+        return True
+
+    def _first_error(self) -> tuple[int, bytes, str, int | None]:
+        """(file offset of its line, text, message, offset in it) of the first bad line."""
+        for _, offset, data in self.pending:
+            pos = offset
+            for raw in data.split(b"\n"):
+                line = raw.removesuffix(b"\r")
+                if line and not line.isspace():
+                    try:
+                        canonicalize_many([line])
+                    except CanonicalError as exc:
+                        return pos, line, exc.message, exc.offset
+                pos += len(raw) + 1
+        raise AssertionError("a batch failed but none of its records does")
+
+    def _store(self, oids: list[bytes], bodies: list[bytes]) -> None:
+        known, seen = self.old.id_set(), self.seen
+        fresh: dict[bytes, int] = {}
+        for k, oid in enumerate(oids):
+            if oid not in known and oid not in seen:
+                fresh.setdefault(oid, k)
+        if not fresh:
+            return
+        new_oids = list(fresh)
+        new_bodies = [bodies[k] for k in fresh.values()]
+        seen.update(new_oids)
+        if self.writer is None:
+            assert self.pack_dir is not None
+            self.writer = PackWriter(self.pack_dir)
+        self.writer.add_many(Kind.DATAPOINT, new_oids, new_bodies)
+        self.stored += len(new_oids)
+        self.stored_bytes += sum(map(len, new_bodies))
+
+
+_BATCH_BYTES = 4 << 20
+
+
+def _little(values: array.array[int]) -> bytes:
+    if sys.byteorder != "little":
+        values = array.array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _ingest_range(start: int, end: int) -> _Part:
+    """Worker: the datapoints of one byte range of the file."""
+    return _Range(start, end).run()
 
 
 def _ranges(path: Path, parts: int) -> list[tuple[int, int]]:
+    """Byte ranges for the workers, cut where a line group ends, so that each range's groups
+    are the ones a whole-file pass would find."""
     size = path.stat().st_size
     if parts <= 1 or size < _PARALLEL_MIN:
         return [(0, size)]
@@ -251,6 +425,10 @@ def _ranges(path: Path, parts: int) -> list[tuple[int, int]]:
         for k in range(1, parts):
             handle.seek(size * k // parts)
             handle.readline()
+            for _ in range(GROUP_MAX):
+                line = handle.readline()
+                if not line or not (len(line) - 1) & (GROUP_MODULUS - 1):
+                    break
             pos = handle.tell()
             if bounds[-1] < pos < size:
                 bounds.append(pos)
@@ -269,33 +447,43 @@ def ingest_jsonl(
     name: str,
     writer: ObjectWriter | None,
     *,
-    known: set[bytes],
-    cache: dict[bytes, bytes],
+    cache: GroupCache | None = None,
+    base: bytes = b"",
+    file_hash: bool = False,
 ) -> IngestResult:
-    """Read a JSONL file into datapoints; new ones go into packs adopted by `writer`."""
+    """Read a JSONL file into datapoints; new ones go into packs adopted by `writer`.
+
+    `cache` is the line groups of the file that gave the dataset whose ids are `base`. With
+    `file_hash`, the whole file is hashed on a thread meanwhile, for the index.
+    """
     if not path.exists():
         raise BadInput(f"{name}: no such file")
     pack_dir = writer.store.pack_dir if writer is not None else None
     if pack_dir is not None:
         pack_dir.mkdir(parents=True, exist_ok=True)
-    _shared.update(path=path, known=known, cache=cache, pack_dir=pack_dir)
     ranges = _ranges(path, _workers())
+    old = _Old(cache, base)
+    _shared.update(path=path, old=old, pack_dir=pack_dir, size=ranges[-1][1])
+    digest: list[bytes] = []
+    hasher = threading.Thread(target=lambda: digest.append(hash_file(path)))
     try:
         if len(ranges) == 1:
-            parts = [_ingest_range(0, *ranges[0])]
+            if file_hash:
+                hasher.start()
+            parts = [_ingest_range(*ranges[0])]
         else:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(len(ranges)) as pool:
-                parts = pool.starmap(_ingest_range, [(i, a, b) for i, (a, b) in enumerate(ranges)])
+                # Started once the workers are forked: forking beside a running thread could
+                # copy a lock it holds.
+                if file_hash:
+                    hasher.start()
+                parts = pool.starmap(_ingest_range, ranges)
     finally:
+        if hasher.ident is not None:
+            hasher.join()
         _shared.clear()
-    first_line = 0
-    error = None
-    for part in parts:
-        if part.error is not None and error is None:
-            line, text, message, offset = part.error
-            error = _error(name, first_line + line, text, message, offset)
-        first_line += part.lines
+    error = next((p.error for p in parts if p.error is not None), None)
     for part in parts:
         if part.pack is None or pack_dir is None or writer is None:
             continue
@@ -305,13 +493,96 @@ def ingest_jsonl(
         else:
             writer.adopt(prepared, objects=part.stored, size=part.stored_bytes)
     if error is not None:
-        raise error
+        offset, text, message, column = error
+        raise _error(name, _line_at(path, offset), text, message, column)
+    groups = GroupCache(
+        b"",
+        b"".join(p.keys for p in parts),
+        b"".join(p.lengths for p in parts),
+        b"".join(p.counts for p in parts),
+    )
+    oids = b"".join(p.oids for p in parts)
+    sources = array.array("i", b"".join(p.sources for p in parts))
+    if sys.byteorder != "little":
+        sources.byteswap()
+    runs = _base_runs(old, oids, sources, groups.counts) if base else None
     return IngestResult(
-        b"".join(p.oids for p in parts),
-        b"".join(p.raw_hashes for p in parts),
+        oids,
+        groups,
+        runs,
         sum(p.stored for p in parts),
         sum(p.stored_bytes for p in parts),
+        digest[0] if digest else b"",
     )
+
+
+def _base_runs(
+    old: _Old, oids: bytes, sources: array.array[int], counts: bytes
+) -> tuple[Runs, bytes]:
+    """How `oids` reuse the base's ids, from where each group was found.
+
+    A group found in the old file is a run of base ids. Parsed groups usually replace the old
+    groups between the found ones around them, so their ids are looked up there; an id found
+    nowhere near is written as fresh (a moved line costs 32 bytes of manifest, not a search).
+    """
+    runs: Runs = []
+    fresh = bytearray()
+    starts = old.starts
+    n_old = len(starts) - 1
+
+    def put(from_old: bool, start: int, length: int) -> None:
+        if runs:
+            was_old, was_start, was_length = runs[-1]
+            if was_old == from_old and was_start + was_length == start:
+                runs[-1] = (from_old, was_start, was_length + length)
+                return
+        runs.append((from_old, start, length))
+
+    position = 0  # in oids, in ids
+    previous = -1  # the old group the last found group was
+    g = 0
+    n = len(sources)
+    while g < n:
+        found = sources[g]
+        if found >= 0:
+            put(True, starts[found], counts[g])
+            position += counts[g]
+            previous = found
+            g += 1
+            continue
+        stretch_end = g
+        while stretch_end < n and sources[stretch_end] < 0:
+            stretch_end += 1
+        after = sources[stretch_end] if stretch_end < n else n_old
+        lo, hi = starts[previous + 1], starts[max(after, previous + 1)]
+        nearby = {
+            old.oids[i * OID_SIZE : (i + 1) * OID_SIZE]: i for i in range(lo, min(hi, lo + 4096))
+        }
+        parsed = sum(counts[g:stretch_end])
+        for k in range(position, position + parsed):
+            oid = oids[k * OID_SIZE : (k + 1) * OID_SIZE]
+            at = nearby.get(oid)
+            if at is None:
+                put(False, len(fresh) // OID_SIZE, 1)
+                fresh += oid
+            else:
+                put(True, at, 1)
+        position += parsed
+        g = stretch_end
+    return runs, bytes(fresh)
+
+
+def _line_at(path: Path, offset: int) -> int:
+    """The number of the line that starts at byte `offset`."""
+    newlines = 0
+    with open(path, "rb") as handle:
+        while offset > 0:
+            piece = handle.read(min(_READ, offset))
+            if not piece:
+                break
+            newlines += piece.count(b"\n")
+            offset -= len(piece)
+    return newlines + 1
 
 
 def _error(name: str, line: int, text: bytes, message: str, offset: int | None) -> BadInput:

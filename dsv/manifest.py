@@ -21,6 +21,7 @@ __all__ = [
     "PAGE_MAX",
     "PAGE_MIN",
     "ObjectSink",
+    "Runs",
     "build_dataset",
     "chunk_pages",
     "iter_oids",
@@ -65,13 +66,16 @@ def _fresh_slices(writer: ObjectSink, oids: bytes) -> list[Slice]:
     return slices
 
 
-def _runs(new: bytes, old: bytes) -> tuple[list[tuple[bool, int, int]], bytes]:
+Runs = list[tuple[bool, int, int]]  # (from the base?, start there or in the fresh ids, length)
+
+
+def _runs(new: bytes, old: bytes) -> tuple[Runs, bytes]:
     """Cover `new` with runs of `old` positions (True) or of a buffer of unseen ids (False)."""
     n_old = len(old) // OID_SIZE
     keys = [old[i : i + OID_SIZE] for i in range(0, len(old), OID_SIZE)]
     # Built backwards so that a repeated id maps to its first position.
     first = dict(zip(reversed(keys), range(n_old - 1, -1, -1), strict=True))
-    runs: list[tuple[bool, int, int]] = []
+    runs: Runs = []
     fresh = bytearray()
     from_old = False
     start = length = 0
@@ -116,9 +120,7 @@ def _runs(new: bytes, old: bytes) -> tuple[list[tuple[bool, int, int]], bytes]:
     return runs, bytes(fresh)
 
 
-def _map_runs(
-    runs: list[tuple[bool, int, int]], which: bool, slices: list[Slice]
-) -> dict[int, list[Slice]]:
+def _map_runs(runs: Runs, which: bool, slices: list[Slice]) -> dict[int, list[Slice]]:
     """Translate runs over a concatenation of `slices` into slices of their pages."""
     starts = []
     total = 0
@@ -150,23 +152,25 @@ def build_dataset(
     *,
     base: Dataset | None = None,
     base_oids: bytes | None = None,
+    runs: tuple[Runs, bytes] | None = None,
 ) -> tuple[bytes, Dataset]:
     """Write the manifest of a dataset whose datapoints (already stored) are `oids`.
 
     With a `base` version, runs of ids it shares with the base point into the base's pages,
-    so the bytes written grow with the change, not with the dataset.
+    so the bytes written grow with the change, not with the dataset. `runs` (with the fresh
+    ids they refer to) may say where those runs are, when the caller already knows.
     """
     count = len(oids) // OID_SIZE
     content = content_id(oids)
     if base is not None and base.content == content:
         slices = list(base.slices)
     elif base is not None and base_oids is not None and base.count:
-        runs, fresh = _runs(oids, base_oids)
+        runs_, fresh = runs if runs is not None else _runs(oids, base_oids)
         fresh_slices = _fresh_slices(writer, fresh) if fresh else []
-        old_parts = _map_runs(runs, True, list(base.slices))
-        new_parts = _map_runs(runs, False, fresh_slices)
+        old_parts = _map_runs(runs_, True, list(base.slices))
+        new_parts = _map_runs(runs_, False, fresh_slices)
         slices = []
-        for r in range(len(runs)):
+        for r in range(len(runs_)):
             for part in old_parts.get(r) or new_parts[r]:
                 last = slices[-1] if slices else None
                 if last is not None and last.page == part.page and last.stop == part.start:

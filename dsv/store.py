@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import concurrent.futures
 import contextlib
 import os
 from collections.abc import Iterable, Iterator
@@ -190,6 +189,8 @@ class ObjectStore:
             return out
         order = list(blocks)
         step = 2 * _workers()
+        import concurrent.futures  # here: status and log never need it
+
         with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
             for start in range(0, len(order), step):
                 chunk = order[start : start + step]

@@ -5,25 +5,31 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from dsv.errors import BadInput
 from dsv.index import Entry, hash_file, stat_file, trusted_stat
-from dsv.manifest import build_dataset, iter_oids
+from dsv.manifest import Runs, build_dataset, iter_oids
 from dsv.objects import Dataset, Format, Kind, content_id, hash_object
 from dsv.repo import Repository
 from dsv.store import ObjectWriter
+
+if TYPE_CHECKING:
+    from dsv.ingest import GroupCache
 
 __all__ = ["FileScan", "check_entry", "scan_file", "stage_file", "write_file"]
 
 
 class FileScan(msgspec.Struct):
-    """What a working file holds: its format and datapoint ids (and raw-line hashes, JSONL)."""
+    """What a working file holds: its format and datapoint ids (and line groups, JSONL)."""
 
     format: Format
     oids: bytes
-    raw_hashes: bytes | None = None
+    groups: GroupCache | None = None
+    runs: tuple[Runs, bytes] | None = None  # how oids reuse the base's, when known
+    file_hash: bytes = b""  # of the bytes read, when asked for
 
 
 def scan_file(
@@ -33,32 +39,36 @@ def scan_file(
     writer: ObjectWriter | None,
     base: Dataset | None = None,
     base_oids: bytes | None = None,
+    file_hash: bool = False,
 ) -> FileScan:
-    """Read a working file; with a writer, store the datapoints the base does not have."""
+    """Read a working file; with a writer, store the datapoints the base does not have.
+
+    With `file_hash`, also the BLAKE3 of the file's bytes (JSONL only: hashed while it is read).
+    """
     # Imported here: they pull in multiprocessing, csv, decimal…, which status rarely needs.
     from dsv.formats import format_kind, read_dataset
-    from dsv.ingest import gc_paused, ingest_jsonl, read_line_cache
+    from dsv.ingest import gc_paused, ingest_jsonl, read_group_cache
 
     full = repo.root / name
     if full.is_dir():
         raise BadInput(f"{name}: is a directory")
     if not full.exists():
         raise BadInput(f"{name}: no such file")
-    known = set(iter_oids(base_oids)) if base_oids else set()
     with gc_paused():
         if format_kind(name) == "jsonl":
-            cached = read_line_cache(repo.dsv_dir, name)
-            mapping: dict[bytes, bytes] = {}
-            if (
-                cached is not None
-                and base is not None
-                and base_oids is not None
-                and (cached.content == base.content)
-            ):
-                mapping = cached.mapping(base_oids)
-            result = ingest_jsonl(full, name, writer, known=known, cache=mapping)
-            return FileScan(Format("jsonl"), result.oids, result.raw_hashes)
+            cached = None
+            if base is not None and base_oids is not None:
+                cached = read_group_cache(repo.dsv_dir, name)
+                if cached is not None and cached.content != base.content:
+                    cached = None
+            result = ingest_jsonl(
+                full, name, writer, cache=cached, base=base_oids or b"", file_hash=file_hash
+            )
+            return FileScan(
+                Format("jsonl"), result.oids, result.groups, result.runs, result.file_hash
+            )
         fmt, records = read_dataset(full, name=name)
+        known = set(iter_oids(base_oids)) if base_oids else set()
         ids = bytearray()
         for body in records:
             oid = hash_object(Kind.DATAPOINT, body)
@@ -78,34 +88,42 @@ def stage_file(
     base_oid: bytes | None,
 ) -> tuple[Entry, Dataset]:
     """Store a working file's datapoints and manifest; return its index entry and dataset."""
-    from dsv.ingest import LineCache, write_line_cache
+    from dsv.ingest import write_group_cache
 
     full = repo.root / name
     base = repo.read_dataset(base_oid) if base_oid else None
     base_oids = repo.read_oid_list(base) if base else None
     started = time.time_ns()
     before = stat_file(full)
-    scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids)
+    scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids, file_hash=True)
     after = stat_file(full)
     if key is None:
         key = base.key if base else ()
     oid, dataset = build_dataset(
-        writer, scan.oids, scan.format, key, base=base, base_oids=base_oids
+        writer, scan.oids, scan.format, key, base=base, base_oids=base_oids, runs=scan.runs
     )
-    if scan.raw_hashes is not None:
-        write_line_cache(repo.dsv_dir, name, LineCache(dataset.content, scan.raw_hashes))
-    return _proven_entry(name, oid, before, after, started, full), dataset
+    if scan.groups is not None:
+        groups = msgspec.structs.replace(scan.groups, content=dataset.content)
+        write_group_cache(repo.dsv_dir, name, groups)
+    return _proven_entry(name, oid, before, after, started, full, scan.file_hash), dataset
 
 
 def _proven_entry(
-    name: str, oid: bytes, before: object, after: object, started: int, full: Path
+    name: str,
+    oid: bytes,
+    before: object,
+    after: object,
+    started: int,
+    full: Path,
+    file_hash: bytes = b"",
 ) -> Entry:
     """The index entry for a file read between two stats: its stat and bytes' hash are kept
-    only when no write can have slipped in while it was read."""
+    only when no write can have slipped in while it was read (`file_hash`, when given, was
+    taken between the two stats as well)."""
     stat = trusted_stat(after, started) if before == after else None  # type: ignore[arg-type]
     if stat is None:
         return Entry(name, oid)
-    return Entry(name, oid, stat, hash_file(full))
+    return Entry(name, oid, stat, file_hash or hash_file(full))
 
 
 def check_entry(repo: Repository, entry: Entry) -> tuple[str, Entry | None, FileScan | None]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsv import ingest
 from dsv.canonical import encode_canonical
@@ -22,7 +25,7 @@ def test_lines_longer_than_a_read_piece(tmp_path: Path, monkeypatch: pytest.Monk
     records = [{"id": i, "text": "x" * (10 + 50 * (i % 5))} for i in range(40)]
     path = tmp_path / "long.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    result = ingest.ingest_jsonl(path, "long.jsonl", None, known=set(), cache={})
+    result = ingest.ingest_jsonl(path, "long.jsonl", None)
     assert result.oids == _expected(records)
 
 
@@ -35,23 +38,16 @@ def test_parallel_workers_agree_and_number_lines_across_ranges(
     path = tmp_path / "qa.jsonl"
     lines = [json.dumps(r) for r in records]
     path.write_text("\r\n".join(lines) + "\r\n\n")
-    result = ingest.ingest_jsonl(path, "qa.jsonl", None, known=set(), cache={})
+    result = ingest.ingest_jsonl(path, "qa.jsonl", None)
     assert result.oids == _expected(records)
     # A bad line in the second worker's range is reported with its line in the whole file.
     lines[2500] = '{"id": 2500, "q": }'
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(BadInput, match=r"^qa.jsonl:2501:\d+: malformed JSON"):
-        ingest.ingest_jsonl(path, "qa.jsonl", None, known=set(), cache={})
+        ingest.ingest_jsonl(path, "qa.jsonl", None)
 
 
-def test_the_raw_line_cache_skips_parsing_known_lines(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    records = [{"id": i} for i in range(100)]
-    path = tmp_path / "qa.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    first = ingest.ingest_jsonl(path, "qa.jsonl", None, known=set(), cache={})
-    cache = ingest.LineCache(b"", first.raw_hashes).mapping(first.oids)
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     parsed: list[int] = []
     real = ingest.canonicalize_many
 
@@ -60,8 +56,100 @@ def test_the_raw_line_cache_skips_parsing_known_lines(
         return real(raws)
 
     monkeypatch.setattr(ingest, "canonicalize_many", counting)
-    records[7] = {"id": 7, "edited": True}
+    return parsed
+
+
+def _again(path: Path, before: ingest.IngestResult) -> ingest.IngestResult:
+    return ingest.ingest_jsonl(path, path.name, None, cache=before.groups, base=before.oids)
+
+
+def _write(path: Path, records: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    second = ingest.ingest_jsonl(path, "qa.jsonl", None, known=set(), cache=cache)
+
+
+def test_the_group_cache_reparses_only_the_groups_around_an_edit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records: list[dict[str, object]] = [{"id": i, "text": "x" * (i % 7)} for i in range(2000)]
+    path = tmp_path / "qa.jsonl"
+    _write(path, records)
+    first = ingest.ingest_jsonl(path, "qa.jsonl", None)
+    parsed = _counting(monkeypatch)
+    records[700] = {"id": 700, "edited": True}
+    del records[1500]
+    records.insert(0, {"id": -1})
+    _write(path, records)
+    second = _again(path, first)
     assert second.oids == _expected(records)
-    assert sum(parsed) == 1
+    # Three changes: each re-parses the group it is in and perhaps its neighbour.
+    assert 3 <= sum(parsed) <= 6 * ingest.GROUP_MAX
+    assert second.runs is not None
+    runs, fresh = second.runs
+    assert sum(length for _, _, length in runs) == 2000
+    assert len(fresh) // 32 < 2 * ingest.GROUP_MAX
+    parsed.clear()
+    assert _again(path, second).oids == second.oids
+    assert sum(parsed) == 0
+
+
+def test_a_cache_of_another_file_only_costs_time(tmp_path: Path) -> None:
+    path = tmp_path / "qa.jsonl"
+    _write(path, [{"id": i} for i in range(50)])
+    first = ingest.ingest_jsonl(path, "qa.jsonl", None)
+    # The cache promises more datapoints than the base has: it is not used.
+    wrong = ingest.ingest_jsonl(path, "qa.jsonl", None, cache=first.groups, base=first.oids[32:])
+    assert wrong.oids == first.oids
+
+
+def test_lines_of_fixed_length_still_form_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No line ends a group by its length, so groups end every GROUP_MAX lines.
+    records = [{"id": f"{i:05d}", "t": "ab"} for i in range(1000)]
+    path = tmp_path / "fixed.jsonl"
+    _write(path, records)
+    assert all(len(json.dumps(r)) % ingest.GROUP_MODULUS for r in records)
+    first = ingest.ingest_jsonl(path, "fixed.jsonl", None)
+    assert len(first.groups.counts) == -(-1000 // ingest.GROUP_MAX)
+    parsed = _counting(monkeypatch)
+    records[500] = {"id": "00500", "t": "cd"}
+    _write(path, records)
+    assert _again(path, first).oids == _expected(records)
+    assert sum(parsed) == ingest.GROUP_MAX
+
+
+_line = st.one_of(
+    st.builds(lambda i, t: json.dumps({"id": i, "t": t}), st.integers(0, 30), st.text(max_size=9)),
+    st.sampled_from(["", "  ", '{"a": 1}\r', '{"b": [1, 2]}']),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(_line, max_size=60),
+    st.lists(_line, max_size=60),
+    st.booleans(),
+    st.integers(1, 300),
+    st.booleans(),
+)
+def test_reading_with_a_cache_gives_what_reading_afresh_gives(
+    old: list[str], new: list[str], bom: bool, piece: int, parallel: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ingest, "_READ", piece)
+        if parallel:
+            mp.setattr(ingest, "_PARALLEL_MIN", 0)
+            mp.setattr(ingest, "_workers", lambda: 2)
+        path = Path(tmp) / "d.jsonl"
+        head = "\ufeff" if bom else ""
+        path.write_text(head + "\n".join(old))
+        first = ingest.ingest_jsonl(path, "d.jsonl", None)
+        # The new file shares stretches with the old one, as an edit would.
+        mixed = old[: len(old) // 2] + new + old[len(old) // 2 :]
+        path.write_text(head + "\n".join(mixed) + ("\n" if bom else ""))
+        afresh = ingest.ingest_jsonl(path, "d.jsonl", None)
+        cached = _again(path, first)
+        assert cached.oids == afresh.oids
+        assert cached.groups == afresh.groups
+        texts = [t.removesuffix("\r") for t in mixed]
+        assert len(afresh.oids) // 32 == sum(1 for t in texts if t.strip())
