@@ -11,11 +11,11 @@ move with the content, so an insertion shifts no other group.
 from __future__ import annotations
 
 import array
+import bisect
 import contextlib
 import gc
 import hashlib
 import itertools
-import multiprocessing
 import os
 import sys
 import threading
@@ -32,6 +32,7 @@ from dsv.index import hash_file
 from dsv.manifest import Runs
 from dsv.objects import OID_SIZE, Kind
 from dsv.pack import PackWriter, PreparedPack
+from dsv.parallel import can_fork, fork_map
 from dsv.store import ObjectWriter
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "GroupCache",
     "IngestResult",
     "gc_paused",
+    "group_ends",
     "ingest_jsonl",
     "read_group_cache",
     "write_group_cache",
@@ -181,6 +183,61 @@ def _texts_of(raws: list[bytes], *, has_cr: bool) -> list[int]:
     return keep
 
 
+def _blocks_of(path: Path, start: int, end: int) -> Iterator[bytes]:
+    """Pieces of [start, end) that each end on a line boundary (the last may not).
+
+    pread, not mmap: pages of a mapped file count as resident memory, which for a 1 GB
+    file would double what a commit holds.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pos = start
+        while pos < end:
+            data = os.pread(fd, min(_READ, end - pos), pos)
+            if not data:
+                return
+            if pos + len(data) < end:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    # A line longer than a piece: read on until it ends.
+                    more = [data]
+                    while True:
+                        extra = os.pread(fd, _READ, pos + sum(map(len, more)))
+                        if not extra:
+                            break
+                        newline = extra.find(b"\n")
+                        if newline >= 0:
+                            more.append(extra[: newline + 1])
+                            break
+                        more.append(extra)
+                    data = b"".join(more)
+                elif cut < len(data):
+                    data = data[:cut]
+            yield data
+            pos += len(data)
+    finally:
+        os.close(fd)
+
+
+def group_ends(lengths: list[int]) -> list[int]:
+    """Where the line groups of consecutive raw lines of these lengths end (exclusive).
+
+    Lines after the last natural end stay open unless there are more than GROUP_MAX of them.
+    """
+    mask = GROUP_MODULUS - 1
+    natural = [i for i, n in enumerate(lengths, 1) if not n & mask]
+    ends: list[int] = []
+    last = 0
+    for end in [*natural, len(lengths) + GROUP_MAX + 1]:
+        while end - last > GROUP_MAX and last + GROUP_MAX <= len(lengths):
+            last += GROUP_MAX
+            ends.append(last)
+        if end <= len(lengths):
+            ends.append(end)
+            last = end
+    return ends
+
+
 class _Range:
     """One worker's pass over a byte range of the file.
 
@@ -217,10 +274,13 @@ class _Range:
             return True
         if have >= self.end:
             return False
-        more = os.pread(self.fd, min(max(_READ, upto - have), self.end - have), have)
-        if not more:
+        # Read again from `keep` rather than join onto the old buffer: the kept tail is a
+        # group at most, and the page cache serves it without a copy of the whole buffer.
+        want = min(max(_READ, upto - keep), self.end - keep)
+        data = os.pread(self.fd, want, keep)
+        if keep + len(data) <= have:
             return False
-        self.buf = self.buf[keep - self.buf_at :] + more
+        self.buf = data
         self.buf_at = keep
         return True
 
@@ -241,21 +301,14 @@ class _Range:
             if pos >= self.end or not length & mask or lines == GROUP_MAX:
                 return pos
 
-    def _ends_naturally(self, lo: int, stop: int) -> bool:
-        """Does the group at buf[lo:stop] end by its last line's length? (A group the
-        previous reading ended otherwise, at the end of a file or of GROUP_MAX lines, is
-        looked up by content instead, so that every reading cuts the same groups.)"""
-        buf = self.buf
-        if buf[stop - 1] != 10:
-            return False
-        start = buf.rfind(b"\n", lo, stop - 1) + 1 or lo
-        return not (stop - 1 - start) & (GROUP_MODULUS - 1)
-
     def run(self) -> _Part:
         self.fd = os.open(self.path, os.O_RDONLY)
         try:
             with gc_paused():
-                self._walk()
+                if len(self.old.lengths):
+                    self._walk()
+                else:
+                    self._walk_fresh()
         finally:
             os.close(self.fd)
         if self.error is not None:
@@ -288,9 +341,12 @@ class _Range:
             self.sources,
         )
         sha = hashlib.sha256
+        mask = GROUP_MODULUS - 1
         at, end, size = self.start, self.end, self.size
         if at == 0 and self._fill(0, len(_BOM)) and self.buf.startswith(_BOM):
             at = len(_BOM)
+        buf, buf_at = self.buf, self.buf_at
+        view = memoryview(buf)
         expect = -1  # the old group that would follow the last one taken, if known
         while at < end:
             found = -1
@@ -298,18 +354,29 @@ class _Range:
                 # The common case, kept free of calls but the hash: the next old group again.
                 length = old_lengths[expect]
                 stop = at + length
-                if stop <= end and (stop <= self.buf_at + len(self.buf) or self._fill(at, stop)):
-                    lo = at - self.buf_at
+                if stop > buf_at + len(buf) and stop <= end and self._fill(at, stop):
+                    buf, buf_at = self.buf, self.buf_at
+                    view = memoryview(buf)
+                if stop <= buf_at + len(buf):
+                    lo = at - buf_at
+                    hi = lo + length
                     key = old_keys[expect * GROUP_KEY : (expect + 1) * GROUP_KEY]
-                    digest = sha(memoryview(self.buf)[lo : lo + length]).digest()
-                    if digest[:GROUP_KEY] == key and (
-                        stop == size or self._ends_naturally(lo, lo + length)
+                    # Taken only when it ends as a reading from here would end it: on a line
+                    # whose length ends a group, or at the end of the file.
+                    if sha(view[lo:hi]).digest()[:GROUP_KEY] == key and (
+                        stop == size
+                        or (
+                            buf[hi - 1] == 10
+                            and not (hi - 1 - (buf.rfind(b"\n", lo, hi - 1) + 1 or lo)) & mask
+                        )
                     ):
                         found = expect
             if found < 0:
                 stop = self._group_end(at)
-                lo = at - self.buf_at
-                data = self.buf[lo : lo + stop - at]
+                buf, buf_at = self.buf, self.buf_at
+                view = memoryview(buf)
+                lo = at - buf_at
+                data = buf[lo : lo + stop - at]
                 key = sha(data).digest()[:GROUP_KEY]
                 found = index.get(key, -1)
             keys.append(key)
@@ -344,19 +411,10 @@ class _Range:
             keep = _texts_of(raws, has_cr=b"\r" in data)
             texts += [raws[i] for i in keep] if len(keep) < len(raws) else raws
             sizes.append(len(keep))
-        b3 = blake3.blake3
-        ids: list[bytes] = []
-        for at in range(0, len(texts), _BATCH):
-            batch = texts[at : at + _BATCH]
-            try:
-                bodies = canonicalize_many(batch)
-            except CanonicalError:
-                self.error = self._first_error()
-                return False
-            batch_oids = [b3(_TAG + body).digest() for body in bodies]
-            ids += batch_oids
-            if self.pack_dir is not None:
-                self._store(batch_oids, bodies)
+        ids = self._hash_texts(texts)
+        if isinstance(ids, int):
+            self.error = self._first_error()
+            return False
         at = 0
         for (slot, _, _), size in zip(self.pending, sizes, strict=True):
             self.oids[slot] = b"".join(ids[at : at + size])
@@ -365,6 +423,90 @@ class _Range:
         self.pending.clear()
         self.pending_size = 0
         return True
+
+    def _hash_texts(self, texts: list[bytes]) -> list[bytes] | int:
+        """Canonicalise, hash and store records; their ids, or the index of a bad one."""
+        b3 = blake3.blake3
+        ids: list[bytes] = []
+        for at in range(0, len(texts), _BATCH):
+            batch = texts[at : at + _BATCH]
+            try:
+                bodies = canonicalize_many(batch)
+            except CanonicalError:
+                for i, text in enumerate(batch, at):
+                    try:
+                        canonicalize_many([text])
+                    except CanonicalError:
+                        return i
+                raise AssertionError("a batch failed but none of its records does") from None
+            batch_oids = [b3(_TAG + body).digest() for body in bodies]
+            ids += batch_oids
+            if self.pack_dir is not None:
+                self._store(batch_oids, bodies)
+        return ids
+
+    def _walk_fresh(self) -> None:
+        """No earlier reading to reuse: cut whole pieces into groups and parse every line."""
+        carry = b""
+        at = self.start
+        for piece in _blocks_of(self.path, self.start, self.end):
+            if at == 0 and not carry and piece.startswith(_BOM):
+                piece = piece[len(_BOM) :]
+                at = len(_BOM)
+            data = carry + piece if carry else piece
+            final = at + len(data) >= self.end
+            taken = self._fresh_groups(data, at, final=final)
+            if taken < 0:
+                return
+            carry = data[taken:]
+            at += taken
+
+    def _fresh_groups(self, data: bytes, data_at: int, *, final: bool) -> int:
+        """Parse the whole groups of `data` (at file offset `data_at`); bytes taken, or -1."""
+        raws = data.split(b"\n")
+        rest = raws.pop()  # b"" after a final newline, else a line without one
+        if rest:
+            raws.append(rest)
+        widths = list(map(len, raws))
+        ends = group_ends(widths)
+        if rest and not final and ends and ends[-1] == len(raws):
+            ends.pop()
+        if final and (not ends or ends[-1] < len(raws)):
+            ends.append(len(raws))
+        if not ends:
+            return 0
+        last = ends[-1]
+        offsets = list(itertools.accumulate(widths, initial=0))
+        view = memoryview(data)
+        sha = hashlib.sha256
+        keys, lengths = self.keys, self.lengths
+        prev = 0
+        for end in ends:
+            stop = min(offsets[end] + end, len(data))
+            keys.append(sha(view[prev:stop]).digest()[:GROUP_KEY])
+            lengths.append(stop - prev)
+            prev = stop
+        self.sources.extend([-1] * len(ends))
+        lines = raws[:last]
+        keep = _texts_of(lines, has_cr=b"\r" in data)
+        if len(keep) == last:
+            texts = lines
+            self.counts.extend(b - a for a, b in itertools.pairwise([0, *ends]))
+        else:
+            texts = [lines[i] for i in keep]
+            before = [bisect.bisect_left(keep, end) for end in ends]
+            self.counts.extend(b - a for a, b in itertools.pairwise([0, *before]))
+        ids = self._hash_texts(texts)
+        if isinstance(ids, int):
+            line = keep[ids]
+            text = texts[ids]
+            try:
+                canonicalize_many([text])
+            except CanonicalError as exc:
+                self.error = (data_at + offsets[line] + line, text, exc.message, exc.offset)
+            return -1
+        self.oids.append(b"".join(ids))
+        return prev
 
     def _first_error(self) -> tuple[int, bytes, str, int | None]:
         """(file offset of its line, text, message, offset in it) of the first bad line."""
@@ -437,7 +579,7 @@ def _ranges(path: Path, parts: int) -> list[tuple[int, int]]:
 
 
 def _workers() -> int:
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if not can_fork():
         return 1
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 
@@ -465,20 +607,16 @@ def ingest_jsonl(
     old = _Old(cache, base)
     _shared.update(path=path, old=old, pack_dir=pack_dir, size=ranges[-1][1])
     digest: list[bytes] = []
-    hasher = threading.Thread(target=lambda: digest.append(hash_file(path)))
+    hasher = threading.Thread(target=lambda: digest.append(hash_file(path, threads=1)))
     try:
         if len(ranges) == 1:
             if file_hash:
                 hasher.start()
             parts = [_ingest_range(*ranges[0])]
         else:
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(len(ranges)) as pool:
-                # Started once the workers are forked: forking beside a running thread could
-                # copy a lock it holds.
-                if file_hash:
-                    hasher.start()
-                parts = pool.starmap(_ingest_range, ranges)
+            # The hash starts once the workers are forked (fork_map forks them all before it
+            # waits): forking beside a running thread could copy a lock it holds.
+            parts = fork_map(_ingest_range, ranges, then=hasher.start if file_hash else None)
     finally:
         if hasher.ident is not None:
             hasher.join()
@@ -529,15 +667,8 @@ def _base_runs(
     fresh = bytearray()
     starts = old.starts
     n_old = len(starts) - 1
-
-    def put(from_old: bool, start: int, length: int) -> None:
-        if runs:
-            was_old, was_start, was_length = runs[-1]
-            if was_old == from_old and was_start + was_length == start:
-                runs[-1] = (from_old, was_start, was_length + length)
-                return
-        runs.append((from_old, start, length))
-
+    # The run being built: from the base?, where it starts, its length.
+    kind, first, length = True, 0, 0
     position = 0  # in oids, in ids
     previous = -1  # the old group the last found group was
     g = 0
@@ -545,7 +676,13 @@ def _base_runs(
     while g < n:
         found = sources[g]
         if found >= 0:
-            put(True, starts[found], counts[g])
+            start = starts[found]
+            if kind and first + length == start:
+                length += counts[g]
+            else:
+                if length:
+                    runs.append((kind, first, length))
+                kind, first, length = True, start, counts[g]
             position += counts[g]
             previous = found
             g += 1
@@ -555,20 +692,31 @@ def _base_runs(
             stretch_end += 1
         after = sources[stretch_end] if stretch_end < n else n_old
         lo, hi = starts[previous + 1], starts[max(after, previous + 1)]
-        nearby = {
-            old.oids[i * OID_SIZE : (i + 1) * OID_SIZE]: i for i in range(lo, min(hi, lo + 4096))
-        }
+        base = old.oids
+        nearby = {base[i * OID_SIZE : (i + 1) * OID_SIZE]: i for i in range(lo, min(hi, lo + 4096))}
         parsed = sum(counts[g:stretch_end])
         for k in range(position, position + parsed):
             oid = oids[k * OID_SIZE : (k + 1) * OID_SIZE]
             at = nearby.get(oid)
             if at is None:
-                put(False, len(fresh) // OID_SIZE, 1)
+                at = len(fresh) // OID_SIZE
                 fresh += oid
+                if not kind and first + length == at:
+                    length += 1
+                    continue
+                if length:
+                    runs.append((kind, first, length))
+                kind, first, length = False, at, 1
+            elif kind and first + length == at:
+                length += 1
             else:
-                put(True, at, 1)
+                if length:
+                    runs.append((kind, first, length))
+                kind, first, length = True, at, 1
         position += parsed
         g = stretch_end
+    if length:
+        runs.append((kind, first, length))
     return runs, bytes(fresh)
 
 

@@ -8,7 +8,6 @@ file atomically.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from dsv.errors import BadState, CorruptObject
 from dsv.fsutil import fsync_dir
 from dsv.objects import OID_SIZE, Kind
 from dsv.pack import Pack
+from dsv.parallel import can_fork, fork_map
 from dsv.store import ObjectStore
 
 __all__ = ["PARALLEL_MIN", "write_jsonl"]
@@ -88,7 +88,7 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
     caller then writes the file the ordinary way.
     """
     n = len(oids) // OID_SIZE
-    if n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods():
+    if n < PARALLEL_MIN or not can_fork():
         return None
     maps = [(pack, pack.positions()) for pack in store.packs]
     if not maps:
@@ -99,9 +99,7 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
     try:
         _shared.update(oids=oids, maps=maps)
         half = n // 2
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(2) as pool:
-            errors = pool.starmap(_write_range, [(0, half, str(tmp)), (half, n, str(part))])
+        errors = fork_map(_write_range, [(0, half, str(tmp)), (half, n, str(part))])
         for error in errors:
             if error:
                 raise CorruptObject(error)

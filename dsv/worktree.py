@@ -45,7 +45,7 @@ def scan_file(
 
     With `file_hash`, also the BLAKE3 of the file's bytes (JSONL only: hashed while it is read).
     """
-    # Imported here: they pull in multiprocessing, csv, decimal…, which status rarely needs.
+    # Imported here: they pull in csv, decimal…, which status rarely needs.
     from dsv.formats import format_kind, read_dataset
     from dsv.ingest import gc_paused, ingest_jsonl, read_group_cache
 

@@ -1,0 +1,58 @@
+"""Forked workers: results in order, failures raised in the parent, no child left behind."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dsv.errors import BadInput
+from dsv.parallel import fork_map
+
+_parent = os.getpid()
+
+
+def _square_and_pid(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def test_results_come_back_in_call_order_from_other_processes() -> None:
+    results = fork_map(_square_and_pid, [(n,) for n in range(5)])
+    assert [r for r, _ in results] == [0, 1, 4, 9, 16]
+    pids = {pid for _, pid in results}
+    assert _parent not in pids and len(pids) == 5
+
+
+def _fail(kind: str) -> None:
+    if kind == "dsv":
+        raise BadInput("data.jsonl:3:1: malformed JSON")
+    if kind == "exit":
+        os._exit(3)
+    if kind == "unpicklable":
+
+        class Local(Exception):
+            pass
+
+        raise Local("cannot travel")
+
+
+def test_a_worker_error_is_raised_in_the_parent_as_itself() -> None:
+    with pytest.raises(BadInput, match=r"^data.jsonl:3:1: malformed JSON$"):
+        fork_map(_fail, [("ok",), ("dsv",)])
+
+
+def test_an_error_that_cannot_be_pickled_arrives_as_text() -> None:
+    with pytest.raises(RuntimeError, match="Local: cannot travel"):
+        fork_map(_fail, [("unpicklable",)])
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
+    with pytest.raises(OSError, match="died without an answer"):
+        fork_map(_fail, [("exit",), ("ok",)])
+
+
+def test_then_runs_in_the_parent_after_the_forks() -> None:
+    seen: list[int] = []
+    results = fork_map(_square_and_pid, [(2,)], then=lambda: seen.append(os.getpid()))
+    assert seen == [_parent]
+    assert results[0][0] == 4
