@@ -218,7 +218,10 @@ def run_benchmark(
     rss: dict[str, dict[str, int]] = {t: dict.fromkeys(STEPS, 0) for t in tools}
     sizes: dict[str, list[int]] = {t: [] for t in tools}
     status: list[float] = []
+    # The interpreter alone: what any Python command pays before its first line runs.
+    python_start: list[float] = []
     for run in range(runs):
+        python_start.extend(_run([PYTHON, "-c", "pass"], work, env)[0] for _ in range(3))
         for name in tools:
             root = work / f"{name}-{run}"
             root.mkdir()
@@ -246,6 +249,7 @@ def run_benchmark(
         "medians": medians,
         "peak_rss_kib": rss,
         "store_bytes": {t: statistics.median(v) for t, v in sizes.items()},
+        "python_start": statistics.median(python_start),
     }
     if "dsv" in tools:
         result["dsv_status"] = statistics.median(status)
@@ -298,7 +302,7 @@ def main() -> None:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     print(format_table(result))
-    for key in ("dsv_status", "dsv_log_20"):
+    for key in ("python_start", "dsv_status", "dsv_log_20"):
         if key in result:
             print(f"{key}: {result[key]:.3f} s")
     print("peak RSS (KiB):", json.dumps(result["peak_rss_kib"]))

@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,6 @@ import msgspec
 from dsv.canonical import CanonicalError, canonicalize_many
 from dsv.errors import BadInput
 from dsv.fsutil import write_atomic
-from dsv.index import hash_file
 from dsv.manifest import Runs
 from dsv.objects import OID_SIZE, Kind
 from dsv.pack import PackWriter, PreparedPack
@@ -48,6 +46,7 @@ __all__ = [
 ]
 
 GROUP_KEY = 16
+LINE_KEY = 16
 # A raw line whose length (without its newline) is a multiple of this ends a group: about one
 # line in four, so a scattered 1% edit re-parses about 4% of lines.
 GROUP_MODULUS = 4
@@ -79,12 +78,15 @@ class GroupCache(msgspec.Struct):
 
     Per group: a GROUP_KEY-byte SHA-256 prefix of its bytes in `keys`, its byte length in
     `lengths` (little-endian u32s) and the number of datapoints it gave in `counts` (bytes).
+    Per datapoint, in dataset order: a LINE_KEY-byte SHA-256 prefix of its line in `lines`,
+    so that the unchanged lines of an edited group need no parsing either.
     """
 
     content: bytes
     keys: bytes
     lengths: bytes
     counts: bytes
+    lines: bytes
 
     def fits(self, oids: bytes) -> bool:
         """Is this the cache of the dataset whose ids are `oids`, and whole?"""
@@ -93,6 +95,7 @@ class GroupCache(msgspec.Struct):
             len(self.keys) == n * GROUP_KEY
             and len(self.lengths) == 4 * n
             and sum(self.counts) == len(oids) // OID_SIZE
+            and len(self.lines) == LINE_KEY * (len(oids) // OID_SIZE)
         )
 
 
@@ -122,7 +125,6 @@ class IngestResult(msgspec.Struct):
     runs: tuple[Runs, bytes] | None  # how `oids` reuse the base's ids (see build_dataset)
     stored: int
     stored_bytes: int
-    file_hash: bytes  # BLAKE3 of the bytes read, as dsv.index.hash_file gives (b"" if not asked)
 
 
 class _Part(msgspec.Struct):
@@ -130,6 +132,7 @@ class _Part(msgspec.Struct):
     keys: bytes
     lengths: bytes
     counts: bytes
+    lines: bytes
     sources: bytes  # per group: the old group it was found as (i32), or -1
     stored: int
     stored_bytes: int
@@ -142,29 +145,27 @@ class _Old:
 
     def __init__(self, cache: GroupCache | None, oids: bytes) -> None:
         if cache is None or not cache.fits(oids):
-            cache = GroupCache(b"", b"", b"", b"")
+            cache = GroupCache(b"", b"", b"", b"", b"")
         self.oids = oids
         self.keys = cache.keys
         self.lengths = array.array(_LENGTHS, cache.lengths)
         if sys.byteorder != "little":
             self.lengths.byteswap()
         self.counts = cache.counts
+        self.lines = cache.lines
         self.starts = list(itertools.accumulate(cache.counts, initial=0))
         keys = self.keys
+        self._all_ids: set[bytes] | None = None
         self.index = {
             keys[i : i + GROUP_KEY]: i // GROUP_KEY for i in range(0, len(keys), GROUP_KEY)
         }
-        self._id_set: set[bytes] | None = None
 
-    def ids(self, group: int) -> bytes:
-        return self.oids[self.starts[group] * OID_SIZE : self.starts[group + 1] * OID_SIZE]
-
-    def id_set(self) -> set[bytes]:
-        """Every base id: built on first use, so in each worker at once rather than before."""
-        if self._id_set is None:
+    def all_ids(self) -> set[bytes]:
+        """Every base id (built once): with no groups to go by, any of them may recur."""
+        if self._all_ids is None:
             o = self.oids
-            self._id_set = {o[i : i + OID_SIZE] for i in range(0, len(o), OID_SIZE)}
-        return self._id_set
+            self._all_ids = {o[i : i + OID_SIZE] for i in range(0, len(o), OID_SIZE)}
+        return self._all_ids
 
 
 # Set before forking so workers share them copy-on-write instead of receiving pickles.
@@ -256,8 +257,10 @@ class _Range:
         self.keys: list[bytes] = []
         self.lengths = array.array(_LENGTHS)
         self.counts = bytearray()
+        self.lines: list[bytes] = []  # per group, its datapoints' line keys
         self.sources = array.array("i")
-        self.pending: list[tuple[int, int, bytes]] = []  # slot, file offset, group bytes
+        # slot, file offset, bytes, and the old group expected there (or -1), per group to parse
+        self.pending: list[tuple[int, int, bytes, int]] = []
         self.pending_size = 0
         self.writer: PackWriter | None = None
         self.seen: set[bytes] = set()
@@ -314,7 +317,7 @@ class _Range:
         if self.error is not None:
             if self.writer is not None:
                 self.writer.abort()
-            return _Part(b"", b"", b"", b"", b"", 0, 0, error=self.error)
+            return _Part(b"", b"", b"", b"", b"", b"", 0, 0, error=self.error)
         prepared = self.writer.prepare() if self.writer is not None else None
         pack = (prepared.name, str(prepared.pack_tmp), str(prepared.idx_tmp)) if prepared else None
         return _Part(
@@ -322,6 +325,7 @@ class _Range:
             b"".join(self.keys),
             _little(self.lengths),
             bytes(self.counts),
+            b"".join(self.lines),
             _little(self.sources),
             self.stored,
             self.stored_bytes,
@@ -331,7 +335,8 @@ class _Range:
     def _walk(self) -> None:
         old = self.old
         old_keys, old_lengths, old_counts, index = old.keys, old.lengths, old.counts, old.index
-        old_oids, starts = old.oids, old.starts
+        old_oids, old_lines, starts = old.oids, old.lines, old.starts
+        lines = self.lines
         n_old = len(old_lengths)
         oids, keys, lengths, counts, sources = (
             self.oids,
@@ -383,13 +388,18 @@ class _Range:
             lengths.append(stop - at)
             sources.append(found)
             if found >= 0:
-                oids.append(old_oids[starts[found] * OID_SIZE : starts[found + 1] * OID_SIZE])
+                if self.pending and self.pending[-1][3] < 0:
+                    self._expect_before(found)
+                first, stop_id = starts[found], starts[found + 1]
+                oids.append(old_oids[first * OID_SIZE : stop_id * OID_SIZE])
+                lines.append(old_lines[first * LINE_KEY : stop_id * LINE_KEY])
                 counts.append(old_counts[found])
                 expect = found + 1
             else:
-                self.pending.append((len(oids), at, data))
+                self.pending.append((len(oids), at, data, expect))
                 self.pending_size += len(data)
                 oids.append(b"")
+                lines.append(b"")
                 counts.append(0)
                 if self.pending_size >= _BATCH_BYTES and not self._parse():
                     return
@@ -399,33 +409,75 @@ class _Range:
         self._parse()
 
     def _parse(self) -> bool:
-        """Canonicalise the pending groups' lines, filling their slots; False on a bad line."""
+        """Fill the pending groups' slots: a line seen nearby before by its key, the rest by
+        canonicalising it. False on a bad line."""
         if not self.pending:
             return True
         texts: list[bytes] = []
         sizes: list[int] = []
-        for _, _, data in self.pending:
+        for _, _, data, _ in self.pending:
             raws = data.split(b"\n")
             if not raws[-1]:
                 raws.pop()
             keep = _texts_of(raws, has_cr=b"\r" in data)
             texts += [raws[i] for i in keep] if len(keep) < len(raws) else raws
             sizes.append(len(keep))
-        ids = self._hash_texts(texts)
-        if isinstance(ids, int):
+        sha = hashlib.sha256
+        keys = [sha(t).digest()[:LINE_KEY] for t in texts]
+        stored, seen = self._nearby()
+        ids: list[bytes | None] = [seen.get(k) for k in keys]
+        todo = [i for i, oid in enumerate(ids) if oid is None]
+        parsed = self._hash_texts([texts[i] for i in todo], stored)
+        if isinstance(parsed, int):
             self.error = self._first_error()
             return False
+        for i, oid in zip(todo, parsed, strict=True):
+            ids[i] = oid
         at = 0
-        for (slot, _, _), size in zip(self.pending, sizes, strict=True):
-            self.oids[slot] = b"".join(ids[at : at + size])
+        for (slot, _, _, _), size in zip(self.pending, sizes, strict=True):
+            self.oids[slot] = b"".join(ids[at : at + size])  # type: ignore[arg-type]
+            self.lines[slot] = b"".join(keys[at : at + size])
             self.counts[slot] = size
             at += size
         self.pending.clear()
         self.pending_size = 0
         return True
 
-    def _hash_texts(self, texts: list[bytes]) -> list[bytes] | int:
-        """Canonicalise, hash and store records; their ids, or the index of a bad one."""
+    def _expect_before(self, found: int) -> None:
+        """Pending groups that followed no known group precede old group `found`: look for
+        their lines just before it (as after lines inserted at the top of a file)."""
+        pending = self.pending
+        k = len(pending) - 1
+        while k >= 0 and pending[k][3] < 0:
+            slot, at, data, _ = pending[k]
+            pending[k] = (slot, at, data, max(found - 1, 0))
+            k -= 1
+
+    def _nearby(self) -> tuple[set[bytes], dict[bytes, bytes]]:
+        """Base ids around the pending groups, and their line keys -> ids.
+
+        That is where the unchanged lines of an edited group come from. A line moved from
+        afar is parsed, and stored once more: a duplicate that costs a few bytes, where maps
+        of every base line would cost a tenth of a recommit to build.
+        """
+        old = self.old
+        base, old_lines, starts = old.oids, old.lines, old.starts
+        n_old = len(starts) - 1
+        stored: set[bytes] = set()
+        seen: dict[bytes, bytes] = {}
+        for _, _, _, expect in self.pending:
+            if expect >= 0:
+                lo = starts[min(max(expect - 1, 0), n_old)]
+                hi = starts[min(expect + 2, n_old)]
+                for i in range(lo, hi):
+                    oid = base[i * OID_SIZE : (i + 1) * OID_SIZE]
+                    stored.add(oid)
+                    seen[old_lines[i * LINE_KEY : (i + 1) * LINE_KEY]] = oid
+        return stored, seen
+
+    def _hash_texts(self, texts: list[bytes], known: set[bytes]) -> list[bytes] | int:
+        """Canonicalise, hash and store records (but those in `known`); their ids, or the index
+        of a bad one."""
         b3 = blake3.blake3
         ids: list[bytes] = []
         for at in range(0, len(texts), _BATCH):
@@ -442,7 +494,7 @@ class _Range:
             batch_oids = [b3(_TAG + body).digest() for body in bodies]
             ids += batch_oids
             if self.pack_dir is not None:
-                self._store(batch_oids, bodies)
+                self._store(batch_oids, bodies, known)
         return ids
 
     def _walk_fresh(self) -> None:
@@ -496,7 +548,9 @@ class _Range:
             texts = [lines[i] for i in keep]
             before = [bisect.bisect_left(keep, end) for end in ends]
             self.counts.extend(b - a for a, b in itertools.pairwise([0, *before]))
-        ids = self._hash_texts(texts)
+        sha = hashlib.sha256
+        self.lines.append(b"".join([sha(t).digest()[:LINE_KEY] for t in texts]))
+        ids = self._hash_texts(texts, self.old.all_ids())
         if isinstance(ids, int):
             line = keep[ids]
             text = texts[ids]
@@ -510,7 +564,7 @@ class _Range:
 
     def _first_error(self) -> tuple[int, bytes, str, int | None]:
         """(file offset of its line, text, message, offset in it) of the first bad line."""
-        for _, offset, data in self.pending:
+        for _, offset, data, _ in self.pending:
             pos = offset
             for raw in data.split(b"\n"):
                 line = raw.removesuffix(b"\r")
@@ -522,8 +576,8 @@ class _Range:
                 pos += len(raw) + 1
         raise AssertionError("a batch failed but none of its records does")
 
-    def _store(self, oids: list[bytes], bodies: list[bytes]) -> None:
-        known, seen = self.old.id_set(), self.seen
+    def _store(self, oids: list[bytes], bodies: list[bytes], known: set[bytes]) -> None:
+        seen = self.seen
         fresh: dict[bytes, int] = {}
         for k, oid in enumerate(oids):
             if oid not in known and oid not in seen:
@@ -591,12 +645,10 @@ def ingest_jsonl(
     *,
     cache: GroupCache | None = None,
     base: bytes = b"",
-    file_hash: bool = False,
 ) -> IngestResult:
     """Read a JSONL file into datapoints; new ones go into packs adopted by `writer`.
 
-    `cache` is the line groups of the file that gave the dataset whose ids are `base`. With
-    `file_hash`, the whole file is hashed on a thread meanwhile, for the index.
+    `cache` is the line groups of the file that gave the dataset whose ids are `base`.
     """
     if not path.exists():
         raise BadInput(f"{name}: no such file")
@@ -606,20 +658,9 @@ def ingest_jsonl(
     ranges = _ranges(path, _workers())
     old = _Old(cache, base)
     _shared.update(path=path, old=old, pack_dir=pack_dir, size=ranges[-1][1])
-    digest: list[bytes] = []
-    hasher = threading.Thread(target=lambda: digest.append(hash_file(path, threads=1)))
     try:
-        if len(ranges) == 1:
-            if file_hash:
-                hasher.start()
-            parts = [_ingest_range(*ranges[0])]
-        else:
-            # The hash starts once the workers are forked (fork_map forks them all before it
-            # waits): forking beside a running thread could copy a lock it holds.
-            parts = fork_map(_ingest_range, ranges, then=hasher.start if file_hash else None)
+        parts = fork_map(_ingest_range, ranges) if len(ranges) > 1 else [_ingest_range(*ranges[0])]
     finally:
-        if hasher.ident is not None:
-            hasher.join()
         _shared.clear()
     error = next((p.error for p in parts if p.error is not None), None)
     for part in parts:
@@ -638,6 +679,7 @@ def ingest_jsonl(
         b"".join(p.keys for p in parts),
         b"".join(p.lengths for p in parts),
         b"".join(p.counts for p in parts),
+        b"".join(p.lines for p in parts),
     )
     oids = b"".join(p.oids for p in parts)
     sources = array.array("i", b"".join(p.sources for p in parts))
@@ -650,7 +692,6 @@ def ingest_jsonl(
         runs,
         sum(p.stored for p in parts),
         sum(p.stored_bytes for p in parts),
-        digest[0] if digest else b"",
     )
 
 

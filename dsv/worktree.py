@@ -4,7 +4,6 @@ whether a file still holds what the index says."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -29,7 +28,6 @@ class FileScan(msgspec.Struct):
     oids: bytes
     groups: GroupCache | None = None
     runs: tuple[Runs, bytes] | None = None  # how oids reuse the base's, when known
-    file_hash: bytes = b""  # of the bytes read, when asked for
 
 
 def scan_file(
@@ -39,12 +37,8 @@ def scan_file(
     writer: ObjectWriter | None,
     base: Dataset | None = None,
     base_oids: bytes | None = None,
-    file_hash: bool = False,
 ) -> FileScan:
-    """Read a working file; with a writer, store the datapoints the base does not have.
-
-    With `file_hash`, also the BLAKE3 of the file's bytes (JSONL only: hashed while it is read).
-    """
+    """Read a working file; with a writer, store the datapoints the base does not have."""
     # Imported here: they pull in csv, decimal…, which status rarely needs.
     from dsv.formats import format_kind, read_dataset
     from dsv.ingest import gc_paused, ingest_jsonl, read_group_cache
@@ -61,12 +55,8 @@ def scan_file(
                 cached = read_group_cache(repo.dsv_dir, name)
                 if cached is not None and cached.content != base.content:
                     cached = None
-            result = ingest_jsonl(
-                full, name, writer, cache=cached, base=base_oids or b"", file_hash=file_hash
-            )
-            return FileScan(
-                Format("jsonl"), result.oids, result.groups, result.runs, result.file_hash
-            )
+            result = ingest_jsonl(full, name, writer, cache=cached, base=base_oids or b"")
+            return FileScan(Format("jsonl"), result.oids, result.groups, result.runs)
         fmt, records = read_dataset(full, name=name)
         known = set(iter_oids(base_oids)) if base_oids else set()
         ids = bytearray()
@@ -95,7 +85,7 @@ def stage_file(
     base_oids = repo.read_oid_list(base) if base else None
     started = time.time_ns()
     before = stat_file(full)
-    scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids, file_hash=True)
+    scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids)
     after = stat_file(full)
     if key is None:
         key = base.key if base else ()
@@ -105,25 +95,20 @@ def stage_file(
     if scan.groups is not None:
         groups = msgspec.structs.replace(scan.groups, content=dataset.content)
         write_group_cache(repo.dsv_dir, name, groups)
-    return _proven_entry(name, oid, before, after, started, full, scan.file_hash), dataset
+    # No hash of the bytes: a trusted stat proves the file clean, and hashing it would add a
+    # tenth to a recommit. Should the stat change, status reads the file once and keeps both.
+    return _proven_entry(name, oid, before, after, started), dataset
 
 
 def _proven_entry(
-    name: str,
-    oid: bytes,
-    before: object,
-    after: object,
-    started: int,
-    full: Path,
-    file_hash: bytes = b"",
+    name: str, oid: bytes, before: object, after: object, started: int, file_hash: bytes = b""
 ) -> Entry:
-    """The index entry for a file read between two stats: its stat and bytes' hash are kept
-    only when no write can have slipped in while it was read (`file_hash`, when given, was
-    taken between the two stats as well)."""
+    """The index entry for a file read between two stats: its stat (and `file_hash`, the hash
+    of its bytes) are kept only when no write can have slipped in while it was read."""
     stat = trusted_stat(after, started) if before == after else None  # type: ignore[arg-type]
     if stat is None:
         return Entry(name, oid)
-    return Entry(name, oid, stat, file_hash or hash_file(full))
+    return Entry(name, oid, stat, file_hash)
 
 
 def check_entry(repo: Repository, entry: Entry) -> tuple[str, Entry | None, FileScan | None]:
@@ -148,8 +133,9 @@ def check_entry(repo: Repository, entry: Entry) -> tuple[str, Entry | None, File
         repo, entry.path, writer=None, base=staged, base_oids=repo.read_oid_list(staged)
     )
     if scan.format == staged.format and content_id(scan.oids) == staged.content:
+        digest = hash_file(full)  # before the second stat, so that it vouches for these bytes
         after = stat_file(full)
-        return "clean", _proven_entry(entry.path, entry.dataset, stat, after, started, full), scan
+        return "clean", _proven_entry(entry.path, entry.dataset, stat, after, started, digest), scan
     return "modified", None, scan
 
 

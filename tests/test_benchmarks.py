@@ -33,5 +33,6 @@ def test_harness_runs_every_tool(tmp_path: Path) -> None:
         assert set(medians[tool]) == set(STEPS)
         assert all(seconds > 0 for seconds in medians[tool].values())
     assert result["dsv_status"] > 0 and result["dsv_log_20"] > 0  # type: ignore[operator]
+    assert 0 < result["python_start"] < result["dsv_status"]  # type: ignore[operator]
     table = format_table(result)
     assert "| diff |" in table and "dsv/oxen" in table

@@ -83,6 +83,29 @@ def test_status_uses_the_stat_cache(dsv: Dsv, monkeypatch: pytest.MonkeyPatch) -
     assert dsv("status", "--porcelain").stdout == ""
 
 
+def test_a_touched_file_is_read_once_then_trusted_again(
+    dsv: Dsv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _commit_qa(dsv, QA, "v1")
+    path = dsv.root / "qa.jsonl"
+    old = os.stat(path).st_mtime_ns - 10**10
+    os.utime(path, ns=(old, old))
+    from dsv import worktree
+
+    reads: list[str] = []
+    real = worktree.scan_file
+
+    def counting(*args: object, **kwargs: object) -> object:
+        reads.append("scan")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worktree, "scan_file", counting)
+    assert dsv("status", "--porcelain").stdout == ""
+    assert reads == ["scan"]
+    assert dsv("status", "--porcelain").stdout == ""
+    assert reads == ["scan"]
+
+
 def test_status_after_checkout_hashes_but_never_parses(
     dsv: Dsv, monkeypatch: pytest.MonkeyPatch
 ) -> None:

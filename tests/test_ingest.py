@@ -14,6 +14,7 @@ from dsv import ingest
 from dsv.canonical import encode_canonical
 from dsv.errors import BadInput
 from dsv.objects import Kind, hash_object
+from dsv.repo import Repository
 
 
 def _expected(records: list[dict[str, object]]) -> bytes:
@@ -67,7 +68,7 @@ def _write(path: Path, records: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def test_the_group_cache_reparses_only_the_groups_around_an_edit(
+def test_the_group_cache_parses_only_the_changed_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records: list[dict[str, object]] = [{"id": i, "text": "x" * (i % 7)} for i in range(2000)]
@@ -81,8 +82,9 @@ def test_the_group_cache_reparses_only_the_groups_around_an_edit(
     _write(path, records)
     second = _again(path, first)
     assert second.oids == _expected(records)
-    # Three changes: each re-parses the group it is in and perhaps its neighbour.
-    assert 3 <= sum(parsed) <= 6 * ingest.GROUP_MAX
+    # Of the lines in the groups around the three changes, only the two new ones are parsed:
+    # the others are known by their line keys.
+    assert sum(parsed) == 2
     assert second.runs is not None
     runs, fresh = second.runs
     assert sum(length for _, _, length in runs) == 2000
@@ -90,6 +92,29 @@ def test_the_group_cache_reparses_only_the_groups_around_an_edit(
     parsed.clear()
     assert _again(path, second).oids == second.oids
     assert sum(parsed) == 0
+
+
+def test_only_new_datapoints_are_stored_with_or_without_a_cache(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path / "repo")
+    records: list[dict[str, object]] = [{"id": i, "text": "x" * (i % 7)} for i in range(3000)]
+    path = tmp_path / "qa.jsonl"
+    _write(path, records)
+    with repo.store.writer() as writer:
+        first = ingest.ingest_jsonl(path, "qa.jsonl", writer)
+    assert first.stored == 3000
+    records[10] = {"id": 10, "edited": True}
+    records[2000] = {"id": 2000, "edited": True}
+    _write(path, records)
+    with repo.store.writer() as writer:
+        cached = ingest.ingest_jsonl(path, "qa.jsonl", writer, cache=first.groups, base=first.oids)
+        assert cached.stored == 2
+    records[20] = {"id": 20, "edited": True}
+    _write(path, records)
+    with repo.store.writer() as writer:
+        # No cache (lost, or of an older layout): every line is parsed, none stored twice.
+        uncached = ingest.ingest_jsonl(path, "qa.jsonl", writer, base=cached.oids)
+        assert uncached.stored == 1
+    assert uncached.oids == _expected(records)
 
 
 def test_a_cache_of_another_file_only_costs_time(tmp_path: Path) -> None:
@@ -115,7 +140,7 @@ def test_lines_of_fixed_length_still_form_groups(
     records[500] = {"id": "00500", "t": "cd"}
     _write(path, records)
     assert _again(path, first).oids == _expected(records)
-    assert sum(parsed) == ingest.GROUP_MAX
+    assert sum(parsed) == 1
 
 
 _line = st.one_of(
