@@ -38,7 +38,12 @@ def fork_map(
     try:
         for args in calls:
             read, write = os.pipe()
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(read)
+                os.close(write)
+                raise
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
                 os.close(read)
                 _child(write, function, args)

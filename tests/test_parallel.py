@@ -56,3 +56,24 @@ def test_then_runs_in_the_parent_after_the_forks() -> None:
     results = fork_map(_square_and_pid, [(2,)], then=lambda: seen.append(os.getpid()))
     assert seen == [_parent]
     assert results[0][0] == 4
+
+
+def test_a_failed_fork_leaves_no_pipe_or_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.fork
+    forks: list[int] = []
+
+    def fork() -> int:
+        if forks:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        pid = real()
+        forks.append(pid)
+        return pid
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", fork)
+    with pytest.raises(BlockingIOError):
+        fork_map(_square_and_pid, [(1,), (2,)])
+    monkeypatch.undo()
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(ChildProcessError):  # the first child was killed and reaped
+        os.waitpid(forks[0], os.WNOHANG)
