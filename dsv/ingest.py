@@ -295,7 +295,9 @@ class _Range:
         while True:
             nl = self.buf.find(b"\n", pos - self.buf_at)
             if nl < 0:
-                if self._fill(at, self.buf_at + len(self.buf) + 1):
+                # Grow by at least the buffer's size: a group longer than one read must not
+                # be read again for every further piece of it.
+                if self._fill(at, self.buf_at + len(self.buf) + max(_READ, len(self.buf))):
                     continue
                 return self.end  # the range's last line, without a newline
             length = nl + self.buf_at - pos

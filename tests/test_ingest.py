@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -115,6 +116,30 @@ def test_only_new_datapoints_are_stored_with_or_without_a_cache(tmp_path: Path) 
         uncached = ingest.ingest_jsonl(path, "qa.jsonl", writer, base=cached.oids)
         assert uncached.stored == 1
     assert uncached.oids == _expected(records)
+
+
+def test_groups_longer_than_a_read_are_not_read_again_and_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No line ends a group by its length, so groups of 32 long lines span many reads.
+    monkeypatch.setattr(ingest, "_READ", 4096)
+    records = [{"id": f"{i:04d}", "doc": "x" * 2001} for i in range(200)]
+    assert all(len(json.dumps(r)) % ingest.GROUP_MODULUS for r in records)
+    path = tmp_path / "long.jsonl"
+    _write(path, records)
+    first = ingest.ingest_jsonl(path, "long.jsonl", None)
+    real = os.pread
+    read: list[int] = []
+
+    def counting(fd: int, n: int, offset: int) -> bytes:
+        data = real(fd, n, offset)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "pread", counting)
+    again = ingest.ingest_jsonl(path, "long.jsonl", None, cache=first.groups, base=first.oids)
+    assert again.oids == first.oids
+    assert sum(read) < 4 * path.stat().st_size
 
 
 def test_a_cache_of_another_file_only_costs_time(tmp_path: Path) -> None:
