@@ -661,14 +661,25 @@ def ingest_jsonl(
     old = _Old(cache, base)
     _shared.update(path=path, old=old, pack_dir=pack_dir, size=ranges[-1][1])
     try:
-        parts = fork_map(_ingest_range, ranges) if len(ranges) > 1 else [_ingest_range(*ranges[0])]
+        if len(ranges) > 1:
+            outcomes = fork_map(_ingest_range, ranges, return_exceptions=True)
+        else:
+            outcomes = [_ingest_range(*ranges[0])]
     finally:
         _shared.clear()
+    failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    parts = [o for o in outcomes if not isinstance(o, BaseException)]
+    if failure is not None:
+        # The other workers' packs are ready but must not be kept half a file's worth.
+        for part in parts:
+            if part.pack is not None and pack_dir is not None:
+                _prepared(pack_dir, part.pack).discard()
+        raise failure
     error = next((p.error for p in parts if p.error is not None), None)
     for part in parts:
         if part.pack is None or pack_dir is None or writer is None:
             continue
-        prepared = PreparedPack(pack_dir, part.pack[0], Path(part.pack[1]), Path(part.pack[2]))
+        prepared = _prepared(pack_dir, part.pack)
         if error is not None:
             prepared.discard()
         else:
@@ -687,7 +698,8 @@ def ingest_jsonl(
     sources = array.array("i", b"".join(p.sources for p in parts))
     if sys.byteorder != "little":
         sources.byteswap()
-    runs = _base_runs(old, oids, sources, groups.counts) if base else None
+    # Without the old groups there is nothing to say: the manifest finds the shared runs itself.
+    runs = _base_runs(old, oids, sources, groups.counts) if len(old.lengths) else None
     return IngestResult(
         oids,
         groups,
@@ -695,6 +707,11 @@ def ingest_jsonl(
         sum(p.stored for p in parts),
         sum(p.stored_bytes for p in parts),
     )
+
+
+def _prepared(pack_dir: Path, pack: tuple[str, str, str]) -> PreparedPack:
+    name, pack_tmp, idx_tmp = pack
+    return PreparedPack(pack_dir, name, Path(pack_tmp), Path(idx_tmp))
 
 
 def _base_runs(

@@ -120,6 +120,17 @@ def _runs(new: bytes, old: bytes) -> tuple[Runs, bytes]:
     return runs, bytes(fresh)
 
 
+def _rebuilds(runs: tuple[Runs, bytes], base_oids: bytes, oids: bytes) -> bool:
+    """Do `runs` over the base's and the fresh ids give exactly `oids`? (A few ms at 100k,
+    against a manifest that would otherwise only be caught wrong when read.)"""
+    spans, fresh = runs
+    parts = []
+    for from_base, start, length in spans:
+        source = base_oids if from_base else fresh
+        parts.append(source[start * OID_SIZE : (start + length) * OID_SIZE])
+    return b"".join(parts) == oids
+
+
 def _map_runs(runs: Runs, which: bool, slices: list[Slice]) -> dict[int, list[Slice]]:
     """Translate runs over a concatenation of `slices` into slices of their pages."""
     starts = []
@@ -165,7 +176,9 @@ def build_dataset(
     if base is not None and base.content == content:
         slices = list(base.slices)
     elif base is not None and base_oids is not None and base.count:
-        runs_, fresh = runs if runs is not None else _runs(oids, base_oids)
+        if runs is None or not _rebuilds(runs, base_oids, oids):
+            runs = _runs(oids, base_oids)
+        runs_, fresh = runs
         fresh_slices = _fresh_slices(writer, fresh) if fresh else []
         old_parts = _map_runs(runs_, True, list(base.slices))
         new_parts = _map_runs(runs_, False, fresh_slices)

@@ -11,7 +11,7 @@ import os
 import pickle
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 __all__ = ["can_fork", "fork_map"]
 
@@ -22,19 +22,38 @@ def can_fork() -> bool:
     return hasattr(os, "fork")
 
 
+@overload
 def fork_map(
     function: Callable[..., T],
     calls: Sequence[tuple[Any, ...]],
     *,
-    then: Callable[[], object] | None = None,
-) -> list[T]:
+    return_exceptions: Literal[False] = False,
+) -> list[T]: ...
+
+
+@overload
+def fork_map(
+    function: Callable[..., T],
+    calls: Sequence[tuple[Any, ...]],
+    *,
+    return_exceptions: Literal[True],
+) -> list[T | BaseException]: ...
+
+
+def fork_map(
+    function: Callable[..., T],
+    calls: Sequence[tuple[Any, ...]],
+    *,
+    return_exceptions: bool = False,
+) -> list[T] | list[T | BaseException]:
     """`[function(*args) for args in calls]`, each call in a forked child, all at once.
 
-    `then` runs in the parent once every child is forked, while they work. An exception in a
-    child is raised here (the first child's); a child that dies without answering is an
-    OSError.
+    Every child is waited for. Then the first child's exception is raised, or, with
+    `return_exceptions`, each child's exception takes its result's place (so that the caller
+    can clean up after the others). A child that dies before it has answered is an OSError.
     """
     children: list[tuple[int, int]] = []  # pid, read end
+    statuses: dict[int, int] = {}
     try:
         for args in calls:
             read, write = os.pipe()
@@ -49,8 +68,6 @@ def fork_map(
                 _child(write, function, args)
             os.close(write)
             children.append((pid, read))
-        if then is not None:
-            then()
         answers = [_read_all(read) for _, read in children]
     except BaseException:
         for pid, _ in children:
@@ -62,16 +79,27 @@ def fork_map(
             with contextlib.suppress(OSError):
                 os.close(read)
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-    results: list[T] = []
-    for answer in answers:
-        if not answer:
-            raise OSError("a worker process died without an answer")
-        ok, value = pickle.loads(answer)
-        if not ok:
-            raise value
-        results.append(value)
-    return results
+                statuses[pid] = os.waitpid(pid, 0)[1]
+    outcomes: list[T | BaseException] = []
+    for (pid, _), answer in zip(children, answers, strict=True):
+        outcomes.append(_outcome(answer, statuses.get(pid, 0)))
+    if not return_exceptions:
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    return outcomes
+
+
+def _outcome(answer: bytes, status: int) -> Any:
+    """A child's result or exception, from what it wrote and how it ended."""
+    died = OSError("a worker process died before it had answered")
+    if not answer or os.waitstatus_to_exitcode(status) != 0:
+        return died
+    try:
+        _, value = pickle.loads(answer)
+    except Exception:  # a truncated answer: the child was killed while writing it
+        return died
+    return value  # the result, or the exception the child raised
 
 
 def _child(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -140,6 +141,26 @@ def test_groups_longer_than_a_read_are_not_read_again_and_again(
     again = ingest.ingest_jsonl(path, "long.jsonl", None, cache=first.groups, base=first.oids)
     assert again.oids == first.oids
     assert sum(read) < 4 * path.stat().st_size
+
+
+def test_a_recommit_without_a_cache_still_reuses_the_base_pages(tmp_path: Path) -> None:
+    # As after a checkout, a clone or a lost cache: the manifest finds the shared runs itself.
+    repo = Repository.init(tmp_path)
+    records: list[dict[str, object]] = [{"id": i, "t": "x" * (i % 5)} for i in range(5000)]
+    _write(tmp_path / "qa.jsonl", records)
+    repo.add(["qa.jsonl"])
+    repo.commit("v1")
+    shutil.rmtree(repo.dsv_dir / "cache")
+    records[2500] = {"id": 2500, "edited": True}
+    _write(tmp_path / "qa.jsonl", records)
+    repo.commit("v2", all=True)
+    old, new = (
+        repo.read_dataset(repo.tree_of(repo.resolve(r))["qa.jsonl"]) for r in ("HEAD~1", "HEAD")
+    )
+    old_pages = {s.page for s in old.slices}
+    fresh = sum(s.stop - s.start for s in new.slices if s.page not in old_pages)
+    assert fresh < 1000  # about one page around the edit, not the whole list
+    assert repo.read_oid_list(new) == _expected(records)
 
 
 def test_a_cache_of_another_file_only_costs_time(tmp_path: Path) -> None:

@@ -102,3 +102,17 @@ def test_any_edited_version_reads_back_exactly(
         )
     assert read_oid_list(store, second) == b"".join(new)
     assert second.count == len(new)
+
+
+def test_runs_that_do_not_rebuild_the_ids_are_not_trusted(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path)
+    old = b"".join(_ids(3000))
+    new = b"".join(_ids(3000, seed=1)[:10]) + old[10 * OID_SIZE :]
+    with store.writer() as writer:
+        _, base = build_dataset(writer, old, Format("jsonl"))
+        # Claims the whole new list is the base's: wrong for its first ten ids.
+        wrong = ([(True, 0, 3000)], b"")
+        _, dataset = build_dataset(
+            writer, new, Format("jsonl"), base=base, base_oids=old, runs=wrong
+        )
+    assert read_oid_list(store, dataset) == new

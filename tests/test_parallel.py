@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import pickle
+import signal
 
 import pytest
 
 from dsv.errors import BadInput
-from dsv.parallel import fork_map
+from dsv.parallel import _outcome, fork_map
 
 _parent = os.getpid()
 
@@ -47,15 +49,22 @@ def test_an_error_that_cannot_be_pickled_arrives_as_text() -> None:
 
 
 def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
-    with pytest.raises(OSError, match="died without an answer"):
+    with pytest.raises(OSError, match="died before it had answered"):
         fork_map(_fail, [("exit",), ("ok",)])
 
 
-def test_then_runs_in_the_parent_after_the_forks() -> None:
-    seen: list[int] = []
-    results = fork_map(_square_and_pid, [(2,)], then=lambda: seen.append(os.getpid()))
-    assert seen == [_parent]
-    assert results[0][0] == 4
+def test_every_outcome_comes_back_when_asked_for() -> None:
+    outcomes = fork_map(_fail, [("ok",), ("dsv",), ("exit",)], return_exceptions=True)
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], BadInput)
+    assert isinstance(outcomes[2], OSError)
+
+
+def test_a_truncated_answer_or_a_killed_child_is_a_death() -> None:
+    whole = pickle.dumps((True, b"x" * 1000))
+    assert _outcome(whole, 0) == b"x" * 1000
+    assert isinstance(_outcome(whole[:100], 0), OSError)
+    assert isinstance(_outcome(whole, signal.SIGKILL), OSError)  # a wait status: killed
 
 
 def test_a_failed_fork_leaves_no_pipe_or_child(monkeypatch: pytest.MonkeyPatch) -> None:
