@@ -44,7 +44,10 @@ def _write_range(first: int, stop: int, part: str) -> str | None:
     import blake3
 
     oids: bytes = _shared["oids"]  # type: ignore[assignment]
-    maps: list[tuple[Pack, dict[bytes, int]]] = _shared["maps"]  # type: ignore[assignment]
+    packs: list[Pack] = _shared["packs"]  # type: ignore[assignment]
+    # Built here, in both workers at once, rather than once before they fork: the parent
+    # would otherwise spend that time alone.
+    maps = [(pack, pack.positions()) for pack in packs]
     b3 = blake3.blake3
     pack, positions = maps[0]
     with open(part, "wb") as out:
@@ -90,14 +93,14 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
     n = len(oids) // OID_SIZE
     if n < PARALLEL_MIN or not can_fork():
         return None
-    maps = [(pack, pack.positions()) for pack in store.packs]
-    if not maps:
+    packs = store.packs
+    if not packs:
         return None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     ok = False
     try:
-        _shared.update(oids=oids, maps=maps)
+        _shared.update(oids=oids, packs=packs)
         half = n // 2
         errors = fork_map(_write_range, [(0, half, str(tmp)), (half, n, str(part))])
         for error in errors:

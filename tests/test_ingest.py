@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsv import ingest
+from dsv import ingest, ops
 from dsv.canonical import encode_canonical
 from dsv.errors import BadInput
 from dsv.objects import Kind, hash_object
@@ -161,6 +161,33 @@ def test_a_recommit_without_a_cache_still_reuses_the_base_pages(tmp_path: Path) 
     fresh = sum(s.stop - s.start for s in new.slices if s.page not in old_pages)
     assert fresh < 1000  # about one page around the edit, not the whole list
     assert repo.read_oid_list(new) == _expected(records)
+
+
+def test_a_checked_out_file_is_recommitted_without_parsing_its_unchanged_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Repository.init(tmp_path)
+    records: list[dict[str, object]] = [{"id": i, "q": f"question {i}"} for i in range(300)]
+    _write(tmp_path / "qa.jsonl", records)
+    repo.add(["qa.jsonl"])
+    repo.commit("v1")
+    records[5] = {"id": 5, "q": "edited"}
+    _write(tmp_path / "qa.jsonl", records)
+    repo.commit("v2", all=True)
+    ops.checkout(repo, "HEAD~1")  # writes canonical lines; the cache is v2's
+    path = tmp_path / "qa.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[7] = encode_canonical({"id": 7, "q": "changed"}) + b"\n"
+    path.write_bytes(b"".join(lines))
+    parsed = _counting(monkeypatch)
+    repo.commit("v3", all=True)
+    assert sum(parsed) == 1
+    expected = [dict(r) for r in records]
+    expected[5] = {"id": 5, "q": "question 5"}
+    expected[7] = {"id": 7, "q": "changed"}
+    assert repo.read_oid_list(repo.read_dataset(repo.tree_of(repo.head())["qa.jsonl"])) == (
+        _expected(expected)
+    )
 
 
 def test_a_cache_of_another_file_only_costs_time(tmp_path: Path) -> None:
