@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -251,3 +253,21 @@ def test_reading_with_a_cache_gives_what_reading_afresh_gives(
         assert cached.groups == afresh.groups
         texts = [t.removesuffix("\r") for t in mixed]
         assert len(afresh.oids) // 32 == sum(1 for t in texts if t.strip())
+
+
+def test_the_cache_layout_is_the_documented_one(tmp_path: Path) -> None:
+    # docs/format.md §6: groups end after a line whose length is a multiple of 4, after 32
+    # lines, or at the end; keys are SHA-256 prefixes of the group's and the line's bytes.
+    assert ingest.group_ends([1, 2, 4, 5, 8]) == [3, 5]
+    assert ingest.group_ends([1] * 70) == [32, 64]
+    path = tmp_path / "g.jsonl"
+    lines = [b'{"a":10}', b'{"b":2}', b'{"c":3}\r']  # 8 bytes ends a group; CR is dropped
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    groups = ingest.ingest_jsonl(path, "g.jsonl", None).groups
+    first, rest = lines[0] + b"\n", b"\n".join(lines[1:]) + b"\n"
+    assert groups.keys == hashlib.sha256(first).digest()[:16] + hashlib.sha256(rest).digest()[:16]
+    assert groups.lengths == struct.pack("<II", len(first), len(rest))
+    assert groups.counts == bytes([1, 2])
+    assert groups.lines == b"".join(
+        hashlib.sha256(t).digest()[:16] for t in (b'{"a":10}', b'{"b":2}', b'{"c":3}')
+    )
