@@ -23,11 +23,12 @@ import msgspec
 
 from dsv.canonical import decode_canonical
 from dsv.errors import BadInput
-from dsv.formats import Format, read_dataset
+from dsv.formats import Format, format_kind, read_dataset
 from dsv.index import Entry, hash_file, read_index, stat_file
 from dsv.manifest import iter_oids, read_oid_list
 from dsv.objects import OID_SIZE, Dataset, Kind, content_id, hash_object
 from dsv.ops import repo_path
+from dsv.worktree import scan_file
 
 if TYPE_CHECKING:
     from dsv.repo import Repository
@@ -675,6 +676,20 @@ def _worktree(repo: Repository, entry: Entry, old: _Side | None) -> _Side | None
     # A file dsv wrote (e.g. by checkout) is proven by the hash of its bytes, without parsing.
     if entry.file_hash and hash_file(full) == entry.file_hash:
         return _Side.stored(staged)
+    if format_kind(entry.path) == "jsonl":
+        # The recommit's reader: cached groups and lines, both cores. The bodies it returns
+        # are those the staged version lacks; any other id is in the store.
+        scan = scan_file(
+            repo,
+            entry.path,
+            writer=None,
+            base=staged,
+            base_oids=repo.read_oid_list(staged),
+            collect=True,
+        )
+        count = len(scan.oids) // OID_SIZE
+        content = content_id(scan.oids)
+        return _Side(scan.format, staged.key, count, content, None, scan.oids, scan.bodies)
     known = set(iter_oids(old.ids(repo.store))) if old is not None else set()
     fmt, records = read_dataset(full, name=entry.path)
     ids = bytearray()

@@ -125,6 +125,7 @@ class IngestResult(msgspec.Struct):
     runs: tuple[Runs, bytes] | None  # how `oids` reuse the base's ids (see build_dataset)
     stored: int
     stored_bytes: int
+    bodies: dict[bytes, bytes]  # with `collect`: what would have been stored, by id
 
 
 class _Part(msgspec.Struct):
@@ -138,6 +139,7 @@ class _Part(msgspec.Struct):
     stored_bytes: int
     pack: tuple[str, str, str] | None = None  # name, pack temp, idx temp
     error: tuple[int, bytes, str, int | None] | None = None  # offset, text, message, column
+    bodies: dict[bytes, bytes] = {}  # collected instead of packed (see ingest_jsonl)
 
 
 class _Old:
@@ -251,6 +253,8 @@ class _Range:
         self.path: Path = _shared["path"]  # type: ignore[assignment]
         self.old: _Old = _shared["old"]  # type: ignore[assignment]
         self.pack_dir: Path | None = _shared["pack_dir"]  # type: ignore[assignment]
+        self.collect: bool = _shared["collect"]  # type: ignore[assignment]
+        self.collected: dict[bytes, bytes] = {}
         self.size: int = _shared["size"]  # type: ignore[assignment]
         self.start, self.end = start, end
         self.oids: list[bytes] = []
@@ -332,6 +336,7 @@ class _Range:
             self.stored,
             self.stored_bytes,
             pack,
+            bodies=self.collected,
         )
 
     def _walk(self) -> None:
@@ -495,7 +500,7 @@ class _Range:
                 raise AssertionError("a batch failed but none of its records does") from None
             batch_oids = [b3(_TAG + body).digest() for body in bodies]
             ids += batch_oids
-            if self.pack_dir is not None:
+            if self.pack_dir is not None or self.collect:
                 self._store(batch_oids, bodies, known)
         return ids
 
@@ -611,6 +616,9 @@ class _Range:
         new_oids = list(fresh)
         new_bodies = [bodies[k] for k in fresh.values()]
         seen.update(new_oids)
+        if self.pack_dir is None:
+            self.collected.update(zip(new_oids, new_bodies, strict=True))
+            return
         if self.writer is None:
             assert self.pack_dir is not None
             self.writer = PackWriter(self.pack_dir)
@@ -669,10 +677,13 @@ def ingest_jsonl(
     *,
     cache: GroupCache | None = None,
     base: bytes = b"",
+    collect: bool = False,
 ) -> IngestResult:
     """Read a JSONL file into datapoints; new ones go into packs adopted by `writer`.
 
-    `cache` is the line groups of the file that gave the dataset whose ids are `base`.
+    `cache` is the line groups of the file that gave the dataset whose ids are `base`. With
+    `collect` and no writer, the datapoints a writer would have stored come back as bodies
+    instead: what a comparison with the base needs, and no more.
     """
     if not path.exists():
         raise BadInput(f"{name}: no such file")
@@ -681,7 +692,7 @@ def ingest_jsonl(
         pack_dir.mkdir(parents=True, exist_ok=True)
     ranges = _ranges(path, _workers())
     old = _Old(cache, base)
-    _shared.update(path=path, old=old, pack_dir=pack_dir, size=ranges[-1][1])
+    _shared.update(path=path, old=old, pack_dir=pack_dir, collect=collect, size=ranges[-1][1])
     try:
         if len(ranges) > 1:
             outcomes = fork_map(_ingest_range, ranges, return_exceptions=True)
@@ -728,6 +739,7 @@ def ingest_jsonl(
         runs,
         sum(p.stored for p in parts),
         sum(p.stored_bytes for p in parts),
+        {oid: body for p in parts for oid, body in p.bodies.items()},
     )
 
 

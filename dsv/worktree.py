@@ -28,6 +28,7 @@ class FileScan(msgspec.Struct):
     oids: bytes
     groups: GroupCache | None = None
     runs: tuple[Runs, bytes] | None = None  # how oids reuse the base's, when known
+    bodies: dict[bytes, bytes] | None = None  # with `collect`: datapoints the base lacks
 
 
 def scan_file(
@@ -37,8 +38,12 @@ def scan_file(
     writer: ObjectWriter | None,
     base: Dataset | None = None,
     base_oids: bytes | None = None,
+    collect: bool = False,
 ) -> FileScan:
-    """Read a working file; with a writer, store the datapoints the base does not have."""
+    """Read a working file; with a writer, store the datapoints the base does not have.
+
+    With `collect` instead (JSONL), return those datapoints' bodies.
+    """
     # Imported here: they pull in csv, decimal…, which status rarely needs.
     from dsv.formats import format_kind, read_dataset
     from dsv.ingest import gc_paused, ingest_jsonl, read_group_cache
@@ -55,8 +60,11 @@ def scan_file(
                 cached = read_group_cache(repo.dsv_dir, name)
                 if cached is not None and cached.content != base.content:
                     cached = None
-            result = ingest_jsonl(full, name, writer, cache=cached, base=base_oids or b"")
-            return FileScan(Format("jsonl"), result.oids, result.groups, result.runs)
+            result = ingest_jsonl(
+                full, name, writer, cache=cached, base=base_oids or b"", collect=collect
+            )
+            bodies = result.bodies if collect else None
+            return FileScan(Format("jsonl"), result.oids, result.groups, result.runs, bodies)
         fmt, records = read_dataset(full, name=name)
         known = set(iter_oids(base_oids)) if base_oids else set()
         ids = bytearray()
