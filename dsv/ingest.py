@@ -2,10 +2,12 @@
 
 Unchanged stretches of a file dsv has read before are not parsed again. The file is cut into
 *line groups* at content-defined points (after a raw line whose length is a multiple of
-`GROUP_MODULUS`, or after `GROUP_MAX` lines), and a cache maps the BLAKE3 of each group's bytes
-to the datapoint ids it produced. That is safe because canonicalisation is a pure function of
-the bytes; it is fast because an edit invalidates only the group around it, and the cut points
-move with the content, so an insertion shifts no other group.
+`GROUP_MODULUS`, or after `GROUP_MAX` lines), and a cache (docs/format.md §6) keeps a SHA-256
+prefix of each group's bytes and of each line. A re-read confirms the expected next group with
+one hash of its bytes; in a group that changed, a line whose key is among the base lines near
+it reuses their id, and only the rest is parsed. That is safe because canonicalisation is a
+pure function of a line's bytes; it is fast because an edit invalidates only the group around
+it, and the cut points move with the content, so an insertion shifts no other group.
 """
 
 from __future__ import annotations
@@ -47,13 +49,15 @@ __all__ = [
 
 GROUP_KEY = 16
 LINE_KEY = 16
-# A raw line whose length (without its newline) is a multiple of this ends a group: about one
-# line in four, so a scattered 1% edit re-parses about 4% of lines.
+# A raw line whose length (without its newline) is a multiple of this ends a group: groups of
+# about four lines, a balance between one hash per group on every re-read and the lines of an
+# edited group that must be hashed one by one.
 GROUP_MODULUS = 4
 GROUP_MAX = 32
 _BOM = b"\xef\xbb\xbf"
 _TAG = Kind.DATAPOINT.tag
 _BATCH = 4096
+_BATCH_BYTES = 4 << 20  # of groups waiting to be parsed
 # Below this size one process is faster than starting workers.
 _PARALLEL_MIN = 4 << 20
 _READ = 16 << 20
@@ -244,9 +248,11 @@ def group_ends(lengths: list[int]) -> list[int]:
 class _Range:
     """One worker's pass over a byte range of the file.
 
-    It walks the file group by group. Where the previous reading's next group is expected, one
-    hash of that many bytes confirms it; elsewhere the group is found by scanning lines and
-    looked up by its hash; groups nobody knew are parsed, canonicalised and packed.
+    With a cache it walks the file group by group (`_walk`): where the previous reading's next
+    group is expected, one hash of that many bytes confirms it; elsewhere the group is found by
+    scanning lines and looked up by its hash; the lines of groups nobody knew are looked up by
+    their keys, and the rest are canonicalised and packed (or collected). Without one it cuts
+    whole pieces into groups and parses every line (`_walk_fresh`).
     """
 
     def __init__(self, start: int, end: int) -> None:
@@ -625,9 +631,6 @@ class _Range:
         self.writer.add_many(Kind.DATAPOINT, new_oids, new_bodies)
         self.stored += len(new_oids)
         self.stored_bytes += sum(map(len, new_bodies))
-
-
-_BATCH_BYTES = 4 << 20
 
 
 def _little(values: array.array[int]) -> bytes:
