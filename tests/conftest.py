@@ -52,6 +52,23 @@ class Dsv:
 
 
 @pytest.fixture
+def parsed_lines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the batches of lines the JSONL reader canonicalises from now on (clear it to
+    forget earlier reads): how a test tells that cached lines were not parsed again."""
+    from dsv import ingest
+
+    parsed: list[int] = []
+    real = ingest.canonicalize_many
+
+    def counting(raws: list[bytes]) -> list[bytes]:
+        parsed.append(len(raws))
+        return real(raws)
+
+    monkeypatch.setattr(ingest, "canonicalize_many", counting)
+    return parsed
+
+
+@pytest.fixture
 def dsv(tmp_path: Path) -> Iterator[Dsv]:
     runner = Dsv(tmp_path)
     runner("init")

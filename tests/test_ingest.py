@@ -52,18 +52,6 @@ def test_parallel_workers_agree_and_number_lines_across_ranges(
         ingest.ingest_jsonl(path, "qa.jsonl", None)
 
 
-def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    parsed: list[int] = []
-    real = ingest.canonicalize_many
-
-    def counting(raws: list[bytes]) -> list[bytes]:
-        parsed.append(len(raws))
-        return real(raws)
-
-    monkeypatch.setattr(ingest, "canonicalize_many", counting)
-    return parsed
-
-
 def _again(path: Path, before: ingest.IngestResult) -> ingest.IngestResult:
     return ingest.ingest_jsonl(path, path.name, None, cache=before.groups, base=before.oids)
 
@@ -73,13 +61,13 @@ def _write(path: Path, records: list[dict[str, object]]) -> None:
 
 
 def test_the_group_cache_parses_only_the_changed_lines(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, parsed_lines: list[int]
 ) -> None:
     records: list[dict[str, object]] = [{"id": i, "text": "x" * (i % 7)} for i in range(2000)]
     path = tmp_path / "qa.jsonl"
     _write(path, records)
     first = ingest.ingest_jsonl(path, "qa.jsonl", None)
-    parsed = _counting(monkeypatch)
+    parsed_lines.clear()
     records[700] = {"id": 700, "edited": True}
     del records[1500]
     records.insert(0, {"id": -1})
@@ -88,14 +76,14 @@ def test_the_group_cache_parses_only_the_changed_lines(
     assert second.oids == _expected(records)
     # Of the lines in the groups around the three changes, only the two new ones are parsed:
     # the others are known by their line keys.
-    assert sum(parsed) == 2
+    assert sum(parsed_lines) == 2
     assert second.runs is not None
     runs, fresh = second.runs
     assert sum(length for _, _, length in runs) == 2000
     assert len(fresh) // 32 < 2 * ingest.GROUP_MAX
-    parsed.clear()
+    parsed_lines.clear()
     assert _again(path, second).oids == second.oids
-    assert sum(parsed) == 0
+    assert sum(parsed_lines) == 0
 
 
 def test_only_new_datapoints_are_stored_with_or_without_a_cache(tmp_path: Path) -> None:
@@ -166,7 +154,7 @@ def test_a_recommit_without_a_cache_still_reuses_the_base_pages(tmp_path: Path) 
 
 
 def test_a_checked_out_file_is_recommitted_without_parsing_its_unchanged_lines(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, parsed_lines: list[int]
 ) -> None:
     repo = Repository.init(tmp_path)
     records: list[dict[str, object]] = [{"id": i, "q": f"question {i}"} for i in range(300)]
@@ -181,9 +169,9 @@ def test_a_checked_out_file_is_recommitted_without_parsing_its_unchanged_lines(
     lines = path.read_bytes().splitlines(keepends=True)
     lines[7] = encode_canonical({"id": 7, "q": "changed"}) + b"\n"
     path.write_bytes(b"".join(lines))
-    parsed = _counting(monkeypatch)
+    parsed_lines.clear()
     repo.commit("v3", all=True)
-    assert sum(parsed) == 1
+    assert sum(parsed_lines) == 1
     expected = [dict(r) for r in records]
     expected[5] = {"id": 5, "q": "question 5"}
     expected[7] = {"id": 7, "q": "changed"}
@@ -201,9 +189,7 @@ def test_a_cache_of_another_file_only_costs_time(tmp_path: Path) -> None:
     assert wrong.oids == first.oids
 
 
-def test_lines_of_fixed_length_still_form_groups(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_lines_of_fixed_length_still_form_groups(tmp_path: Path, parsed_lines: list[int]) -> None:
     # No line ends a group by its length, so groups end every GROUP_MAX lines.
     records = [{"id": f"{i:05d}", "t": "ab"} for i in range(1000)]
     path = tmp_path / "fixed.jsonl"
@@ -211,11 +197,11 @@ def test_lines_of_fixed_length_still_form_groups(
     assert all(len(json.dumps(r)) % ingest.GROUP_MODULUS for r in records)
     first = ingest.ingest_jsonl(path, "fixed.jsonl", None)
     assert len(first.groups.counts) == -(-1000 // ingest.GROUP_MAX)
-    parsed = _counting(monkeypatch)
+    parsed_lines.clear()
     records[500] = {"id": "00500", "t": "cd"}
     _write(path, records)
     assert _again(path, first).oids == _expected(records)
-    assert sum(parsed) == 1
+    assert sum(parsed_lines) == 1
 
 
 _line = st.one_of(
