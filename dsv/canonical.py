@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 import msgspec
@@ -149,6 +150,9 @@ def encode_canonical(value: dict[str, Any]) -> bytes:
         raise CanonicalError("string holds an unpaired surrogate") from exc
     except (TypeError, msgspec.EncodeError) as exc:
         raise CanonicalError(f"value is not JSON: {exc}") from exc
+    except ValueError as exc:  # an integer past Python's limit for int-to-text conversion
+        limit = sys.get_int_max_str_digits()
+        raise CanonicalError(f"number has too many digits (at most {limit})") from exc
     # msgspec writes NaN and infinities as null; only then is the slow walk needed.
     if b"null" in out:
         _reject_non_finite(value)

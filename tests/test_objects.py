@@ -118,3 +118,5 @@ def test_encode_canonical_rejects_what_json_cannot_carry() -> None:
             encode_canonical(bad)
     with pytest.raises(CanonicalError, match="unpaired surrogate"):
         encode_canonical({"x": "\ud800"})
+    with pytest.raises(CanonicalError, match=r"^number has too many digits \(at most 4300\)$"):
+        encode_canonical({"x": 10**5000})
