@@ -70,6 +70,7 @@ from dsv.remote.storage import (
     RefChange,
     RefConflict,
     VersionNote,
+    publish_pack,
 )
 from dsv.remote.stored import StoredObjects
 
@@ -434,18 +435,13 @@ class HumanloopService:
 
     def _store(self, repo: str, sink: _Sink) -> None:
         absent = self.blobs.missing(repo, sink.objects)
-        writer = PackWriter(self.tmp_dir)
-        try:
+
+        def fill(writer: PackWriter) -> None:
             for oid, (kind, body) in sink.objects.items():
                 if oid in absent:
                     writer.add(kind, oid, body)
-            prepared = writer.prepare()
-        except BaseException:
-            writer.abort()
-            raise
-        self.meta.create_repo(repo)
-        if prepared is not None:
-            self.blobs.put_pack(repo, prepared)
+
+        publish_pack(self.blobs, self.meta, self.tmp_dir, repo, fill)
 
     def _write(
         self,

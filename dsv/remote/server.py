@@ -77,6 +77,7 @@ from dsv.remote.storage import (
     StorageError,
     check_repo_name,
     open_storage,
+    publish_pack,
 )
 from dsv.remote.stored import StoredObjects
 
@@ -263,8 +264,8 @@ class RemoteService:
         stored pack passed this check, an object the store holds is complete: everything it
         reaches is stored too.
         """
-        writer = PackWriter(self.tmp_dir)
-        try:
+
+        def verify(writer: PackWriter) -> PackReply:
             have: set[bytes] = set()
             needed: set[bytes] = set()
             pages: dict[bytes, bytes] = {}
@@ -303,16 +304,10 @@ class RemoteService:
                 )
             for oid, dataset in datasets:
                 self._check_content(repo, oid, dataset, pages)
-            new = len(self.blobs.missing(repo, have))
-            prepared = writer.prepare()
-        except BaseException:
-            writer.abort()
-            raise
+            return PackReply(objects=len(have), new=len(self.blobs.missing(repo, have)), bytes=size)
+
         # The first pack a write key sends creates the repository; a refused one does not.
-        self.meta.create_repo(repo)
-        if prepared is not None:
-            self.blobs.put_pack(repo, prepared)
-        return PackReply(objects=len(have), new=new, bytes=size)
+        return publish_pack(self.blobs, self.meta, self.tmp_dir, repo, verify)
 
     def _check_content(
         self, repo: str, oid: bytes, dataset: Dataset, pages: dict[bytes, bytes]

@@ -13,16 +13,16 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
 from dsv.errors import BadInput, BadState
 from dsv.fsutil import fsync_dir
 from dsv.objects import ZERO_OID, Kind
-from dsv.pack import PreparedPack
+from dsv.pack import PackWriter, PreparedPack
 from dsv.remote import missing_from
 from dsv.store import ObjectStore
 
@@ -42,6 +42,7 @@ __all__ = [
     "VersionNote",
     "check_repo_name",
     "open_storage",
+    "publish_pack",
 ]
 
 Scope = Literal["read", "write"]
@@ -634,3 +635,24 @@ def open_storage(root: Path) -> tuple[LocalBlobStore, SqliteMetaStore]:
     except OSError as exc:
         raise StorageError(f"cannot create {root}: {exc.strerror}") from exc
     return LocalBlobStore(root), SqliteMetaStore(root / "meta.sqlite3")
+
+
+T = TypeVar("T")
+
+
+def publish_pack(
+    blobs: BlobStore, meta: MetaStore, tmp_dir: Any, repo: str, fill: Callable[[PackWriter], T]
+) -> T:
+    """Let `fill` write a pack, then store it in `repo`, creating the repository: all or
+    nothing, so a `fill` that raises leaves neither a pack nor a repository behind."""
+    writer = PackWriter(tmp_dir)
+    try:
+        result = fill(writer)
+        prepared = writer.prepare()
+    except BaseException:
+        writer.abort()
+        raise
+    meta.create_repo(repo)
+    if prepared is not None:
+        blobs.put_pack(repo, prepared)
+    return result
