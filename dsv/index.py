@@ -100,12 +100,12 @@ def trusted_stat(stat: FileStat | None, read_started_ns: int) -> FileStat | None
     return stat
 
 
-def hash_file(path: Path, *, threads: int = 0) -> bytes:
-    """BLAKE3 of a file's bytes, on `threads` threads (0: every core); b"" if unreadable.
+def hash_file(path: Path) -> bytes:
+    """BLAKE3 of a file's bytes, on every core (b"" if it cannot be read).
 
     Read in pieces rather than mapped, so a large file does not count as resident memory.
     """
-    hasher = blake3.blake3(max_threads=threads or blake3.blake3.AUTO)
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     try:
         with open(path, "rb", buffering=0) as handle:
             while piece := handle.read(16 << 20):
