@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dsv
-from dsv import ops
+from dsv import maintenance
 from dsv.canonical import canonicalize
 
 __all__ = ["CrashReport", "crash_trials"]
@@ -59,7 +59,7 @@ class CrashReport:
 def _check(root: Path, committed: list[bytes], allowed: set[bytes], report: CrashReport) -> None:
     repo = dsv.Repository.open(root)
     try:
-        fsck = ops.fsck(repo)
+        fsck = maintenance.fsck(repo)
         if not fsck.ok:
             report.problems.append(f"fsck: {fsck.missing + fsck.corrupt}")
         for _, oid in repo.refs.list_refs("refs/"):

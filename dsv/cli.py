@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from dsv import ops
+from dsv import labels, maintenance, ops
 from dsv.cli_remote import register
 from dsv.errors import DsvError
 from dsv.objects import Commit, Kind
@@ -291,11 +291,11 @@ def _decorations(repo: Repository) -> dict[bytes, list[str]]:
     head = repo.head()
     if head and not current:
         out.setdefault(head, []).append("HEAD")
-    for name, oid, is_current in ops.list_branches(repo):
+    for name, oid, is_current in labels.list_branches(repo):
         out.setdefault(oid, []).append(f"HEAD -> {name}" if is_current else name)
-    for name, oid in ops.list_tags(repo):
+    for name, oid in labels.list_tags(repo):
         out.setdefault(oid, []).append(f"tag: {name}")
-    for env in ops.list_envs(repo):
+    for env in labels.list_envs(repo):
         out.setdefault(env.oid, []).append(f"env: {env.name}")
     return out
 
@@ -569,16 +569,16 @@ def branch(
         raise click.UsageError("-d takes exactly one branch name")
     with open_repo(ctx) as repo:
         if name is None:
-            rows = ops.list_branches(repo)
+            rows = labels.list_branches(repo)
             if as_json:
                 emit_json([{"name": n, "oid": o.hex(), "current": c} for n, o, c in rows])
             for n, o, c in [] if as_json else rows:
                 click.echo(f"{'*' if c else ' '} {n}  {short(o)}")
         elif delete:
-            old = ops.delete_branch(repo, name)
+            old = labels.delete_branch(repo, name)
             click.echo(f"Deleted branch {name} (was {short(old)})")
         else:
-            oid = ops.create_branch(repo, name, rev)
+            oid = labels.create_branch(repo, name, rev)
             click.echo(f"Created branch {name} at {short(oid)}")
 
 
@@ -615,12 +615,12 @@ def tag(ctx: click.Context, name: str | None, rev: str | None, delete: bool) -> 
         raise click.UsageError("-d takes exactly one tag name")
     with open_repo(ctx) as repo:
         if name is None:
-            for n, o in ops.list_tags(repo):
+            for n, o in labels.list_tags(repo):
                 click.echo(f"{n}  {short(o)}")
         elif delete:
-            click.echo(f"Deleted tag {name} (was {short(ops.delete_tag(repo, name))})")
+            click.echo(f"Deleted tag {name} (was {short(labels.delete_tag(repo, name))})")
         else:
-            click.echo(f"Tagged {short(ops.create_tag(repo, name, rev))} as {name}")
+            click.echo(f"Tagged {short(labels.create_tag(repo, name, rev))} as {name}")
 
 
 @main.group(cls=DsvGroup)
@@ -645,7 +645,7 @@ def env_deploy(ctx: click.Context, name: str, rev: str) -> None:
       dsv env deploy staging main~1
     """
     with open_repo(ctx) as repo:
-        old, new = ops.deploy(repo, name, rev)
+        old, new = labels.deploy(repo, name, rev)
     was = f" (was {short(old)})" if any(old) else ""
     click.echo(f"Deployed {short(new)} to {name}{was}")
 
@@ -661,7 +661,7 @@ def env_list(ctx: click.Context, as_json: bool) -> None:
       dsv env list --json
     """
     with open_repo(ctx) as repo:
-        rows = ops.list_envs(repo)
+        rows = labels.list_envs(repo)
     if as_json:
         emit_json(
             [
@@ -691,7 +691,7 @@ def env_rm(ctx: click.Context, name: str) -> None:
       dsv env rm staging
     """
     with open_repo(ctx) as repo:
-        old = ops.remove_env(repo, name)
+        old = labels.remove_env(repo, name)
     click.echo(f"Removed {name} (was {short(old)})")
 
 
@@ -707,7 +707,7 @@ def env_log(ctx: click.Context, name: str, as_json: bool) -> None:
       dsv env log production
     """
     with open_repo(ctx) as repo:
-        rows = list(reversed(ops.env_log(repo, name)))
+        rows = list(reversed(labels.env_log(repo, name)))
     if as_json:
         emit_json(
             [
@@ -740,7 +740,7 @@ def fsck(ctx: click.Context) -> None:
       dsv fsck
     """
     with open_repo(ctx) as repo:
-        report = ops.fsck(repo)
+        report = maintenance.fsck(repo)
     for item in report.missing:
         click.echo(f"missing {item}")
     for item in report.corrupt:
@@ -761,7 +761,7 @@ def gc(ctx: click.Context, dry_run: bool) -> None:
       dsv gc --dry-run
     """
     with open_repo(ctx) as repo:
-        report = ops.gc(repo, dry_run=dry_run)
+        report = maintenance.gc(repo, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     click.echo(
         f"{verb} {report.removed} unreachable objects, kept {report.kept}; "

@@ -778,7 +778,7 @@ def diff(
     if b is not None:
         to_oid = repo.resolve(b)
         return _between(repo, from_oid, to_oid, repo.tree_of(to_oid), None, paths, key)
-    entries = read_index(repo.dsv_dir / "index")
+    entries = read_index(repo.index_path)
     staged_tree = {name: entry.dataset for name, entry in entries.items()}
     return _between(repo, from_oid, None, staged_tree, None if staged else entries, paths, key)
 

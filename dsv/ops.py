@@ -16,6 +16,7 @@ import msgspec
 from dsv.canonical import decode_canonical
 from dsv.errors import BadInput, BadState
 from dsv.index import Entry, read_index, stat_file, write_index
+from dsv.labels import create_branch
 from dsv.manifest import iter_oids
 from dsv.objects import (
     OID_SIZE,
@@ -27,7 +28,7 @@ from dsv.objects import (
     TreeEntry,
     encode_object,
 )
-from dsv.refs import BRANCHES, ENVS, MISSING, TAGS, RefLogEntry, check_ref_name
+from dsv.refs import BRANCHES, MISSING
 from dsv.repo import DSV_DIR, Repository
 from dsv.worktree import check_entry, stage_file, write_file
 
@@ -37,34 +38,19 @@ if TYPE_CHECKING:
 __all__ = [
     "DatasetStatus",
     "DatasetSummary",
-    "EnvInfo",
-    "FsckReport",
-    "GcReport",
     "LogEntry",
     "VersionSummary",
     "add",
     "cat_object",
     "checkout",
     "commit",
-    "create_branch",
-    "create_tag",
     "dataset_at",
-    "delete_branch",
-    "delete_tag",
-    "deploy",
-    "env_log",
-    "fsck",
-    "gc",
     "iter_datapoints",
     "iter_records",
-    "list_branches",
-    "list_envs",
-    "list_tags",
     "log",
     "move",
     "read_table",
     "remove",
-    "remove_env",
     "repo_path",
     "show",
     "status",
@@ -141,7 +127,7 @@ def add(repo: Repository, paths: list[str], *, key: tuple[str, ...] | None = Non
             raise BadInput(f"{name}: no such file or directory")
         format_kind(name)
     with repo.lock():
-        index = read_index(_index_path(repo))
+        index = read_index(repo.index_path)
         with repo.store.writer() as writer:
             staged = {
                 name: stage_file(
@@ -150,12 +136,8 @@ def add(repo: Repository, paths: list[str], *, key: tuple[str, ...] | None = Non
                 for name in names
             }
         index.update(staged)
-        write_index(_index_path(repo), index)
+        write_index(repo.index_path, index)
     return names
-
-
-def _index_path(repo: Repository) -> Path:
-    return repo.dsv_dir / "index"
 
 
 def remove(
@@ -163,7 +145,7 @@ def remove(
 ) -> list[str]:
     """Unstage datasets; without `cached` also delete their files (only if clean)."""
     with repo.lock():
-        index = read_index(_index_path(repo))
+        index = read_index(repo.index_path)
         names = [repo_path(repo, p) for p in paths]
         for name in names:
             if name not in index:
@@ -180,7 +162,7 @@ def remove(
                     )
         for name in names:
             del index[name]
-        write_index(_index_path(repo), index)
+        write_index(repo.index_path, index)
         if not cached:
             for name in names:
                 with contextlib.suppress(FileNotFoundError):
@@ -202,7 +184,7 @@ def move(repo: Repository, source: str, destination: str) -> str:
     from dsv.formats import format_kind
 
     with repo.lock():
-        index = read_index(_index_path(repo))
+        index = read_index(repo.index_path)
         src = repo_path(repo, source)
         dst = repo_path(repo, destination)
         if (repo.root / dst).is_dir():
@@ -224,7 +206,7 @@ def move(repo: Repository, source: str, destination: str) -> str:
         os.replace(repo.root / src, repo.root / dst)
         entry = index.pop(src)
         index[dst] = Entry(dst, entry.dataset, stat_file(repo.root / dst) if entry.stat else None)
-        write_index(_index_path(repo), index)
+        write_index(repo.index_path, index)
     return dst
 
 
@@ -266,7 +248,7 @@ def _count_change(old: bytes, new: bytes) -> tuple[int, int]:
 
 def status(repo: Repository) -> list[DatasetStatus]:
     """Every dataset that differs between HEAD, the index and the working files."""
-    index = read_index(_index_path(repo))
+    index = read_index(repo.index_path)
     head = repo.tree_of(repo.head())
     result: list[DatasetStatus] = []
     refresh: dict[str, Entry] = {}
@@ -341,11 +323,11 @@ def _refresh_index(repo: Repository, updates: dict[str, Entry]) -> None:
     lock.timeout = 0
     try:
         with lock:
-            index = read_index(_index_path(repo))
+            index = read_index(repo.index_path)
             for name, entry in updates.items():
                 if name in index and index[name].dataset == entry.dataset:
                     index[name] = entry
-            write_index(_index_path(repo), index)
+            write_index(repo.index_path, index)
     except BadState:
         pass
     finally:
@@ -382,7 +364,7 @@ def commit(
     if not message.strip():
         raise BadInput("empty commit message", hint="pass one with -m")
     with repo.lock():
-        index = read_index(_index_path(repo))
+        index = read_index(repo.index_path)
         head = repo.head()
         head_tree = repo.tree_of(head)
         if all:
@@ -421,7 +403,7 @@ def commit(
         reason = f"commit{' (initial)' if head is None else ''}: {first}"
         repo.refs.update("HEAD", oid, expected=head or MISSING, user=repo.user, reason=reason)
         if all:
-            write_index(_index_path(repo), index)
+            write_index(repo.index_path, index)
     return oid
 
 
@@ -704,7 +686,7 @@ def checkout(
     with repo.lock():
         target_oid = repo.resolve(rev)
         target = repo.tree_of(target_oid)
-        index = read_index(_index_path(repo))
+        index = read_index(repo.index_path)
         head_oid = repo.head()
         head = repo.tree_of(head_oid)
         if paths:
@@ -721,7 +703,7 @@ def checkout(
                 )
             for name in names:
                 index[name] = write_file(repo, name, target[name])
-            write_index(_index_path(repo), index)
+            write_index(repo.index_path, index)
             return target_oid
         changing = {n for n in set(target) | set(head) | set(index) if target.get(n) != head.get(n)}
         if not force:
@@ -745,7 +727,7 @@ def checkout(
                         (repo.root / name).unlink()
                 elif name in index:
                     new_index[name] = index[name]
-        write_index(_index_path(repo), new_index)
+        write_index(repo.index_path, new_index)
         branch = _branch_named(repo, rev)
         if rev.strip() == "HEAD":
             pass  # the files of HEAD again: HEAD itself stays, on its branch or detached
@@ -839,294 +821,3 @@ def switch(repo: Repository, name: str, *, create: bool = False, force: bool = F
         repo.refs.set_symbolic("HEAD", BRANCHES + name)
         return ZERO_OID
     return checkout(repo, name, force=force)
-
-
-# -- branches, tags, environments ---------------------------------------------------------
-
-
-def list_branches(repo: Repository) -> list[tuple[str, bytes, bool]]:
-    current = repo.current_branch()
-    return [
-        (name[len(BRANCHES) :], oid, name[len(BRANCHES) :] == current)
-        for name, oid in repo.refs.list_refs(BRANCHES)
-    ]
-
-
-def _create_ref(repo: Repository, prefix: str, name: str, rev: str | None, what: str) -> bytes:
-    check_ref_name(name, what=f"{what} name")
-    with repo.lock():
-        oid = repo.resolve(rev or "HEAD")
-        if repo.refs.read(prefix + name) is not None:
-            raise BadInput(f"a {what} named {name!r} already exists")
-        repo.refs.update(
-            prefix + name,
-            oid,
-            expected=MISSING,
-            user=repo.user,
-            reason=f"{what}: created from {rev or 'HEAD'}",
-        )
-    return oid
-
-
-def create_branch(repo: Repository, name: str, rev: str | None = None) -> bytes:
-    return _create_ref(repo, BRANCHES, name, rev, "branch")
-
-
-def delete_branch(repo: Repository, name: str) -> bytes:
-    with repo.lock():
-        if repo.current_branch() == name:
-            raise BadState(f"cannot delete branch {name!r}: it is the current branch")
-        if repo.refs.read(BRANCHES + name) is None:
-            raise BadInput(f"no branch named {name!r}")
-        return repo.refs.delete(BRANCHES + name, user=repo.user, reason="branch: deleted")
-
-
-def list_tags(repo: Repository) -> list[tuple[str, bytes]]:
-    return [(name[len(TAGS) :], oid) for name, oid in repo.refs.list_refs(TAGS)]
-
-
-def create_tag(repo: Repository, name: str, rev: str | None = None) -> bytes:
-    return _create_ref(repo, TAGS, name, rev, "tag")
-
-
-def delete_tag(repo: Repository, name: str) -> bytes:
-    with repo.lock():
-        if repo.refs.read(TAGS + name) is None:
-            raise BadInput(f"no tag named {name!r}")
-        return repo.refs.delete(TAGS + name, user=repo.user, reason="tag: deleted")
-
-
-class EnvInfo(msgspec.Struct, frozen=True):
-    """An environment: the version it points to, and when (with the deployer's UTC offset in
-    minutes) and by whom it was last deployed (0 and "" when its log is lost)."""
-
-    name: str
-    oid: bytes
-    time: int
-    user: str
-    tz: int = 0
-
-
-def deploy(repo: Repository, name: str, rev: str | None = None) -> tuple[bytes, bytes]:
-    """Point environment `name` at version `rev` (default HEAD); return (old, new)."""
-    check_ref_name(name, what="environment name")
-    if "/" in name:
-        raise BadInput(f"invalid environment name {name!r}: '/' is not allowed")
-    with repo.lock():
-        oid = repo.resolve(rev or "HEAD")
-        old = repo.refs.read(ENVS + name)
-        repo.refs.update(
-            ENVS + name,
-            oid,
-            expected=old or MISSING,
-            user=repo.user,
-            reason=f"deploy: {rev or 'HEAD'}",
-        )
-    return old or ZERO_OID, oid
-
-
-def list_envs(repo: Repository) -> list[EnvInfo]:
-    out = []
-    for full, oid in repo.refs.list_refs(ENVS):
-        entries = repo.refs.read_log(full)
-        last = entries[-1] if entries else None
-        out.append(
-            EnvInfo(
-                full[len(ENVS) :],
-                oid,
-                last.time if last else 0,
-                last.user if last else "",
-                last.tz if last else 0,
-            )
-        )
-    return out
-
-
-def remove_env(repo: Repository, name: str) -> bytes:
-    with repo.lock():
-        if repo.refs.read(ENVS + name) is None:
-            raise BadInput(f"no environment named {name!r}")
-        return repo.refs.delete(ENVS + name, user=repo.user, reason="deployment removed")
-
-
-def env_log(repo: Repository, name: str) -> list[RefLogEntry]:
-    entries = repo.refs.read_log(ENVS + name)
-    if not entries:
-        raise BadInput(f"no environment named {name!r} has ever been deployed")
-    return entries
-
-
-# -- integrity and garbage collection ---------------------------------------------------------
-
-
-class FsckReport(msgspec.Struct):
-    checked: int = 0
-    missing: list[str] = []
-    corrupt: list[str] = []
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.corrupt
-
-
-def _roots(repo: Repository) -> set[bytes]:
-    """Commits every ref, HEAD, ref log and the index reach."""
-    roots: set[bytes] = set()
-    head = repo.head()
-    if head:
-        roots.add(head)
-    logs = repo.dsv_dir / "logs"
-    roots.update(oid for _, oid in repo.refs.list_refs("refs/"))
-    for dirpath, _, files in os.walk(logs):
-        for file in files:
-            name = Path(dirpath, file).relative_to(logs).as_posix()
-            for entry in repo.refs.read_log(name):
-                roots.update(o for o in (entry.old, entry.new) if o != ZERO_OID)
-    return roots
-
-
-def _walk(
-    repo: Repository, report: FsckReport | None
-) -> tuple[set[bytes], list[tuple[Kind, bytes]]]:
-    """Every reachable oid; with a report, record what is missing or corrupt instead of raising."""
-    from dsv.errors import CorruptObject
-
-    seen: set[bytes] = set()
-    order: list[tuple[Kind, bytes]] = []
-
-    def visit(oid: bytes, kind: Kind) -> bytes | None:
-        if oid in seen:
-            return None
-        seen.add(oid)
-        try:
-            _, body = repo.store.read(oid, kind)
-        except CorruptObject as exc:
-            if report is None:
-                raise
-            (report.missing if "missing" in str(exc) else report.corrupt).append(
-                f"{kind.name.lower()} {oid.hex()}"
-            )
-            return None
-        order.append((kind, oid))
-        if report is not None:
-            report.checked += 1
-        return body
-
-    datasets: list[bytes] = []
-    commits = list(_roots(repo))
-    datasets.extend(entry.dataset for entry in read_index(_index_path(repo)).values())
-    while commits:
-        oid = commits.pop()
-        body = visit(oid, Kind.COMMIT)
-        if body is None:
-            continue
-        from dsv.objects import decode_commit, decode_tree
-
-        entry = decode_commit(body, oid)
-        commits.extend(entry.parents)
-        tree_body = visit(entry.tree, Kind.TREE)
-        if tree_body is not None:
-            datasets.extend(e.dataset for e in decode_tree(tree_body, entry.tree).entries)
-    from dsv.objects import decode_dataset
-
-    for oid in datasets:
-        body = visit(oid, Kind.DATASET)
-        if body is None:
-            continue
-        dataset = decode_dataset(body, oid)
-        pages_ok = True
-        for s in dataset.slices:
-            if s.page not in seen:
-                pages_ok = visit(s.page, Kind.PAGE) is not None and pages_ok
-        if not pages_ok:
-            continue
-        try:
-            ids = repo.read_oid_list(dataset)
-        except CorruptObject as exc:
-            if report is None:
-                raise
-            report.corrupt.append(f"dataset {oid.hex()}: {exc}")
-            continue
-        for dp in iter_oids(ids):
-            visit(dp, Kind.DATAPOINT)
-    return seen, order
-
-
-def fsck(repo: Repository) -> FsckReport:
-    """Re-hash every reachable object and check that each one's references are present."""
-    report = FsckReport()
-    _walk(repo, report)
-    return report
-
-
-class GcReport(msgspec.Struct):
-    kept: int
-    removed: int
-    packs_before: int
-    loose_before: int
-    bytes_before: int
-    bytes_after: int
-
-
-def _store_size(repo: Repository) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(repo.store.path):
-        for file in files:
-            with contextlib.suppress(FileNotFoundError):
-                total += os.stat(Path(dirpath, file)).st_size
-    return total
-
-
-def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
-    """Keep what refs, ref logs and the index reach, in one new pack; drop the rest."""
-    with repo.lock():
-        reachable, order = _walk(repo, None)
-        stored = set(repo.store.iter_oids())
-        packs = repo.store.packs
-        loose = list(repo.store.iter_loose())
-        before = _store_size(repo)
-        report = GcReport(
-            kept=len(reachable & stored),
-            removed=len(stored - reachable),
-            packs_before=len(packs),
-            loose_before=len(loose),
-            bytes_before=before,
-            bytes_after=before,
-        )
-        if dry_run:
-            return report
-        old_packs = [p.name for p in packs]
-        from dsv.pack import PackWriter
-
-        kind_rank = {Kind.COMMIT: 0, Kind.TREE: 1, Kind.DATASET: 2, Kind.PAGE: 3, Kind.DATAPOINT: 4}
-        order.sort(key=lambda item: kind_rank[item[0]])
-        if order:
-            writer = PackWriter(repo.store.pack_dir)
-            try:
-                for kind, oid in order:
-                    writer.add(kind, oid, repo.store.read(oid, kind)[1])
-                new_name = writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
-        else:
-            new_name = ""
-        repo.store.close()
-        for name in old_packs:
-            if name == new_name:
-                continue
-            for ext in (".idx", ".pack"):
-                with contextlib.suppress(FileNotFoundError):
-                    (repo.store.pack_dir / f"{name}{ext}").unlink()
-        for oid in loose:
-            repo.store.delete_loose(oid)
-        for leftover in repo.store.pack_dir.glob(".tmp-*"):
-            # Temp packs of killed writers: never referenced, safe to drop under the lock.
-            leftover.unlink(missing_ok=True)
-        for fan in os.listdir(repo.store.path):
-            if len(fan) == 2:
-                with contextlib.suppress(OSError):
-                    (repo.store.path / fan).rmdir()
-        repo.store.reload()
-        report.bytes_after = _store_size(repo)
-    return report

@@ -62,6 +62,7 @@ class Repository:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.dsv_dir = root / DSV_DIR
+        self.index_path = self.dsv_dir / "index"
         self.config = read_config(self.dsv_dir / "config")
         self.store = ObjectStore(self.dsv_dir / "objects")
         self.refs = Refs(self.dsv_dir)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import dsv
-from dsv import ops
+from dsv import maintenance, ops
 
 
 def test_eight_concurrent_committers(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_eight_concurrent_committers(tmp_path: Path) -> None:
             "hint: stage changes with 'dsv add', or use -a for every tracked file\n"
         ), err
     repo = dsv.Repository.open(tmp_path)
-    assert ops.fsck(repo).ok
+    assert maintenance.fsck(repo).ok
     assert ops.status(repo) == []
     head = repo.tree_of(repo.head())
     assert sorted(head) == [f"set{k}.jsonl" for k in range(8)]

@@ -20,7 +20,7 @@ import pytest
 
 import dsv
 import dsv.diff as diff_module
-from dsv import diffview, ops
+from dsv import diffview, labels, ops
 from dsv.diff import Change, DatasetDiff, FieldChange, diff, summarize
 from dsv.errors import BadInput
 
@@ -408,8 +408,8 @@ def test_environments_as_revisions(repo: dsv.Repository) -> None:
     new[3]["target"]["answer"] = "changed"
     first = commit(repo, "qa.jsonl", old, "v1", key=("id",))
     second = commit(repo, "qa.jsonl", new, "v2")
-    ops.deploy(repo, "production", first.hex())
-    ops.deploy(repo, "staging", "HEAD")
+    labels.deploy(repo, "production", first.hex())
+    labels.deploy(repo, "staging", "HEAD")
     result = diff(repo, "production", "staging")
     assert (result.from_oid, result.to_oid) == (first, second)
     assert [(d.path, d.modified) for d in result.datasets] == [("qa.jsonl", 1)]

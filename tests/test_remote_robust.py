@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from benchmarks.generate import generate
 from benchmarks.push import Server, dsv_command
-from dsv import ops
+from dsv import maintenance, ops
 from dsv.canonical import canonicalize
 from dsv.cli import main
 from dsv.objects import (
@@ -138,7 +138,7 @@ def test_push_killed_midway_then_rerun_sends_only_what_is_missing(
     assert proc.wait() == -signal.SIGKILL, "the fetch finished before it could be killed"
     with Repository.open(b) as repo:
         assert repo.refs.read("refs/remotes/origin/main") == v1
-        assert ops.fsck(repo).ok
+        assert maintenance.fsck(repo).ok
         arrived = len(set(repo.store.iter_oids())) - held
         assert 0 < arrived < needed
         pulled = pull(repo)
@@ -147,7 +147,7 @@ def test_push_killed_midway_then_rerun_sends_only_what_is_missing(
     with Repository.open(b) as b_repo, Repository.open(root) as a:
         assert b_repo.head() == a.head()
         assert list(b_repo.records("HEAD", "big.jsonl")) == list(a.records("HEAD", "big.jsonl"))
-        assert ops.fsck(b_repo).ok
+        assert maintenance.fsck(b_repo).ok
         assert ops.status(b_repo) == []
 
 

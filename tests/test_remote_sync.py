@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from benchmarks.push import Server, dsv_command
-from dsv import ops
+from dsv import maintenance
 from dsv.cli import main
 from dsv.remote.keys import create_key
 from dsv.remote.storage import SqliteMetaStore
@@ -286,4 +286,4 @@ def test_library_api_returns_data(tmp_path: Path, url: str) -> None:
     with Repository.open(tmp_path / "b") as repo:
         again = fetch(repo)
         assert again.objects == 0 and {r.status for r in again.refs} == {"up-to-date"}
-        assert ops.fsck(repo).ok
+        assert maintenance.fsck(repo).ok

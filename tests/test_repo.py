@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import dsv
-from dsv import ops
+from dsv import labels, maintenance, ops
 from dsv.errors import BadInput, NotARepository
 
 RECORDS = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"q {i}"}]} for i in range(20)]
@@ -32,7 +32,7 @@ def test_python_api_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     second = repo.commit("second", all=True)
     assert [e.oid for e in repo.log()] == [second, first]
     assert [e.oid for e in repo.log(max_count=1)] == [second]
-    ops.deploy(repo, "production", first.hex()[:8])
+    labels.deploy(repo, "production", first.hex()[:8])
     assert repo.read("production", "qa.jsonl").to_pylist() == RECORDS
     assert list(repo.records("HEAD", "qa.jsonl")) == RECORDS[:5]
     nested = tmp_path / "sub" / "dir"
@@ -59,7 +59,7 @@ def test_a_hundred_thousand_datapoints_make_a_few_files(tmp_path: Path) -> None:
     repo.commit("big")
     files = [f for _, _, fs in os.walk(tmp_path / ".dsv") for f in fs]
     assert len(files) <= 24, files
-    assert ops.fsck(repo).checked > 100_000
+    assert maintenance.fsck(repo).checked > 100_000
 
 
 def _dsv(root: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
@@ -102,7 +102,7 @@ def test_kill_9_during_commits_never_breaks_the_repository(tmp_path: Path) -> No
         time.sleep(0.02 * trial)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
-        report = ops.fsck(dsv.Repository.open(tmp_path))
+        report = maintenance.fsck(dsv.Repository.open(tmp_path))
         assert report.ok, (trial, report)
         head = dsv.Repository.open(tmp_path).head()
         if head is not None:

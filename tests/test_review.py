@@ -16,7 +16,7 @@ import blake3
 import pytest
 
 import dsv
-from dsv import ops
+from dsv import labels
 from dsv.errors import BadInput
 from tests.conftest import FIXTURES, Dsv
 
@@ -497,7 +497,7 @@ def test_python_api_diff_and_errors(tmp_path: Path) -> None:
     first = repo.commit("v1")
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA[1:]))
     second = repo.commit("v2", all=True)
-    ops.deploy(repo, "production", first.hex())
+    labels.deploy(repo, "production", first.hex())
     result = repo.diff("production", "HEAD", paths=["qa.jsonl"], key="id")
     assert (result.from_oid, result.to_oid) == (first, second)
     assert [(c.status, c.key) for c in result.changes()] == [("removed", {"id": 1})]

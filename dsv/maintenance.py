@@ -1,0 +1,189 @@
+"""Integrity checks (fsck) and garbage collection (gc) over everything a repository reaches."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import msgspec
+
+from dsv.index import read_index
+from dsv.manifest import iter_oids
+from dsv.objects import ZERO_OID, Kind
+from dsv.repo import Repository
+
+__all__ = ["FsckReport", "GcReport", "fsck", "gc"]
+
+
+class FsckReport(msgspec.Struct):
+    checked: int = 0
+    missing: list[str] = []
+    corrupt: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupt
+
+
+def _roots(repo: Repository) -> set[bytes]:
+    """Commits every ref, HEAD, ref log and the index reach."""
+    roots: set[bytes] = set()
+    head = repo.head()
+    if head:
+        roots.add(head)
+    logs = repo.dsv_dir / "logs"
+    roots.update(oid for _, oid in repo.refs.list_refs("refs/"))
+    for dirpath, _, files in os.walk(logs):
+        for file in files:
+            name = Path(dirpath, file).relative_to(logs).as_posix()
+            for entry in repo.refs.read_log(name):
+                roots.update(o for o in (entry.old, entry.new) if o != ZERO_OID)
+    return roots
+
+
+def _walk(
+    repo: Repository, report: FsckReport | None
+) -> tuple[set[bytes], list[tuple[Kind, bytes]]]:
+    """Every reachable oid; with a report, record what is missing or corrupt instead of raising."""
+    from dsv.errors import CorruptObject
+
+    seen: set[bytes] = set()
+    order: list[tuple[Kind, bytes]] = []
+
+    def visit(oid: bytes, kind: Kind) -> bytes | None:
+        if oid in seen:
+            return None
+        seen.add(oid)
+        try:
+            _, body = repo.store.read(oid, kind)
+        except CorruptObject as exc:
+            if report is None:
+                raise
+            (report.missing if "missing" in str(exc) else report.corrupt).append(
+                f"{kind.name.lower()} {oid.hex()}"
+            )
+            return None
+        order.append((kind, oid))
+        if report is not None:
+            report.checked += 1
+        return body
+
+    datasets: list[bytes] = []
+    commits = list(_roots(repo))
+    datasets.extend(entry.dataset for entry in read_index(repo.index_path).values())
+    while commits:
+        oid = commits.pop()
+        body = visit(oid, Kind.COMMIT)
+        if body is None:
+            continue
+        from dsv.objects import decode_commit, decode_tree
+
+        entry = decode_commit(body, oid)
+        commits.extend(entry.parents)
+        tree_body = visit(entry.tree, Kind.TREE)
+        if tree_body is not None:
+            datasets.extend(e.dataset for e in decode_tree(tree_body, entry.tree).entries)
+    from dsv.objects import decode_dataset
+
+    for oid in datasets:
+        body = visit(oid, Kind.DATASET)
+        if body is None:
+            continue
+        dataset = decode_dataset(body, oid)
+        pages_ok = True
+        for s in dataset.slices:
+            if s.page not in seen:
+                pages_ok = visit(s.page, Kind.PAGE) is not None and pages_ok
+        if not pages_ok:
+            continue
+        try:
+            ids = repo.read_oid_list(dataset)
+        except CorruptObject as exc:
+            if report is None:
+                raise
+            report.corrupt.append(f"dataset {oid.hex()}: {exc}")
+            continue
+        for dp in iter_oids(ids):
+            visit(dp, Kind.DATAPOINT)
+    return seen, order
+
+
+def fsck(repo: Repository) -> FsckReport:
+    """Re-hash every reachable object and check that each one's references are present."""
+    report = FsckReport()
+    _walk(repo, report)
+    return report
+
+
+class GcReport(msgspec.Struct):
+    kept: int
+    removed: int
+    packs_before: int
+    loose_before: int
+    bytes_before: int
+    bytes_after: int
+
+
+def _store_size(repo: Repository) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(repo.store.path):
+        for file in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(Path(dirpath, file)).st_size
+    return total
+
+
+def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
+    """Keep what refs, ref logs and the index reach, in one new pack; drop the rest."""
+    with repo.lock():
+        reachable, order = _walk(repo, None)
+        stored = set(repo.store.iter_oids())
+        packs = repo.store.packs
+        loose = list(repo.store.iter_loose())
+        before = _store_size(repo)
+        report = GcReport(
+            kept=len(reachable & stored),
+            removed=len(stored - reachable),
+            packs_before=len(packs),
+            loose_before=len(loose),
+            bytes_before=before,
+            bytes_after=before,
+        )
+        if dry_run:
+            return report
+        old_packs = [p.name for p in packs]
+        from dsv.pack import PackWriter
+
+        kind_rank = {Kind.COMMIT: 0, Kind.TREE: 1, Kind.DATASET: 2, Kind.PAGE: 3, Kind.DATAPOINT: 4}
+        order.sort(key=lambda item: kind_rank[item[0]])
+        if order:
+            writer = PackWriter(repo.store.pack_dir)
+            try:
+                for kind, oid in order:
+                    writer.add(kind, oid, repo.store.read(oid, kind)[1])
+                new_name = writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+        else:
+            new_name = ""
+        repo.store.close()
+        for name in old_packs:
+            if name == new_name:
+                continue
+            for ext in (".idx", ".pack"):
+                with contextlib.suppress(FileNotFoundError):
+                    (repo.store.pack_dir / f"{name}{ext}").unlink()
+        for oid in loose:
+            repo.store.delete_loose(oid)
+        for leftover in repo.store.pack_dir.glob(".tmp-*"):
+            # Temp packs of killed writers: never referenced, safe to drop under the lock.
+            leftover.unlink(missing_ok=True)
+        for fan in os.listdir(repo.store.path):
+            if len(fan) == 2:
+                with contextlib.suppress(OSError):
+                    (repo.store.path / fan).rmdir()
+        repo.store.reload()
+        report.bytes_after = _store_size(repo)
+    return report
