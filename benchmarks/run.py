@@ -26,8 +26,7 @@ from benchmarks.generate import generate
 
 __all__ = ["Measurement", "run_benchmark"]
 
-PYTHON = sys.executable
-BIN = Path(PYTHON).parent
+SOURCE = Path(__file__).resolve().parent.parent / "dsv"
 Measurement = tuple[float, int]  # seconds, peak RSS in KiB
 
 
@@ -52,26 +51,51 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _compile_dsv() -> None:
-    """Byte-compile dsv as `pip install` does. An editable install under this machine's
-    PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module in every process, a
-    cost no installed copy pays."""
-    import dsv
+def install_dsv(work: Path) -> Path:
+    """A venv holding a byte-compiled copy of dsv and its `dsv` script, as `pip install`
+    leaves them, that sees this interpreter's packages (dsv's dependencies, Oxen) without
+    running their .pth start-up hooks; its python.
 
-    compileall.compile_dir(Path(dsv.__file__).parent, quiet=1)
+    This machine's site-packages runs two hooks at every Python start that no user's does:
+    the sandbox's certifi patch and the editable-install finder (`python -c pass` takes
+    ~60 ms with them, ~14 ms without). dsv and Oxen's Python steps both run from here, so
+    neither pays them. Byte-compiling matters too: under this machine's
+    PYTHONDONTWRITEBYTECODE=1 an uncompiled dsv recompiles every module in every process."""
+    import site
 
-
-def _dsv(*args: str) -> list[str]:
-    return [str(BIN / "dsv"), *args]
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    packages = Path(purelib)
+    # A path line in a .pth file only extends sys.path; the hooks in that folder stay unrun.
+    (packages / "_machine_packages.pth").write_text(
+        "".join(f"{p}\n" for p in site.getsitepackages())
+    )
+    shutil.copytree(SOURCE, packages / "dsv", ignore=shutil.ignore_patterns("__pycache__"))
+    compileall.compile_dir(packages / "dsv", quiet=1)
+    script = venv / "bin" / "dsv"
+    script.write_text(
+        f"#!{python}\nimport sys\nfrom dsv.cli import main\n\n"
+        "if __name__ == '__main__':\n    sys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    return python
 
 
 class Tool:
     name = ""
     store = ""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], python: Path) -> None:
         self.root = root
         self.env = env
+        self.python = str(python)  # of install_dsv: dsv's script and Oxen's runs use it
 
     def run(self, *args: str) -> Measurement:
         return _run(list(args), self.root, self.env)
@@ -97,26 +121,29 @@ def _sum(*steps: Measurement) -> Measurement:
 class Dsv(Tool):
     name, store = "dsv", ".dsv"
 
+    def dsv(self, *args: str) -> list[str]:
+        return [str(Path(self.python).parent / "dsv"), *args]
+
     def prepare(self) -> None:
-        self.run(*_dsv("init"))
+        self.run(*self.dsv("init"))
 
     def commit_v1(self) -> Measurement:
         return _sum(
-            self.run(*_dsv("add", "data.jsonl", "--key", "id")),
-            self.run(*_dsv("commit", "-m", "v1")),
+            self.run(*self.dsv("add", "data.jsonl", "--key", "id")),
+            self.run(*self.dsv("commit", "-m", "v1")),
         )
 
     def commit_v2(self) -> Measurement:
-        return self.run(*_dsv("commit", "-a", "-m", "v2"))
+        return self.run(*self.dsv("commit", "-a", "-m", "v2"))
 
     def diff(self) -> Measurement:
-        return self.run(*_dsv("diff", "HEAD~1", "HEAD", "--format", "jsonl"))
+        return self.run(*self.dsv("diff", "HEAD~1", "HEAD", "--format", "jsonl"))
 
     def checkout_v1(self) -> Measurement:
-        return self.run(*_dsv("checkout", "HEAD~1"))
+        return self.run(*self.dsv("checkout", "HEAD~1"))
 
     def status(self) -> Measurement:
-        return self.run(*_dsv("status", "--porcelain"))
+        return self.run(*self.dsv("status", "--porcelain"))
 
 
 class Git(Tool):
@@ -152,21 +179,21 @@ class Oxen(Tool):
     name, store = "oxen", ".oxen"
 
     def prepare(self) -> None:
-        self.run(PYTHON, "-c", "import oxen; oxen.Repo('.').init()")
+        self.run(self.python, "-c", "import oxen; oxen.Repo('.').init()")
 
     def commit_v1(self) -> Measurement:
-        measured = self.run(PYTHON, "-c", _OXEN_COMMIT, "v1")
-        self.run(PYTHON, "-c", _OXEN_MARK)
+        measured = self.run(self.python, "-c", _OXEN_COMMIT, "v1")
+        self.run(self.python, "-c", _OXEN_MARK)
         return measured
 
     def commit_v2(self) -> Measurement:
-        return self.run(PYTHON, "-c", _OXEN_COMMIT, "v2")
+        return self.run(self.python, "-c", _OXEN_COMMIT, "v2")
 
     def diff(self) -> Measurement:
-        return self.run(PYTHON, "-c", _OXEN_DIFF)
+        return self.run(self.python, "-c", _OXEN_DIFF)
 
     def checkout_v1(self) -> Measurement:
-        return self.run(PYTHON, "-c", "import oxen; oxen.Repo('.').checkout('v1')")
+        return self.run(self.python, "-c", "import oxen; oxen.Repo('.').checkout('v1')")
 
 
 TOOLS: dict[str, type[Tool]] = {"dsv": Dsv, "git": Git, "oxen": Oxen}
@@ -191,12 +218,12 @@ def _environment(home: Path) -> dict[str, str]:
     return env
 
 
-def _log_repo(work: Path, env: dict[str, str], commits: int) -> Path:
+def _log_repo(work: Path, env: dict[str, str], python: Path, commits: int) -> Path:
     """A repository with `commits` versions, built through the library in one process."""
     root = work / "log-repo"
     here = str(Path(__file__).resolve().parent.parent)
     env = {**env, "PYTHONPATH": here + os.pathsep + env.get("PYTHONPATH", "")}
-    _run([PYTHON, "-m", "benchmarks.history", str(root), str(commits)], work, env)
+    _run([str(python), "-m", "benchmarks.history", str(root), str(commits)], work, env)
     return root
 
 
@@ -210,7 +237,7 @@ def run_benchmark(
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, object]:
     """Measure every step; return {'medians': {tool: {step: s}}, 'sizes': ..., 'dsv_only': ...}."""
-    _compile_dsv()
+    python = install_dsv(work)
     data = work / "data"
     v1, v2 = generate(count, data)
     env = _environment(work / "home")
@@ -218,14 +245,18 @@ def run_benchmark(
     rss: dict[str, dict[str, int]] = {t: dict.fromkeys(STEPS, 0) for t in tools}
     sizes: dict[str, list[int]] = {t: [] for t in tools}
     status: list[float] = []
-    # The interpreter alone: what any Python command pays before its first line runs.
+    # The interpreter alone: what any Python command pays before its first line runs; and
+    # this machine's own, with its start-up hooks, to tell how fast the machine was.
     python_start: list[float] = []
+    machine_python_start: list[float] = []
     for run in range(runs):
-        python_start.extend(_run([PYTHON, "-c", "pass"], work, env)[0] for _ in range(3))
+        for _ in range(3):
+            python_start.append(_run([str(python), "-c", "pass"], work, env)[0])
+            machine_python_start.append(_run([sys.executable, "-c", "pass"], work, env)[0])
         for name in tools:
             root = work / f"{name}-{run}"
             root.mkdir()
-            tool = TOOLS[name](root, env)
+            tool = TOOLS[name](root, env, python)
             tool.prepare()
             shutil.copyfile(v1, root / "data.jsonl")
             for step in STEPS:
@@ -250,13 +281,15 @@ def run_benchmark(
         "peak_rss_kib": rss,
         "store_bytes": {t: statistics.median(v) for t, v in sizes.items()},
         "python_start": statistics.median(python_start),
+        "machine_python_start": statistics.median(machine_python_start),
     }
     if "dsv" in tools:
         result["dsv_status"] = statistics.median(status)
         if log_commits:
-            log_root = _log_repo(work, env, log_commits)
+            log_root = _log_repo(work, env, python, log_commits)
+            log = Dsv(log_root, env, python).dsv("log", "-n", "20")
             result["dsv_log_20"] = statistics.median(
-                _run(_dsv("log", "-n", "20"), log_root, env)[0] for _ in range(max(runs, 3))
+                _run(log, log_root, env)[0] for _ in range(max(runs, 3))
             )
     return result
 
@@ -302,7 +335,7 @@ def main() -> None:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     print(format_table(result))
-    for key in ("python_start", "dsv_status", "dsv_log_20"):
+    for key in ("python_start", "machine_python_start", "dsv_status", "dsv_log_20"):
         if key in result:
             print(f"{key}: {result[key]:.3f} s")
     print("peak RSS (KiB):", json.dumps(result["peak_rss_kib"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -242,6 +241,8 @@ class Repository:
         return parents[number - 1]
 
     def _unknown(self, name: str) -> BadInput:
+        import difflib  # only for an error's hint: not on every command's start-up path
+
         close = difflib.get_close_matches(name, self.ref_names(), n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
         if hint is None and _SHORT_HEX.match(name.lower()):

@@ -7,10 +7,12 @@ docs/performance.md.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import dsv
 from benchmarks.generate import generate
-from benchmarks.run import STEPS, format_table, run_benchmark
+from benchmarks.run import STEPS, format_table, install_dsv, run_benchmark
 
 
 def test_generator_makes_the_promised_second_version(tmp_path: Path) -> None:
@@ -36,3 +38,21 @@ def test_harness_runs_every_tool(tmp_path: Path) -> None:
     assert 0 < result["python_start"] < result["dsv_status"]  # type: ignore[operator]
     table = format_table(result)
     assert "| diff |" in table and "dsv/oxen" in table
+
+
+def test_installed_dsv_runs_without_this_machines_start_up_hooks(tmp_path: Path) -> None:
+    python = install_dsv(tmp_path)
+    probe = (
+        "import sys, dsv; print(dsv.__file__); "
+        "print(any('certifi' in m or '__editable__' in m for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [python, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    where, hooked = out.stdout.split()
+    assert Path(where).is_relative_to(tmp_path / "venv") and hooked == "False"
+    assert list((Path(where).parent / "__pycache__").glob("cli.*.pyc"))  # byte-compiled
+    version = subprocess.run(
+        [python.parent / "dsv", "--version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.split()[-1] == dsv.__version__
