@@ -260,8 +260,16 @@ def status(repo: Repository) -> list[DatasetStatus]:
             gone = repo.read_dataset(head_oid).count
             result.append(DatasetStatus(name, "deleted", None, 0, 0, gone, staged_removed=gone))
             continue
+        state, proven, scan = check_entry(repo, entry)
+        if proven is not None:
+            refresh[name] = proven
+        if state == "clean" and entry.dataset == head_oid:
+            continue  # the common case reads no dataset, page or pack
         staged = repo.read_dataset(entry.dataset)
-        old = repo.read_dataset(head_oid) if head_oid is not None else None
+        if head_oid is None:
+            old = None
+        else:
+            old = staged if head_oid == entry.dataset else repo.read_dataset(head_oid)
         staged_state = None
         staged_added = staged_removed = 0
         cached: dict[bytes, bytes] = {}
@@ -282,9 +290,6 @@ def status(repo: Repository) -> list[DatasetStatus]:
         unstaged_state = None
         count, added, removed = staged.count, staged_added, staged_removed
         unstaged_added = unstaged_removed = 0
-        state, proven, scan = check_entry(repo, entry)
-        if proven is not None:
-            refresh[name] = proven
         if state == "deleted":
             unstaged_state = "deleted"
             count, added, removed = 0, 0, old.count if old is not None else 0

@@ -94,16 +94,17 @@ class ObjectStore:
         return self._find_packed(oid) is not None
 
     def _read_raw(self, oid: bytes) -> tuple[Kind, bytes]:
-        found = self._find_packed(oid)
-        if found is not None:
-            pack, i = found
-            return pack.read_at(i)
+        # Loose first: a command that reads a few fresh objects (status reads HEAD's commit
+        # and tree) then never opens a pack, and a packed read pays one failed open.
         try:
             data = self._loose_path(oid).read_bytes()
         except FileNotFoundError:
-            # A repack may have moved it into a new pack since we listed them.
-            self.reload()
             found = self._find_packed(oid)
+            if found is None:
+                # A repack may have packed it (and dropped the loose file) since the packs
+                # were listed.
+                self.reload()
+                found = self._find_packed(oid)
             if found is None:
                 raise CorruptObject(f"missing object {oid.hex()}") from None
             pack, i = found

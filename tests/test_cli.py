@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from dsv.cli import main
+from dsv.repo import Repository
 from tests.conftest import FIXTURES, Dsv
 
 QA = [{"id": i, "q": f"question {i}", "a": str(i * 2)} for i in range(1, 6)]
@@ -80,6 +81,9 @@ def test_status_uses_the_stat_cache(dsv: Dsv, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(worktree, "scan_file", no_reading)
     monkeypatch.setattr(worktree, "hash_file", no_reading)
+    # Nor does it read a dataset (its manifest and pages sit in a pack): HEAD's commit and
+    # tree say the staged dataset is committed.
+    monkeypatch.setattr(Repository, "read_dataset", no_reading)
     assert dsv("status", "--porcelain").stdout == ""
 
 

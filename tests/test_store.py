@@ -9,7 +9,7 @@ import pytest
 
 from dsv.errors import CorruptObject
 from dsv.objects import Kind, hash_object
-from dsv.pack import scan_pack
+from dsv.pack import PackWriter, scan_pack
 from dsv.store import LOOSE_LIMIT, ObjectStore
 
 
@@ -90,3 +90,19 @@ def test_a_truncated_pack_is_refused_by_scan(tmp_path: Path) -> None:
     broken.write_bytes(data[:-10])
     with pytest.raises(CorruptObject, match="checksum mismatch"):
         list(scan_pack(broken))
+
+
+def test_a_read_finds_an_object_packed_since_the_packs_were_listed(tmp_path: Path) -> None:
+    reader = ObjectStore(tmp_path / "objects")
+    with reader.writer() as writer:
+        oid = writer.write(Kind.COMMIT, b"fresh")
+    assert reader.packs == []  # listed now, while the object is loose
+    # What gc does in another process: pack it, then drop the loose file.
+    other = ObjectStore(tmp_path / "objects")
+
+    other.pack_dir.mkdir()
+    packer = PackWriter(other.pack_dir)
+    packer.add(Kind.COMMIT, oid, b"fresh")
+    packer.finish()
+    other.delete_loose(oid)
+    assert reader.read(oid) == (Kind.COMMIT, b"fresh")
