@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -128,6 +129,7 @@ class RepoLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         self._depth = 1
+        _held.add(self)
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -143,6 +145,7 @@ class RepoLock:
         if self._depth:
             return
         fd, self._fd = self._fd, None
+        _held.discard(self)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -158,3 +161,22 @@ class RepoLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_held: weakref.WeakSet[RepoLock] = weakref.WeakSet()
+
+
+def _forget_locks_in_child() -> None:
+    # An flock belongs to the open file, which a forked worker shares until it closes its
+    # copy: without this, a worker outliving a killed parent would keep the repository
+    # locked. The parent's lock is unaffected; the child just stops being a holder.
+    for lock in list(_held):
+        fd, lock._fd, lock._depth = lock._fd, None, 0
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)

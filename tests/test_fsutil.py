@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,3 +62,46 @@ def test_second_writer_fails_naming_the_holder(tmp_path: Path) -> None:
     # The kernel released the dead holder's lock: no stale lock to clean up by hand.
     with RepoLock(lock_path, timeout=1):
         pass
+
+
+_WORKER_OUTLIVES_PARENT = """
+import os, sys, time
+from pathlib import Path
+from dsv.fsutil import RepoLock
+from dsv.parallel import fork_map
+
+def work() -> None:
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+
+lock = RepoLock(Path(sys.argv[1]))
+lock.acquire()
+fork_map(work, [()])
+"""
+
+
+def test_a_forked_worker_does_not_hold_the_lock_once_its_parent_is_killed(
+    tmp_path: Path,
+) -> None:
+    lock_path = tmp_path / "lock"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _WORKER_OUTLIVES_PARENT, str(lock_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    try:
+        with pytest.raises(LockedError):
+            RepoLock(lock_path, timeout=0.2).acquire()  # held while the parent lives
+        parent.kill()
+        parent.wait()
+        lock = RepoLock(lock_path, timeout=2)
+        lock.acquire()  # the worker still runs, but no longer holds it
+        lock.release()
+        os.kill(worker, 0)  # (it does still run)
+    finally:
+        parent.kill()
+        parent.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
