@@ -30,7 +30,7 @@ from dsv.canonical import CanonicalError, canonicalize_many
 from dsv.errors import BadInput
 from dsv.fsutil import write_atomic
 from dsv.manifest import Runs
-from dsv.objects import OID_SIZE, Kind
+from dsv.objects import OID_SIZE, Kind, split_oids
 from dsv.pack import PackWriter, PreparedPack
 from dsv.parallel import can_fork, fork_map
 from dsv.store import ObjectWriter
@@ -169,8 +169,7 @@ class _Old:
     def all_ids(self) -> set[bytes]:
         """Every base id (built once): with no groups to go by, any of them may recur."""
         if self._all_ids is None:
-            o = self.oids
-            self._all_ids = {o[i : i + OID_SIZE] for i in range(0, len(o), OID_SIZE)}
+            self._all_ids = set(split_oids(self.oids))
         return self._all_ids
 
 

@@ -7,7 +7,16 @@ from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from dsv.errors import CorruptObject
-from dsv.objects import OID_SIZE, Dataset, Format, Kind, Slice, content_id, encode_object
+from dsv.objects import (
+    OID_SIZE,
+    Dataset,
+    Format,
+    Kind,
+    Slice,
+    content_id,
+    encode_object,
+    split_oids,
+)
 from dsv.store import ObjectStore
 
 
@@ -72,7 +81,7 @@ Runs = list[tuple[bool, int, int]]  # (from the base?, start there or in the fre
 def _runs(new: bytes, old: bytes) -> tuple[Runs, bytes]:
     """Cover `new` with runs of `old` positions (True) or of a buffer of unseen ids (False)."""
     n_old = len(old) // OID_SIZE
-    keys = [old[i : i + OID_SIZE] for i in range(0, len(old), OID_SIZE)]
+    keys = split_oids(old)
     # Built backwards so that a repeated id maps to its first position.
     first = dict(zip(reversed(keys), range(n_old - 1, -1, -1), strict=True))
     runs: Runs = []

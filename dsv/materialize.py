@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dsv.errors import BadState, CorruptObject
 from dsv.fsutil import fsync_dir
-from dsv.objects import OID_SIZE, Kind
+from dsv.objects import OID_SIZE, Kind, split_oids
 from dsv.pack import Pack
 from dsv.parallel import can_fork, fork_map
 from dsv.store import ObjectStore
@@ -53,7 +53,7 @@ def _write_range(first: int, stop: int, part: str) -> str | None:
     with open(part, "wb") as out:
         for start in range(first, stop, 8192):
             end = min(start + 8192, stop)
-            wanted = [oids[i * OID_SIZE : (i + 1) * OID_SIZE] for i in range(start, end)]
+            wanted = split_oids(oids[start * OID_SIZE : end * OID_SIZE])
             bodies = []
             for oid in wanted:
                 at = positions.get(oid)

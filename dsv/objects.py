@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Any
 
@@ -28,10 +29,17 @@ __all__ = [
     "hash_object",
     "oid_from_hex",
     "oid_hex",
+    "split_oids",
 ]
 
 OID_SIZE = 32
 ZERO_OID = bytes(OID_SIZE)
+_EVERY_OID = re.compile(b".{%d}" % OID_SIZE, re.DOTALL)
+
+
+def split_oids(data: bytes | memoryview) -> list[bytes]:
+    """The ids of a packed id list, in order: one C-level pass instead of a slice per id."""
+    return _EVERY_OID.findall(data)
 
 
 class Kind(IntEnum):

@@ -22,7 +22,7 @@ import zstandard
 
 from dsv.errors import CorruptObject
 from dsv.fsutil import fsync_dir
-from dsv.objects import OID_SIZE, Kind
+from dsv.objects import OID_SIZE, Kind, split_oids
 
 __all__ = ["BLOCK_SIZE", "PACK_MAGIC", "Pack", "PackWriter", "PreparedPack", "scan_pack"]
 
@@ -278,17 +278,13 @@ class Pack:
     def positions(self) -> dict[bytes, int]:
         """oid -> index position for every object: worth building for bulk lookups."""
         if self._positions is None:
-            data = bytes(self._oids)
-            self._positions = {
-                data[i * OID_SIZE : (i + 1) * OID_SIZE]: i for i in range(self.count)
-            }
+            self._positions = dict(zip(split_oids(self._oids), range(self.count), strict=True))
         return self._positions
 
     def sorted_oids(self) -> list[bytes]:
         """Every oid as a list, for C-speed bisect in bulk lookups (built once, kept)."""
         if self._oid_list is None:
-            data = bytes(self._oids)
-            self._oid_list = [data[i : i + OID_SIZE] for i in range(0, len(data), OID_SIZE)]
+            self._oid_list = split_oids(self._oids)
         return self._oid_list
 
     def oid_at(self, i: int) -> bytes:

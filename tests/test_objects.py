@@ -8,6 +8,7 @@ import pytest
 from dsv.canonical import canonicalize
 from dsv.errors import CorruptObject
 from dsv.objects import (
+    OID_SIZE,
     Commit,
     Dataset,
     Format,
@@ -20,6 +21,7 @@ from dsv.objects import (
     decode_dataset,
     encode_object,
     hash_object,
+    split_oids,
 )
 
 GOLDEN_DATAPOINTS = [
@@ -120,3 +122,11 @@ def test_encode_canonical_rejects_what_json_cannot_carry() -> None:
         encode_canonical({"x": "\ud800"})
     with pytest.raises(CanonicalError, match=r"^number has too many digits \(at most 4300\)$"):
         encode_canonical({"x": 10**5000})
+
+
+def test_split_oids_keeps_every_byte_value() -> None:
+    # Ids are raw bytes: a newline (or any byte) inside one must not break the split.
+    oids = [bytes([b]) * OID_SIZE for b in (0, 10, 13, 255)] + [bytes(range(32))]
+    assert split_oids(b"".join(oids)) == oids
+    assert split_oids(memoryview(b"".join(oids))[OID_SIZE:]) == oids[1:]
+    assert split_oids(b"") == []

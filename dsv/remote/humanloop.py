@@ -20,7 +20,6 @@ import msgspec
 from dsv.canonical import decode_canonical, encode_canonical
 from dsv.manifest import build_dataset
 from dsv.objects import (
-    OID_SIZE,
     Commit,
     Dataset,
     Format,
@@ -29,6 +28,7 @@ from dsv.objects import (
     TreeEntry,
     encode_object,
     hash_object,
+    split_oids,
 )
 from dsv.pack import PackWriter
 from dsv.refs import BRANCHES, ENVS
@@ -648,11 +648,11 @@ class HumanloopService:
         if action == "set":
             result = list(dict.fromkeys(given))
         elif action == "add":
-            have = set(_split(base_oids))
-            result = [*_split(base_oids), *(o for o in dict.fromkeys(given) if o not in have)]
+            have = set(split_oids(base_oids))
+            result = [*split_oids(base_oids), *(o for o in dict.fromkeys(given) if o not in have)]
         else:
             dropped = set(given)
-            result = [oid for oid in _split(base_oids) if oid not in dropped]
+            result = [oid for oid in split_oids(base_oids) if oid not in dropped]
         joined = b"".join(result)
         return None if joined == current_oids else joined
 
@@ -879,10 +879,6 @@ class HumanloopService:
             user=self._who(caller),
             reason=f"humanloop: {why}",
         )
-
-
-def _split(oids: bytes) -> list[bytes]:
-    return [oids[i : i + OID_SIZE] for i in range(0, len(oids), OID_SIZE)]
 
 
 def _datapoint_response(oid: bytes, body: bytes) -> dict[str, Any]:

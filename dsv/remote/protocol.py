@@ -21,6 +21,7 @@ from dsv.objects import (
     decode_commit,
     decode_dataset,
     decode_tree,
+    split_oids,
 )
 from dsv.pack import BLOCK_SIZE, PACK_MAGIC
 
@@ -342,7 +343,7 @@ def references(kind: Kind, oid: bytes, body: bytes) -> list[bytes]:
     if kind == Kind.PAGE:
         if not body or len(body) % OID_SIZE:
             raise CorruptObject(f"corrupt object {oid.hex()}: a page must hold whole ids")
-        return [body[i : i + OID_SIZE] for i in range(0, len(body), OID_SIZE)]
+        return split_oids(body)
     if kind == Kind.DATASET:
         dataset = decode_dataset(body, oid)
         for s in dataset.slices:
