@@ -449,3 +449,11 @@ def test_diff_command_outputs(dsv: Dsv) -> None:
     log = json.loads(dsv("log", "--stat", "--json", "-n", "1").stdout)
     assert log[0]["datasets"][0]["path"] == "qa.jsonl"
     assert " qa.jsonl | +1 -1 ~1" in dsv("log", "--stat", "-n", "1").stdout
+
+
+def test_version_is_the_installed_packages() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"dsv, version {version('dsv')}\n"
