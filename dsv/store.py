@@ -94,8 +94,14 @@ class ObjectStore:
         return self._find_packed(oid) is not None
 
     def _read_raw(self, oid: bytes) -> tuple[Kind, bytes]:
-        # Loose first: a command that reads a few fresh objects (status reads HEAD's commit
-        # and tree) then never opens a pack, and a packed read pays one failed open.
+        if self._packs is not None:
+            found = self._find_packed(oid)
+            if found is not None:
+                return found[0].read_at(found[1])
+        # Until its packs are open, a store tries the loose file first: a command that reads
+        # a few fresh objects (status reads HEAD's commit and tree) then never opens a pack.
+        # Once they are open, packs come first, so that reading many packed objects one by
+        # one (fsck, gc) does not pay a failed open for each.
         try:
             data = self._loose_path(oid).read_bytes()
         except FileNotFoundError:
@@ -107,8 +113,7 @@ class ObjectStore:
                 found = self._find_packed(oid)
             if found is None:
                 raise CorruptObject(f"missing object {oid.hex()}") from None
-            pack, i = found
-            return pack.read_at(i)
+            return found[0].read_at(found[1])
         try:
             return Kind(data[0]), self._decompressor.decompress(data[1:])
         except (IndexError, ValueError, zstandard.ZstdError) as exc:
