@@ -56,3 +56,13 @@ def test_installed_dsv_runs_without_this_machines_start_up_hooks(tmp_path: Path)
         [python.parent / "dsv", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.split()[-1] == dsv.__version__
+
+
+def test_table_of_dsv_alone_and_small_ratios() -> None:
+    medians = {"dsv": dict.fromkeys(STEPS, 0.4), "oxen": dict.fromkeys(STEPS, 9.5)}
+    both = {"medians": medians, "store_bytes": {"dsv": 2**20, "oxen": 2**24}}
+    assert "| diff | 0.400 s | 9.500 s | 0.042x |" in format_table(both)
+    alone = {"medians": {"dsv": medians["dsv"]}, "store_bytes": {"dsv": 2**20}}
+    table = format_table(alone).splitlines()
+    assert table[:2] == ["| step | dsv |", "|---|---|"]
+    assert table[-1] == "| store size | 1.0 MiB |"
