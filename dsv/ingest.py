@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import blake3
 import msgspec
@@ -173,6 +174,16 @@ class _Old:
         return self._all_ids
 
 
+class _Pending(NamedTuple):
+    """A group no earlier reading knew, waiting to be parsed."""
+
+    slot: int  # its place in the walk's id and line-key lists
+    group: int  # its number among the groups of the range
+    at: int  # file offset
+    data: bytes
+    expect: int  # the old group expected there, or -1: its lines are looked for around it
+
+
 # Set before forking so workers share them copy-on-write instead of receiving pickles.
 _shared: dict[str, object] = {}
 
@@ -268,8 +279,7 @@ class _Range:
         self.counts = bytearray()
         self.lines: list[bytes] = []  # per group, its datapoints' line keys
         self.sources = array.array("i")
-        # slot, file offset, bytes, and the old group expected there (or -1), per group to parse
-        self.pending: list[tuple[int, int, bytes, int]] = []
+        self.pending: list[_Pending] = []
         self.pending_size = 0
         self.writer: PackWriter | None = None
         self.seen: set[bytes] = set()
@@ -366,41 +376,61 @@ class _Range:
         view = memoryview(buf)
         expect = -1  # the old group that would follow the last one taken, if known
         while at < end:
-            found = -1
             if 0 <= expect < n_old:
-                # The common case, kept free of calls but the hash: the next old group again.
-                length = old_lengths[expect]
-                stop = at + length
-                if stop > buf_at + len(buf) and stop <= end and self._fill(at, stop):
-                    buf, buf_at = self.buf, self.buf_at
-                    view = memoryview(buf)
-                if stop <= buf_at + len(buf):
+                # The common case: the previous reading's groups again, one after another.
+                # Per group only its hash and the group-end test run; the run is copied from
+                # the old arrays in one slice each.
+                g = expect
+                while g < n_old and at < end:
+                    length = old_lengths[g]
+                    stop = at + length
+                    if stop > buf_at + len(buf):
+                        if stop > end or not self._fill(at, stop):
+                            break
+                        buf, buf_at = self.buf, self.buf_at
+                        view = memoryview(buf)
                     lo = at - buf_at
                     hi = lo + length
-                    key = old_keys[expect * GROUP_KEY : (expect + 1) * GROUP_KEY]
                     # Taken only when it ends as a reading from here would end it: on a line
                     # whose length ends a group, or at the end of the file.
-                    if sha(view[lo:hi]).digest()[:GROUP_KEY] == key and (
+                    if sha(view[lo:hi]).digest()[:GROUP_KEY] != old_keys[
+                        g * GROUP_KEY : (g + 1) * GROUP_KEY
+                    ] or not (
                         stop == size
                         or (
                             buf[hi - 1] == 10
                             and not (hi - 1 - (buf.rfind(b"\n", lo, hi - 1) + 1 or lo)) & mask
                         )
                     ):
-                        found = expect
-            if found < 0:
-                stop = self._group_end(at)
-                buf, buf_at = self.buf, self.buf_at
-                view = memoryview(buf)
-                lo = at - buf_at
-                data = buf[lo : lo + stop - at]
-                key = sha(data).digest()[:GROUP_KEY]
-                found = index.get(key, -1)
+                        break
+                    at = stop
+                    g += 1
+                if g > expect:
+                    if self.pending and self.pending[-1].expect < 0:
+                        self._expect_before(expect)
+                    keys.append(old_keys[expect * GROUP_KEY : g * GROUP_KEY])
+                    lengths.extend(old_lengths[expect:g])
+                    sources.extend(range(expect, g))
+                    first, last = starts[expect], starts[g]
+                    oids.append(old_oids[first * OID_SIZE : last * OID_SIZE])
+                    lines.append(old_lines[first * LINE_KEY : last * LINE_KEY])
+                    counts += old_counts[expect:g]
+                    expect = g
+                    if at >= end:
+                        break
+            # Not the expected group: find where it ends, and look it up by its hash.
+            stop = self._group_end(at)
+            buf, buf_at = self.buf, self.buf_at
+            view = memoryview(buf)
+            lo = at - buf_at
+            data = buf[lo : lo + stop - at]
+            key = sha(data).digest()[:GROUP_KEY]
+            found = index.get(key, -1)
             keys.append(key)
             lengths.append(stop - at)
             sources.append(found)
             if found >= 0:
-                if self.pending and self.pending[-1][3] < 0:
+                if self.pending and self.pending[-1].expect < 0:
                     self._expect_before(found)
                 first, stop_id = starts[found], starts[found + 1]
                 oids.append(old_oids[first * OID_SIZE : stop_id * OID_SIZE])
@@ -408,7 +438,7 @@ class _Range:
                 counts.append(old_counts[found])
                 expect = found + 1
             else:
-                self.pending.append((len(oids), at, data, expect))
+                self.pending.append(_Pending(len(oids), len(counts), at, data, expect))
                 self.pending_size += len(data)
                 oids.append(b"")
                 lines.append(b"")
@@ -427,11 +457,11 @@ class _Range:
             return True
         texts: list[bytes] = []
         sizes: list[int] = []
-        for _, _, data, _ in self.pending:
-            raws = data.split(b"\n")
+        for pending in self.pending:
+            raws = pending.data.split(b"\n")
             if not raws[-1]:
                 raws.pop()
-            keep = _texts_of(raws, has_cr=b"\r" in data)
+            keep = _texts_of(raws, has_cr=b"\r" in pending.data)
             texts += [raws[i] for i in keep] if len(keep) < len(raws) else raws
             sizes.append(len(keep))
         sha = hashlib.sha256
@@ -446,10 +476,10 @@ class _Range:
         for i, oid in zip(todo, parsed, strict=True):
             ids[i] = oid
         at = 0
-        for (slot, _, _, _), size in zip(self.pending, sizes, strict=True):
-            self.oids[slot] = b"".join(ids[at : at + size])  # type: ignore[arg-type]
-            self.lines[slot] = b"".join(keys[at : at + size])
-            self.counts[slot] = size
+        for pending, size in zip(self.pending, sizes, strict=True):
+            self.oids[pending.slot] = b"".join(ids[at : at + size])  # type: ignore[arg-type]
+            self.lines[pending.slot] = b"".join(keys[at : at + size])
+            self.counts[pending.group] = size
             at += size
         self.pending.clear()
         self.pending_size = 0
@@ -460,9 +490,8 @@ class _Range:
         their lines just before it (as after lines inserted at the top of a file)."""
         pending = self.pending
         k = len(pending) - 1
-        while k >= 0 and pending[k][3] < 0:
-            slot, at, data, _ = pending[k]
-            pending[k] = (slot, at, data, max(found - 1, 0))
+        while k >= 0 and pending[k].expect < 0:
+            pending[k] = pending[k]._replace(expect=max(found - 1, 0))
             k -= 1
 
     def _nearby(self) -> tuple[set[bytes], dict[bytes, bytes]]:
@@ -477,7 +506,7 @@ class _Range:
         n_old = len(starts) - 1
         stored: set[bytes] = set()
         seen: dict[bytes, bytes] = {}
-        for _, _, _, expect in self.pending:
+        for expect in (pending.expect for pending in self.pending):
             if expect >= 0:
                 lo = starts[min(max(expect - 1, 0), n_old)]
                 hi = starts[min(expect + 2, n_old)]
@@ -598,8 +627,8 @@ class _Range:
 
     def _first_error(self) -> tuple[int, bytes, str, int | None]:
         """(file offset of its line, text, message, offset in it) of the first bad line."""
-        for _, offset, data, _ in self.pending:
-            pos = offset
+        for pending in self.pending:
+            pos, data = pending.at, pending.data
             for raw in data.split(b"\n"):
                 line = raw.removesuffix(b"\r")
                 if line and not line.isspace():
