@@ -23,10 +23,9 @@ import msgspec
 
 from dsv.canonical import decode_canonical
 from dsv.errors import BadInput
-from dsv.formats import Format, format_kind, read_dataset
 from dsv.index import Entry, hash_file, read_index, stat_file
 from dsv.manifest import iter_oids, read_oid_list
-from dsv.objects import OID_SIZE, Dataset, Kind, content_id, hash_object
+from dsv.objects import OID_SIZE, Dataset, Format, Kind, content_id, hash_object
 from dsv.ops import repo_path
 from dsv.worktree import scan_file
 
@@ -676,6 +675,9 @@ def _worktree(repo: Repository, entry: Entry, old: _Side | None) -> _Side | None
     # A file dsv wrote (e.g. by checkout) is proven by the hash of its bytes, without parsing.
     if entry.file_hash and hash_file(full) == entry.file_hash:
         return _Side.stored(staged)
+    # Here, not at the top: a diff of stored versions never reads a CSV or Parquet file.
+    from dsv.formats import format_kind, read_dataset
+
     if format_kind(entry.path) == "jsonl":
         # The recommit's reader: cached groups and lines, both cores. The bodies it returns
         # are those the staged version lacks; any other id is in the store.
