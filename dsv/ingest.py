@@ -379,7 +379,8 @@ class _Range:
             if 0 <= expect < n_old:
                 # The common case: the previous reading's groups again, one after another.
                 # Per group only its hash and the group-end test run; the run is copied from
-                # the old arrays in one slice each.
+                # the old arrays in one slice each. (No pending group can be waiting for an
+                # expectation here: `expect` is only known after a lookup that settled them.)
                 g = expect
                 while g < n_old and at < end:
                     length = old_lengths[g]
@@ -406,8 +407,6 @@ class _Range:
                     at = stop
                     g += 1
                 if g > expect:
-                    if self.pending and self.pending[-1].expect < 0:
-                        self._expect_before(expect)
                     keys.append(old_keys[expect * GROUP_KEY : g * GROUP_KEY])
                     lengths.extend(old_lengths[expect:g])
                     sources.extend(range(expect, g))

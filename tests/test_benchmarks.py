@@ -7,6 +7,7 @@ docs/performance.md.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -46,8 +47,9 @@ def test_installed_dsv_runs_without_this_machines_start_up_hooks(tmp_path: Path)
         "import sys, dsv; print(dsv.__file__); "
         "print(any('certifi' in m or '__editable__' in m for m in sys.modules))"
     )
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
-        [python, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+        [python, "-c", probe], cwd=tmp_path, env=clean, capture_output=True, text=True, check=True
     )
     where, hooked = out.stdout.split()
     assert Path(where).is_relative_to(tmp_path / "venv") and hooked == "False"
