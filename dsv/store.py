@@ -66,7 +66,12 @@ class ObjectStore:
         for gone in set(self._packs) - names:
             self._packs.pop(gone).close()
         for name in sorted(names - set(self._packs)):
-            self._packs[name] = Pack(self.pack_dir, name)
+            try:
+                self._packs[name] = Pack(self.pack_dir, name)
+            except CorruptObject as exc:
+                # gc removed it after the listing; its objects are in the pack gc wrote first.
+                if not isinstance(exc.__cause__, FileNotFoundError):
+                    raise
 
     def close(self) -> None:
         if self._packs:

@@ -125,3 +125,23 @@ def test_once_its_packs_are_open_a_store_reads_packed_objects_without_trying_loo
         store.read(oid)
     # fsck reads every object one by one: a failed open for each cost it 2x at 1M.
     assert len(tried) == (len(oids) if not store.packs else 1)
+
+
+def test_a_pack_removed_between_listing_and_opening_is_skipped(
+    filled: tuple[ObjectStore, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, oids = filled
+    real = os.listdir
+
+    def listing_with_a_pack_gc_just_removed(path: object) -> list[str]:
+        return [*real(path), "pack-" + "ab" * 32 + ".idx"]  # type: ignore[arg-type]
+
+    monkeypatch.setattr("dsv.store.os.listdir", listing_with_a_pack_gc_just_removed)
+    fresh = ObjectStore(store.path)
+    assert fresh.read(oids[-1]) == (Kind.DATAPOINT, _bodies(len(oids))[-1])
+    # A damaged index is still an error, not a pack to skip.
+    store.pack_dir.mkdir(exist_ok=True)
+    (store.pack_dir / "pack-damaged.pack").write_bytes(b"not a pack")
+    (store.pack_dir / "pack-damaged.idx").write_bytes(b"not an index")
+    with pytest.raises(CorruptObject, match=r"pack index pack-damaged\.idx is truncated"):
+        ObjectStore(store.path).reload()
