@@ -170,11 +170,8 @@ def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
             new_name = ""
         repo.store.close()
         for name in old_packs:
-            if name == new_name:
-                continue
-            for ext in (".idx", ".pack"):
-                with contextlib.suppress(FileNotFoundError):
-                    (repo.store.pack_dir / f"{name}{ext}").unlink()
+            if name != new_name:
+                repo.store.remove_pack(name)
         for oid in loose:
             repo.store.delete_loose(oid)
         for leftover in repo.store.pack_dir.glob(".tmp-*"):

@@ -98,6 +98,21 @@ class PackWriter:
                 self._flush_block()
             start = stop
 
+    def add_pack(self, pack: Pack) -> None:
+        """Append every object of `pack` by copying its compressed blocks as they are."""
+        self._flush_block()
+        base = len(self._blocks)
+        for block in range(pack.nblocks):
+            length, frame = pack.read_frame(block)
+            self._blocks.append(_IDX_BLOCK.pack(self._offset, len(frame), length))
+            self._put(_BLOCK.pack(len(frame), length))
+            self._put(frame)
+        self._oids += split_oids(pack._oids)
+        self._block_of.extend([block + base for block in pack._block_col])
+        self._offset_of.extend(pack._offset_col)
+        self._length_of.extend(pack._length_col)
+        self._kind_of += pack._kind_col
+
     def _flush_block(self) -> None:
         n = len(self._bodies)
         if not n:
@@ -337,20 +352,25 @@ class Pack:
     def _load_block(
         self, block: int, decompressor: zstandard.ZstdDecompressor | None = None
     ) -> bytes:
-        if not 0 <= block < self.nblocks:
-            raise CorruptObject(f"pack {self.name}: index names a block that does not exist")
-        offset, clen, rlen = _IDX_BLOCK.unpack_from(self._blocks, block * _IDX_BLOCK.size)
+        rlen, frame = self.read_frame(block)
         decompressor = decompressor or zstandard.ZstdDecompressor()
         try:
-            frame = os.pread(self._pack_file.fileno(), clen, offset + _BLOCK.size)
-            if len(frame) != clen:
-                raise CorruptObject(f"pack {self.name} is truncated")
             data = decompressor.decompress(frame, max_output_size=rlen)
         except zstandard.ZstdError as exc:
             raise CorruptObject(f"pack {self.name}: block {block} is corrupt ({exc})") from exc
         if len(data) != rlen:
             raise CorruptObject(f"pack {self.name}: block {block} has the wrong size")
         return data
+
+    def read_frame(self, block: int) -> tuple[int, bytes]:
+        """Block `block` as stored: its raw length and its compressed frame."""
+        if not 0 <= block < self.nblocks:
+            raise CorruptObject(f"pack {self.name}: index names a block that does not exist")
+        offset, clen, rlen = _IDX_BLOCK.unpack_from(self._blocks, block * _IDX_BLOCK.size)
+        frame = os.pread(self._pack_file.fileno(), clen, offset + _BLOCK.size)
+        if len(frame) != clen:
+            raise CorruptObject(f"pack {self.name} is truncated")
+        return rlen, frame
 
     def load_block(self, block: int) -> bytes:
         """Block `block` decompressed, bypassing the cache; safe to call from several threads."""

@@ -73,6 +73,37 @@ class ObjectStore:
                 if not isinstance(exc.__cause__, FileNotFoundError):
                     raise
 
+    def remove_pack(self, name: str) -> None:
+        """Delete pack `name`: its index first, so that no reader lists it without its data."""
+        if self._packs is not None and name in self._packs:
+            self._packs.pop(name).close()
+        for ext in (".idx", ".pack"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.pack_dir / f"{name}{ext}").unlink()
+
+    def merge_packs(self, names: list[str]) -> str:
+        """Replace packs `names` by one holding their objects, in that order; its name.
+
+        Compressed blocks are copied as they are. The new pack is published before the old
+        ones are removed, so a reader finds every object all along.
+        """
+        self.reload()
+        packs = [pack for pack in self.packs if pack.name in set(names)]
+        packs.sort(key=lambda pack: names.index(pack.name))
+        writer = PackWriter(self.pack_dir)
+        try:
+            for pack in packs:
+                writer.add_pack(pack)
+            merged = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        for pack in packs:
+            if pack.name != merged:
+                self.remove_pack(pack.name)
+        self.reload()
+        return merged
+
     def close(self) -> None:
         if self._packs:
             for pack in self._packs.values():
@@ -299,6 +330,7 @@ class ObjectWriter:
         self._pack: PackWriter | None = None
         self._seen: set[bytes] = set()
         self._adopted: list[PreparedPack] = []
+        self.published: list[str] = []  # names of the packs `close` made visible
         self.written = 0
         self.bytes_written = 0
 
@@ -350,11 +382,12 @@ class ObjectWriter:
         """Make every object written durable."""
         for prepared in self._adopted:
             prepared.publish()
+            self.published.append(prepared.name)
         if self._adopted:
             self._adopted = []
             self.store.reload()
         if self._pack is not None:
-            self._pack.finish()
+            self.published.append(self._pack.finish())
             self._pack = None
             self.store.reload()
         dirs: set[Path] = set()

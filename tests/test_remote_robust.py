@@ -383,7 +383,7 @@ def _runs_by_pack(objects: Path, position: dict[bytes, int]) -> list[list[int]]:
     return runs
 
 
-def test_push_and_clone_store_datapoints_in_their_datasets_order(
+def test_push_and_clone_store_datapoints_in_their_datasets_order_in_one_pack_a_fetch(
     tmp_path: Path, server: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A checkout reads a dataset in order: stored in id order instead, a clone's checkout
@@ -405,7 +405,8 @@ def test_push_and_clone_store_datapoints_in_their_datasets_order(
     position = {oid: i for i, oid in enumerate(split_oids(ids))}
     pushed = _runs_by_pack(running.root / "repos" / "order" / "test" / "objects", position)
     fetched = _runs_by_pack(tmp_path / "b" / ".dsv" / "objects", position)
-    assert len(fetched) == 4  # asked 500 ids at a time, each batch published as it ends
+    # Asked 500 ids at a time, each batch published as it ended, then one pack of them all.
+    assert fetched == [list(range(2000))]
     for runs in (pushed, fetched):
         assert sorted(p for run in runs for p in run) == list(range(2000))
         for run in runs:

@@ -145,3 +145,24 @@ def test_a_pack_removed_between_listing_and_opening_is_skipped(
     (store.pack_dir / "pack-damaged.idx").write_bytes(b"not an index")
     with pytest.raises(CorruptObject, match=r"pack index pack-damaged\.idx is truncated"):
         ObjectStore(store.path).reload()
+
+
+def test_merging_packs_keeps_every_object_in_one_valid_pack(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    store.pack_dir.mkdir(parents=True)
+    bodies = [body * 40 for body in _bodies(3000)]  # ~1.7 KiB: a few blocks a pack
+    names = []
+    for part in range(3):
+        writer = PackWriter(store.pack_dir)
+        for body in bodies[part::3]:
+            writer.add(Kind.DATAPOINT, hash_object(Kind.DATAPOINT, body), body)
+        names.append(writer.finish())
+    store.reload()
+    merged = store.merge_packs([names[2], names[0], names[1]])
+    assert [p.name for p in store.packs] == [merged]
+    assert sorted(os.listdir(store.pack_dir)) == [f"{merged}.idx", f"{merged}.pack"]
+    for body in bodies:
+        assert store.read(hash_object(Kind.DATAPOINT, body)) == (Kind.DATAPOINT, body)
+    # The blocks were copied in the order given; the trailer checksum covers the new file.
+    in_order = [body for _, body in scan_pack(store.pack_dir / f"{merged}.pack")]
+    assert in_order == bodies[2::3] + bodies[0::3] + bodies[1::3]

@@ -823,17 +823,24 @@ def _receive_objects(
         # Datapoints refer to nothing: each batch is published as it ends, so a rerun after
         # an interruption asks only for the batches that did not arrive.
         writer = store.writer()
+        published: list[str] = []
         try:
             for oid, body in level(Kind.DATAPOINT, points):
                 if oid:
                     writer.add(Kind.DATAPOINT, oid, body, check_store=False)
                 else:
                     writer.close()
+                    published += writer.published
                     writer = store.writer()
             writer.close()
+            published += writer.published
         except BaseException:
             writer.abort()
             raise
+        if len(published) > 1:
+            # One pack per fetch, as one per batch slowed every later lookup (a keyed diff
+            # in a 1M clone of 100 packs took 2.8x as long). Blocks are copied, not redone.
+            store.merge_packs(published)
         structure.close()
     except BaseException:
         structure.abort()
