@@ -177,6 +177,11 @@ def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
         for leftover in repo.store.pack_dir.glob(".tmp-*"):
             # Temp packs of killed writers: never referenced, safe to drop under the lock.
             leftover.unlink(missing_ok=True)
+        for orphan in repo.store.pack_dir.glob("pack-*.pack"):
+            # A removal cut short after the index went (remove_pack deletes it first). Packs
+            # are published under the lock, so none is halfway through that now.
+            if not orphan.with_suffix(".idx").exists():
+                orphan.unlink(missing_ok=True)
         for fan in os.listdir(repo.store.path):
             if len(fan) == 2:
                 with contextlib.suppress(OSError):

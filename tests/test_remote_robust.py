@@ -411,3 +411,28 @@ def test_push_and_clone_store_datapoints_in_their_datasets_order_in_one_pack_a_f
         assert sorted(p for run in runs for p in run) == list(range(2000))
         for run in runs:
             assert run == list(range(run[0], run[0] + len(run)))
+
+
+def test_a_fetch_whose_pack_merge_fails_still_completes(
+    tmp_path: Path, server: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, key = server
+    monkeypatch.setenv("DSV_API_KEY", key)
+    url = f"{running.url}/merge/fails"
+    root = tmp_path / "a"
+    dsv(tmp_path, "init", "a")
+    records = "".join(json.dumps({"id": i}) + "\n" for i in range(1200))
+    (root / "qa.jsonl").write_text(records)
+    dsv(root, "add", "qa.jsonl")
+    dsv(root, "commit", "-m", "v1")
+    dsv(root, "remote", "add", "origin", url)
+    dsv(root, "push")
+
+    def disk_full(self: ObjectStore, names: list[str]) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ObjectStore, "merge_packs", disk_full)
+    dsv(tmp_path, "clone", url, "b")  # the merge is only an optimisation
+    assert (tmp_path / "b" / "qa.jsonl").read_text() == records.replace(" ", "")
+    assert maintenance.fsck(Repository.open(tmp_path / "b")).ok
+    assert len(list((tmp_path / "b" / ".dsv" / "objects" / "pack").glob("*.idx"))) >= 3

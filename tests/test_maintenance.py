@@ -1,0 +1,26 @@
+"""fsck and gc over a real repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dsv import maintenance
+from dsv.repo import Repository
+
+
+def test_gc_drops_a_pack_file_whose_index_is_gone(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path)
+    lines = "".join(json.dumps({"id": i, "q": "x" * i}) + "\n" for i in range(300))
+    (tmp_path / "qa.jsonl").write_text(lines)
+    repo.add(["qa.jsonl"], key=("id",))
+    repo.commit("v1")
+    pack_dir = repo.store.pack_dir
+    [kept] = [p for p in pack_dir.glob("pack-*.pack")]
+    # What a removal killed between its two unlinks leaves: data without an index.
+    orphan = pack_dir / f"pack-{'ab' * 32}.pack"
+    orphan.write_bytes(kept.read_bytes())
+    maintenance.gc(repo)
+    assert not orphan.exists()
+    assert maintenance.fsck(repo).ok
+    assert [r["id"] for r in repo.records("HEAD", "qa.jsonl")] == list(range(300))
