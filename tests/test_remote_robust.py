@@ -78,15 +78,9 @@ def test_push_killed_midway_then_rerun_sends_only_what_is_missing(
     tmp_path: Path, server: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     running, key = server
-    monkeypatch.setenv("DSV_API_KEY", key)
-    url = f"{running.url}/kill/test"
+    small = "".join(json.dumps({"id": i}) + "\n" for i in range(50))
+    url = _pushed(tmp_path, server, monkeypatch, "kill/test", small)
     root = tmp_path / "a"
-    dsv(tmp_path, "init", "a")
-    (root / "small.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(50)))
-    dsv(root, "add", "small.jsonl")
-    dsv(root, "commit", "-m", "v1")
-    dsv(root, "remote", "add", "origin", url)
-    dsv(root, "push")
     v1 = Repository.open(root).head()
     before = stored_objects(running, "kill/test")
     big, _ = generate(24_000, tmp_path / "data")
@@ -369,6 +363,27 @@ def test_an_object_over_the_limit_is_named(
     assert "hint: raise the server's --max-request-size" in err
 
 
+def _pushed(
+    tmp_path: Path,
+    server: tuple[Server, str],
+    monkeypatch: pytest.MonkeyPatch,
+    repo: str,
+    records: str,
+) -> str:
+    """Commit `records` as qa.jsonl in a new repository `a`, push it to `repo`; its URL."""
+    running, key = server
+    monkeypatch.setenv("DSV_API_KEY", key)
+    url = f"{running.url}/{repo}"
+    root = tmp_path / "a"
+    dsv(tmp_path, "init", "a")
+    (root / "qa.jsonl").write_text(records)
+    dsv(root, "add", "qa.jsonl")
+    dsv(root, "commit", "-m", "v1")
+    dsv(root, "remote", "add", "origin", url)
+    dsv(root, "push")
+    return url
+
+
 def _runs_by_pack(objects: Path, position: dict[bytes, int]) -> list[list[int]]:
     """Per pack, the dataset positions of its datapoints in the order the pack holds them."""
     runs = []
@@ -388,17 +403,9 @@ def test_push_and_clone_store_datapoints_in_their_datasets_order_in_one_pack_a_f
 ) -> None:
     # A checkout reads a dataset in order: stored in id order instead, a clone's checkout
     # decompressed a block for nearly every record (3x slower at 100k).
-    running, key = server
-    monkeypatch.setenv("DSV_API_KEY", key)
-    url = f"{running.url}/order/test"
-    root = tmp_path / "a"
-    dsv(tmp_path, "init", "a")
+    running = server[0]
     records = "".join(json.dumps({"id": i, "t": "x" * (i % 7)}) + "\n" for i in range(2000))
-    (root / "qa.jsonl").write_text(records)
-    dsv(root, "add", "qa.jsonl")
-    dsv(root, "commit", "-m", "v1")
-    dsv(root, "remote", "add", "origin", url)
-    dsv(root, "push")
+    url = _pushed(tmp_path, server, monkeypatch, "order/test", records)
     dsv(tmp_path, "clone", url, "b")
     with Repository.open(tmp_path / "b") as repo:
         ids = repo.read_oid_list(ops.dataset_at(repo, "HEAD", "qa.jsonl"))
@@ -416,17 +423,8 @@ def test_push_and_clone_store_datapoints_in_their_datasets_order_in_one_pack_a_f
 def test_a_fetch_whose_pack_merge_fails_still_completes(
     tmp_path: Path, server: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    running, key = server
-    monkeypatch.setenv("DSV_API_KEY", key)
-    url = f"{running.url}/merge/fails"
-    root = tmp_path / "a"
-    dsv(tmp_path, "init", "a")
     records = "".join(json.dumps({"id": i}) + "\n" for i in range(1200))
-    (root / "qa.jsonl").write_text(records)
-    dsv(root, "add", "qa.jsonl")
-    dsv(root, "commit", "-m", "v1")
-    dsv(root, "remote", "add", "origin", url)
-    dsv(root, "push")
+    url = _pushed(tmp_path, server, monkeypatch, "merge/fails", records)
 
     def disk_full(self: ObjectStore, names: list[str]) -> str:
         raise OSError(28, "No space left on device")
