@@ -88,8 +88,8 @@ class ObjectStore:
         ones are removed, so a reader finds every object all along.
         """
         self.reload()
-        packs = [pack for pack in self.packs if pack.name in set(names)]
-        packs.sort(key=lambda pack: names.index(pack.name))
+        rank = {name: n for n, name in enumerate(names)}
+        packs = sorted((p for p in self.packs if p.name in rank), key=lambda p: rank[p.name])
         writer = PackWriter(self.pack_dir)
         try:
             for pack in packs:
@@ -130,7 +130,8 @@ class ObjectStore:
         return self._find_packed(oid) is not None
 
     def _read_raw(self, oid: bytes) -> tuple[Kind, bytes]:
-        if self._packs is not None:
+        opened = self._packs is not None
+        if opened:
             found = self._find_packed(oid)
             if found is not None:
                 return found[0].read_at(found[1])
@@ -141,7 +142,7 @@ class ObjectStore:
         try:
             data = self._loose_path(oid).read_bytes()
         except FileNotFoundError:
-            found = self._find_packed(oid)
+            found = None if opened else self._find_packed(oid)  # (opened: just looked)
             if found is None:
                 # A repack may have packed it (and dropped the loose file) since the packs
                 # were listed.

@@ -27,6 +27,7 @@ from dsv.objects import (
     decode_dataset,
     decode_tree,
     hash_object,
+    split_oids,
 )
 from dsv.pack import BLOCK_SIZE
 from dsv.refs import BRANCHES, ENVS, MISSING, REMOTES, TAGS
@@ -546,8 +547,7 @@ def _plan_push(
     for start in range(0, len(pages), 16):
         chunk = pages[start : start + 16]
         for body in repo.store.read_bulk(chunk, Kind.PAGE):
-            for i in range(0, len(body), OID_SIZE):
-                oid = body[i : i + OID_SIZE]
+            for oid in split_oids(body):
                 if oid not in asked:
                     asked.add(oid)
                     batch.append(oid)
@@ -815,8 +815,7 @@ def _receive_objects(
                 continue
             if not body or len(body) % OID_SIZE:
                 raise RemoteError(f"{conn.name}: page {oid.hex()} is malformed")
-            for i in range(0, len(body), OID_SIZE):
-                point = body[i : i + OID_SIZE]
+            for point in split_oids(body):
                 if point not in seen:
                     seen.add(point)
                     points.append(point)
