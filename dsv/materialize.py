@@ -3,13 +3,23 @@
 Each worker verifies its share of the datapoints and writes it to a part file; the parts are
 joined in the kernel (copy_file_range) into one temporary file, which then replaces the working
 file atomically.
+
+A version's datapoints mostly lie in its packs in the order it lists them (add, push and fetch
+write them so). A worker therefore hashes each block it touches whole, once: the hashes verify
+every body, and a run of the version's ids that equals a run of the block's hashes is taken in
+one slice, without looking each id up. Where the order is scattered (few ids per block), that
+would hash much more than it writes, so the worker goes on id by id through a map of the packs.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
+from collections import OrderedDict
 from pathlib import Path
+
+import blake3
 
 from dsv.errors import BadState, CorruptObject
 from dsv.fsutil import fsync_dir
@@ -22,15 +32,16 @@ __all__ = ["PARALLEL_MIN", "write_jsonl"]
 
 # Below this many datapoints, starting workers costs more than it saves.
 PARALLEL_MIN = 20_000
-_CHUNK = 8 << 20
 _TAG = Kind.DATAPOINT.tag
+_WRITE_EVERY = 8192  # bodies joined per write
+_CACHED_BLOCKS = 8
+# Hashes a worker may spend beyond the bodies it writes before it gives up on runs.
+_HASH_SLACK = 8192
 
 _shared: dict[str, object] = {}
 
 
 def _digest(fd: int) -> bytes:
-    import blake3
-
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     offset = 0
     while chunk := os.pread(fd, 16 << 20, offset):
@@ -39,49 +50,150 @@ def _digest(fd: int) -> bytes:
     return hasher.digest()
 
 
-def _write_range(first: int, stop: int, part: str) -> str | None:
-    """Worker: verify datapoints [first, stop) and write them to `part`; an error or None."""
-    import blake3
+def _mismatch(oid: bytes) -> CorruptObject:
+    return CorruptObject(f"corrupt object {oid.hex()}: content does not match its id")
 
+
+class _Block:
+    """One decompressed block: its entries' start offsets, bodies and datapoint hashes."""
+
+    __slots__ = ("bodies", "hashes", "positions", "starts")
+
+    def __init__(self, starts: list[int], bodies: list[bytes]) -> None:
+        self.starts = starts
+        self.bodies = bodies
+        tagged = blake3.blake3(_TAG)
+        # Another kind's body never hashes to a datapoint id: the tag is part of the hash.
+        self.hashes = [tagged.copy().update(body).digest() for body in bodies]
+        self.positions: dict[bytes, int] | None = None
+
+    def position(self, oid: bytes) -> int:
+        if self.positions is None:
+            self.positions = dict(zip(self.hashes, range(len(self.hashes)), strict=True))
+        return self.positions.get(oid, -1)
+
+
+class _Runs:
+    """Bodies of a list of datapoint ids, read as runs of the blocks that hold them."""
+
+    def __init__(self, store: ObjectStore, packs: list[Pack]) -> None:
+        self.store = store
+        self.packs = packs
+        self.blocks: OrderedDict[tuple[int, int], _Block] = OrderedDict()
+        self.current: _Block | None = None
+        self.previous: _Block | None = None
+        self.hashed = 0
+
+    def take(self, wanted: list[bytes], at: int) -> list[bytes]:
+        """Verified bodies of `wanted[at:at + k]` for some k >= 1."""
+        oid = wanted[at]
+        block, q = self.current, -1
+        if block is not None:
+            q = block.position(oid)
+        if q < 0 and self.previous is not None:
+            # An edited datapoint sits in a newer pack, and the run goes on in this block after
+            # it: switching back should not cost a lookup.
+            q = self.previous.position(oid)
+            if q >= 0:
+                block, self.previous = self.previous, block
+                self.current = block
+        if q < 0 or block is None:
+            located = self._locate(oid)
+            if located is None:  # not packed: a small fetch leaves datapoints loose
+                return [self.store.read(oid, Kind.DATAPOINT)[1]]
+            block, q = located
+            if block is not self.current:
+                self.previous, self.current = self.current, block
+        hashes = block.hashes
+        if hashes[q] != oid:
+            raise _mismatch(oid)
+        n = min(len(wanted) - at, len(hashes) - q)
+        if wanted[at : at + n] != hashes[q : q + n]:
+            low, high = 1, n - 1  # the first n ids differ somewhere; the first one matches
+            while low < high:
+                middle = (low + high + 1) // 2
+                if wanted[at : at + middle] == hashes[q : q + middle]:
+                    low = middle
+                else:
+                    high = middle - 1
+            n = low
+        return block.bodies[q : q + n]
+
+    def _locate(self, oid: bytes) -> tuple[_Block, int] | None:
+        for number, pack in enumerate(self.packs):
+            i = pack.find(oid)
+            if i < 0:
+                continue
+            index, offset, _ = pack.location(i)
+            key = (number, index)
+            block = self.blocks.get(key)
+            if block is None:
+                block = self.blocks[key] = _Block(*pack.block_bodies(index))
+                self.hashed += len(block.bodies)
+                if len(self.blocks) > _CACHED_BLOCKS:
+                    self.blocks.popitem(last=False)
+            else:
+                self.blocks.move_to_end(key)
+            q = bisect.bisect_left(block.starts, offset)
+            if q == len(block.starts) or block.starts[q] != offset:
+                raise CorruptObject(f"pack {pack.name}: index places {oid.hex()} off an entry")
+            return block, q
+        return None
+
+
+class _Mapped:
+    """Bodies of a list of datapoint ids, looked up one by one in a map of every pack."""
+
+    def __init__(self, store: ObjectStore, packs: list[Pack]) -> None:
+        self.store = store
+        self.maps = [(pack, pack.positions()) for pack in packs]
+        self.pack, self.positions = self.maps[0]
+
+    def take(self, wanted: list[bytes], at: int) -> list[bytes]:
+        """Verified bodies of `wanted[at:at + k]` for some k >= 1."""
+        chunk = wanted[at : at + _WRITE_EVERY]
+        bodies = []
+        for oid in chunk:
+            position = self.positions.get(oid)
+            if position is None:
+                found = next(((p, m) for p, m in self.maps if oid in m), None)
+                if found is None:
+                    bodies.append(self.store.read(oid, Kind.DATAPOINT)[1])  # loose
+                    continue
+                # Neighbouring datapoints mostly share a pack: try this one first next time.
+                self.pack, self.positions = found
+                position = self.positions[oid]
+            bodies.append(self.pack.body_at(position))
+        tagged = blake3.blake3(_TAG)
+        hashes = [tagged.copy().update(body).digest() for body in bodies]
+        if hashes != chunk:
+            raise _mismatch(next(w for w, h in zip(chunk, hashes, strict=True) if w != h))
+        return bodies
+
+
+def _write_range(first: int, stop: int, part: str) -> None:
+    """Worker: verify datapoints [first, stop) and write them to `part`."""
     oids: bytes = _shared["oids"]  # type: ignore[assignment]
-    packs: list[Pack] = _shared["packs"]  # type: ignore[assignment]
-    # Built here, in both workers at once, rather than once before they fork: the parent
-    # would otherwise spend that time alone.
-    maps = [(pack, pack.positions()) for pack in packs]
-    b3 = blake3.blake3
-    pack, positions = maps[0]
+    store: ObjectStore = _shared["store"]  # type: ignore[assignment]
+    packs = store.packs
+    wanted = split_oids(oids[first * OID_SIZE : stop * OID_SIZE])
+    reader: _Runs | _Mapped = _Runs(store, packs)
     with open(part, "wb") as out:
-        for start in range(first, stop, 8192):
-            end = min(start + 8192, stop)
-            wanted = split_oids(oids[start * OID_SIZE : end * OID_SIZE])
-            bodies = []
-            for oid in wanted:
-                at = positions.get(oid)
-                if at is None:
-                    found = _find(maps, oid)
-                    if found is None:
-                        return f"missing object {oid.hex()}"
-                    # Neighbouring datapoints mostly share a pack: try this one first next time.
-                    pack, positions = found
-                    at = positions[oid]
-                bodies.append(pack.body_at(at))
-            got = [b3(_TAG + body).digest() for body in bodies]
-            if got != wanted:
-                bad = next(w for w, g in zip(wanted, got, strict=True) if w != g)
-                return f"corrupt object {bad.hex()}: content does not match its id"
-            bodies.append(b"")
-            out.write(b"\n".join(bodies))
+        pending: list[bytes] = []
+        at = 0
+        while at < len(wanted):
+            bodies = reader.take(wanted, at)
+            at += len(bodies)
+            pending += bodies
+            if isinstance(reader, _Runs) and reader.hashed > 2 * at + _HASH_SLACK:
+                reader = _Mapped(store, packs)
+            if len(pending) >= _WRITE_EVERY:
+                pending.append(b"")
+                out.write(b"\n".join(pending))
+                pending = []
+        pending.append(b"")
+        out.write(b"\n".join(pending))
         out.flush()
-    return None
-
-
-def _find(
-    maps: list[tuple[Pack, dict[bytes, int]]], oid: bytes
-) -> tuple[Pack, dict[bytes, int]] | None:
-    for pack, positions in maps:
-        if oid in positions:
-            return pack, positions
-    return None
 
 
 def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
@@ -100,12 +212,9 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     ok = False
     try:
-        _shared.update(oids=oids, packs=packs)
+        _shared.update(oids=oids, store=store)
         half = n // 2
-        errors = fork_map(_write_range, [(0, half, str(tmp)), (half, n, str(part))])
-        for error in errors:
-            if error:
-                raise CorruptObject(error)
+        fork_map(_write_range, [(0, half, str(tmp)), (half, n, str(part))])
         with open(tmp, "r+b") as out, open(part, "rb") as extra:
             out.seek(0, os.SEEK_END)
             remaining = os.fstat(extra.fileno()).st_size

@@ -372,6 +372,21 @@ class Pack:
             raise CorruptObject(f"pack {self.name} is truncated")
         return rlen, frame
 
+    def block_bodies(self, block: int) -> tuple[list[int], list[bytes]]:
+        """Block `block`'s entries in pack order: their offsets in the block, their bodies."""
+        raw = self._load_block(block, self._decompressor)
+        try:
+            (count,) = _COUNT.unpack_from(raw, 0)
+            lengths = memoryview(raw)[4 : 4 + 5 * count][count:].cast("I")
+        except (struct.error, TypeError) as exc:
+            raise CorruptObject(f"pack {self.name}: block {block} is corrupt ({exc})") from exc
+        starts = list(itertools.accumulate(lengths, initial=4 + 5 * count))
+        if len(starts) != count + 1 or starts[-1] != len(raw):
+            raise CorruptObject(f"pack {self.name}: block {block} has the wrong size")
+        bodies = [raw[start:end] for start, end in itertools.pairwise(starts)]
+        starts.pop()
+        return starts, bodies
+
     def load_block(self, block: int) -> bytes:
         """Block `block` decompressed, bypassing the cache; safe to call from several threads."""
         return self._load_block(block)

@@ -11,7 +11,7 @@ import pytest
 from dsv import materialize
 from dsv.errors import CorruptObject
 from dsv.objects import Kind, hash_object
-from dsv.pack import PackWriter
+from dsv.pack import Pack, PackWriter
 from dsv.store import ObjectStore
 
 N = 3000
@@ -21,13 +21,15 @@ def _body(i: int) -> bytes:
     return b'{"id":%d,"text":"%s"}' % (i, b"x" * (i % 97) * 24)  # ~1 KiB: several blocks
 
 
-def _store(tmp_path: Path, packs: int) -> tuple[ObjectStore, list[bytes]]:
-    """N datapoints spread over `packs` packs, each pack written in a shuffled order."""
+def _store(tmp_path: Path, packs: int, *, shuffled: bool = True) -> tuple[ObjectStore, list[bytes]]:
+    """N datapoints spread over `packs` packs, each pack written in a shuffled order (or in
+    the order of their numbers, as an add writes them)."""
     store = ObjectStore(tmp_path / "objects")
     store.pack_dir.mkdir(parents=True)
     oids = [hash_object(Kind.DATAPOINT, _body(i)) for i in range(N)]
     order = list(range(N))
-    random.Random(packs).shuffle(order)
+    if shuffled:
+        random.Random(packs).shuffle(order)
     for p in range(packs):
         writer = PackWriter(store.pack_dir)
         for i in order[p::packs]:
@@ -42,11 +44,20 @@ def _parallel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(materialize, "PARALLEL_MIN", 0)
 
 
+@pytest.fixture(params=["runs", "mapped"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a worker reads: runs of blocks, and (once runs waste hashing) id by id."""
+    if request.param == "mapped":
+        monkeypatch.setattr(materialize, "_HASH_SLACK", -(10**9))
+    return str(request.param)
+
+
 @pytest.mark.parametrize("packs", [1, 3])
+@pytest.mark.parametrize("shuffled", [True, False])
 def test_the_file_holds_every_body_in_order_and_its_digest_is_its_hash(
-    tmp_path: Path, packs: int
+    tmp_path: Path, packs: int, shuffled: bool, reader: str
 ) -> None:
-    store, oids = _store(tmp_path, packs)
+    store, oids = _store(tmp_path, packs, shuffled=shuffled)
     # Repeats and any order, as a dataset may have them.
     wanted = [oids[i] for i in [5, 2999, 0, 5, *range(1, 2999, 7)]]
     path = tmp_path / "out.jsonl"
@@ -57,12 +68,60 @@ def test_the_file_holds_every_body_in_order_and_its_digest_is_its_hash(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["objects", "out.jsonl"]
 
 
-def test_a_body_that_does_not_match_its_id_is_refused(tmp_path: Path) -> None:
-    store, oids = _store(tmp_path, 2)
+def test_a_version_read_in_order_is_taken_a_block_at_a_time(tmp_path: Path) -> None:
+    # A version lies in its pack in the order it lists its datapoints (add, push and fetch
+    # write it so): one lookup per block, not one per datapoint.
+    store, oids = _store(tmp_path, 1, shuffled=False)
+    version = [oid for i, oid in enumerate(oids) if i % 100 != 7]  # some deleted
+    version[1500:1500] = [oids[42], oids[2999]]  # and some from elsewhere
+    runs = materialize._Runs(store, store.packs)
+    taken: list[bytes] = []
+    calls = 0
+    while len(taken) < len(version):
+        taken += runs.take(version, len(taken))
+        calls += 1
+    assert taken == [_body(oids.index(oid)) for oid in version]
+    blocks = store.packs[0].nblocks
+    assert 1 < blocks < 6
+    assert calls <= len(range(7, N, 100)) + blocks + 4
+    assert runs.hashed == N  # each block hashed once
+
+
+def test_datapoints_a_small_fetch_left_loose_are_written(tmp_path: Path, reader: str) -> None:
+    store, oids = _store(tmp_path, 2, shuffled=False)
+    loose = [_body(N + i) for i in range(3)]
+    loose_oids = [hash_object(Kind.DATAPOINT, body) for body in loose]
+    for oid, body in zip(loose_oids, loose, strict=True):
+        store.write_loose(Kind.DATAPOINT, oid, body)
+    version = [loose_oids[0], *oids[:1000], loose_oids[1], *oids[1000:], loose_oids[2]]
+    path = tmp_path / "out.jsonl"
+    materialize.write_jsonl(store, b"".join(version), path)
+    bodies = [_body(i) for i in range(N)]
+    assert path.read_bytes() == b"\n".join(
+        [loose[0], *bodies[:1000], loose[1], *bodies[1000:], loose[2], b""]
+    )
+
+
+@pytest.mark.parametrize("where", ["own pack", "inside a run"])
+def test_a_body_that_does_not_match_its_id_is_refused(
+    tmp_path: Path, where: str, reader: str
+) -> None:
     forged = hash_object(Kind.DATAPOINT, b'{"forged":true}')
-    writer = PackWriter(store.pack_dir)
-    writer.add(Kind.DATAPOINT, forged, b'{"something":"else"}')
-    writer.finish()
+    if where == "own pack":
+        store, oids = _store(tmp_path, 2)
+        writer = PackWriter(store.pack_dir)
+        writer.add(Kind.DATAPOINT, forged, b'{"something":"else"}')
+        writer.finish()
+    else:
+        store = ObjectStore(tmp_path / "objects")
+        store.pack_dir.mkdir(parents=True)
+        oids = [hash_object(Kind.DATAPOINT, _body(i)) for i in range(N)]
+        writer = PackWriter(store.pack_dir)
+        for i, oid in enumerate(oids):
+            writer.add(Kind.DATAPOINT, oid, _body(i))
+            if i == 99:
+                writer.add(Kind.DATAPOINT, forged, b'{"something":"else"}')
+        writer.finish()
     store.reload()
     path = tmp_path / "out.jsonl"
     path.write_bytes(b"old\n")
@@ -77,4 +136,15 @@ def test_a_missing_datapoint_is_named(tmp_path: Path) -> None:
     absent = hash_object(Kind.DATAPOINT, b'{"absent":1}')
     with pytest.raises(CorruptObject, match=f"missing object {absent.hex()}"):
         materialize.write_jsonl(store, b"".join([*oids, absent]), tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_block_whose_lengths_do_not_add_up_is_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, oids = _store(tmp_path, 1, shuffled=False)
+    load = Pack._load_block
+    monkeypatch.setattr(Pack, "_load_block", lambda self, *a: load(self, *a)[:-1])
+    with pytest.raises(CorruptObject, match=r"pack pack-[0-9a-f]+: block 0 has the wrong size"):
+        materialize.write_jsonl(store, b"".join(oids), tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
