@@ -24,14 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import blake3
 import msgspec
 
 from dsv.canonical import CanonicalError, canonicalize_many
 from dsv.errors import BadInput
 from dsv.fsutil import write_atomic
 from dsv.manifest import Runs
-from dsv.objects import OID_SIZE, Kind, split_oids
+from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import PackWriter, PreparedPack
 from dsv.parallel import can_fork, fork_map
 from dsv.store import ObjectWriter
@@ -56,7 +55,6 @@ LINE_KEY = 16
 GROUP_MODULUS = 4
 GROUP_MAX = 32
 _BOM = b"\xef\xbb\xbf"
-_TAG = Kind.DATAPOINT.tag
 _BATCH = 4096
 _BATCH_BYTES = 4 << 20  # of groups waiting to be parsed
 # Below this size one process is faster than starting workers.
@@ -518,7 +516,6 @@ class _Range:
     def _hash_texts(self, texts: list[bytes], known: set[bytes]) -> list[bytes] | int:
         """Canonicalise, hash and store records (but those in `known`); their ids, or the index
         of a bad one."""
-        b3 = blake3.blake3
         ids: list[bytes] = []
         for at in range(0, len(texts), _BATCH):
             batch = texts[at : at + _BATCH]
@@ -531,7 +528,7 @@ class _Range:
                     except CanonicalError:
                         return i
                 raise AssertionError("a batch failed but none of its records does") from None
-            batch_oids = [b3(_TAG + body).digest() for body in bodies]
+            batch_oids = hash_objects(Kind.DATAPOINT, bodies)
             ids += batch_oids
             if self.pack_dir is not None or self.collect:
                 self._store(batch_oids, bodies, known)
@@ -610,12 +607,10 @@ class _Range:
         dsv checked out: one hash each instead of a parse (canonicalising is idempotent, so
         such a line's id is the hash of the line). The others are parsed. None when too few
         lines are canonical to be worth it."""
-        b3 = blake3.blake3
-        tag = _TAG
-        sample = texts[:64]
-        if sum(b3(tag + t).digest() in known for t in sample) < len(sample) // 2:
+        sample = hash_objects(Kind.DATAPOINT, texts[:64])
+        if sum(oid in known for oid in sample) < len(sample) // 2:
             return None
-        ids: list[bytes] = [b3(tag + t).digest() for t in texts]
+        ids = hash_objects(Kind.DATAPOINT, texts)
         todo = [i for i, oid in enumerate(ids) if oid not in known]
         parsed = self._hash_texts([texts[i] for i in todo], known)
         if isinstance(parsed, int):

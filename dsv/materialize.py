@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import blake3
 
 from dsv.errors import BadState, CorruptObject
 from dsv.fsutil import fsync_dir
-from dsv.objects import OID_SIZE, Kind, split_oids
+from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import Pack
 from dsv.parallel import can_fork, fork_map
 from dsv.store import ObjectStore
@@ -32,7 +33,6 @@ __all__ = ["PARALLEL_MIN", "write_jsonl"]
 
 # Below this many datapoints, starting workers costs more than it saves.
 PARALLEL_MIN = 20_000
-_TAG = Kind.DATAPOINT.tag
 _WRITE_EVERY = 8192  # bodies joined per write
 _CACHED_BLOCKS = 8
 # Hashes a worker may spend beyond the bodies it writes before it gives up on runs.
@@ -50,6 +50,14 @@ def _digest(fd: int) -> bytes:
     return hasher.digest()
 
 
+def _digest_into(fd: int, result: list[bytes | OSError]) -> None:
+    """Thread: `_digest(fd)`, or the OSError that stopped it, appended to `result`."""
+    try:
+        result.append(_digest(fd))
+    except OSError as exc:
+        result.append(exc)
+
+
 def _mismatch(oid: bytes) -> CorruptObject:
     return CorruptObject(f"corrupt object {oid.hex()}: content does not match its id")
 
@@ -62,9 +70,8 @@ class _Block:
     def __init__(self, starts: list[int], bodies: list[bytes]) -> None:
         self.starts = starts
         self.bodies = bodies
-        tagged = blake3.blake3(_TAG)
         # Another kind's body never hashes to a datapoint id: the tag is part of the hash.
-        self.hashes = [tagged.copy().update(body).digest() for body in bodies]
+        self.hashes = hash_objects(Kind.DATAPOINT, bodies)
         self.positions: dict[bytes, int] | None = None
 
     def position(self, oid: bytes) -> int:
@@ -164,8 +171,7 @@ class _Mapped:
                 self.pack, self.positions = found
                 position = self.positions[oid]
             bodies.append(self.pack.body_at(position))
-        tagged = blake3.blake3(_TAG)
-        hashes = [tagged.copy().update(body).digest() for body in bodies]
+        hashes = hash_objects(Kind.DATAPOINT, bodies)
         if hashes != chunk:
             raise _mismatch(next(w for w, h in zip(chunk, hashes, strict=True) if w != h))
         return bodies
@@ -224,8 +230,17 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
                     raise OSError("copy_file_range made no progress")
                 remaining -= copied
             out.flush()
-            os.fsync(out.fileno())
-            digest = _digest(out.fileno())
+            # Hashing is CPU and the fsync is waiting on the disk: side by side they overlap.
+            hashed: list[bytes | OSError] = []
+            hashing = threading.Thread(target=_digest_into, args=(out.fileno(), hashed))
+            hashing.start()
+            try:
+                os.fsync(out.fileno())
+            finally:
+                hashing.join()
+            if isinstance(hashed[0], OSError):
+                raise hashed[0]
+            digest = hashed[0]
         os.replace(tmp, path)
         ok = True
     except OSError as exc:

@@ -27,6 +27,7 @@ __all__ = [
     "decode_tree",
     "encode_object",
     "hash_object",
+    "hash_objects",
     "oid_from_hex",
     "oid_hex",
     "split_oids",
@@ -65,6 +66,13 @@ def hash_object(kind: Kind, body: bytes | memoryview) -> bytes:
     hasher = blake3.blake3(_TAGS[kind])
     hasher.update(body)
     return hasher.digest()
+
+
+def hash_objects(kind: Kind, bodies: list[bytes]) -> list[bytes]:
+    """`hash_object` of each body, for bulk work: a copy of one tagged hasher per body costs
+    less than building each hasher anew."""
+    tagged = blake3.blake3(_TAGS[kind])
+    return [tagged.copy().update(body).digest() for body in bodies]
 
 
 def content_id(oids: bytes | memoryview) -> bytes:

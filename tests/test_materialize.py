@@ -9,7 +9,7 @@ import blake3
 import pytest
 
 from dsv import materialize
-from dsv.errors import CorruptObject
+from dsv.errors import BadState, CorruptObject
 from dsv.objects import Kind, hash_object
 from dsv.pack import Pack, PackWriter
 from dsv.store import ObjectStore
@@ -148,3 +148,21 @@ def test_a_block_whose_lengths_do_not_add_up_is_corrupt(
     with pytest.raises(CorruptObject, match=r"pack pack-[0-9a-f]+: block 0 has the wrong size"):
         materialize.write_jsonl(store, b"".join(oids), tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_file_that_cannot_be_read_back_leaves_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, oids = _store(tmp_path, 1, shuffled=False)
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"old\n")
+
+    def unreadable(fd: int) -> bytes:
+        raise OSError(5, "Input/output error")
+
+    # The written file is hashed on a thread while it is synced: the error must come back.
+    monkeypatch.setattr(materialize, "_digest", unreadable)
+    with pytest.raises(BadState, match=r"^cannot write .*out.jsonl: Input/output error$"):
+        materialize.write_jsonl(store, b"".join(oids), path)
+    assert path.read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["objects", "out.jsonl"]

@@ -21,6 +21,7 @@ from dsv.objects import (
     decode_dataset,
     encode_object,
     hash_object,
+    hash_objects,
     split_oids,
 )
 
@@ -50,6 +51,15 @@ def test_datapoint_golden_vectors(raw: bytes, canonical: bytes, oid: str) -> Non
     assert hash_object(Kind.DATAPOINT, canonical).hex() == oid
     # The id is defined independently of dsv's code: blake3 of tag, NUL, body.
     assert blake3.blake3(b"datapoint\x00" + canonical).hexdigest() == oid
+
+
+def test_bulk_hashing_gives_each_body_its_own_id() -> None:
+    # One tagged hasher is copied per body: no state may leak from one body to the next.
+    bodies = [canonical for _, canonical, _ in GOLDEN_DATAPOINTS] * 2
+    assert [oid.hex() for oid in hash_objects(Kind.DATAPOINT, bodies)] == [
+        oid for _, _, oid in GOLDEN_DATAPOINTS
+    ] * 2
+    assert hash_objects(Kind.PAGE, [b"x"]) == [hash_object(Kind.PAGE, b"x")]
 
 
 def _golden_chain() -> tuple[bytes, Dataset, Tree, Commit]:
