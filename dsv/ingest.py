@@ -2,7 +2,8 @@
 
 Unchanged stretches of a file dsv has read before are not parsed again. The file is cut into
 *line groups* at content-defined points (after a raw line whose length is a multiple of
-`GROUP_MODULUS`, or after `GROUP_MAX` lines), and a cache (docs/format.md §6) keeps a SHA-256
+`GROUP_MODULUS` or whose CRC-32 is a multiple of `GROUP_CRC`, or after `GROUP_MAX` lines),
+and a cache (docs/format.md §6) keeps a SHA-256
 prefix of each group's bytes and of each line. A re-read confirms the expected next group with
 one hash of its bytes; in a group that changed, a line whose key is among the base lines near
 it reuses their id, and only the rest is parsed. That is safe because canonicalisation is a
@@ -20,6 +21,7 @@ import hashlib
 import itertools
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -36,10 +38,12 @@ from dsv.parallel import can_fork, fork_map
 from dsv.store import ObjectWriter
 
 __all__ = [
+    "GROUP_CRC",
     "GROUP_MAX",
     "GROUP_MODULUS",
     "GroupCache",
     "IngestResult",
+    "ends_group",
     "gc_paused",
     "group_ends",
     "ingest_jsonl",
@@ -53,7 +57,13 @@ LINE_KEY = 16
 # about four lines, a balance between one hash per group on every re-read and the lines of an
 # edited group that must be hashed one by one.
 GROUP_MODULUS = 4
-GROUP_MAX = 32
+# So does one whose CRC-32 is a multiple of this. Lengths alone fail on records of one fixed
+# length (a template with numbered ids): no line would end a group, groups would be cut only
+# every GROUP_MAX lines counted from wherever a reading started, and a reading that started
+# elsewhere (another worker's range, or after an edit that made a line end a group) would
+# match none of the cached groups. The CRC cuts such runs where their content says.
+GROUP_CRC = 32
+GROUP_MAX = 128
 _BOM = b"\xef\xbb\xbf"
 _BATCH = 4096
 _BATCH_BYTES = 4 << 20  # of groups waiting to be parsed
@@ -106,6 +116,12 @@ _cache_decoder = msgspec.msgpack.Decoder(GroupCache)
 
 
 def _cache_path(dsv_dir: Path, name: str) -> Path:
+    # Named by layout as well: a reader never takes another layout's groups for its own.
+    return dsv_dir / "cache" / hashlib.sha256(b"groups-3\0" + name.encode()).hexdigest()[:32]
+
+
+def _old_cache_path(dsv_dir: Path, name: str) -> Path:
+    """Where format version 2 kept the cache (groups cut by length alone)."""
     return dsv_dir / "cache" / hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
@@ -120,6 +136,8 @@ def write_group_cache(dsv_dir: Path, name: str, cache: GroupCache) -> None:
     path = _cache_path(dsv_dir, name)
     path.parent.mkdir(exist_ok=True)
     write_atomic(path, msgspec.msgpack.encode(cache))
+    with contextlib.suppress(FileNotFoundError):
+        _old_cache_path(dsv_dir, name).unlink()
 
 
 class IngestResult(msgspec.Struct):
@@ -159,11 +177,18 @@ class _Old:
         self.counts = cache.counts
         self.lines = cache.lines
         self.starts = list(itertools.accumulate(cache.counts, initial=0))
+        # Datapoints a worker may store without asking whether the base has them (see
+        # _Range._store): past this, it builds the set of every base id.
+        self.unchecked_limit = max(256, len(oids) // OID_SIZE // 64)
         keys = self.keys
         self._all_ids: set[bytes] | None = None
         self.index = {
             keys[i : i + GROUP_KEY]: i // GROUP_KEY for i in range(0, len(keys), GROUP_KEY)
         }
+
+    def is_every_id(self, ids: set[bytes]) -> bool:
+        """Is `ids` the set `all_ids` built (without building it)?"""
+        return ids is self._all_ids
 
     def all_ids(self) -> set[bytes]:
         """Every base id (built once): with no groups to go by, any of them may recur."""
@@ -234,20 +259,27 @@ def _blocks_of(path: Path, start: int, end: int) -> Iterator[bytes]:
         os.close(fd)
 
 
-def group_ends(lengths: list[int]) -> list[int]:
-    """Where the line groups of consecutive raw lines of these lengths end (exclusive).
+def ends_group(line: bytes | memoryview) -> bool:
+    """Does this raw line (without its newline) end a line group, wherever a reading began?"""
+    return not len(line) & (GROUP_MODULUS - 1) or not zlib.crc32(line) & (GROUP_CRC - 1)
+
+
+def group_ends(raws: list[bytes]) -> list[int]:
+    """Where the line groups of these consecutive raw lines end (exclusive).
 
     Lines after the last natural end stay open unless there are more than GROUP_MAX of them.
     """
-    mask = GROUP_MODULUS - 1
-    natural = [i for i, n in enumerate(lengths, 1) if not n & mask]
+    mask, crc_mask, crc32 = GROUP_MODULUS - 1, GROUP_CRC - 1, zlib.crc32
+    natural = [
+        i for i, raw in enumerate(raws, 1) if not len(raw) & mask or not crc32(raw) & crc_mask
+    ]
     ends: list[int] = []
     last = 0
-    for end in [*natural, len(lengths) + GROUP_MAX + 1]:
-        while end - last > GROUP_MAX and last + GROUP_MAX <= len(lengths):
+    for end in [*natural, len(raws) + GROUP_MAX + 1]:
+        while end - last > GROUP_MAX and last + GROUP_MAX <= len(raws):
             last += GROUP_MAX
             ends.append(last)
-        if end <= len(lengths):
+        if end <= len(raws):
             ends.append(end)
             last = end
     return ends
@@ -281,6 +313,7 @@ class _Range:
         self.pending_size = 0
         self.writer: PackWriter | None = None
         self.seen: set[bytes] = set()
+        self.unchecked = 0  # datapoints stored without asking the whole base
         self.stored = self.stored_bytes = 0
         self.error: tuple[int, bytes, str, int | None] | None = None
         self.fd = -1
@@ -306,7 +339,7 @@ class _Range:
 
     def _group_end(self, at: int) -> int:
         """Where the group starting at file offset `at` ends."""
-        mask = GROUP_MODULUS - 1
+        mask, crc_mask, crc32 = GROUP_MODULUS - 1, GROUP_CRC - 1, zlib.crc32
         lines = 0
         pos = at
         while True:
@@ -317,10 +350,13 @@ class _Range:
                 if self._fill(at, self.buf_at + len(self.buf) + max(_READ, len(self.buf))):
                     continue
                 return self.end  # the range's last line, without a newline
-            length = nl + self.buf_at - pos
+            begin = pos - self.buf_at
+            length = nl - begin
             pos = nl + self.buf_at + 1
             lines += 1
             if pos >= self.end or not length & mask or lines == GROUP_MAX:
+                return pos
+            if not crc32(memoryview(self.buf)[begin:nl]) & crc_mask:
                 return pos
 
     def run(self) -> _Part:
@@ -366,7 +402,7 @@ class _Range:
             self.sources,
         )
         sha = hashlib.sha256
-        mask = GROUP_MODULUS - 1
+        mask, crc_mask, crc32 = GROUP_MODULUS - 1, GROUP_CRC - 1, zlib.crc32
         at, end, size = self.start, self.end, self.size
         if at == 0 and self._fill(0, len(_BOM)) and self.buf.startswith(_BOM):
             at = len(_BOM)
@@ -391,17 +427,18 @@ class _Range:
                     lo = at - buf_at
                     hi = lo + length
                     # Taken only when it ends as a reading from here would end it: on a line
-                    # whose length ends a group, or at the end of the file.
-                    if sha(view[lo:hi]).digest()[:GROUP_KEY] != old_keys[
-                        g * GROUP_KEY : (g + 1) * GROUP_KEY
-                    ] or not (
-                        stop == size
-                        or (
-                            buf[hi - 1] == 10
-                            and not (hi - 1 - (buf.rfind(b"\n", lo, hi - 1) + 1 or lo)) & mask
-                        )
+                    # that ends a group (`ends_group`), or at the end of the file.
+                    if (
+                        sha(view[lo:hi]).digest()[:GROUP_KEY]
+                        != old_keys[g * GROUP_KEY : (g + 1) * GROUP_KEY]
                     ):
                         break
+                    if stop != size:
+                        if buf[hi - 1] != 10:
+                            break
+                        begin = buf.rfind(b"\n", lo, hi - 1) + 1 or lo
+                        if (hi - 1 - begin) & mask and crc32(view[begin : hi - 1]) & crc_mask:
+                            break
                     at = stop
                     g += 1
                 if g > expect:
@@ -495,8 +532,9 @@ class _Range:
         """Base ids around the pending groups, and their line keys -> ids.
 
         That is where the unchanged lines of an edited group come from. A line moved from
-        afar is parsed, and stored once more: a duplicate that costs a few bytes, where maps
-        of every base line would cost a tenth of a recommit to build.
+        afar is parsed, and may be stored once more: a duplicate that costs a few bytes, where
+        maps of every base line would cost a tenth of a recommit to build. `_store` bounds
+        how many such duplicates one reading may make.
         """
         old = self.old
         base, old_lines, starts = old.oids, old.lines, old.starts
@@ -557,7 +595,7 @@ class _Range:
         if rest:
             raws.append(rest)
         widths = list(map(len, raws))
-        ends = group_ends(widths)
+        ends = group_ends(raws)
         if rest and not final and ends and ends[-1] == len(raws):
             ends.pop()
         if final and (not ends or ends[-1] < len(raws)):
@@ -639,6 +677,14 @@ class _Range:
         for k, oid in enumerate(oids):
             if oid not in known and oid not in seen:
                 fresh.setdefault(oid, k)
+        if fresh and self.old.oids and not self.old.is_every_id(known):
+            # `known` holds only the base ids near the edits. Past a few such datapoints (many
+            # lines moved, or groups that no longer match), ask the whole base: a reading must
+            # not store again what the base holds, whatever the cache says (format.md §6).
+            self.unchecked += len(fresh)
+            if self.unchecked > self.old.unchecked_limit:
+                base = self.old.all_ids()
+                fresh = {oid: k for oid, k in fresh.items() if oid not in base}
         if not fresh:
             return
         new_oids = list(fresh)
@@ -680,7 +726,7 @@ def _ranges(path: Path, parts: int) -> list[tuple[int, int]]:
             handle.readline()
             for _ in range(GROUP_MAX):
                 line = handle.readline()
-                if not line or not (len(line) - 1) & (GROUP_MODULUS - 1):
+                if not line or ends_group(line.removesuffix(b"\n")):
                     break
             pos = handle.tell()
             if bounds[-1] < pos < size:

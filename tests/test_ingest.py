@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -189,19 +190,75 @@ def test_a_cache_of_another_file_only_costs_time(tmp_path: Path) -> None:
     assert wrong.oids == first.oids
 
 
-def test_lines_of_fixed_length_still_form_groups(tmp_path: Path, parsed_lines: list[int]) -> None:
-    # No line ends a group by its length, so groups end every GROUP_MAX lines.
+@pytest.mark.parametrize("edit", ["same length", "ends a group"])
+def test_lines_of_fixed_length_still_form_groups(
+    tmp_path: Path, parsed_lines: list[int], edit: str
+) -> None:
+    # No line ends a group by its length: their content (CRC-32) cuts them.
     records = [{"id": f"{i:05d}", "t": "ab"} for i in range(1000)]
     path = tmp_path / "fixed.jsonl"
     _write(path, records)
     assert all(len(json.dumps(r)) % ingest.GROUP_MODULUS for r in records)
     first = ingest.ingest_jsonl(path, "fixed.jsonl", None)
-    assert len(first.groups.counts) == -(-1000 // ingest.GROUP_MAX)
+    assert 1000 // ingest.GROUP_CRC // 2 < len(first.groups.counts) < 1000 // ingest.GROUP_CRC * 2
     parsed_lines.clear()
-    records[500] = {"id": "00500", "t": "cd"}
+    # An edited line that now ends a group by its length once made every later group of the
+    # reading start elsewhere than the cached ones: none was found again.
+    records[500] = {"id": "00500", "t": "cd" if edit == "same length" else "cdefg"}
     _write(path, records)
     assert _again(path, first).oids == _expected(records)
     assert sum(parsed_lines) == 1
+
+
+def test_a_second_worker_finds_the_cached_groups_of_fixed_length_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second worker's range begins where a group ends whatever reading came before. Cut
+    # by length alone, a file of fixed-length lines had no such place: after an edit ahead of
+    # it, the second worker matched no cached group, parsed its whole range and stored it all
+    # again, at every commit.
+    monkeypatch.setattr(ingest, "_PARALLEL_MIN", 0)
+    monkeypatch.setattr(ingest, "_workers", lambda: 2)
+    repo = Repository.init(tmp_path / "repo")
+    records: list[dict[str, object]] = [{"id": f"{i:05d}", "t": "ab"} for i in range(4000)]
+    path = tmp_path / "fixed.jsonl"
+    _write(path, records)
+    with repo.store.writer() as writer:
+        first = ingest.ingest_jsonl(path, "fixed.jsonl", writer)
+    for n, at in enumerate([100, 1500, 3900]):
+        records[at] = {"id": f"{at:05d}", "t": "x" * (3 + n)}  # other lengths
+        _write(path, records)
+        with repo.store.writer() as writer:
+            again = ingest.ingest_jsonl(
+                path, "fixed.jsonl", writer, cache=first.groups, base=first.oids
+            )
+        assert again.oids == _expected(records)
+        assert again.stored == 1
+        runs = again.runs
+        assert runs is not None
+        assert sum(length for _, _, length in runs[0]) >= 4000 - 2 * ingest.GROUP_MAX
+        first = again
+
+
+def test_a_reading_stores_few_datapoints_the_base_already_holds(
+    tmp_path: Path, parsed_lines: list[int]
+) -> None:
+    # Lines moved far away are parsed again; past a bound, their ids are looked up among all
+    # of the base's rather than stored a second time.
+    repo = Repository.init(tmp_path / "repo")
+    records: list[dict[str, object]] = [{"id": i, "text": "x" * (i % 7)} for i in range(3000)]
+    path = tmp_path / "qa.jsonl"
+    _write(path, records)
+    with repo.store.writer() as writer:
+        first = ingest.ingest_jsonl(path, "qa.jsonl", writer)
+    records.reverse()
+    _write(path, records)
+    parsed_lines.clear()
+    with repo.store.writer() as writer:
+        again = ingest.ingest_jsonl(path, "qa.jsonl", writer, cache=first.groups, base=first.oids)
+    assert again.oids == _expected(records)
+    assert sum(parsed_lines) > 1000  # only groups of one line recur reversed
+    assert again.stored <= 256
 
 
 _line = st.one_of(
@@ -242,10 +299,14 @@ def test_reading_with_a_cache_gives_what_reading_afresh_gives(
 
 
 def test_the_cache_layout_is_the_documented_one(tmp_path: Path) -> None:
-    # docs/format.md §6: groups end after a line whose length is a multiple of 4, after 32
-    # lines, or at the end; keys are SHA-256 prefixes of the group's and the line's bytes.
-    assert ingest.group_ends([1, 2, 4, 5, 8]) == [3, 5]
-    assert ingest.group_ends([1] * 70) == [32, 64]
+    # docs/format.md §6: groups end after a line whose length is a multiple of 4 or whose
+    # CRC-32 is a multiple of 32, after 128 lines, or at the end; keys are SHA-256 prefixes of
+    # the group's and the line's bytes.
+    assert zlib.crc32(b"x") % 32 and zlib.crc32(b"xx") % 32 and zlib.crc32(b"xxxxx") % 32
+    assert ingest.group_ends([b"x", b"xx", b"xxxx", b"xxxxx", b"x" * 8]) == [3, 5]
+    assert zlib.crc32(b'{"n":109}') % 32 == 0
+    assert ingest.group_ends([b"x", b'{"n":109}', b"x"]) == [2]
+    assert ingest.group_ends([b"x"] * 300) == [128, 256]
     path = tmp_path / "g.jsonl"
     lines = [b'{"a":10}', b'{"b":2}', b'{"c":3}\r']  # 8 bytes ends a group; CR is dropped
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -257,3 +318,17 @@ def test_the_cache_layout_is_the_documented_one(tmp_path: Path) -> None:
     assert groups.lines == b"".join(
         hashlib.sha256(t).digest()[:16] for t in (b'{"a":10}', b'{"b":2}', b'{"c":3}')
     )
+
+
+def test_the_cache_file_is_named_by_its_layout_and_replaces_the_old_one(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path)
+    _write(tmp_path / "qa.jsonl", [{"id": i} for i in range(10)])
+    cache_dir = repo.dsv_dir / "cache"
+    cache_dir.mkdir()
+    # Version 2's cache (groups cut by length alone), named by the path only.
+    old = cache_dir / hashlib.sha256(b"qa.jsonl").hexdigest()[:32]
+    old.write_bytes(b"groups of another layout")
+    repo.add(["qa.jsonl"])
+    name = hashlib.sha256(b"groups-3\0qa.jsonl").hexdigest()[:32]
+    assert [p.name for p in cache_dir.iterdir()] == [name]
+    assert ingest.read_group_cache(repo.dsv_dir, "qa.jsonl") is not None
