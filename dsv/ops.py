@@ -137,6 +137,7 @@ def add(repo: Repository, paths: list[str], *, key: tuple[str, ...] | None = Non
             }
         index.update(staged)
         write_index(repo.index_path, index)
+        repo.store.tidy()
     return names
 
 
@@ -409,6 +410,7 @@ def commit(
         repo.refs.update("HEAD", oid, expected=head or MISSING, user=repo.user, reason=reason)
         if all:
             write_index(repo.index_path, index)
+        repo.store.tidy()
     return oid
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,11 +17,13 @@ from dsv.fsutil import fsync_dir, write_atomic
 from dsv.objects import OID_SIZE, Kind, hash_object
 from dsv.pack import Pack, PackWriter, PreparedPack
 
-__all__ = ["LOOSE_LIMIT", "ObjectStore", "ObjectWriter"]
+__all__ = ["LOOSE_LIMIT", "PACKS_MOST", "ObjectStore", "ObjectWriter"]
 
 # Up to this many new objects (and bytes) a write stays loose (one file each); more go into
 # one pack, so a commit of 100,000 datapoints adds a few files, not 100,000.
 LOOSE_LIMIT = 64
+# A store with more packs than this merges its small ones (`ObjectStore.consolidate`).
+PACKS_MOST = 12
 LOOSE_BYTES = 1 << 20
 
 
@@ -103,6 +106,47 @@ class ObjectStore:
                 self.remove_pack(pack.name)
         self.reload()
         return merged
+
+    def consolidate(self, *, most: int = PACKS_MOST) -> str | None:
+        """Past `most` packs, merge the small ones; the merged pack's name, or None.
+
+        Every commit and fetch adds a pack, and every lookup may try each pack in turn, so
+        left alone a store slows down with its history. The packs kept are the large ones that
+        each hold at least twice as many objects as all smaller packs together; the rest are
+        merged, oldest first. Each object is thus copied about log2(objects) times over its
+        life, and a store holds O(log objects) packs (a geometric repack, as git's).
+        """
+        try:
+            listed = sum(name.endswith(".idx") for name in os.listdir(self.pack_dir))
+        except FileNotFoundError:
+            return None
+        if listed <= most:  # the common case, decided without opening a pack
+            return None
+        self.reload()
+        packs = self.packs
+        if len(packs) <= most:
+            return None
+        by_size = sorted(packs, key=lambda p: p.count, reverse=True)
+        counts = [pack.count for pack in by_size]
+        tails = list(itertools.accumulate(reversed(counts)))[::-1]  # tails[i] = sum(counts[i:])
+        first = next((i for i, n in enumerate(counts) if n < 2 * (tails[i] - n)), len(counts))
+        merging = by_size[first:]
+        if len(merging) < 2:
+            return None
+
+        def age(pack: Pack) -> tuple[float, str]:
+            try:
+                return pack.pack_path.stat().st_mtime, pack.name
+            except OSError:
+                return 0.0, pack.name
+
+        return self.merge_packs([pack.name for pack in sorted(merging, key=age)])
+
+    def tidy(self) -> None:
+        """`consolidate`, as a write's last step: a failure leaves the packs as they were
+        (the merged pack is published before any is removed) and is not the write's."""
+        with contextlib.suppress(OSError, CorruptObject):
+            self.consolidate()
 
     def close(self) -> None:
         if self._packs:

@@ -40,7 +40,7 @@ from dsv.remote.keys import create_key
 from dsv.remote.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.storage import SqliteMetaStore
 from dsv.repo import Repository
-from dsv.store import ObjectStore
+from dsv.store import PACKS_MOST, ObjectStore
 
 LIMIT = 1 << 20
 
@@ -454,4 +454,23 @@ def test_a_checkout_writes_datapoints_a_small_fetch_left_loose(
     assert (tmp_path / "b" / "qa.jsonl").read_text() == "".join(lines).replace(" ", "")
     dsv(tmp_path / "b", "checkout", "HEAD~1")
     dsv(tmp_path / "b", "checkout", "main")
+    assert (tmp_path / "b" / "qa.jsonl").read_text() == "".join(lines).replace(" ", "")
+
+
+def test_a_server_merges_the_small_packs_pushes_leave(
+    tmp_path: Path, server: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = server[0]
+    lines = [json.dumps({"id": i}) + "\n" for i in range(300)]
+    url = _pushed(tmp_path, server, monkeypatch, "many/pushes", "".join(lines))
+    packs = running.root / "repos" / "many" / "pushes" / "objects" / "pack"
+    most = 0
+    for n in range(PACKS_MOST + 6):
+        lines[n] = json.dumps({"id": n, "push": n}) + "\n"
+        (tmp_path / "a" / "qa.jsonl").write_text("".join(lines))
+        dsv(tmp_path / "a", "commit", "-a", "-m", f"v{n + 2}")
+        dsv(tmp_path / "a", "push")
+        most = max(most, len(list(packs.glob("*.idx"))))
+    assert most <= PACKS_MOST + 1
+    dsv(tmp_path, "clone", url, "b")
     assert (tmp_path / "b" / "qa.jsonl").read_text() == "".join(lines).replace(" ", "")

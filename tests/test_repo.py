@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 import dsv
-from dsv import labels, maintenance, ops
+from dsv import ingest, labels, maintenance, ops
 from dsv.errors import BadInput, NotARepository
+from dsv.repo import Repository
+from dsv.store import PACKS_MOST
 
 RECORDS = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"q {i}"}]} for i in range(20)]
 
@@ -110,3 +112,28 @@ def test_kill_9_during_commits_never_breaks_the_repository(tmp_path: Path) -> No
     reopened = dsv.Repository.open(tmp_path)
     for oid in committed:
         reopened.read_commit(oid)
+
+
+def test_packs_stay_few_over_many_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each commit of an edit adds a pack; lookups try the packs in turn, so a store left
+    # alone slowed down with its history (500 packs after 300 commits: diffs took 2x as long).
+    monkeypatch.setattr(ingest, "_PARALLEL_MIN", 0)  # two workers: up to two packs a commit
+    repo = Repository.init(tmp_path)
+    records: list[dict[str, object]] = [{"id": i, "t": "x" * (i % 9)} for i in range(400)]
+    _write(tmp_path / "qa.jsonl", records)
+    repo.add(["qa.jsonl"])
+    repo.commit("v0")
+    most = 0
+    for n in range(1, 31):
+        records[n * 13] = {"id": n * 13, "edited": n}
+        records[399 - n] = {"id": 399 - n, "edited": n}
+        _write(tmp_path / "qa.jsonl", records)
+        repo.commit(f"v{n}", all=True)
+        most = max(most, len(list((repo.dsv_dir / "objects" / "pack").glob("*.idx"))))
+    assert most <= PACKS_MOST + 2
+    assert maintenance.fsck(repo).ok
+    for n in (0, 7, 30):
+        expected = ops.dataset_at(repo, f"HEAD~{30 - n}", "qa.jsonl")
+        assert len(repo.read_oid_list(expected)) == 400 * 32
+    ops.checkout(repo, "HEAD~29")
+    assert len((tmp_path / "qa.jsonl").read_text().splitlines()) == 400

@@ -166,3 +166,59 @@ def test_merging_packs_keeps_every_object_in_one_valid_pack(tmp_path: Path) -> N
     # The blocks were copied in the order given; the trailer checksum covers the new file.
     in_order = [body for _, body in scan_pack(store.pack_dir / f"{merged}.pack")]
     assert in_order == bodies[2::3] + bodies[0::3] + bodies[1::3]
+
+
+def _packs_of(store: ObjectStore, sizes: list[int]) -> list[bytes]:
+    """One pack per size, that many datapoints each; every oid, in pack order."""
+    store.pack_dir.mkdir(parents=True, exist_ok=True)
+    oids = []
+    n = 0
+    for size in sizes:
+        writer = PackWriter(store.pack_dir)
+        for body in (b'{"n":%d}' % i for i in range(n, n + size)):
+            oids.append(hash_object(Kind.DATAPOINT, body))
+            writer.add(Kind.DATAPOINT, oids[-1], body)
+        writer.finish()
+        n += size
+    store.reload()
+    return oids
+
+
+def test_consolidation_merges_the_small_packs_and_keeps_the_large_ones(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    # 1000 is at least twice all the smaller ones together (463); 300 is not (163).
+    sizes = [1000, 300, 100, 40, 10, 5, 2, 1, 1, 1, 1, 1, 1]
+    oids = _packs_of(store, sizes)
+    big = max(store.packs, key=lambda p: p.count).name
+    merged = store.consolidate(most=12)
+    assert merged is not None
+    assert sorted(p.count for p in store.packs) == [463, 1000]
+    assert {p.name for p in store.packs} == {big, merged}
+    assert len(os.listdir(store.pack_dir)) == 4
+    for n, oid in enumerate(oids):
+        assert store.read(oid) == (Kind.DATAPOINT, b'{"n":%d}' % n)
+    assert store.consolidate(most=1) is None  # 1000 >= 2 * 463: nothing more to merge
+
+
+def test_consolidation_leaves_few_packs_alone(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    _packs_of(store, [1] * 12)
+    before = sorted(os.listdir(store.pack_dir))
+    assert store.consolidate(most=12) is None
+    assert sorted(os.listdir(store.pack_dir)) == before
+    assert ObjectStore(tmp_path / "nothing").consolidate() is None
+
+
+def test_a_failed_consolidation_is_not_the_writes_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    oids = _packs_of(store, [1] * 20)
+
+    def disk_full(self: PackWriter) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PackWriter, "finish", disk_full)
+    store.tidy()
+    assert len(store.packs) == 20
+    assert all(store.read(oid)[0] == Kind.DATAPOINT for oid in oids)

@@ -848,6 +848,7 @@ def _receive_objects(
         # batch packs as they are.
         with contextlib.suppress(OSError):
             store.merge_packs(published)
+    store.tidy()  # and fetch after fetch, the small packs are merged as they pile up
     return received
 
 

@@ -290,6 +290,9 @@ class LocalBlobStore:
             raise StorageError(f"cannot store a pack of {repo}: {exc.strerror}") from exc
         with self._store(repo) as store:
             store.reload()
+            # Every push leaves a pack: merge the small ones as they pile up, or a busy
+            # repository's reads would try hundreds of packs for each object.
+            store.tidy()
 
     def close(self) -> None:
         with self._guard:
