@@ -114,17 +114,26 @@ class _Runs:
         hashes = block.hashes
         if hashes[q] != oid:
             raise _mismatch(oid)
+        # The run is as long as the ids go on equal to the block's hashes. Galloping (runs
+        # of 1, 2, 4... more) then bisecting the last step keeps a short run as cheap as a
+        # long one per id, whatever the order (a reversed version has runs of one).
         n = min(len(wanted) - at, len(hashes) - q)
-        if wanted[at : at + n] != hashes[q : q + n]:
-            low, high = 1, n - 1  # the first n ids differ somewhere; the first one matches
+        good, step = 1, 1
+        while good < n:
+            probe = min(good + step, n)
+            if wanted[at + good : at + probe] == hashes[q + good : q + probe]:
+                good, step = probe, step * 2
+                continue
+            low, high = good, probe - 1  # ids good..probe differ somewhere
             while low < high:
                 middle = (low + high + 1) // 2
-                if wanted[at : at + middle] == hashes[q : q + middle]:
+                if wanted[at + good : at + middle] == hashes[q + good : q + middle]:
                     low = middle
                 else:
                     high = middle - 1
-            n = low
-        return block.bodies[q : q + n]
+            good = low
+            break
+        return block.bodies[q : q + good]
 
     def _locate(self, oid: bytes) -> tuple[_Block, int] | None:
         for number, pack in enumerate(self.packs):
@@ -141,9 +150,13 @@ class _Runs:
                     self.blocks.popitem(last=False)
             else:
                 self.blocks.move_to_end(key)
-            q = bisect.bisect_left(block.starts, offset)
-            if q == len(block.starts) or block.starts[q] != offset:
+            starts = block.starts
+            q = bisect.bisect_left(starts, offset)
+            if q == len(starts) or starts[q] != offset:
                 raise CorruptObject(f"pack {pack.name}: index places {oid.hex()} off an entry")
+            # An empty body starts where the next one does: the entry is the one that hashes.
+            while q + 1 < len(starts) and starts[q + 1] == offset and block.hashes[q] != oid:
+                q += 1
             return block, q
         return None
 

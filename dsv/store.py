@@ -24,6 +24,8 @@ __all__ = ["LOOSE_LIMIT", "PACKS_MOST", "ObjectStore", "ObjectWriter"]
 LOOSE_LIMIT = 64
 # A store with more packs than this merges its small ones (`ObjectStore.consolidate`).
 PACKS_MOST = 12
+# Listings of the pack directory a reload may take while packs vanish under it.
+_RELISTS = 20
 LOOSE_BYTES = 1 << 20
 
 
@@ -42,6 +44,7 @@ class ObjectStore:
         self.path = path
         self.pack_dir = path / "pack"
         self._packs: dict[str, Pack] | None = None
+        self._retired: list[Pack] = []  # removed by others since listed; closed by `close`
         self._compressor = zstandard.ZstdCompressor(level=3)
         self._decompressor = zstandard.ZstdDecompressor()
 
@@ -58,23 +61,31 @@ class ObjectStore:
         """Pick up packs written (or removed) since the last look."""
         if self._packs is None:
             self._packs = {}
-        try:
-            names = {
-                p[:-4]
-                for p in os.listdir(self.pack_dir)
-                if p.endswith(".idx") and not p.startswith(".")
-            }
-        except FileNotFoundError:
-            names = set()
-        for gone in set(self._packs) - names:
-            self._packs.pop(gone).close()
-        for name in sorted(names - set(self._packs)):
+        for _ in range(_RELISTS):
             try:
-                self._packs[name] = Pack(self.pack_dir, name)
-            except CorruptObject as exc:
-                # gc removed it after the listing; its objects are in the pack gc wrote first.
-                if not isinstance(exc.__cause__, FileNotFoundError):
-                    raise
+                names = {
+                    p[:-4]
+                    for p in os.listdir(self.pack_dir)
+                    if p.endswith(".idx") and not p.startswith(".")
+                }
+            except FileNotFoundError:
+                names = set()
+            for gone in set(self._packs) - names:
+                # Not closed: a bulk read may still hold it in its list of packs, and its
+                # open file and map stay readable after the unlink (until `close`).
+                self._retired.append(self._packs.pop(gone))
+            vanished = False
+            for name in sorted(names - set(self._packs)):
+                try:
+                    self._packs[name] = Pack(self.pack_dir, name)
+                except CorruptObject as exc:
+                    if not isinstance(exc.__cause__, FileNotFoundError):
+                        raise
+                    vanished = True
+            if not vanished:
+                return
+            # A merge (gc, or another process's consolidation) removed a listed pack after
+            # the listing; the pack holding its objects was published before, so list again.
 
     def remove_pack(self, name: str) -> None:
         """Delete pack `name`: its index first, so that no reader lists it without its data."""
@@ -153,6 +164,9 @@ class ObjectStore:
             for pack in self._packs.values():
                 pack.close()
         self._packs = None
+        for pack in self._retired:
+            pack.close()
+        self._retired = []
 
     # -- lookup ------------------------------------------------------------------------
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from dsv import store as store_module
 from dsv.errors import CorruptObject
 from dsv.objects import Kind, hash_object
-from dsv.pack import PackWriter, scan_pack
+from dsv.pack import Pack, PackWriter, scan_pack
 from dsv.store import LOOSE_LIMIT, ObjectStore
 
 
@@ -222,3 +223,51 @@ def test_a_failed_consolidation_is_not_the_writes_failure(
     store.tidy()
     assert len(store.packs) == 20
     assert all(store.read(oid)[0] == Kind.DATAPOINT for oid in oids)
+
+
+def test_a_reader_finds_objects_another_process_merged_while_it_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader lists the pack directory, then opens each pack; a consolidation in between
+    # publishes the merged pack and deletes the listed ones. Listing once more finds it.
+    oids = _packs_of(ObjectStore(tmp_path / "objects"), [10] * 13)
+    other = ObjectStore(tmp_path / "objects")
+    reader = ObjectStore(tmp_path / "objects")
+    assert reader.read(oids[0])[0] == Kind.DATAPOINT  # its packs are open
+    writer = PackWriter(tmp_path / "objects" / "pack")  # a commit of another process
+    fresh = hash_object(Kind.DATAPOINT, b'{"fresh":1}')
+    writer.add(Kind.DATAPOINT, fresh, b'{"fresh":1}')
+    writer.finish()
+    merged: list[str | None] = []
+    opening = store_module.Pack
+
+    def merge_first(directory: Path, name: str) -> Pack:
+        if not merged:
+            monkeypatch.setattr(store_module, "Pack", Pack)
+            merged.append(other.consolidate())
+            monkeypatch.setattr(store_module, "Pack", merge_first)
+        return opening(directory, name)
+
+    monkeypatch.setattr(store_module, "Pack", merge_first)
+    assert reader.read(fresh)[0] == Kind.DATAPOINT
+    assert merged[0] is not None
+    assert all(reader.read(oid)[0] == Kind.DATAPOINT for oid in oids)
+
+
+def test_a_bulk_read_survives_packs_another_process_removed(tmp_path: Path) -> None:
+    oids = _packs_of(ObjectStore(tmp_path / "objects"), [10] * 13)
+    reader = ObjectStore(tmp_path / "objects")
+    assert reader.read(oids[0])[0] == Kind.DATAPOINT
+    writer = ObjectStore(tmp_path / "objects")
+    body = b'{"late":1}'
+    late = hash_object(Kind.DATAPOINT, body)
+    with writer.writer() as objects:
+        objects.add(Kind.DATAPOINT, late, body)
+        for n in range(LOOSE_LIMIT + 1):  # enough to make it a pack
+            objects.write(Kind.DATAPOINT, b'{"more":%d}' % n)
+    assert writer.consolidate() is not None
+    # The unknown id makes the reader reload mid-read, while it still holds the old packs.
+    got = reader.read_bulk([*oids[:5], late, *oids[5:]], Kind.DATAPOINT)
+    assert got[5] == body
+    assert got[:5] + got[6:] == [b'{"n":%d}' % n for n in range(130)]
+    reader.close()
