@@ -67,17 +67,14 @@ def _decode(raw: bytes | memoryview) -> Any:
     except RecursionError as exc:
         raise CanonicalError("malformed JSON: nested too deeply") from exc
     except UnicodeDecodeError as exc:
-        # msgspec reports the position inside the string value; recompute it for the record.
-        try:
-            bytes(raw).decode("utf-8")
-            offset = None
-        except UnicodeDecodeError as whole:
-            offset = whole.start
-        raise CanonicalError("invalid UTF-8", offset) from exc
+        raise _invalid_utf8(raw) from exc
     except msgspec.ValidationError as exc:
         raise CanonicalError(f"invalid JSON: {_plain(str(exc))}") from exc
     except msgspec.DecodeError as exc:
         text = str(exc)
+        # Older msgspec raised UnicodeDecodeError; 0.23 raises a DecodeError that says so.
+        if text.startswith("Invalid UTF-8"):
+            raise _invalid_utf8(raw) from exc
         match = _BYTE_POS.search(text)
         offset = int(match.group(1)) if match else None
         if text == "Input data was truncated":
@@ -92,6 +89,16 @@ def _decode(raw: bytes | memoryview) -> Any:
                     raise CanonicalError(f"{word.decode()} is not a JSON number", offset) from exc
         text = text.replace("JSON is malformed: ", "malformed JSON: ")
         raise CanonicalError(_plain(text), offset) from exc
+
+
+def _invalid_utf8(raw: bytes | memoryview) -> CanonicalError:
+    # msgspec reports the position inside the string value, if at all; find it in the record.
+    try:
+        bytes(raw).decode("utf-8")
+        offset = None
+    except UnicodeDecodeError as whole:
+        offset = whole.start
+    return CanonicalError("invalid UTF-8", offset)
 
 
 def _plain(text: str) -> str:
