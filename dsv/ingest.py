@@ -65,7 +65,10 @@ GROUP_MODULUS = 4
 GROUP_CRC = 32
 GROUP_MAX = 128
 _BOM = b"\xef\xbb\xbf"
-_BATCH = 4096
+# Records canonicalised per call. Small on purpose: the decoded dicts of 128 records stay in
+# the CPU's caches through encoding and freeing, and the next batch reuses their memory; with
+# 4096, each pass over them went out to RAM (the worker's CPU time 1.59 -> 1.41 s, 50k records).
+_BATCH = 128
 _BATCH_BYTES = 4 << 20  # of groups waiting to be parsed
 # Below this size one process is faster than starting workers.
 _PARALLEL_MIN = 4 << 20
