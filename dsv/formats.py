@@ -72,10 +72,10 @@ def read_dataset(path: Path, *, name: str) -> tuple[Format, Iterator[bytes]]:
     return _read_parquet(path, name)
 
 
-def write_dataset(path: Path, fmt: Format, records: Iterable[bytes]) -> bytes:
+def write_dataset(path: Path, fmt: Format, records: Iterable[bytes]) -> WriteResult:
     """Write canonical datapoints as a file of `fmt`, atomically and byte-stably.
 
-    Returns the BLAKE3 of the bytes written.
+    Returns the BLAKE3 of the bytes written and when they were published.
     """
     result = WriteResult()
     if fmt.kind == "jsonl":
@@ -88,7 +88,7 @@ def write_dataset(path: Path, fmt: Format, records: Iterable[bytes]) -> bytes:
         _write_parquet(path, fmt, records, result)
     else:
         raise BadState(f"cannot write {path.name}: unknown dataset format {fmt.kind!r}")
-    return result.digest
+    return result
 
 
 def _open(path: Path, name: str) -> IO[bytes]:

@@ -29,9 +29,13 @@ def fsync_dir(path: Path) -> None:
 
 
 class WriteResult:
-    """Filled in by `atomic_file` once the file is in place: the BLAKE3 of its bytes."""
+    """Filled in by `atomic_file` once the file is in place: the BLAKE3 of its bytes, and
+    the clock just before the rename that published them (`index.trusted_stat` takes it:
+    any later write to the file moves its mtime past that moment)."""
 
-    digest: bytes = b""
+    def __init__(self, digest: bytes = b"", published_ns: int = 0) -> None:
+        self.digest = digest
+        self.published_ns = published_ns
 
 
 def _digest_of(path: Path) -> bytes:
@@ -64,6 +68,7 @@ def atomic_file(
             os.fsync(handle.fileno())
         if result is not None:
             result.digest = _digest_of(tmp)
+            result.published_ns = time.time_ns()
         os.replace(tmp, path)
         ok = True
     except OSError as exc:

@@ -17,13 +17,14 @@ import bisect
 import contextlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 import blake3
 
 from dsv.errors import BadState, CorruptObject
-from dsv.fsutil import fsync_dir
+from dsv.fsutil import WriteResult, fsync_dir
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import Pack
 from dsv.parallel import can_fork, fork_map
@@ -215,8 +216,9 @@ def _write_range(first: int, stop: int, part: str) -> None:
         out.flush()
 
 
-def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
-    """Write the datapoints `oids` as a JSONL file; the BLAKE3 of its bytes.
+def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> WriteResult | None:
+    """Write the datapoints `oids` as a JSONL file; the BLAKE3 of its bytes and when they
+    were published.
 
     None when the fast path does not apply (few datapoints, loose objects, no fork): the
     caller then writes the file the ordinary way.
@@ -254,6 +256,7 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
             if isinstance(hashed[0], OSError):
                 raise hashed[0]
             digest = hashed[0]
+        published = time.time_ns()
         os.replace(tmp, path)
         ok = True
     except OSError as exc:
@@ -264,4 +267,4 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> bytes | None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
     fsync_dir(path.parent)
-    return digest
+    return WriteResult(digest, published)

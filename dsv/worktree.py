@@ -158,11 +158,14 @@ def write_file(repo: Repository, name: str, dataset_oid: bytes) -> Entry:
     full = repo.root / name
     full.parent.mkdir(parents=True, exist_ok=True)
     with gc_paused():
-        digest = None
+        written = None
         if dataset.format.kind == "jsonl":
-            digest = write_jsonl(repo.store, repo.read_oid_list(dataset), full)
-        if digest is None:
-            digest = write_dataset(full, dataset.format, iter_datapoints(repo, dataset))
-    # Just written, so its stat is too fresh to trust; the hash of the bytes we wrote lets the
-    # next status prove it clean without parsing it.
-    return Entry(name, dataset_oid, None, digest)
+            written = write_jsonl(repo.store, repo.read_oid_list(dataset), full)
+        if written is None:
+            written = write_dataset(full, dataset.format, iter_datapoints(repo, dataset))
+    # The stat proves these bytes when their last write came a racy margin before the rename
+    # that published them (a large file's fsync is that margin): any write since would have
+    # moved the mtime past the rename. Otherwise the hash of what we wrote lets the next
+    # status prove the file clean by reading it, without parsing it.
+    stat = trusted_stat(stat_file(full), written.published_ns)
+    return Entry(name, dataset_oid, stat, written.digest)

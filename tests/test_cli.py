@@ -128,6 +128,58 @@ def test_status_after_checkout_hashes_but_never_parses(
     assert dsv("status", "--porcelain").stdout == ""
 
 
+def test_a_checked_out_file_published_after_its_margin_is_clean_by_its_stat(
+    dsv: Dsv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stands for a large file, whose fsync puts the racy margin between its last write and
+    # the rename that publishes it: the next status and checkout trust the stat, reading
+    # nothing, and a later edit still shows.
+    from dsv import index, worktree
+
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:2], "v2")
+    monkeypatch.setattr(index, "_RACY_NS", 0)
+    dsv("checkout", "HEAD~1")
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("status read a file whose stat proves it clean")
+
+    monkeypatch.setattr(worktree, "hash_file", no_reading)
+    monkeypatch.setattr(worktree, "scan_file", no_reading)
+    assert dsv("status", "--porcelain").stdout == ""
+    dsv("checkout", "main")
+    assert dsv("status", "--porcelain").stdout == ""
+    monkeypatch.undo()
+    dsv.write("qa.jsonl", QA[:1])
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
+
+
+def test_a_write_after_checkout_publishes_its_file_is_not_hidden_by_the_stat(
+    dsv: Dsv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another program rewrites a byte just after the rename, and the checkout stats the file
+    # only later: that stat must not vouch for the bytes the checkout wrote.
+    import time
+
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:2], "v2")
+    path = dsv.root / "qa.jsonl"
+    real_replace = os.replace
+
+    def replace_then_edit(src: object, dst: object) -> None:
+        real_replace(src, dst)  # type: ignore[arg-type]
+        if Path(str(dst)) == path:
+            with open(path, "r+b") as handle:
+                handle.seek(6)
+                handle.write(b"9")
+            time.sleep(0.05)
+
+    monkeypatch.setattr(os, "replace", replace_then_edit)
+    dsv("checkout", "HEAD~1")
+    monkeypatch.undo()
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
+
+
 def test_commit_all_and_history(dsv: Dsv) -> None:
     first = _commit_qa(dsv, QA, "v1")
     dsv.write("qa.jsonl", QA[:3])

@@ -61,10 +61,12 @@ def test_the_file_holds_every_body_in_order_and_its_digest_is_its_hash(
     # Repeats and any order, as a dataset may have them.
     wanted = [oids[i] for i in [5, 2999, 0, 5, *range(1, 2999, 7)]]
     path = tmp_path / "out.jsonl"
-    digest = materialize.write_jsonl(store, b"".join(wanted), path)
+    written = materialize.write_jsonl(store, b"".join(wanted), path)
     expected = b"".join(_body(oids.index(oid)) + b"\n" for oid in wanted)
     assert path.read_bytes() == expected
-    assert digest == blake3.blake3(expected).digest()
+    assert written is not None
+    assert written.digest == blake3.blake3(expected).digest()
+    assert path.stat().st_mtime_ns <= written.published_ns
     assert sorted(p.name for p in tmp_path.iterdir()) == ["objects", "out.jsonl"]
 
 
