@@ -51,17 +51,28 @@ _STRIDE = 16
 
 def chunk_pages(oids: bytes) -> list[bytes]:
     """Split an id list into content-defined pages."""
+    n = len(oids) // OID_SIZE
+    # Every id's first and second bytes, sliced out at C speed, so that only the 1 in 256 ids
+    # that start with a zero byte take a Python step.
+    firsts = oids[::OID_SIZE]
+    seconds = oids[1::OID_SIZE]
     pages: list[bytes] = []
     start = 0
-    n = len(oids) // OID_SIZE
-    i = 0
-    while i < n:
-        at = i * OID_SIZE
-        length = i + 1 - start
-        if length >= PAGE_MAX or (length >= PAGE_MIN and oids[at] == 0 and oids[at + 1] < 16):
-            pages.append(oids[start * OID_SIZE : (i + 1) * OID_SIZE])
-            start = i + 1
-        i += 1
+    i = firsts.find(0)
+    while i >= 0:
+        end = i + 1
+        i = firsts.find(0, end)
+        if seconds[end - 1] >= 16:
+            continue
+        while end - start > PAGE_MAX:
+            pages.append(oids[start * OID_SIZE : (start + PAGE_MAX) * OID_SIZE])
+            start += PAGE_MAX
+        if end - start >= PAGE_MIN:
+            pages.append(oids[start * OID_SIZE : end * OID_SIZE])
+            start = end
+    while n - start >= PAGE_MAX:
+        pages.append(oids[start * OID_SIZE : (start + PAGE_MAX) * OID_SIZE])
+        start += PAGE_MAX
     if start < n:
         pages.append(oids[start * OID_SIZE :])
     return pages

@@ -29,6 +29,41 @@ def test_pages_are_content_defined_and_bounded() -> None:
     assert len(set(pages) & set(shifted)) >= len(pages) - 2
 
 
+def _page_lengths_by_the_rule(ids: list[bytes]) -> list[int]:
+    """docs/format.md §3 read literally: a page ends after an id whose first 12 bits are
+    zero once it holds PAGE_MIN ids, and after PAGE_MAX ids in any case."""
+    lengths, length = [], 0
+    for oid in ids:
+        length += 1
+        if length >= PAGE_MAX or (length >= PAGE_MIN and oid[0] == 0 and oid[1] < 16):
+            lengths.append(length)
+            length = 0
+    return [*lengths, length] if length else lengths
+
+
+def test_pages_end_exactly_where_the_format_says() -> None:
+    def cut(oid: bytes, second: int) -> bytes:
+        return bytes([0, second]) + oid[2:]
+
+    ids = _ids(90_000)
+    for i in (3, 600, 601, 1111, 1112):  # qualifying ids too early in their page, and not
+        ids[i] = cut(ids[i], 15)
+    ids[2000] = cut(ids[2000], 16)  # the 13th bit set: no boundary
+    for i in range(20_000, 60_000):  # no qualifying id at all: cut every PAGE_MAX ids
+        if ids[i][0] == 0:
+            ids[i] = b"\x01" + ids[i][1:]
+    ids[-1] = cut(ids[-1], 0)
+    pages = chunk_pages(b"".join(ids))
+    assert [len(p) // OID_SIZE for p in pages] == _page_lengths_by_the_rule(ids)
+    assert b"".join(pages) == b"".join(ids)
+    assert PAGE_MAX in [len(p) // OID_SIZE for p in pages]
+    for n in (0, 1, PAGE_MAX, PAGE_MAX + 1, 2 * PAGE_MAX):
+        block = [b"\x01" + oid[1:] for oid in ids[:n]]
+        assert [len(p) // OID_SIZE for p in chunk_pages(b"".join(block))] == (
+            _page_lengths_by_the_rule(block)
+        )
+
+
 def test_a_one_percent_change_writes_bytes_in_proportion(tmp_path: Path) -> None:
     store = ObjectStore(tmp_path)
     old = _ids(200_000)
