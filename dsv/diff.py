@@ -341,17 +341,25 @@ def _extract_keys(
     budget: list[int],
 ) -> list[_Rec]:
     """`recs` with their keys filled in, caching bodies for the field diff within budget."""
-    out: list[_Rec] = []
-    for i in range(0, len(recs), _BATCH):
-        batch = recs[i : i + _BATCH]
-        bodies = _bodies(store, side, [r[1] for r in batch], cache)
-        for (pos, oid, _), body in zip(batch, bodies, strict=True):
-            out.append((pos, oid, _key_of(body, fields)))
-            # Working-file bodies are in memory already; only store reads are worth keeping.
-            if side.bodies is None and budget[0] >= len(body) and oid not in cache:
-                cache[oid] = body
-                budget[0] -= len(body)
-    return out
+    local = side.bodies or {}
+    keys: list[_KeyRaw | None] = [None] * len(recs)
+    stored: list[int] = []
+    for i, (_, oid, _) in enumerate(recs):
+        body = cache.get(oid) or local.get(oid)
+        if body is None:
+            stored.append(i)
+        else:
+            keys[i] = _key_of(body, fields)
+    # One pass in storage order: a block is decompressed once however many batches of
+    # scattered ids would have touched it.
+    for j, body in store.iter_bulk([recs[i][1] for i in stored], Kind.DATAPOINT):
+        i = stored[j]
+        keys[i] = _key_of(body, fields)
+        oid = recs[i][1]
+        if budget[0] >= len(body) and oid not in cache:
+            cache[oid] = body
+            budget[0] -= len(body)
+    return [(pos, oid, key) for (pos, oid, _), key in zip(recs, keys, strict=True)]
 
 
 def _unique_complete(recs: list[_Rec]) -> bool:

@@ -259,11 +259,21 @@ class ObjectStore:
         """Bodies of scattered `oids`, in their order, each verified; each block is
         decompressed once however the ids are spread over it."""
         out = [b""] * len(oids)
-        located: list[tuple[int, int, int, int]] = []
+        for i, body in self.iter_bulk(oids, kind):
+            out[i] = body
+        return out
+
+    def iter_bulk(self, oids: list[bytes], kind: Kind) -> Iterator[tuple[int, bytes]]:
+        """(position in `oids`, verified body) of each of `oids`, in the order they are
+        stored: each block is decompressed once, and only a few at a time are in memory,
+        however many ids are asked for."""
         packs = sorted(self.packs, key=lambda p: -p.count)
         many = len(oids) > 256
         tables = [pack.sorted_oids() if many else None for pack in packs]
-        for i, oid in enumerate(oids):
+        located: list[tuple[int, int, int, int]] = []
+        # In id order, successive lookups in a large pack's table walk nearby entries.
+        for i in sorted(range(len(oids)), key=oids.__getitem__) if many else range(len(oids)):
+            oid = oids[i]
             for n, pack in enumerate(packs):
                 table = tables[n]
                 if table is None:
@@ -276,9 +286,7 @@ class ObjectStore:
                     located.append((n, pack.location(at)[0], at, i))
                     break
             else:
-                out[i] = self.read(oid, kind)[1]
-        # In block order, each block is decompressed once; many blocks are decompressed a few
-        # at a time on every core (zstd releases the GIL), a few held in memory at once.
+                yield i, self.read(oid, kind)[1]
         located.sort()
         blocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for n, block, at, i in located:
@@ -286,21 +294,31 @@ class ObjectStore:
         if len(blocks) < _PARALLEL_BLOCKS:
             for n, _, at, i in located:
                 found_kind, body = packs[n].read_at(at)
-                out[i] = self._checked(oids[i], kind, found_kind, body)
-            return out
-        order = list(blocks)
-        step = 2 * _workers()
+                yield i, self._checked(oids[i], kind, found_kind, body)
+            return
+        # Blocks are decompressed on every core (zstd releases the GIL), a few ahead of the
+        # one whose bodies are being checked, so the cores never wait for this thread.
+        import collections
         import concurrent.futures  # here: status and log never need it
 
+        keys = iter(blocks)
         with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
-            for start in range(0, len(order), step):
-                chunk = order[start : start + step]
-                datas = pool.map(lambda key: packs[key[0]].load_block(key[1]), chunk)
-                for (n, block), data in zip(chunk, datas, strict=True):
-                    for at, i in blocks[(n, block)]:
-                        found_kind, body = packs[n].entry_in(data, at)
-                        out[i] = self._checked(oids[i], kind, found_kind, body)
-        return out
+
+            def load(key: tuple[int, int]) -> bytes:
+                return packs[key[0]].load_block(key[1])
+
+            ahead = collections.deque(
+                (key, pool.submit(load, key)) for key in itertools.islice(keys, 2 * _workers())
+            )
+            while ahead:
+                (n, block), loading = ahead.popleft()
+                data = loading.result()
+                following = next(keys, None)
+                if following is not None:
+                    ahead.append((following, pool.submit(load, following)))
+                for at, i in blocks[(n, block)]:
+                    found_kind, body = packs[n].entry_in(data, at)
+                    yield i, self._checked(oids[i], kind, found_kind, body)
 
     def missing(self, oids: Iterable[bytes]) -> set[bytes]:
         """Which of `oids` the store lacks."""

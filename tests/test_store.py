@@ -271,3 +271,28 @@ def test_a_bulk_read_survives_packs_another_process_removed(tmp_path: Path) -> N
     assert got[5] == body
     assert got[:5] + got[6:] == [b'{"n":%d}' % n for n in range(130)]
     reader.close()
+
+
+def test_a_bulk_read_decompresses_each_block_once_in_any_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    from dsv import pack as pack_module
+
+    monkeypatch.setattr(pack_module, "BLOCK_SIZE", 4096)
+    store = ObjectStore(tmp_path / "objects")
+    bodies = [b'{"n":%d,"pad":"%s"}' % (n, b"x" * 300) for n in range(2000)]
+    with store.writer() as writer:
+        oids = [writer.write(Kind.DATAPOINT, body, check_store=False) for body in bodies]
+    (packed,) = store.packs
+    assert packed.nblocks > 100
+    loads: list[int] = []
+    real = Pack.load_block
+    monkeypatch.setattr(Pack, "load_block", lambda p, b: loads.append(b) or real(p, b))
+    # Scattered, repeated and out of storage order, as a diff asks for them.
+    wanted = [*random.Random(3).sample(range(2000), 1500), 7, 7, 1999]
+    got = dict(store.iter_bulk([oids[i] for i in wanted], Kind.DATAPOINT))
+    assert got == {j: bodies[i] for j, i in enumerate(wanted)}
+    assert sorted(loads) == sorted(set(loads))
+    assert store.read_bulk([oids[i] for i in wanted], Kind.DATAPOINT) == [bodies[i] for i in wanted]
