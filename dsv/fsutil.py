@@ -16,7 +16,7 @@ import blake3
 
 from dsv.errors import BadState, LockedError
 
-__all__ = ["RepoLock", "WriteResult", "atomic_file", "fsync_dir", "write_atomic"]
+__all__ = ["RepoLock", "WriteResult", "atomic_file", "fsync_dir", "publish", "write_atomic"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -29,13 +29,33 @@ def fsync_dir(path: Path) -> None:
 
 
 class WriteResult:
-    """Filled in by `atomic_file` once the file is in place: the BLAKE3 of its bytes, and
-    the clock just before the rename that published them (`index.trusted_stat` takes it:
-    any later write to the file moves its mtime past that moment)."""
+    """What `atomic_file` learnt while putting a file in place: the BLAKE3 of its bytes, the
+    clock just before the rename that published them, and the file's stat just after it
+    (None if it no longer looked like the file written). `worktree.write_file` trusts a
+    later stat of the path only if it equals that one and is old enough for the clock."""
 
-    def __init__(self, digest: bytes = b"", published_ns: int = 0) -> None:
+    def __init__(
+        self, digest: bytes = b"", published_ns: int = 0, stat: os.stat_result | None = None
+    ) -> None:
         self.digest = digest
         self.published_ns = published_ns
+        self.stat = stat
+
+
+def publish(fd: int, tmp: Path, path: Path, result: WriteResult) -> None:
+    """Rename the fsynced temp file open as `fd` over `path`, noting in `result` when, and
+    its stat from `fd` after the rename when size, mtime and inode are still the written
+    file's: the fd follows the inode dsv wrote, whatever the path names by then."""
+    before = os.fstat(fd)
+    result.published_ns = time.time_ns()
+    os.replace(tmp, path)
+    after = os.fstat(fd)
+    same = (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    result.stat = after if same else None
 
 
 def _digest_of(path: Path) -> bytes:
@@ -66,10 +86,11 @@ def atomic_file(
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        if result is not None:
-            result.digest = _digest_of(tmp)
-            result.published_ns = time.time_ns()
-        os.replace(tmp, path)
+            if result is None:
+                os.replace(tmp, path)
+            else:
+                result.digest = _digest_of(tmp)
+                publish(handle.fileno(), tmp, path, result)
         ok = True
     except OSError as exc:
         raise BadState(f"cannot write {path}: {exc.strerror}") from exc

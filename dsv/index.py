@@ -14,6 +14,7 @@ from dsv.fsutil import write_atomic
 __all__ = [
     "Entry",
     "FileStat",
+    "file_stat",
     "hash_file",
     "read_index",
     "stat_file",
@@ -87,6 +88,10 @@ def stat_file(path: Path) -> FileStat | None:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    return file_stat(st)
+
+
+def file_stat(st: os.stat_result) -> FileStat:
     return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 

@@ -17,14 +17,13 @@ import bisect
 import contextlib
 import os
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 
 import blake3
 
 from dsv.errors import BadState, CorruptObject
-from dsv.fsutil import WriteResult, fsync_dir
+from dsv.fsutil import WriteResult, fsync_dir, publish
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import Pack
 from dsv.parallel import can_fork, fork_map
@@ -255,9 +254,8 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> WriteResult | No
                 hashing.join()
             if isinstance(hashed[0], OSError):
                 raise hashed[0]
-            digest = hashed[0]
-        published = time.time_ns()
-        os.replace(tmp, path)
+            written = WriteResult(hashed[0])
+            publish(out.fileno(), tmp, path, written)
         ok = True
     except OSError as exc:
         raise BadState(f"cannot write {path}: {exc.strerror or exc}") from exc
@@ -267,4 +265,4 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> WriteResult | No
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
     fsync_dir(path.parent)
-    return WriteResult(digest, published)
+    return written

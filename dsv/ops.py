@@ -204,9 +204,19 @@ def move(repo: Repository, source: str, destination: str) -> str:
         ):
             raise BadInput(f"{dst}: a move cannot change the file type")
         (repo.root / dst).parent.mkdir(parents=True, exist_ok=True)
+        before = stat_file(repo.root / src)
         os.replace(repo.root / src, repo.root / dst)
+        after = stat_file(repo.root / dst)
         entry = index.pop(src)
-        index[dst] = Entry(dst, entry.dataset, stat_file(repo.root / dst) if entry.stat else None)
+        # The moved file keeps its proof only if it still matched the entry's stat and no
+        # write came between (a rename changes the ctime alone); an edited file stays edited.
+        kept = (
+            entry.stat is not None
+            and before == entry.stat
+            and after is not None
+            and msgspec.structs.replace(after, ctime_ns=before.ctime_ns) == before
+        )
+        index[dst] = Entry(dst, entry.dataset, after if kept else None, entry.file_hash)
         write_index(repo.index_path, index)
     return dst
 

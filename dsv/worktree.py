@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from dsv.errors import BadInput
-from dsv.index import Entry, hash_file, stat_file, trusted_stat
+from dsv.index import Entry, file_stat, hash_file, stat_file, trusted_stat
 from dsv.manifest import Runs, build_dataset, iter_oids
 from dsv.objects import Dataset, Format, Kind, content_id, hash_object
 from dsv.repo import Repository
@@ -163,9 +163,12 @@ def write_file(repo: Repository, name: str, dataset_oid: bytes) -> Entry:
             written = write_jsonl(repo.store, repo.read_oid_list(dataset), full)
         if written is None:
             written = write_dataset(full, dataset.format, iter_datapoints(repo, dataset))
-    # The stat proves these bytes when their last write came a racy margin before the rename
-    # that published them (a large file's fsync is that margin): any write since would have
-    # moved the mtime past the rename. Otherwise the hash of what we wrote lets the next
-    # status prove the file clean by reading it, without parsing it.
-    stat = trusted_stat(stat_file(full), written.published_ns)
-    return Entry(name, dataset_oid, stat, written.digest)
+    # The stat proves these bytes when it is the one the written inode had just after the
+    # rename (another file renamed over it, or any write or utime since, changes it: ctime)
+    # and their last write came a racy margin before the rename (a large file's fsync is
+    # that margin). Otherwise the hash of what we wrote lets the next status prove the file
+    # clean by reading it, without parsing it.
+    stat = stat_file(full)
+    if written.stat is None or stat != file_stat(written.stat):
+        stat = None
+    return Entry(name, dataset_oid, trusted_stat(stat, written.published_ns), written.digest)

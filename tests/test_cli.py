@@ -180,6 +180,62 @@ def test_a_write_after_checkout_publishes_its_file_is_not_hidden_by_the_stat(
     assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
 
 
+def _slow_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fsync takes as long as a large file's: the racy margin passes before a rename."""
+    import time
+
+    real = os.fsync
+
+    def slow(fd: int) -> None:
+        real(fd)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(os, "fsync", slow)
+
+
+def test_an_older_file_renamed_over_a_checkout_is_not_vouched_for(
+    dsv: Dsv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `rsync -t` or `mv` of an older copy would: another inode, an older mtime.
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:2], "v2")
+    path = dsv.root / "qa.jsonl"
+    real_replace = os.replace
+
+    def replace_then_rename_over(src: object, dst: object) -> None:
+        real_replace(src, dst)  # type: ignore[arg-type]
+        if Path(str(dst)) == path:
+            written = os.stat(path)
+            data = path.read_bytes()
+            other = path.with_name("other.jsonl")
+            other.write_bytes(data[:6] + b"9" + data[7:])
+            os.utime(other, ns=(written.st_atime_ns, written.st_mtime_ns - 10**9))
+            real_replace(other, path)
+
+    _slow_fsync(monkeypatch)
+    monkeypatch.setattr(os, "replace", replace_then_rename_over)
+    dsv("checkout", "HEAD~1")
+    monkeypatch.undo()
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
+
+
+def test_a_move_keeps_an_edited_file_edited(dsv: Dsv, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:2], "v2")
+    _slow_fsync(monkeypatch)
+    dsv("checkout", "HEAD~1")  # a checked-out file whose stat the index keeps
+    monkeypatch.undo()
+    time.sleep(0.05)
+    dsv.write("qa.jsonl", QA[:3])
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
+    dsv("mv", "qa.jsonl", "qb.jsonl")
+    dsv("commit", "-a", "-m", "moved and edited")
+    assert dsv("status", "--porcelain").stdout == ""
+    assert dsv("show", "HEAD:qb.jsonl").stdout.count("\n") == 3
+
+
 def test_commit_all_and_history(dsv: Dsv) -> None:
     first = _commit_qa(dsv, QA, "v1")
     dsv.write("qa.jsonl", QA[:3])
