@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import itertools
 import os
@@ -298,7 +299,6 @@ class ObjectStore:
             return
         # Blocks are decompressed on every core (zstd releases the GIL), a few ahead of the
         # one whose bodies are being checked, so the cores never wait for this thread.
-        import collections
         import concurrent.futures  # here: status and log never need it
 
         keys = iter(blocks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,20 @@ def test_a_checked_out_file_published_after_its_margin_is_clean_by_its_stat(
     assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
 
 
+def _after_publishing(
+    monkeypatch: pytest.MonkeyPatch, path: Path, foreign: Callable[[], None]
+) -> None:
+    """Run `foreign`, another program's change, right after dsv renames a file to `path`."""
+    real_replace = os.replace
+
+    def replace_then(src: object, dst: object) -> None:
+        real_replace(src, dst)  # type: ignore[arg-type]
+        if Path(str(dst)) == path:
+            foreign()
+
+    monkeypatch.setattr(os, "replace", replace_then)
+
+
 def test_a_write_after_checkout_publishes_its_file_is_not_hidden_by_the_stat(
     dsv: Dsv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,17 +179,14 @@ def test_a_write_after_checkout_publishes_its_file_is_not_hidden_by_the_stat(
     _commit_qa(dsv, QA, "v1")
     _commit_qa(dsv, QA[:2], "v2")
     path = dsv.root / "qa.jsonl"
-    real_replace = os.replace
 
-    def replace_then_edit(src: object, dst: object) -> None:
-        real_replace(src, dst)  # type: ignore[arg-type]
-        if Path(str(dst)) == path:
-            with open(path, "r+b") as handle:
-                handle.seek(6)
-                handle.write(b"9")
-            time.sleep(0.05)
+    def edit() -> None:
+        with open(path, "r+b") as handle:
+            handle.seek(6)
+            handle.write(b"9")
+        time.sleep(0.05)
 
-    monkeypatch.setattr(os, "replace", replace_then_edit)
+    _after_publishing(monkeypatch, path, edit)
     dsv("checkout", "HEAD~1")
     monkeypatch.undo()
     assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
@@ -200,20 +212,17 @@ def test_an_older_file_renamed_over_a_checkout_is_not_vouched_for(
     _commit_qa(dsv, QA, "v1")
     _commit_qa(dsv, QA[:2], "v2")
     path = dsv.root / "qa.jsonl"
-    real_replace = os.replace
 
-    def replace_then_rename_over(src: object, dst: object) -> None:
-        real_replace(src, dst)  # type: ignore[arg-type]
-        if Path(str(dst)) == path:
-            written = os.stat(path)
-            data = path.read_bytes()
-            other = path.with_name("other.jsonl")
-            other.write_bytes(data[:6] + b"9" + data[7:])
-            os.utime(other, ns=(written.st_atime_ns, written.st_mtime_ns - 10**9))
-            real_replace(other, path)
+    def rename_over() -> None:
+        written = os.stat(path)
+        data = path.read_bytes()
+        other = path.with_name("other.jsonl")
+        other.write_bytes(data[:6] + b"9" + data[7:])
+        os.utime(other, ns=(written.st_atime_ns, written.st_mtime_ns - 10**9))
+        os.rename(other, path)
 
     _slow_fsync(monkeypatch)
-    monkeypatch.setattr(os, "replace", replace_then_rename_over)
+    _after_publishing(monkeypatch, path, rename_over)
     dsv("checkout", "HEAD~1")
     monkeypatch.undo()
     assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
