@@ -11,6 +11,7 @@ import itertools
 import mmap
 import os
 import struct
+import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -265,7 +266,7 @@ class Pack:
         self._views = [self._oids, *columns, self._kind_col, self._blocks]
         self._oid_view = _OidView(self._oids, count)
         self._positions: dict[bytes, int] | None = None
-        self._oid_list: list[bytes] | None = None
+        self._prefix_col: array[int] | None = None
         self._decompressor = zstandard.ZstdDecompressor()
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_size = cache_blocks
@@ -296,11 +297,35 @@ class Pack:
             self._positions = dict(zip(split_oids(self._oids), range(self.count), strict=True))
         return self._positions
 
-    def sorted_oids(self) -> list[bytes]:
-        """Every oid as a list, for C-speed bisect in bulk lookups (built once, kept)."""
-        if self._oid_list is None:
-            self._oid_list = split_oids(self._oids)
-        return self._oid_list
+    def find_sorted(self, oids: list[bytes]) -> list[int]:
+        """Index position of each of `oids` (given in sorted order), or -1.
+
+        Bisects a column of every oid's first 8 bytes as big-endian integers, built at C
+        speed and kept: a list of every oid (what bisecting whole oids needs) costs a
+        million objects in a large pack, where this costs one 8 MB array.
+        """
+        col = self._prefix_col
+        if col is None:
+            col = array("Q")
+            col.frombytes(self._oids.cast("Q")[::4].tobytes())
+            if sys.byteorder == "little":
+                col.byteswap()
+            self._prefix_col = col
+        table, count = self._oids, self.count
+        out: list[int] = []
+        lo = 0
+        for oid in oids:
+            key = int.from_bytes(oid[:8], "big")
+            at = lo = bisect.bisect_left(col, key, lo)
+            # Oids sharing 8 bytes sit together; the whole oid decides.
+            while at < count and col[at] == key:
+                if table[at * OID_SIZE : (at + 1) * OID_SIZE] == oid:
+                    break
+                at += 1
+            else:
+                at = -1
+            out.append(at)
+        return out
 
     def oid_at(self, i: int) -> bytes:
         return bytes(self._oids[i * OID_SIZE : (i + 1) * OID_SIZE])

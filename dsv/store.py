@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
 import itertools
@@ -269,25 +268,26 @@ class ObjectStore:
         stored: each block is decompressed once, and only a few at a time are in memory,
         however many ids are asked for."""
         packs = sorted(self.packs, key=lambda p: -p.count)
-        many = len(oids) > 256
-        tables = [pack.sorted_oids() if many else None for pack in packs]
         located: list[tuple[int, int, int, int]] = []
-        # In id order, successive lookups in a large pack's table walk nearby entries.
-        for i in sorted(range(len(oids)), key=oids.__getitem__) if many else range(len(oids)):
-            oid = oids[i]
-            for n, pack in enumerate(packs):
-                table = tables[n]
-                if table is None:
-                    at = pack.find(oid)
-                else:
-                    at = bisect.bisect_left(table, oid)
-                    if at == len(table) or table[at] != oid:
-                        at = -1
-                if at >= 0:
-                    located.append((n, pack.location(at)[0], at, i))
-                    break
+        # In id order, so that each pack's lookups walk its sorted table forwards.
+        pending = sorted(range(len(oids)), key=oids.__getitem__)
+        for n, pack in enumerate(packs):
+            if not pending:
+                break
+            wanted = [oids[i] for i in pending]
+            if len(wanted) > 256:
+                found = pack.find_sorted(wanted)
             else:
-                yield i, self.read(oid, kind)[1]
+                found = [pack.find(oid) for oid in wanted]
+            rest = []
+            for i, at in zip(pending, found, strict=True):
+                if at < 0:
+                    rest.append(i)
+                else:
+                    located.append((n, pack.location(at)[0], at, i))
+            pending = rest
+        for i in pending:
+            yield i, self.read(oids[i], kind)[1]
         located.sort()
         blocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for n, block, at, i in located:

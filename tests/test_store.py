@@ -296,3 +296,19 @@ def test_a_bulk_read_decompresses_each_block_once_in_any_order(
     assert got == {j: bodies[i] for j, i in enumerate(wanted)}
     assert sorted(loads) == sorted(set(loads))
     assert store.read_bulk([oids[i] for i in wanted], Kind.DATAPOINT) == [bodies[i] for i in wanted]
+
+
+def test_bulk_lookups_tell_apart_oids_that_share_their_first_bytes(tmp_path: Path) -> None:
+    # Bulk lookups bisect the oids' first 8 bytes; the whole oid must still decide.
+    directory = tmp_path / "pack"
+    directory.mkdir()
+    oids = sorted({bytes([a]) * 8 + bytes([b]) * 24 for a in (0, 7, 255) for b in range(0, 250, 2)})
+    writer = PackWriter(directory)
+    for oid in oids:
+        writer.add(Kind.DATAPOINT, oid, oid)
+    pack = Pack(directory, writer.finish())
+    absent = [bytes([a]) * 8 + bytes([b]) * 24 for a in (0, 7, 9, 255) for b in (1, 3, 251)]
+    asked = sorted([*oids[::3], *absent, oids[5], oids[-1]])
+    assert pack.find_sorted(asked) == [pack.find(oid) for oid in asked]
+    assert [pack.oid_at(at) for at in pack.find_sorted(oids)] == oids
+    assert set(pack.find_sorted(sorted(absent))) == {-1}
