@@ -205,6 +205,22 @@ def _sweep(
     new_rest: list[tuple[int, int]],
 ) -> None:
     """Pair the k-th old reader of each stretch of one page with its k-th new reader."""
+    if len(olds) == 1 and _sweep_one(olds[0], news, pieces, old_rest, new_rest):
+        return
+    _sweep_stretches(olds, news, pieces, old_rest, new_rest)
+
+
+def _sweep_stretches(
+    olds: list[tuple[int, int, int]],
+    news: list[tuple[int, int, int]],
+    pieces: list[_Piece],
+    old_rest: list[tuple[int, int]],
+    new_rest: list[tuple[int, int]],
+) -> None:
+    """`_sweep` for any page: stretch by stretch between the readers' ends."""
+    # An empty reader would stay active over the stretch after its point.
+    olds = [r for r in olds if r[0] < r[1]]
+    news = [r for r in news if r[0] < r[1]]
     points = sorted(
         {x for s, e, _ in olds for x in (s, e)} | {x for s, e, _ in news for x in (s, e)}
     )
@@ -228,6 +244,38 @@ def _sweep(
             _add_piece(pieces, o[2] + x - o[0], n[2] + x - n[0], length)
         old_rest.extend((o[2] + x - o[0], length) for o in act_o[len(act_n) :])
         new_rest.extend((n[2] + x - n[0], length) for n in act_n[len(act_o) :])
+
+
+def _sweep_one(
+    old: tuple[int, int, int],
+    news: list[tuple[int, int, int]],
+    pieces: list[_Piece],
+    old_rest: list[tuple[int, int]],
+    new_rest: list[tuple[int, int]],
+) -> bool:
+    """`_sweep` for a page the old side reads once and the new side reads without overlap
+    (the usual case: a version of its parent with edits), in one step per new reader;
+    False, with nothing added, for other pages."""
+    ordered = sorted(news)
+    if any(a[1] > b[0] for a, b in itertools.pairwise(ordered)):
+        return False
+    start, stop, pos = old
+    covered = start
+    for n_start, n_stop, n_pos in ordered:
+        lo, hi = max(start, n_start), min(stop, n_stop)
+        if lo < hi:
+            if lo > covered:
+                old_rest.append((pos + covered - start, lo - covered))
+            _add_piece(pieces, pos + lo - start, n_pos + lo - n_start, hi - lo)
+            covered = hi
+        if n_start < start:
+            new_rest.append((n_pos, min(n_stop, start) - n_start))
+        if n_stop > stop:
+            outside = max(n_start, stop)
+            new_rest.append((n_pos + outside - n_start, n_stop - outside))
+    if covered < stop:
+        old_rest.append((pos + covered - start, stop - covered))
+    return True
 
 
 def _expand(ranges: Iterable[tuple[int, int]]) -> list[int]:

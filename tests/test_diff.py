@@ -550,6 +550,35 @@ def test_page_alignment_agrees_with_an_id_level_diff(repo: dsv.Repository) -> No
         assert d.reordered == (not increasing)
 
 
+def test_a_page_read_once_on_the_old_side_aligns_as_the_general_sweep_does() -> None:
+    def pairs(pieces: list[tuple[int, int, int]]) -> set[tuple[int, int]]:
+        return {(o + k, n + k) for o, n, length in pieces for k in range(length)}
+
+    def rest(ranges: list[tuple[int, int]]) -> list[int]:
+        return sorted(p + k for p, n in ranges for k in range(n))
+
+    rng = random.Random(5)
+    for _ in range(500):
+        start = rng.randrange(0, 40)
+        old = (start, start + rng.randrange(0, 60), rng.randrange(0, 100))
+        cuts = sorted(rng.sample(range(0, 120), rng.randrange(0, 12)))
+        runs = [(a, b) for a, b in itertools.pairwise(cuts) if rng.random() < 0.7]
+        position = 0
+        news = []
+        for a, b in rng.sample(runs, len(runs)):  # a new order, so positions differ
+            news.append((a, b, position))
+            position += b - a + rng.randrange(0, 3)
+        fast: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        assert diff_module._sweep_one(old, news, *fast)
+        general: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        diff_module._sweep_stretches([old], news, *general)
+        assert pairs(fast[0]) == pairs(general[0])
+        assert rest(fast[1]) == rest(general[1])
+        assert rest(fast[2]) == rest(general[2])
+    # New readers that overlap each other are the general sweep's.
+    assert not diff_module._sweep_one((0, 10, 0), [(0, 5, 0), (3, 8, 5)], [], [], [])
+
+
 # -- output contracts ------------------------------------------------------------------------
 
 
