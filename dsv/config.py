@@ -10,9 +10,18 @@ import msgspec
 from dsv.errors import BadState
 from dsv.fsutil import write_atomic
 
-__all__ = ["FORMAT_VERSION", "Config", "Remote", "read_config", "user_identity", "write_config"]
+__all__ = [
+    "FORMAT_VERSION",
+    "READABLE_FORMATS",
+    "Config",
+    "Remote",
+    "read_config",
+    "user_identity",
+    "write_config",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this dsv writes (docs/format.md §6)
+READABLE_FORMATS = (1, 2)
 
 
 class Remote(msgspec.Struct, frozen=True):
@@ -38,10 +47,10 @@ def read_config(path: Path) -> Config:
         version = raw.get("format") if isinstance(raw, dict) else None
     except msgspec.DecodeError as exc:
         raise BadState(f"{path}: malformed JSON ({exc})") from exc
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise BadState(
-            f"repository format {version!r} is not supported (this dsv reads format "
-            f"{FORMAT_VERSION})",
+            f"repository format {version!r} is not supported (this dsv reads formats "
+            f"{' and '.join(map(str, READABLE_FORMATS))})",
             hint="use a dsv release that supports it",
         )
     try:

@@ -29,15 +29,29 @@ __all__ = ["BLOCK_SIZE", "PACK_MAGIC", "Pack", "PackWriter", "PreparedPack", "sc
 
 PACK_MAGIC = b"DSVPACK\n"
 IDX_MAGIC = b"DSVIDX\n\x00"
-PACK_VERSION = 1
+PACK_VERSION = 2  # written; version 1 (one frame a block, no dictionaries) is still read
 BLOCK_SIZE = 1 << 20
+# With a dictionary, a block is cut into frames of about this many raw bytes: a reader of a
+# few scattered objects (a diff) decompresses their frames, not their 1 MiB blocks.
+FRAME_SIZE = 8192
+# A writer that fills this many blocks trains a dictionary on the datapoints of the first
+# (if it has enough of them): in a smaller pack the dictionary would cost more than it saves.
+DICTIONARY_SIZE = 64 << 10
+_TRAIN_AFTER = 8
+_TRAIN_SAMPLES = 64
+DICTIONARY_BLOCK = 0xFFFFFFFF  # a block's dictionary field: this block is a dictionary
 _HEADER = struct.Struct("<8sII")  # magic, version, reserved
-_BLOCK = struct.Struct("<II")  # compressed length, raw length
+_BLOCK_V1 = struct.Struct("<II")  # compressed length, raw length
+_BLOCK = struct.Struct("<IIII")  # compressed length, raw length, dictionary, frames
+_FRAME = struct.Struct("<II")  # a frame's compressed length, raw length
 _COUNT = struct.Struct("<I")
-_IDX_HEADER = struct.Struct("<8sIII")  # magic, version, count, blocks
-_IDX_BLOCK = struct.Struct("<QII")  # offset in pack, compressed length, raw length
+_IDX_HEADER_V1 = struct.Struct("<8sIII")  # magic, version, count, blocks
+_IDX_HEADER = struct.Struct("<8sIIII")  # magic, version, count, blocks, frames
+_IDX_BLOCK_V1 = struct.Struct("<QII")  # offset in pack, compressed length, raw length
+_IDX_BLOCK = struct.Struct("<QIIII")  # ... and dictionary, first frame
 _LEVEL = int(os.environ.get("DSV_ZSTD_LEVEL", "3"))
 _U32 = "I"
+_Where = tuple[int, int, int]  # request, block, raw offset of a frame
 assert array(_U32).itemsize == 4
 
 
@@ -48,10 +62,15 @@ class PackWriter:
         self.directory = directory
         self._tmp = directory / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.pack"
         self._file: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 - closed in prepare/abort
+        self._level = level
         self._compressor = zstandard.ZstdCompressor(level=level)
         self._hasher = blake3.blake3()
         self._offset = 0
-        self._blocks: list[bytes] = []
+        self._blocks: list[bytes] = []  # index entries
+        self._frames = array(_U32)  # index frame table: compressed end, raw end, ...
+        self._dictionary = 0  # the blocks' dictionary field: 1 + its block number, or 0
+        self._trained = False  # whether a dictionary was decided on (trained or not)
+        self._held: list[tuple[bytearray, list[bytes | memoryview]]] = []
         # The current block, columnar.
         self._kinds = bytearray()
         self._bodies: list[bytes | memoryview] = []
@@ -100,39 +119,101 @@ class PackWriter:
             start = stop
 
     def add_pack(self, pack: Pack) -> None:
-        """Append every object of `pack` by copying its compressed blocks as they are."""
+        """Append every object of `pack` by copying its blocks (and dictionaries) as they are."""
         self._flush_block()
         base = len(self._blocks)
         for block in range(pack.nblocks):
-            length, frame = pack.read_frame(block)
-            self._blocks.append(_IDX_BLOCK.pack(self._offset, len(frame), length))
-            self._put(_BLOCK.pack(len(frame), length))
-            self._put(frame)
+            rlen, dictionary, frames, data = pack.read_block_data(block)
+            if dictionary not in (0, DICTIONARY_BLOCK):
+                dictionary += base
+            self._write_block(data, rlen, dictionary, frames)
         self._oids += split_oids(pack._oids)
         self._block_of.extend([block + base for block in pack._block_col])
         self._offset_of.extend(pack._offset_col)
         self._length_of.extend(pack._length_col)
         self._kind_of += pack._kind_col
 
-    def _flush_block(self) -> None:
-        n = len(self._bodies)
-        if not n:
+    def _write_block(
+        self, data: bytes, rlen: int, dictionary: int, frames: list[tuple[int, int]]
+    ) -> None:
+        """Append one block: its compressed `data` and the (compressed, raw) size of each frame."""
+        self._blocks.append(
+            _IDX_BLOCK.pack(self._offset, len(data), rlen, dictionary, len(self._frames) // 2)
+        )
+        self._put(_BLOCK.pack(len(data), rlen, dictionary, len(frames)))
+        self._put(b"".join(_FRAME.pack(c, r) for c, r in frames))
+        self._put(data)
+        ends = [0, 0]
+        for c, r in frames:
+            ends[0] += c
+            ends[1] += r
+            self._frames.extend(ends)
+
+    def _train(self, kinds: bytearray, bodies: list[bytes | memoryview]) -> None:
+        """A dictionary from the datapoints of one full block, if they are enough."""
+        samples: list[bytes | bytearray | memoryview] = [
+            body for kind, body in zip(kinds, bodies, strict=True) if kind == Kind.DATAPOINT
+        ]
+        if len(samples) < _TRAIN_SAMPLES:
             return
-        lengths = array(_U32, map(len, self._bodies))
-        head = _COUNT.pack(n) + bytes(self._kinds) + lengths.tobytes()
-        offsets = itertools.accumulate(lengths, initial=len(head))
-        self._offset_of.extend(itertools.islice(offsets, n))
+        try:
+            # Fixed parameters: a search for the best ones takes 4x as long for no gain here.
+            trained = zstandard.train_dictionary(
+                DICTIONARY_SIZE, samples, k=200, d=8, level=self._level
+            )
+        except zstandard.ZstdError:
+            return  # too few or too alike to learn from: frames without a dictionary
+        data = trained.as_bytes()
+        self._write_block(data, len(data), DICTIONARY_BLOCK, [])
+        self._dictionary = len(self._blocks)
+        trained.precompute_compress(level=self._level)
+        self._compressor = zstandard.ZstdCompressor(
+            level=self._level, dict_data=trained, write_dict_id=False, write_content_size=False
+        )
+
+    def _flush_block(self) -> None:
+        if self._bodies:
+            block = (self._kinds, self._bodies)
+            full = self._size >= BLOCK_SIZE
+            self._kinds, self._bodies, self._size = bytearray(), [], 0
+            if not self._trained and full:
+                # Full blocks wait until the pack is surely large enough for a dictionary
+                # to pay for its own bytes.
+                self._held.append(block)
+                if len(self._held) < _TRAIN_AFTER:
+                    return
+                self._train(*self._held[0])
+            else:
+                self._held.append(block)
+        self._trained = True
+        for kinds, bodies in self._held:
+            self._write_data(kinds, bodies)
+        self._held = []
+
+    def _write_data(self, kinds: bytearray, bodies: list[bytes | memoryview]) -> None:
+        n = len(bodies)
+        lengths = array(_U32, map(len, bodies))
+        head = _COUNT.pack(n) + bytes(kinds) + lengths.tobytes()
+        offsets = array(_U32, itertools.accumulate(lengths, initial=len(head)))
+        self._offset_of.extend(offsets[:n])
         self._length_of.extend(lengths)
         self._block_of.extend(itertools.repeat(len(self._blocks), n))
-        self._kind_of += self._kinds
-        raw = head + b"".join(self._bodies)
-        frame = self._compressor.compress(raw)
-        self._blocks.append(_IDX_BLOCK.pack(self._offset, len(frame), len(raw)))
-        self._put(_BLOCK.pack(len(frame), len(raw)))
-        self._put(frame)
-        self._kinds = bytearray()
-        self._bodies = []
-        self._size = 0
+        self._kind_of += kinds
+        raw = head + b"".join(bodies)
+        # Small frames pay only with a dictionary; without one a block is one frame.
+        cuts = [0]
+        if self._dictionary:
+            while cuts[-1] + FRAME_SIZE < len(raw):
+                at = bisect.bisect_left(offsets, cuts[-1] + FRAME_SIZE)
+                if at >= n:
+                    break
+                cuts.append(offsets[at])
+        cuts.append(len(raw))
+        view = memoryview(raw)
+        spans = list(itertools.pairwise(cuts))
+        compressed = [self._compressor.compress(view[a:b]) for a, b in spans]
+        frames = [(len(c), b - a) for c, (a, b) in zip(compressed, spans, strict=True)]
+        self._write_block(b"".join(compressed), len(raw), self._dictionary, frames)
 
     def prepare(self) -> PreparedPack | None:
         """Write trailer and index under temporary names and fsync both (None if empty)."""
@@ -166,7 +247,9 @@ class PackWriter:
 
         body = b"".join(
             [
-                _IDX_HEADER.pack(IDX_MAGIC, PACK_VERSION, len(oids), len(self._blocks)),
+                _IDX_HEADER.pack(
+                    IDX_MAGIC, PACK_VERSION, len(oids), len(self._blocks), len(self._frames) // 2
+                ),
                 struct.pack("<256I", *fanout),
                 b"".join([oids[i] for i in order]),
                 column(self._block_of),
@@ -174,6 +257,7 @@ class PackWriter:
                 column(self._length_of),
                 bytes([self._kind_of[i] for i in order]),
                 b"".join(self._blocks),
+                self._frames.tobytes(),
                 checksum,
             ]
         )
@@ -240,17 +324,25 @@ class Pack:
         except (OSError, ValueError) as exc:
             raise CorruptObject(f"cannot open pack {name}: {exc}") from exc
         view = memoryview(self._idx)
-        if len(view) < _IDX_HEADER.size + 1024 + 64:
+        if len(view) < _IDX_HEADER_V1.size + 1024 + 64:
             raise CorruptObject(f"pack index {name}.idx is truncated")
-        magic, version, count, nblocks = _IDX_HEADER.unpack_from(view, 0)
-        if magic != IDX_MAGIC or version != PACK_VERSION:
+        magic, version, count, nblocks = _IDX_HEADER_V1.unpack_from(view, 0)
+        if magic != IDX_MAGIC or version not in (1, PACK_VERSION):
             raise CorruptObject(f"pack index {name}.idx has an unknown format")
-        expected = _IDX_HEADER.size + 1024 + count * (OID_SIZE + 13) + nblocks * 16 + 64
+        self.version = version
+        if version == 1:
+            header, entry, nframes = _IDX_HEADER_V1.size, _IDX_BLOCK_V1.size, nblocks
+        else:
+            header, entry = _IDX_HEADER.size, _IDX_BLOCK.size
+            nframes = _IDX_HEADER.unpack_from(view, 0)[4]
+        expected = header + 1024 + count * (OID_SIZE + 13) + nblocks * entry + nframes * 8 + 64
+        if version == 1:
+            expected -= nframes * 8
         if len(view) != expected:
             raise CorruptObject(f"pack index {name}.idx has the wrong size")
         self.count = count
         self.nblocks = nblocks
-        pos = _IDX_HEADER.size
+        pos = header
         self._fanout = struct.unpack_from("<256I", view, pos)
         pos += 1024
         self._oids = view[pos : pos + count * OID_SIZE]
@@ -262,16 +354,35 @@ class Pack:
         self._block_col, self._offset_col, self._length_col = columns
         self._kind_col = view[pos : pos + count]
         pos += count
-        self._blocks = view[pos : pos + nblocks * _IDX_BLOCK.size]
-        self._views = [self._oids, *columns, self._kind_col, self._blocks]
+        # Per block: offset, compressed length, raw length, dictionary, first frame; a
+        # version-1 block is one frame without a dictionary.
+        table = view[pos : pos + nblocks * entry]
+        pos += nblocks * entry
+        if version == 1:
+            self._block_table = [(o, c, r, 0, b) for b, (o, c, r) in
+                                 enumerate(_IDX_BLOCK_V1.iter_unpack(table))]  # fmt: skip
+            ends = array(_U32, itertools.chain.from_iterable((c, r) for _, c, r, _, _ in
+                                                             self._block_table))  # fmt: skip
+            self._frame_ends: memoryview = memoryview(ends.tobytes()).cast("I")
+        else:
+            self._block_table = list(_IDX_BLOCK.iter_unpack(table))
+            self._frame_ends = view[pos : pos + nframes * 8].cast("I")
+        table.release()
+        self._nframes = nframes
+        self._views = [self._oids, *columns, self._kind_col, self._frame_ends]
         self._oid_view = _OidView(self._oids, count)
         self._positions: dict[bytes, int] | None = None
         self._prefix_col: array[int] | None = None
-        self._decompressor = zstandard.ZstdDecompressor()
+        self._dictionaries: dict[int, zstandard.ZstdCompressionDict] = {}
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_size = cache_blocks
         self._last_block = -1
         self._last_data = b""
+
+    @property
+    def dictionaries(self) -> int:
+        """How many compression dictionaries the pack holds."""
+        return sum(entry[3] == DICTIONARY_BLOCK for entry in self._block_table)
 
     def close(self) -> None:
         for view in self._views:
@@ -357,7 +468,7 @@ class Pack:
         if cached is not None:
             self._cache.move_to_end(block)
             return cached
-        data = self._load_block(block, self._decompressor)
+        data = self._load_block(block)
         self._cache[block] = data
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -374,32 +485,135 @@ class Pack:
         offset = self._offset_col[i]
         return data[offset : offset + self._length_col[i]]
 
-    def _load_block(
-        self, block: int, decompressor: zstandard.ZstdDecompressor | None = None
-    ) -> bytes:
-        rlen, frame = self.read_frame(block)
-        decompressor = decompressor or zstandard.ZstdDecompressor()
-        try:
-            data = decompressor.decompress(frame, max_output_size=rlen)
-        except zstandard.ZstdError as exc:
-            raise CorruptObject(f"pack {self.name}: block {block} is corrupt ({exc})") from exc
-        if len(data) != rlen:
-            raise CorruptObject(f"pack {self.name}: block {block} has the wrong size")
-        return data
-
-    def read_frame(self, block: int) -> tuple[int, bytes]:
-        """Block `block` as stored: its raw length and its compressed frame."""
+    def _block_info(self, block: int) -> tuple[int, int, int, int, int]:
+        """(offset, compressed length, raw length, dictionary, first frame) of `block`."""
         if not 0 <= block < self.nblocks:
             raise CorruptObject(f"pack {self.name}: index names a block that does not exist")
-        offset, clen, rlen = _IDX_BLOCK.unpack_from(self._blocks, block * _IDX_BLOCK.size)
-        frame = os.pread(self._pack_file.fileno(), clen, offset + _BLOCK.size)
-        if len(frame) != clen:
+        return self._block_table[block]
+
+    def _frame_range(self, block: int) -> tuple[int, int]:
+        first = self._block_table[block][4]
+        stop = self._block_table[block + 1][4] if block + 1 < self.nblocks else self._nframes
+        if not first <= stop <= self._nframes:
+            raise CorruptObject(f"pack {self.name}: block {block} has a bad frame table")
+        return first, stop
+
+    def _read_stored(self, block: int) -> tuple[bytes, int, int, int, int]:
+        """Block `block`'s data as stored, raw length, dictionary, first frame and the frame
+        after its last."""
+        offset, clen, rlen, dictionary, first = self._block_info(block)
+        stop = self._frame_range(block)[1]
+        head = _BLOCK_V1.size if self.version == 1 else _BLOCK.size + _FRAME.size * (stop - first)
+        data = os.pread(self._pack_file.fileno(), clen, offset + head)
+        if len(data) != clen:
             raise CorruptObject(f"pack {self.name} is truncated")
-        return rlen, frame
+        return data, rlen, dictionary, first, stop
+
+    def read_block_data(self, block: int) -> tuple[int, int, list[tuple[int, int]], bytes]:
+        """Block `block` as stored: raw length, dictionary, (compressed, raw) size of each
+        frame, and its data."""
+        data, rlen, dictionary, first, stop = self._read_stored(block)
+        ends = self._frame_ends
+        frames = []
+        previous = (0, 0)
+        for f in range(first, stop):
+            end = (ends[2 * f], ends[2 * f + 1])
+            frames.append((end[0] - previous[0], end[1] - previous[1]))
+            previous = end
+        return rlen, dictionary, frames, data
+
+    def _dictionary_of(self, block: int, dictionary: int) -> zstandard.ZstdCompressionDict | None:
+        """The dictionary `block`'s frames were compressed with (None for none)."""
+        if not dictionary:
+            return None
+        found = self._dictionaries.get(dictionary)
+        if found is None:
+            number = dictionary - 1
+            if not 0 <= number < block or self._block_table[number][3] != DICTIONARY_BLOCK:
+                raise CorruptObject(f"pack {self.name}: block {block} names no dictionary")
+            data = self.read_block_data(number)[3]
+            try:
+                found = zstandard.ZstdCompressionDict(data)
+                zstandard.ZstdDecompressor(dict_data=found)  # digests it: fails if damaged
+            except zstandard.ZstdError as exc:
+                raise CorruptObject(f"pack {self.name}: block {number} is corrupt ({exc})") from exc
+            self._dictionaries[dictionary] = found
+        return found
+
+    def _block_data(self, block: int) -> tuple[bytes, int, int, int, int]:
+        """`_read_stored` of a data block, its frame table checked against its sizes."""
+        data, rlen, dictionary, first, stop = self._read_stored(block)
+        if dictionary == DICTIONARY_BLOCK:
+            raise CorruptObject(f"pack {self.name}: index places objects in a dictionary")
+        ends = self._frame_ends
+        if stop == first or (ends[2 * stop - 2], ends[2 * stop - 1]) != (len(data), rlen):
+            raise CorruptObject(f"pack {self.name}: block {block} has a bad frame table")
+        return data, rlen, dictionary, first, stop
+
+    def _load_block(self, block: int) -> bytes:
+        data, rlen, dictionary, _, _ = self._block_data(block)
+        decompressor = zstandard.ZstdDecompressor(dict_data=self._dictionary_of(block, dictionary))
+        try:
+            # Every frame in one call; reading one byte past the raw length bounds the output
+            # whatever the frames claim.
+            raw = decompressor.stream_reader(data, read_across_frames=True).read(rlen + 1)
+        except zstandard.ZstdError as exc:
+            raise CorruptObject(f"pack {self.name}: block {block} is corrupt ({exc})") from exc
+        if len(raw) != rlen:
+            raise CorruptObject(f"pack {self.name}: block {block} has the wrong size")
+        return raw
+
+    def load_frames(
+        self, requests: list[tuple[int, list[int]]], *, threads: int = 0
+    ) -> list[list[tuple[int, memoryview]]]:
+        """For each (block, frames numbered across the pack) asked, the (raw offset in the
+        block, raw bytes) of each frame, decompressed and checked: on `threads` threads (0:
+        this one) in one call per dictionary, so the GIL is released once, not per frame."""
+        ends = self._frame_ends
+        groups: dict[int, tuple[list[bytes | bytearray | memoryview], list[int], list[_Where]]] = {}
+        for n, (block, frames) in enumerate(requests):
+            data, _, dictionary, first, stop = self._block_data(block)
+            self._dictionary_of(block, dictionary)
+            view = memoryview(data)
+            pieces, sizes, where = groups.setdefault(dictionary, ([], [], []))
+            for f in frames:
+                c0, r0 = (ends[2 * f - 2], ends[2 * f - 1]) if f > first else (0, 0)
+                c1, r1 = ends[2 * f], ends[2 * f + 1]
+                if not (first <= f < stop and c0 <= c1 and r0 <= r1):
+                    raise CorruptObject(f"pack {self.name}: block {block} has a bad frame table")
+                pieces.append(view[c0:c1])
+                sizes.append(r1 - r0)
+                where.append((n, block, r0))
+        out: list[list[tuple[int, memoryview]]] = [[] for _ in requests]
+        for dictionary, (pieces, sizes, where) in groups.items():
+            decompressor = zstandard.ZstdDecompressor(dict_data=self._dictionaries.get(dictionary))
+            try:
+                found = _decompress_all(decompressor, pieces, sizes, threads)
+            except zstandard.ZstdError as exc:
+                blocks = sorted({b for _, b, _ in where})
+                raise CorruptObject(
+                    f"pack {self.name}: a frame of blocks {blocks[0]}-{blocks[-1]} is corrupt"
+                    f" ({exc})"
+                ) from exc
+            for k, (n, block, r0) in enumerate(where):
+                raw = memoryview(found[k])  # type: ignore[arg-type]  # a buffer either way
+                if len(raw) != sizes[k]:
+                    raise CorruptObject(f"pack {self.name}: block {block} has the wrong size")
+                out[n].append((r0, raw))
+        return out
+
+    def frame_of(self, i: int) -> int:
+        """The frame (numbered across the pack) holding entry `i`'s body."""
+        block = self._block_col[i]
+        first, stop = self._frame_range(block)
+        # Raw ends sit at odd places of the table; an entry starting at a frame's end
+        # belongs to the next frame (an empty entry at the very end, to the last).
+        at = bisect.bisect_right(self._frame_ends[1::2], self._offset_col[i], first, stop)
+        return min(at, stop - 1)
 
     def block_bodies(self, block: int) -> tuple[list[int], list[bytes]]:
         """Block `block`'s entries in pack order: their offsets in the block, their bodies."""
-        raw = self._load_block(block, self._decompressor)
+        raw = self._load_block(block)
         try:
             (count,) = _COUNT.unpack_from(raw, 0)
             lengths = memoryview(raw)[4 : 4 + 5 * count][count:].cast("I")
@@ -412,13 +626,12 @@ class Pack:
         starts.pop()
         return starts, bodies
 
-    def load_block(self, block: int) -> bytes:
-        """Block `block` decompressed, bypassing the cache; safe to call from several threads."""
-        return self._load_block(block)
-
-    def entry_in(self, data: bytes, i: int) -> tuple[Kind, bytes]:
-        """Kind and body of entry `i` from its block's data (from `load_block`)."""
-        offset = self._offset_col[i]
+    def entry_in(
+        self, data: bytes | memoryview, i: int, start: int = 0
+    ) -> tuple[Kind, bytes | memoryview]:
+        """Kind and body of entry `i` from raw bytes of its block beginning at `start` (a
+        frame from `load_frames`)."""
+        offset = self._offset_col[i] - start
         return Kind(self._kind_col[i]), data[offset : offset + self._length_col[i]]
 
     def read_at(self, i: int) -> tuple[Kind, bytes]:
@@ -426,6 +639,47 @@ class Pack:
         data = self.read_block(self._block_col[i])
         offset = self._offset_col[i]
         return Kind(self._kind_col[i]), data[offset : offset + self._length_col[i]]
+
+
+def _decompress_all(
+    decompressor: zstandard.ZstdDecompressor,
+    pieces: list[bytes | bytearray | memoryview],
+    sizes: list[int],
+    threads: int,
+) -> list[bytes] | zstandard.BufferWithSegmentsCollection:
+    """Each frame of `pieces` decompressed to its size in `sizes`."""
+    try:
+        return decompressor.multi_decompress_to_buffer(
+            pieces, decompressed_sizes=struct.pack(f"={len(sizes)}Q", *sizes), threads=threads
+        )
+    except NotImplementedError:  # zstandard's cffi backend (PyPy) has no such call
+        return [
+            decompressor.decompress(p, max_output_size=n)
+            for p, n in zip(pieces, sizes, strict=True)
+        ]
+
+
+def _inflate(
+    decompressor: zstandard.ZstdDecompressor,
+    data: bytes,
+    rlen: int,
+    sizes: list[tuple[int, int]],
+    wanted: list[int] | None,
+) -> list[tuple[int, bytes]]:
+    """(raw offset, raw bytes) of frames `wanted` (all for None) of a block's `data`."""
+    starts = list(
+        itertools.accumulate(sizes, lambda a, s: (a[0] + s[0], a[1] + s[1]), initial=(0, 0))
+    )
+    if starts[-1] != (len(data), rlen):
+        raise ValueError("its frames do not add up to its size")
+    out = []
+    for f in range(len(sizes)) if wanted is None else wanted:
+        (c0, r0), (c1, r1) = starts[f], starts[f + 1]
+        raw = decompressor.decompress(data[c0:c1], max_output_size=r1 - r0)
+        if len(raw) != r1 - r0:
+            raise ValueError("a frame has the wrong size")
+        out.append((r0, raw))
+    return out
 
 
 def _block_entries(raw: bytes) -> Iterator[tuple[int, bytes]]:
@@ -442,27 +696,45 @@ def _block_entries(raw: bytes) -> Iterator[tuple[int, bytes]]:
 
 def scan_pack(path: Path) -> Iterator[tuple[Kind, bytes]]:
     """Every (kind, body) of a pack file in order, checking framing and the trailer checksum."""
-    decompressor = zstandard.ZstdDecompressor()
     with open(path, "rb") as handle:
         data = handle.read()
     if len(data) < _HEADER.size + OID_SIZE:
         raise CorruptObject(f"{path.name}: truncated pack")
     magic, version, _ = _HEADER.unpack_from(data, 0)
-    if magic != PACK_MAGIC or version != PACK_VERSION:
-        raise CorruptObject(f"{path.name}: not a dsv pack of version {PACK_VERSION}")
+    if magic != PACK_MAGIC or version not in (1, PACK_VERSION):
+        raise CorruptObject(f"{path.name}: not a dsv pack of version 1 or {PACK_VERSION}")
     end = len(data) - OID_SIZE
     if blake3.blake3(memoryview(data)[:end]).digest() != data[end:]:
         raise CorruptObject(f"{path.name}: pack checksum mismatch")
     pos = _HEADER.size
+    dictionaries: dict[int, zstandard.ZstdCompressionDict] = {}
+    block = 0
     while pos < end:
-        clen, rlen = _BLOCK.unpack_from(data, pos)
-        pos += _BLOCK.size
         try:
-            raw = decompressor.decompress(data[pos : pos + clen], max_output_size=rlen)
+            if version == 1:
+                clen, rlen = _BLOCK_V1.unpack_from(data, pos)
+                pos += _BLOCK_V1.size
+                dictionary, sizes = 0, [(clen, rlen)]
+            else:
+                clen, rlen, dictionary, nframes = _BLOCK.unpack_from(data, pos)
+                pos += _BLOCK.size
+                sizes = list(_FRAME.iter_unpack(data[pos : pos + _FRAME.size * nframes]))
+                pos += _FRAME.size * nframes
+            frames = data[pos : pos + clen]
+            pos += clen
+            if pos > end:
+                raise ValueError("it runs past the trailer")
+            block += 1
+            if dictionary == DICTIONARY_BLOCK:
+                dictionaries[block] = zstandard.ZstdCompressionDict(frames)
+                continue
+            if dictionary and dictionary not in dictionaries:
+                raise ValueError("it names no dictionary before it")
+            decompressor = zstandard.ZstdDecompressor(dict_data=dictionaries.get(dictionary))
+            raw = b"".join(part for _, part in _inflate(decompressor, frames, rlen, sizes, None))
             entries = list(_block_entries(raw))
         except (zstandard.ZstdError, ValueError, struct.error) as exc:
             raise CorruptObject(f"{path.name}: corrupt block ({exc})") from exc
-        pos += clen
         for kind, body in entries:
             try:
                 yield Kind(kind), body

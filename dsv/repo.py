@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsv.config import Config, read_config, user_identity, write_config
+import msgspec
+
+from dsv.config import FORMAT_VERSION, Config, read_config, user_identity, write_config
 from dsv.errors import BadInput, BadState, NotARepository
 from dsv.fsutil import RepoLock
 from dsv.manifest import read_oid_list
@@ -65,7 +67,9 @@ class Repository:
         self.config = read_config(self.dsv_dir / "config")
         self.store = ObjectStore(self.dsv_dir / "objects")
         self.refs = Refs(self.dsv_dir)
-        self._lock = RepoLock(self.dsv_dir / "lock", timeout=_lock_timeout())
+        self._lock = RepoLock(
+            self.dsv_dir / "lock", timeout=_lock_timeout(), on_acquire=self._upgrade_format
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -110,6 +114,13 @@ class Repository:
     def lock(self) -> RepoLock:
         """The writer lock; every change to refs, the index or objects happens under it."""
         return self._lock
+
+    def _upgrade_format(self) -> None:
+        """Under the lock: a repository of an older format this dsv reads is marked as this
+        one's before anything is written, as its packs may then be of the newer kind."""
+        config = read_config(self.dsv_dir / "config")
+        if config.format < FORMAT_VERSION:
+            self.save_config(msgspec.structs.replace(config, format=FORMAT_VERSION))
 
     def save_config(self, config: Config) -> None:
         write_config(self.dsv_dir / "config", config)

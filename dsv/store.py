@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
+import operator
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,8 +29,10 @@ _RELISTS = 20
 LOOSE_BYTES = 1 << 20
 
 
-# Below this many blocks, one thread: a pool costs more than it saves.
+# Below this many blocks, bodies are read one by one through the block cache.
 _PARALLEL_BLOCKS = 16
+# Blocks whose frames one call decompresses: at most 16 MiB in memory at once.
+_BATCH_BLOCKS = 16
 
 
 def _workers() -> int:
@@ -256,7 +258,7 @@ class ObjectStore:
             yield self._checked(oid, kind, found_kind, body)
 
     def read_bulk(self, oids: list[bytes], kind: Kind) -> list[bytes]:
-        """Bodies of scattered `oids`, in their order, each verified; each block is
+        """Bodies of scattered `oids`, in their order, each verified; each frame is
         decompressed once however the ids are spread over it."""
         out = [b""] * len(oids)
         for i, body in self.iter_bulk(oids, kind):
@@ -265,8 +267,8 @@ class ObjectStore:
 
     def iter_bulk(self, oids: list[bytes], kind: Kind) -> Iterator[tuple[int, bytes]]:
         """(position in `oids`, verified body) of each of `oids`, in the order they are
-        stored: each block is decompressed once, and only a few at a time are in memory,
-        however many ids are asked for."""
+        stored: each frame holding one is decompressed once, and only a few blocks' worth are
+        in memory at a time, however many ids are asked for."""
         packs = sorted(self.packs, key=lambda p: -p.count)
         located: list[tuple[int, int, int, int]] = []
         # In id order, so that each pack's lookups walk its sorted table forwards.
@@ -297,28 +299,29 @@ class ObjectStore:
                 found_kind, body = packs[n].read_at(at)
                 yield i, self._checked(oids[i], kind, found_kind, body)
             return
-        # Blocks are decompressed on every core (zstd releases the GIL), a few ahead of the
-        # one whose bodies are being checked, so the cores never wait for this thread.
-        import concurrent.futures  # here: status and log never need it
-
-        keys = iter(blocks)
-        with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
-
-            def load(key: tuple[int, int]) -> bytes:
-                return packs[key[0]].load_block(key[1])
-
-            ahead = collections.deque(
-                (key, pool.submit(load, key)) for key in itertools.islice(keys, 2 * _workers())
-            )
-            while ahead:
-                (n, block), loading = ahead.popleft()
-                data = loading.result()
-                following = next(keys, None)
-                if following is not None:
-                    ahead.append((following, pool.submit(load, following)))
-                for at, i in blocks[(n, block)]:
-                    found_kind, body = packs[n].entry_in(data, at)
-                    yield i, self._checked(oids[i], kind, found_kind, body)
+        # Batches of blocks are decompressed on every core by zstd's own threads in one call
+        # per pack, and of each block only the frames holding asked-for bodies. (A pool of
+        # Python threads, a call per block, spent its time waiting for the GIL this thread
+        # holds while it checks bodies.)
+        keys = list(blocks)
+        for at_batch in range(0, len(keys), _BATCH_BLOCKS):
+            batch = keys[at_batch : at_batch + _BATCH_BLOCKS]
+            for n, group in itertools.groupby(batch, key=operator.itemgetter(0)):
+                pack = packs[n]
+                requests = []
+                for key in group:
+                    entries = blocks[key]
+                    frames = [pack.frame_of(at) for at, _ in entries]
+                    requests.append((key[1], entries, frames, sorted(set(frames))))
+                loaded = pack.load_frames(
+                    [(block, wanted) for block, _, _, wanted in requests], threads=_workers()
+                )
+                for (_, entries, frames, wanted), parts in zip(requests, loaded, strict=True):
+                    by_frame = dict(zip(wanted, parts, strict=True))
+                    for f, (at, i) in zip(frames, entries, strict=True):
+                        start, data = by_frame[f]
+                        found_kind, body = pack.entry_in(data, at, start)
+                        yield i, self._checked(oids[i], kind, found_kind, bytes(body))
 
     def missing(self, oids: Iterable[bytes]) -> set[bytes]:
         """Which of `oids` the store lacks."""

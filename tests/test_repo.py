@@ -52,6 +52,25 @@ def test_open_outside_a_repository(tmp_path: Path) -> None:
         dsv.Repository.open(tmp_path)
 
 
+def test_a_format_1_repository_is_read_as_it_is_and_upgraded_by_the_first_write(
+    tmp_path: Path,
+) -> None:
+    repo = dsv.Repository.init(tmp_path)
+    _write(tmp_path / "qa.jsonl", RECORDS)
+    repo.add(["qa.jsonl"], key=("id",))
+    first = repo.commit("first")
+    config = tmp_path / ".dsv" / "config"
+    config.write_text(config.read_text().replace('"format": 2', '"format": 1'))
+    older = dsv.Repository.open(tmp_path)
+    assert [e.oid for e in older.log()] == [first]
+    assert older.read("HEAD", "qa.jsonl").to_pylist() == RECORDS
+    assert json.loads(config.read_text())["format"] == 1  # reading changes nothing
+    _write(tmp_path / "qa.jsonl", RECORDS[:3])
+    older.commit("second", all=True)
+    assert json.loads(config.read_text())["format"] == 2
+    assert older.config.format == 2 and len(list(older.log())) == 2
+
+
 def test_a_hundred_thousand_datapoints_make_a_few_files(tmp_path: Path) -> None:
     repo = dsv.Repository.init(tmp_path)
     with open(tmp_path / "big.jsonl", "w") as handle:

@@ -18,6 +18,26 @@ def _bodies(n: int) -> list[bytes]:
     return [b'{"i":%d,"text":"%s"}' % (i, b"x" * (i % 50)) for i in range(n)]
 
 
+def _varied(n: int, seed: int = 1) -> list[bytes]:
+    """Datapoint-like bodies: shared field names, varied text (what a dictionary learns)."""
+    import random
+
+    rng = random.Random(seed)
+    words = [
+        bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(500)
+    ]
+    return [
+        b'{"id":"q%d","inputs":{"question":"%s"},"tags":["%s"],"target":"%s"}'
+        % (
+            i,
+            b" ".join(rng.choices(words, k=60)),
+            rng.choice(words),
+            b" ".join(rng.choices(words, k=40)),
+        )
+        for i in range(n)
+    ]
+
+
 @pytest.fixture(params=["loose", "packed"])
 def filled(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ObjectStore, list[bytes]]:
     store = ObjectStore(tmp_path / "objects")
@@ -273,28 +293,42 @@ def test_a_bulk_read_survives_packs_another_process_removed(tmp_path: Path) -> N
     reader.close()
 
 
-def test_a_bulk_read_decompresses_each_block_once_in_any_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("bodies", "block_size"),
+    [(_bodies(2000), 2048), (_varied(2000), 48 << 10)],
+    ids=["one frame a block", "dictionary and frames"],
+)
+def test_a_bulk_read_decompresses_each_frame_once_in_any_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bodies: list[bytes], block_size: int
 ) -> None:
     import random
 
     from dsv import pack as pack_module
 
-    monkeypatch.setattr(pack_module, "BLOCK_SIZE", 4096)
+    # Small blocks: many of them, and (for varied bodies) a dictionary and many frames.
+    monkeypatch.setattr(pack_module, "BLOCK_SIZE", block_size)
+    monkeypatch.setattr(pack_module, "DICTIONARY_SIZE", 8 << 10)
+    monkeypatch.setattr(pack_module, "FRAME_SIZE", 4096)
     store = ObjectStore(tmp_path / "objects")
-    bodies = [b'{"n":%d,"pad":"%s"}' % (n, b"x" * 300) for n in range(2000)]
     with store.writer() as writer:
         oids = [writer.write(Kind.DATAPOINT, body, check_store=False) for body in bodies]
     (packed,) = store.packs
-    assert packed.nblocks > 100
-    loads: list[int] = []
-    real = Pack.load_block
-    monkeypatch.setattr(Pack, "load_block", lambda p, b: loads.append(b) or real(p, b))
+    assert packed.nblocks > 20
+    assert packed.dictionaries == (block_size > 4096)
+    loads: list[tuple[int, int]] = []
+    real = Pack.load_frames
+
+    def counting(self: Pack, requests: list[tuple[int, list[int]]], **options: int) -> object:
+        loads.extend((block, frame) for block, frames in requests for frame in frames)
+        return real(self, requests, **options)
+
+    monkeypatch.setattr(Pack, "load_frames", counting)
     # Scattered, repeated and out of storage order, as a diff asks for them.
-    wanted = [*random.Random(3).sample(range(2000), 1500), 7, 7, 1999]
+    wanted = [*random.Random(3).sample(range(2000), 300), 7, 7, 1999]
     got = dict(store.iter_bulk([oids[i] for i in wanted], Kind.DATAPOINT))
     assert got == {j: bodies[i] for j, i in enumerate(wanted)}
-    assert sorted(loads) == sorted(set(loads))
+    assert loads and sorted(loads) == sorted(set(loads))
+    assert len(loads) <= len(set(wanted))
     assert store.read_bulk([oids[i] for i in wanted], Kind.DATAPOINT) == [bodies[i] for i in wanted]
 
 
@@ -312,3 +346,142 @@ def test_bulk_lookups_tell_apart_oids_that_share_their_first_bytes(tmp_path: Pat
     assert pack.find_sorted(asked) == [pack.find(oid) for oid in asked]
     assert [pack.oid_at(at) for at in pack.find_sorted(oids)] == oids
     assert set(pack.find_sorted(sorted(absent))) == {-1}
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 64 KiB, so that a pack of a few thousand objects gets a dictionary."""
+    from dsv import pack as pack_module
+
+    monkeypatch.setattr(pack_module, "BLOCK_SIZE", 64 << 10)
+    monkeypatch.setattr(pack_module, "DICTIONARY_SIZE", 16 << 10)
+    monkeypatch.setattr(pack_module, "FRAME_SIZE", 4096)
+
+
+def _pack_of(directory: Path, bodies: list[bytes]) -> Pack:
+    directory.mkdir(parents=True, exist_ok=True)
+    writer = PackWriter(directory)
+    writer.add_many(Kind.DATAPOINT, [hash_object(Kind.DATAPOINT, b) for b in bodies], bodies)
+    return Pack(directory, writer.finish())
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_a_pack_learns_a_dictionary_and_reads_one_frame_for_one_object(tmp_path: Path) -> None:
+    from dsv import pack as pack_module
+
+    bodies = _varied(3000)  # ~1.7 MiB: many blocks
+    pack = _pack_of(tmp_path / "pack", bodies)
+    assert pack.version == 2 and pack.dictionaries == 1
+    by_oid = {hash_object(Kind.DATAPOINT, b): b for b in bodies}
+    for at in range(0, pack.count, 97):
+        block = pack.location(at)[0]
+        [[(start, raw)]] = pack.load_frames([(block, [pack.frame_of(at)])])
+        # One frame of about FRAME_SIZE, not the 1 MiB block, holds the body.
+        assert len(raw) < pack_module.FRAME_SIZE + max(map(len, bodies))
+        assert bytes(pack.entry_in(raw, at, start)[1]) == by_oid[pack.oid_at(at)]
+        assert pack.read_at(at) == (Kind.DATAPOINT, by_oid[pack.oid_at(at)])
+    assert [body for _, body in scan_pack(pack.pack_path)] == bodies
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_a_small_pack_gets_no_dictionary(tmp_path: Path) -> None:
+    # Under 8 full blocks a dictionary would cost more bytes than it saves.
+    bodies = _varied(600)
+    pack = _pack_of(tmp_path / "pack", bodies)
+    assert pack.nblocks > 4 and pack.dictionaries == 0
+    assert [body for _, body in scan_pack(pack.pack_path)] == bodies
+
+
+def _write_version_1_pack(directory: Path, bodies: list[bytes]) -> str:
+    """A pack and index of format version 1 (docs/format.md §4), laid out by hand."""
+    import struct
+
+    import blake3
+    import zstandard
+
+    oids = [hash_object(Kind.DATAPOINT, b) for b in bodies]
+    pack, blocks, where = bytearray(b"DSVPACK\n" + struct.pack("<II", 1, 0)), [], []
+    for start in range(0, len(bodies), 700):
+        part = bodies[start : start + 700]
+        head = struct.pack(f"<I{len(part)}B{len(part)}I", len(part), *[Kind.DATAPOINT] * len(part),
+                           *map(len, part))  # fmt: skip
+        raw = head + b"".join(part)
+        frame = zstandard.ZstdCompressor(level=3).compress(raw)
+        offset = len(head)
+        for body in part:
+            where.append((len(blocks), offset, len(body)))
+            offset += len(body)
+        blocks.append(struct.pack("<QII", len(pack), len(frame), len(raw)))
+        pack += struct.pack("<II", len(frame), len(raw)) + frame
+    trailer = blake3.blake3(pack).digest()
+    order = sorted(range(len(oids)), key=oids.__getitem__)
+    fanout = [sum(oid[0] <= b for oid in oids) for b in range(256)]
+    idx = b"".join([
+        b"DSVIDX\n\x00" + struct.pack("<III", 1, len(oids), len(blocks)),
+        struct.pack("<256I", *fanout),
+        b"".join(oids[i] for i in order),
+        *(struct.pack(f"<{len(order)}I", *(where[i][c] for i in order)) for c in range(3)),
+        bytes(Kind.DATAPOINT for _ in order),
+        b"".join(blocks),
+        trailer,
+    ])  # fmt: skip
+    name = f"pack-{trailer.hex()}"
+    (directory / f"{name}.pack").write_bytes(bytes(pack) + trailer)
+    (directory / f"{name}.idx").write_bytes(idx + blake3.blake3(idx).digest())
+    return name
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_version_1_packs_are_read_and_merged_with_new_ones(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    store.pack_dir.mkdir(parents=True)
+    old, new = _varied(2500, seed=2), _varied(2500, seed=3)
+    first = _write_version_1_pack(store.pack_dir, old)
+    (packed,) = store.packs
+    assert packed.version == 1 and packed.nblocks == 4
+    wanted = [hash_object(Kind.DATAPOINT, b) for b in old]
+    assert store.read_bulk(wanted[::-3], Kind.DATAPOINT) == old[::-3]
+    second = _pack_of(store.pack_dir, new).name
+    store.reload()
+    merged = store.merge_packs([first, second])
+    (packed,) = store.packs
+    assert packed.version == 2 and packed.dictionaries == 1
+    assert [body for _, body in scan_pack(store.pack_dir / f"{merged}.pack")] == old + new
+    everything = [hash_object(Kind.DATAPOINT, b) for b in old + new]
+    assert store.read_bulk(everything[::-1], Kind.DATAPOINT) == (old + new)[::-1]
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_merged_packs_keep_each_block_with_its_own_dictionary(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    parts = [_varied(2000, seed=s) for s in (4, 5, 6)]
+    names = [_pack_of(store.pack_dir, part).name for part in parts]
+    store.reload()
+    merged = store.merge_packs(names)
+    (packed,) = store.packs
+    assert packed.dictionaries == 3
+    assert [body for _, body in scan_pack(store.pack_dir / f"{merged}.pack")] == [
+        b for part in parts for b in part
+    ]
+    for part in parts:
+        oids = [hash_object(Kind.DATAPOINT, b) for b in part]
+        assert store.read_bulk(oids[::7], Kind.DATAPOINT) == part[::7]
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_a_damaged_dictionary_is_reported_as_corrupt(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    bodies = _varied(3000)
+    pack = _pack_of(store.pack_dir, bodies)
+    data = bytearray(pack.pack_path.read_bytes())
+    pack.close()
+    # The dictionary block comes first, right after the 16-byte pack header and its own.
+    for at in range(40, 4000, 50):
+        data[at] ^= 0xFF
+    os.chmod(pack.pack_path, 0o644)
+    pack.pack_path.write_bytes(bytes(data))
+    store.reload()
+    with pytest.raises(CorruptObject):
+        store.read_bulk([hash_object(Kind.DATAPOINT, b) for b in bodies[::5]], Kind.DATAPOINT)
+    with pytest.raises(CorruptObject, match="checksum mismatch"):
+        list(scan_pack(pack.pack_path))
