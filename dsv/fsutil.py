@@ -8,7 +8,7 @@ import fcntl
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -118,18 +118,11 @@ class RepoLock:
     the holder's pid is written inside only to name it in the error.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        timeout: float | None = None,
-        on_acquire: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, path: Path, *, timeout: float | None = None) -> None:
         self.path = path
         if timeout is None:
             timeout = float(os.environ.get("DSV_LOCK_TIMEOUT", "3"))
         self.timeout = timeout
-        self._on_acquire = on_acquire
         self._fd: int | None = None
         self._depth = 0
 
@@ -163,12 +156,6 @@ class RepoLock:
         self._fd = fd
         self._depth = 1
         _held.add(self)
-        if self._on_acquire is not None:
-            try:
-                self._on_acquire()
-            except BaseException:
-                self.release()
-                raise
 
     @staticmethod
     def _holder(fd: int) -> str:

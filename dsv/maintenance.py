@@ -162,6 +162,7 @@ def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
             try:
                 for kind, oid in order:
                     writer.add(kind, oid, repo.store.read(oid, kind)[1])
+                repo.store.before_pack()
                 new_name = writer.finish()
             except BaseException:
                 writer.abort()

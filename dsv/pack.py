@@ -152,7 +152,7 @@ class PackWriter:
     def _train(self, kinds: bytearray, bodies: list[bytes | memoryview]) -> None:
         """A dictionary from the datapoints of one full block, if they are enough."""
         samples: list[bytes | bytearray | memoryview] = [
-            body for kind, body in zip(kinds, bodies, strict=True) if kind == Kind.DATAPOINT
+            bytes(body) for kind, body in zip(kinds, bodies, strict=True) if kind == Kind.DATAPOINT
         ]
         if len(samples) < _TRAIN_SAMPLES:
             return
@@ -204,8 +204,10 @@ class PackWriter:
         cuts = [0]
         if self._dictionary:
             while cuts[-1] + FRAME_SIZE < len(raw):
-                at = bisect.bisect_left(offsets, cuts[-1] + FRAME_SIZE)
-                if at >= n:
+                # A frame ends where a body ends (the first holds the header and at least one
+                # body), and none is left empty at the end.
+                at = bisect.bisect_left(offsets, cuts[-1] + FRAME_SIZE, 1)
+                if at >= n or offsets[at] >= len(raw):
                     break
                 cuts.append(offsets[at])
         cuts.append(len(raw))
@@ -323,23 +325,33 @@ class Pack:
             self._pack_file = open(self.pack_path, "rb")  # noqa: SIM115 - lives with the Pack
         except (OSError, ValueError) as exc:
             raise CorruptObject(f"cannot open pack {name}: {exc}") from exc
-        view = memoryview(self._idx)
-        if len(view) < _IDX_HEADER_V1.size + 1024 + 64:
-            raise CorruptObject(f"pack index {name}.idx is truncated")
-        magic, version, count, nblocks = _IDX_HEADER_V1.unpack_from(view, 0)
-        if magic != IDX_MAGIC or version not in (1, PACK_VERSION):
-            raise CorruptObject(f"pack index {name}.idx has an unknown format")
-        self.version = version
-        if version == 1:
-            header, entry, nframes = _IDX_HEADER_V1.size, _IDX_BLOCK_V1.size, nblocks
+        idx = self._idx
+        problem = ""
+        if len(idx) < _IDX_HEADER.size + 1024 + 64:
+            problem = "is truncated"
         else:
-            header, entry = _IDX_HEADER.size, _IDX_BLOCK.size
-            nframes = _IDX_HEADER.unpack_from(view, 0)[4]
-        expected = header + 1024 + count * (OID_SIZE + 13) + nblocks * entry + nframes * 8 + 64
+            magic, version, count, nblocks, nframes = _IDX_HEADER.unpack_from(idx, 0)
+            if magic != IDX_MAGIC or version not in (1, PACK_VERSION):
+                problem = "has an unknown format"
+            else:
+                # Version 1: a smaller header and block entries, and no frame table.
+                header, entry = (
+                    (_IDX_HEADER_V1.size, _IDX_BLOCK_V1.size)
+                    if version == 1
+                    else (_IDX_HEADER.size, _IDX_BLOCK.size)
+                )
+                table = 0 if version == 1 else nframes * 8
+                expected = header + 1024 + count * (OID_SIZE + 13) + nblocks * entry + table + 64
+                if len(idx) != expected:
+                    problem = "has the wrong size"
+        if problem:
+            self._pack_file.close()
+            idx.close()
+            raise CorruptObject(f"pack index {name}.idx {problem}")
         if version == 1:
-            expected -= nframes * 8
-        if len(view) != expected:
-            raise CorruptObject(f"pack index {name}.idx has the wrong size")
+            nframes = nblocks
+        self.version = version
+        view = memoryview(idx)
         self.count = count
         self.nblocks = nblocks
         pos = header
@@ -378,6 +390,14 @@ class Pack:
         self._cache_size = cache_blocks
         self._last_block = -1
         self._last_data = b""
+
+    def _kind(self, i: int) -> Kind:
+        try:
+            return Kind(self._kind_col[i])
+        except ValueError:
+            raise CorruptObject(
+                f"pack {self.name}: unknown object kind {self._kind_col[i]}"
+            ) from None
 
     @property
     def dictionaries(self) -> int:
@@ -448,7 +468,7 @@ class Pack:
             yield data[i : i + OID_SIZE]
 
     def kind_at(self, i: int) -> Kind:
-        return Kind(self._kind_col[i])
+        return self._kind(i)
 
     def location(self, i: int) -> tuple[int, int, int]:
         """(block, offset, length) of entry `i`."""
@@ -492,7 +512,7 @@ class Pack:
         return self._block_table[block]
 
     def _frame_range(self, block: int) -> tuple[int, int]:
-        first = self._block_table[block][4]
+        first = self._block_info(block)[4]
         stop = self._block_table[block + 1][4] if block + 1 < self.nblocks else self._nframes
         if not first <= stop <= self._nframes:
             raise CorruptObject(f"pack {self.name}: block {block} has a bad frame table")
@@ -533,7 +553,7 @@ class Pack:
                 raise CorruptObject(f"pack {self.name}: block {block} names no dictionary")
             data = self.read_block_data(number)[3]
             try:
-                found = zstandard.ZstdCompressionDict(data)
+                found = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
                 zstandard.ZstdDecompressor(dict_data=found)  # digests it: fails if damaged
             except zstandard.ZstdError as exc:
                 raise CorruptObject(f"pack {self.name}: block {number} is corrupt ({exc})") from exc
@@ -579,7 +599,7 @@ class Pack:
             for f in frames:
                 c0, r0 = (ends[2 * f - 2], ends[2 * f - 1]) if f > first else (0, 0)
                 c1, r1 = ends[2 * f], ends[2 * f + 1]
-                if not (first <= f < stop and c0 <= c1 and r0 <= r1):
+                if not (first <= f < stop and c0 < c1 and r0 < r1):
                     raise CorruptObject(f"pack {self.name}: block {block} has a bad frame table")
                 pieces.append(view[c0:c1])
                 sizes.append(r1 - r0)
@@ -589,7 +609,7 @@ class Pack:
             decompressor = zstandard.ZstdDecompressor(dict_data=self._dictionaries.get(dictionary))
             try:
                 found = _decompress_all(decompressor, pieces, sizes, threads)
-            except zstandard.ZstdError as exc:
+            except (zstandard.ZstdError, ValueError) as exc:
                 blocks = sorted({b for _, b, _ in where})
                 raise CorruptObject(
                     f"pack {self.name}: a frame of blocks {blocks[0]}-{blocks[-1]} is corrupt"
@@ -632,13 +652,13 @@ class Pack:
         """Kind and body of entry `i` from raw bytes of its block beginning at `start` (a
         frame from `load_frames`)."""
         offset = self._offset_col[i] - start
-        return Kind(self._kind_col[i]), data[offset : offset + self._length_col[i]]
+        return self._kind(i), data[offset : offset + self._length_col[i]]
 
     def read_at(self, i: int) -> tuple[Kind, bytes]:
         """Kind and body of entry `i` (not re-hashed: the store does that)."""
         data = self.read_block(self._block_col[i])
         offset = self._offset_col[i]
-        return Kind(self._kind_col[i]), data[offset : offset + self._length_col[i]]
+        return self._kind(i), data[offset : offset + self._length_col[i]]
 
 
 def _decompress_all(
@@ -726,7 +746,9 @@ def scan_pack(path: Path) -> Iterator[tuple[Kind, bytes]]:
                 raise ValueError("it runs past the trailer")
             block += 1
             if dictionary == DICTIONARY_BLOCK:
-                dictionaries[block] = zstandard.ZstdCompressionDict(frames)
+                dictionaries[block] = zstandard.ZstdCompressionDict(
+                    frames, dict_type=zstandard.DICT_TYPE_FULLDICT
+                )
                 continue
             if dictionary and dictionary not in dictionaries:
                 raise ValueError("it names no dictionary before it")

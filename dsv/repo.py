@@ -65,11 +65,9 @@ class Repository:
         self.dsv_dir = root / DSV_DIR
         self.index_path = self.dsv_dir / "index"
         self.config = read_config(self.dsv_dir / "config")
-        self.store = ObjectStore(self.dsv_dir / "objects")
+        self.store = ObjectStore(self.dsv_dir / "objects", before_pack=self._upgrade_format)
         self.refs = Refs(self.dsv_dir)
-        self._lock = RepoLock(
-            self.dsv_dir / "lock", timeout=_lock_timeout(), on_acquire=self._upgrade_format
-        )
+        self._lock = RepoLock(self.dsv_dir / "lock", timeout=_lock_timeout())
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -116,14 +114,22 @@ class Repository:
         return self._lock
 
     def _upgrade_format(self) -> None:
-        """Under the lock: a repository of an older format this dsv reads is marked as this
-        one's before anything is written, as its packs may then be of the newer kind."""
+        """Before a pack of this dsv is published (under the lock): a repository of an older
+        format this dsv reads is marked as of this one's, whose packs readers of the older
+        format cannot read."""
         config = read_config(self.dsv_dir / "config")
         if config.format < FORMAT_VERSION:
             self.save_config(msgspec.structs.replace(config, format=FORMAT_VERSION))
+        else:
+            self.config = config
 
     def save_config(self, config: Config) -> None:
-        write_config(self.dsv_dir / "config", config)
+        # A config read before another process upgraded the format must not undo that.
+        path = self.dsv_dir / "config"
+        config = msgspec.structs.replace(
+            config, format=max(config.format, read_config(path).format)
+        )
+        write_config(path, config)
         self.config = config
 
     @property

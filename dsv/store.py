@@ -6,7 +6,7 @@ import contextlib
 import itertools
 import operator
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -42,15 +42,22 @@ def _workers() -> int:
 class ObjectStore:
     """Write-once objects addressed by oid."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, before_pack: Callable[[], None] | None = None) -> None:
         self.path = path
         self.pack_dir = path / "pack"
+        self._before_pack = before_pack
         self._packs: dict[str, Pack] | None = None
         self._retired: list[Pack] = []  # removed by others since listed; closed by `close`
         self._compressor = zstandard.ZstdCompressor(level=3)
         self._decompressor = zstandard.ZstdDecompressor()
 
     # -- packs -------------------------------------------------------------------------
+
+    def before_pack(self) -> None:
+        """Call before publishing a pack written here: the repository may need to say its
+        format allows it (`Repository._upgrade_format`)."""
+        if self._before_pack is not None:
+            self._before_pack()
 
     @property
     def packs(self) -> list[Pack]:
@@ -110,6 +117,7 @@ class ObjectStore:
         try:
             for pack in packs:
                 writer.add_pack(pack)
+            self.before_pack()
             merged = writer.finish()
         except BaseException:
             writer.abort()
@@ -460,6 +468,8 @@ class ObjectWriter:
 
     def close(self) -> None:
         """Make every object written durable."""
+        if self._adopted or self._pack is not None:
+            self.store.before_pack()
         for prepared in self._adopted:
             prepared.publish()
             self.published.append(prepared.name)

@@ -52,23 +52,41 @@ def test_open_outside_a_repository(tmp_path: Path) -> None:
         dsv.Repository.open(tmp_path)
 
 
-def test_a_format_1_repository_is_read_as_it_is_and_upgraded_by_the_first_write(
-    tmp_path: Path,
-) -> None:
+def test_a_format_1_repository_is_used_as_it_is_until_a_pack_is_written(tmp_path: Path) -> None:
+    from dsv.remote import add_remote
+
     repo = dsv.Repository.init(tmp_path)
     _write(tmp_path / "qa.jsonl", RECORDS)
     repo.add(["qa.jsonl"], key=("id",))
     first = repo.commit("first")
     config = tmp_path / ".dsv" / "config"
     config.write_text(config.read_text().replace('"format": 2', '"format": 1'))
-    older = dsv.Repository.open(tmp_path)
+
+    def stored_format() -> int:
+        return int(json.loads(config.read_text())["format"])
+
+    older, other = dsv.Repository.open(tmp_path), dsv.Repository.open(tmp_path)
     assert [e.oid for e in older.log()] == [first]
     assert older.read("HEAD", "qa.jsonl").to_pylist() == RECORDS
-    assert json.loads(config.read_text())["format"] == 1  # reading changes nothing
+    # Commands that take the lock without writing a pack leave the format as it is: a
+    # status refreshing the index, a dry-run gc, a small commit (loose objects only).
+    os.utime(tmp_path / "qa.jsonl")
+    assert ops.status(older) == []
+    maintenance.gc(older, dry_run=True)
     _write(tmp_path / "qa.jsonl", RECORDS[:3])
     older.commit("second", all=True)
-    assert json.loads(config.read_text())["format"] == 2
-    assert older.config.format == 2 and len(list(older.log())) == 2
+    assert stored_format() == 1
+    # Hundreds of datapoints make a pack, of a version format 1 does not have.
+    many = [{"id": f"p{i}", "text": "x" * (i % 90)} for i in range(500)]
+    _write(tmp_path / "qa.jsonl", many)
+    older.commit("third", all=True)
+    assert stored_format() == 2 and older.config.format == 2
+    assert list(older.records("HEAD", "qa.jsonl")) == many
+    # A config read before the upgrade does not undo it when saved.
+    assert other.config.format == 1
+    add_remote(other, "origin", "http://127.0.0.1:9/team/qa")
+    assert stored_format() == 2
+    assert "origin" in json.loads(config.read_text())["remotes"]
 
 
 def test_a_hundred_thousand_datapoints_make_a_few_files(tmp_path: Path) -> None:

@@ -401,8 +401,8 @@ def _write_version_1_pack(directory: Path, bodies: list[bytes]) -> str:
 
     oids = [hash_object(Kind.DATAPOINT, b) for b in bodies]
     pack, blocks, where = bytearray(b"DSVPACK\n" + struct.pack("<II", 1, 0)), [], []
-    for start in range(0, len(bodies), 700):
-        part = bodies[start : start + 700]
+    for start in range(0, len(bodies), 100):
+        part = bodies[start : start + 100]
         head = struct.pack(f"<I{len(part)}B{len(part)}I", len(part), *[Kind.DATAPOINT] * len(part),
                            *map(len, part))  # fmt: skip
         raw = head + b"".join(part)
@@ -438,7 +438,7 @@ def test_version_1_packs_are_read_and_merged_with_new_ones(tmp_path: Path) -> No
     old, new = _varied(2500, seed=2), _varied(2500, seed=3)
     first = _write_version_1_pack(store.pack_dir, old)
     (packed,) = store.packs
-    assert packed.version == 1 and packed.nblocks == 4
+    assert packed.version == 1 and packed.nblocks == 25  # enough for batched reads
     wanted = [hash_object(Kind.DATAPOINT, b) for b in old]
     assert store.read_bulk(wanted[::-3], Kind.DATAPOINT) == old[::-3]
     second = _pack_of(store.pack_dir, new).name
@@ -485,3 +485,71 @@ def test_a_damaged_dictionary_is_reported_as_corrupt(tmp_path: Path) -> None:
         store.read_bulk([hash_object(Kind.DATAPOINT, b) for b in bodies[::5]], Kind.DATAPOINT)
     with pytest.raises(CorruptObject, match="checksum mismatch"):
         list(scan_pack(pack.pack_path))
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_frames_end_where_bodies_end_whatever_the_bodies(tmp_path: Path) -> None:
+    import random
+
+    from dsv import pack as pack_module
+
+    rng = random.Random(8)
+    varied = _varied(4000, seed=9)
+    # Empty bodies anywhere (also last in a block), and blocks of tiny bodies whose header
+    # alone is longer than a frame.
+    bodies = [b"" if rng.random() < 0.1 else body for body in varied[:2000]]
+    bodies += [b"x%d" % i for i in range(6000)] + varied[2000:]
+    writer = PackWriter(tmp_path)
+    for i, body in enumerate(bodies):
+        writer.add(Kind.DATAPOINT, i.to_bytes(32, "big"), body)
+    pack = Pack(tmp_path, writer.finish())
+    assert pack.dictionaries == 1
+    ends = {pack.location(at)[1] + pack.location(at)[2] for at in range(pack.count)}
+    for block in range(pack.nblocks):
+        rlen, dictionary, frames, _ = pack.read_block_data(block)
+        if dictionary == pack_module.DICTIONARY_BLOCK:
+            continue
+        cut = 0
+        for _, raw in frames:
+            assert raw > 0
+            cut += raw
+            assert cut == rlen or cut in ends
+    # Every body read back through the frame holding it (ids made up: not re-hashed here).
+    by_id = {i.to_bytes(32, "big"): body for i, body in enumerate(bodies)}
+    for at in range(pack.count):
+        [[(start, raw)]] = pack.load_frames([(pack.location(at)[0], [pack.frame_of(at)])])
+        assert bytes(pack.entry_in(raw, at, start)[1]) == by_id[pack.oid_at(at)]
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("damage", ["frame table", "block column", "kind column"])
+def test_a_damaged_index_is_reported_as_corrupt(tmp_path: Path, damage: str) -> None:
+    import struct
+
+    bodies = _varied(3000)
+    store = ObjectStore(tmp_path / "objects")
+    pack = _pack_of(store.pack_dir, bodies)
+    count, nblocks = pack.count, pack.nblocks
+    assert nblocks > 20  # reads in batches of blocks, by frame
+    first_frame_of_block_3 = pack._block_table[3][4]
+    pack.close()
+    idx = bytearray(pack.idx_path.read_bytes())
+    columns = 24 + 1024 + 32 * count
+    if damage == "frame table":
+        # The second frame of a block made as long as nothing.
+        at = columns + 13 * count + 24 * nblocks + 8 * (first_frame_of_block_3 + 1)
+        idx[at : at + 8] = idx[at - 8 : at]
+    elif damage == "block column":
+        for i in range(0, count, 7):  # some entries point past the last block
+            idx[columns + 4 * i : columns + 4 * i + 4] = struct.pack("<I", 9999)
+    else:
+        idx[columns + 12 * count : columns + 13 * count] = b"\x63" * count
+    os.chmod(pack.idx_path, 0o644)
+    pack.idx_path.write_bytes(bytes(idx))
+    store.reload()
+    oids = [hash_object(Kind.DATAPOINT, b) for b in bodies]
+    with pytest.raises(CorruptObject, match=f"pack {pack.name}"):
+        store.read_bulk(oids, Kind.DATAPOINT)
+    if damage == "kind column":
+        with pytest.raises(CorruptObject, match=f"pack {pack.name}"):
+            store.read(oids[5])

@@ -325,8 +325,10 @@ CREATE TABLE IF NOT EXISTS version_notes (
     dataset TEXT NOT NULL, commit_oid BLOB NOT NULL, name TEXT, description TEXT,
     attributes BLOB NOT NULL, hidden INTEGER NOT NULL, PRIMARY KEY (dataset, commit_oid));
 """
-# 2 added datasets, dataset_moves and version_notes (the Humanloop API); 1 upgrades in place.
-_SCHEMA_VERSION = 2
+# 2 added datasets, dataset_moves and version_notes (the Humanloop API); 3 marks a root whose
+# packs may be of version 2 (format.md version 5), which a server of schema 2 cannot read.
+# Older schemas upgrade in place.
+_SCHEMA_VERSION = 3
 
 
 class SqliteMetaStore:
