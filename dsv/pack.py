@@ -524,7 +524,10 @@ class Pack:
         offset, clen, rlen, dictionary, first = self._block_info(block)
         stop = self._frame_range(block)[1]
         head = _BLOCK_V1.size if self.version == 1 else _BLOCK.size + _FRAME.size * (stop - first)
-        data = os.pread(self._pack_file.fileno(), clen, offset + head)
+        try:
+            data = os.pread(self._pack_file.fileno(), clen, offset + head)
+        except OverflowError:  # an offset past any file: the idx is damaged
+            data = b""
         if len(data) != clen:
             raise CorruptObject(f"pack {self.name} is truncated")
         return data, rlen, dictionary, first, stop
