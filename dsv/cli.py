@@ -734,7 +734,7 @@ def env_log(ctx: click.Context, name: str, as_json: bool) -> None:
 @main.command()
 @click.pass_context
 def fsck(ctx: click.Context) -> None:
-    """Re-hash every reachable object; exit 1 if any is missing or corrupt.
+    """Check every pack's checksum and re-hash every reachable object; exit 1 on a problem.
 
     \b
     Example:

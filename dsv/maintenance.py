@@ -110,8 +110,13 @@ def _walk(
 
 
 def fsck(repo: Repository) -> FsckReport:
-    """Re-hash every reachable object and check that each one's references are present."""
+    """Check every pack's and index's checksum, re-hash every reachable object and check that
+    each one's references are present."""
     report = FsckReport()
+    for pack in repo.store.packs:
+        problem = pack.verify()
+        if problem is not None:
+            report.corrupt.append(f"pack {pack.name}: {problem}")
     _walk(repo, report)
     return report
 

@@ -404,6 +404,28 @@ class Pack:
         """How many compression dictionaries the pack holds."""
         return sum(entry[3] == DICTIONARY_BLOCK for entry in self._block_table)
 
+    def verify(self) -> str | None:
+        """What is wrong with the index's or the pack's checksum, or None. It reads both files
+        whole, so it finds damage that no read of an object would reach."""
+        idx = self._idx
+        if blake3.blake3(idx[:-32]).digest() != idx[-32:]:
+            return "index checksum mismatch"
+        trailer = idx[-64:-32]
+        if trailer.hex() != self.name.removeprefix("pack-"):
+            return "index belongs to another pack"
+        size = os.fstat(self._pack_file.fileno()).st_size
+        if size < _HEADER.size + OID_SIZE:
+            return "pack is truncated"
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        at = 0
+        while at < size - OID_SIZE:
+            chunk = self._pread(min(16 << 20, size - OID_SIZE - at), at)
+            hasher.update(chunk)
+            at += len(chunk)
+        if hasher.digest() != trailer or self._pread(OID_SIZE, size - OID_SIZE) != trailer:
+            return "pack checksum mismatch"
+        return None
+
     def close(self) -> None:
         for view in self._views:
             view.release()
@@ -524,13 +546,16 @@ class Pack:
         offset, clen, rlen, dictionary, first = self._block_info(block)
         stop = self._frame_range(block)[1]
         head = _BLOCK_V1.size if self.version == 1 else _BLOCK.size + _FRAME.size * (stop - first)
+        return self._pread(clen, offset + head), rlen, dictionary, first, stop
+
+    def _pread(self, size: int, offset: int) -> bytes:
         try:
-            data = os.pread(self._pack_file.fileno(), clen, offset + head)
+            data = os.pread(self._pack_file.fileno(), size, offset)
         except OverflowError:  # an offset past any file: the idx is damaged
             data = b""
-        if len(data) != clen:
+        if len(data) != size:
             raise CorruptObject(f"pack {self.name} is truncated")
-        return data, rlen, dictionary, first, stop
+        return data
 
     def read_block_data(self, block: int) -> tuple[int, int, list[tuple[int, int]], bytes]:
         """Block `block` as stored: raw length, dictionary, (compressed, raw) size of each

@@ -24,3 +24,32 @@ def test_gc_drops_a_pack_file_whose_index_is_gone(tmp_path: Path) -> None:
     assert not orphan.exists()
     assert maintenance.fsck(repo).ok
     assert [r["id"] for r in repo.records("HEAD", "qa.jsonl")] == list(range(300))
+
+
+def test_fsck_checks_the_checksums_of_packs_and_their_indexes(tmp_path: Path) -> None:
+    import os
+
+    repo = Repository.init(tmp_path)
+    lines = "".join(json.dumps({"id": i, "q": "x" * i}) + "\n" for i in range(300))
+    (tmp_path / "qa.jsonl").write_text(lines)
+    repo.add(["qa.jsonl"])
+    repo.commit("v1")
+    assert maintenance.fsck(repo).ok
+    [pack] = repo.store.packs
+    name = pack.name
+    repo.close()
+    for path, at, problem in [
+        # The header's reserved field: no object read ever looks at it.
+        (pack.pack_path, 12, "pack checksum mismatch"),
+        # A byte of the index's fanout table: only its checksum tells.
+        (pack.idx_path, 30, "index checksum mismatch"),
+    ]:
+        good = path.read_bytes()
+        os.chmod(path, 0o644)
+        path.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :])
+        damaged = Repository.open(tmp_path)
+        report = maintenance.fsck(damaged)
+        damaged.close()
+        assert report.corrupt[:1] == [f"pack {name}: {problem}"]
+        path.write_bytes(good)
+    assert maintenance.fsck(Repository.open(tmp_path)).ok
