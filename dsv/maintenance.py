@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 
+from dsv.errors import CorruptObject
 from dsv.index import read_index
 from dsv.manifest import iter_oids
 from dsv.objects import ZERO_OID, Kind
@@ -113,7 +114,13 @@ def fsck(repo: Repository) -> FsckReport:
     """Check every pack's and index's checksum, re-hash every reachable object and check that
     each one's references are present."""
     report = FsckReport()
-    for pack in repo.store.packs:
+    try:
+        packs = repo.store.packs
+    except CorruptObject as exc:
+        # A pack that cannot be opened stops every read of the store: say so and stop.
+        report.corrupt.append(exc.message)
+        return report
+    for pack in packs:
         problem = pack.verify()
         if problem is not None:
             report.corrupt.append(f"pack {pack.name}: {problem}")

@@ -31,6 +31,7 @@ PACK_MAGIC = b"DSVPACK\n"
 IDX_MAGIC = b"DSVIDX\n\x00"
 PACK_VERSION = 2  # written; version 1 (one frame a block, no dictionaries) is still read
 BLOCK_SIZE = 1 << 20
+MAX_RAW = 256 << 20  # the most raw bytes a block may hold (the protocol's limit too)
 # With a dictionary, a block is cut into frames of about this many raw bytes: a reader of a
 # few scattered objects (a diff) decompresses their frames, not their 1 MiB blocks.
 FRAME_SIZE = 8192
@@ -382,6 +383,14 @@ class Pack:
         table.release()
         self._nframes = nframes
         self._views = [self._oids, *columns, self._kind_col, self._frame_ends]
+        # Sizes a damaged idx gives would be allocated before any read found them wrong.
+        size = os.fstat(self._pack_file.fileno()).st_size
+        for block, (offset, clen, rlen, _, first) in enumerate(self._block_table):
+            stop = self._block_table[block + 1][4] if block + 1 < nblocks else nframes
+            head = _BLOCK_V1.size if version == 1 else _BLOCK.size + _FRAME.size * (stop - first)
+            if offset + head + clen > size - OID_SIZE or rlen > MAX_RAW or not first <= stop:
+                self.close(view)
+                raise CorruptObject(f"pack index {name}.idx names bytes its pack does not hold")
         self._oid_view = _OidView(self._oids, count)
         self._positions: dict[bytes, int] | None = None
         self._prefix_col: array[int] | None = None
@@ -426,8 +435,8 @@ class Pack:
             return "pack checksum mismatch"
         return None
 
-    def close(self) -> None:
-        for view in self._views:
+    def close(self, *views: memoryview) -> None:
+        for view in (*self._views, *views):
             view.release()
         self._pack_file.close()
         self._idx.close()
@@ -620,14 +629,14 @@ class Pack:
         ends = self._frame_ends
         groups: dict[int, tuple[list[bytes | bytearray | memoryview], list[int], list[_Where]]] = {}
         for n, (block, frames) in enumerate(requests):
-            data, _, dictionary, first, stop = self._block_data(block)
+            data, rlen, dictionary, first, stop = self._block_data(block)
             self._dictionary_of(block, dictionary)
             view = memoryview(data)
             pieces, sizes, where = groups.setdefault(dictionary, ([], [], []))
             for f in frames:
                 c0, r0 = (ends[2 * f - 2], ends[2 * f - 1]) if f > first else (0, 0)
                 c1, r1 = ends[2 * f], ends[2 * f + 1]
-                if not (first <= f < stop and c0 < c1 and r0 < r1):
+                if not (first <= f < stop and c0 < c1 <= len(data) and r0 < r1 <= rlen):
                     raise CorruptObject(f"pack {self.name}: block {block} has a bad frame table")
                 pieces.append(view[c0:c1])
                 sizes.append(r1 - r0)
@@ -783,7 +792,7 @@ def scan_pack(path: Path) -> Iterator[tuple[Kind, bytes]]:
             decompressor = zstandard.ZstdDecompressor(dict_data=dictionaries.get(dictionary))
             raw = b"".join(part for _, part in _inflate(decompressor, frames, rlen, sizes, None))
             entries = list(_block_entries(raw))
-        except (zstandard.ZstdError, ValueError, struct.error) as exc:
+        except (zstandard.ZstdError, ValueError, TypeError, struct.error) as exc:
             raise CorruptObject(f"{path.name}: corrupt block ({exc})") from exc
         for kind, body in entries:
             try:

@@ -113,6 +113,13 @@ class ObjectStore:
         self.reload()
         rank = {name: n for n, name in enumerate(names)}
         packs = sorted((p for p in self.packs if p.name in rank), key=lambda p: rank[p.name])
+        if not packs:
+            return ""
+        # Blocks are copied unread under a fresh checksum: damage must be found before.
+        for pack in packs:
+            problem = pack.verify()
+            if problem is not None:
+                raise CorruptObject(f"pack {pack.name}: {problem}", hint="run 'dsv fsck'")
         writer = PackWriter(self.pack_dir)
         try:
             for pack in packs:

@@ -53,3 +53,20 @@ def test_fsck_checks_the_checksums_of_packs_and_their_indexes(tmp_path: Path) ->
         assert report.corrupt[:1] == [f"pack {name}: {problem}"]
         path.write_bytes(good)
     assert maintenance.fsck(Repository.open(tmp_path)).ok
+
+
+def test_fsck_reports_an_index_it_cannot_open(tmp_path: Path) -> None:
+    import os
+
+    repo = Repository.init(tmp_path)
+    lines = "".join(json.dumps({"id": i, "q": "x" * i}) + "\n" for i in range(300))
+    (tmp_path / "qa.jsonl").write_text(lines)
+    repo.add(["qa.jsonl"])
+    repo.commit("v1")
+    [pack] = repo.store.packs
+    repo.close()
+    os.chmod(pack.idx_path, 0o644)
+    pack.idx_path.write_bytes(pack.idx_path.read_bytes()[:-1])
+    report = maintenance.fsck(Repository.open(tmp_path))
+    assert report.corrupt == [f"pack index {pack.name}.idx has the wrong size"]
+    assert not report.ok

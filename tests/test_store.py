@@ -553,3 +553,40 @@ def test_a_damaged_index_is_reported_as_corrupt(tmp_path: Path, damage: str) -> 
     if damage == "kind column":
         with pytest.raises(CorruptObject, match=f"pack {pack.name}"):
             store.read(oids[5])
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_an_index_naming_more_bytes_than_its_pack_holds_is_refused_on_opening(
+    tmp_path: Path,
+) -> None:
+    import struct
+
+    pack = _pack_of(tmp_path / "pack", _varied(2000))
+    count, nblocks, name = pack.count, pack.nblocks, pack.name
+    pack.close()
+    idx = bytearray(pack.idx_path.read_bytes())
+    table = 24 + 1024 + 45 * count
+    for field, value in [(8, 1 << 31), (12, 1 << 30)]:  # a compressed length, a raw length
+        damaged = bytearray(idx)
+        struct.pack_into("<I", damaged, table + 24 * (nblocks // 2) + field, value)
+        os.chmod(pack.idx_path, 0o644)
+        pack.idx_path.write_bytes(bytes(damaged))
+        # Found before any read would allocate what the index says.
+        with pytest.raises(CorruptObject, match=f"{name}.idx names bytes its pack does not hold"):
+            Pack(pack.idx_path.parent, name)
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_a_damaged_pack_is_not_merged_into_a_fresh_checksum(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    parts = [_varied(1000, seed=s) for s in (7, 8)]
+    names = [_pack_of(store.pack_dir, part).name for part in parts]
+    damaged = store.pack_dir / f"{names[0]}.pack"
+    data = bytearray(damaged.read_bytes())
+    data[12] ^= 1  # the header's reserved field: no read of an object would notice
+    os.chmod(damaged, 0o644)
+    damaged.write_bytes(bytes(data))
+    store.reload()
+    with pytest.raises(CorruptObject, match=f"pack {names[0]}: pack checksum mismatch"):
+        store.merge_packs(names)
+    assert sorted(p.name for p in store.packs) == sorted(names)  # both kept, as they were
