@@ -387,7 +387,7 @@ class Pack:
         size = os.fstat(self._pack_file.fileno()).st_size
         for block, (offset, clen, rlen, _, first) in enumerate(self._block_table):
             stop = self._block_table[block + 1][4] if block + 1 < nblocks else nframes
-            head = _BLOCK_V1.size if version == 1 else _BLOCK.size + _FRAME.size * (stop - first)
+            head = self._head_size(stop - first)
             if offset + head + clen > size - OID_SIZE or rlen > MAX_RAW or not first <= stop:
                 self.close(view)
                 raise CorruptObject(f"pack index {name}.idx names bytes its pack does not hold")
@@ -399,14 +399,6 @@ class Pack:
         self._cache_size = cache_blocks
         self._last_block = -1
         self._last_data = b""
-
-    def _kind(self, i: int) -> Kind:
-        try:
-            return Kind(self._kind_col[i])
-        except ValueError:
-            raise CorruptObject(
-                f"pack {self.name}: unknown object kind {self._kind_col[i]}"
-            ) from None
 
     @property
     def dictionaries(self) -> int:
@@ -499,7 +491,12 @@ class Pack:
             yield data[i : i + OID_SIZE]
 
     def kind_at(self, i: int) -> Kind:
-        return self._kind(i)
+        try:
+            return Kind(self._kind_col[i])
+        except ValueError:
+            raise CorruptObject(
+                f"pack {self.name}: unknown object kind {self._kind_col[i]}"
+            ) from None
 
     def location(self, i: int) -> tuple[int, int, int]:
         """(block, offset, length) of entry `i`."""
@@ -554,8 +551,17 @@ class Pack:
         after its last."""
         offset, clen, rlen, dictionary, first = self._block_info(block)
         stop = self._frame_range(block)[1]
-        head = _BLOCK_V1.size if self.version == 1 else _BLOCK.size + _FRAME.size * (stop - first)
-        return self._pread(clen, offset + head), rlen, dictionary, first, stop
+        return (
+            self._pread(clen, offset + self._head_size(stop - first)),
+            rlen,
+            dictionary,
+            first,
+            stop,
+        )
+
+    def _head_size(self, frames: int) -> int:
+        """Bytes of a block's header in the pack, before its data."""
+        return _BLOCK_V1.size if self.version == 1 else _BLOCK.size + _FRAME.size * frames
 
     def _pread(self, size: int, offset: int) -> bytes:
         try:
@@ -689,13 +695,13 @@ class Pack:
         """Kind and body of entry `i` from raw bytes of its block beginning at `start` (a
         frame from `load_frames`)."""
         offset = self._offset_col[i] - start
-        return self._kind(i), data[offset : offset + self._length_col[i]]
+        return self.kind_at(i), data[offset : offset + self._length_col[i]]
 
     def read_at(self, i: int) -> tuple[Kind, bytes]:
         """Kind and body of entry `i` (not re-hashed: the store does that)."""
         data = self.read_block(self._block_col[i])
         offset = self._offset_col[i]
-        return self._kind(i), data[offset : offset + self._length_col[i]]
+        return self.kind_at(i), data[offset : offset + self._length_col[i]]
 
 
 def _decompress_all(
@@ -717,26 +723,20 @@ def _decompress_all(
 
 
 def _inflate(
-    decompressor: zstandard.ZstdDecompressor,
-    data: bytes,
-    rlen: int,
-    sizes: list[tuple[int, int]],
-    wanted: list[int] | None,
-) -> list[tuple[int, bytes]]:
-    """(raw offset, raw bytes) of frames `wanted` (all for None) of a block's `data`."""
-    starts = list(
-        itertools.accumulate(sizes, lambda a, s: (a[0] + s[0], a[1] + s[1]), initial=(0, 0))
-    )
-    if starts[-1] != (len(data), rlen):
+    decompressor: zstandard.ZstdDecompressor, data: bytes, rlen: int, sizes: list[tuple[int, int]]
+) -> bytes:
+    """A block's raw bytes from its `data`, frame by frame, each checked against its size."""
+    if (sum(c for c, _ in sizes), sum(r for _, r in sizes)) != (len(data), rlen):
         raise ValueError("its frames do not add up to its size")
-    out = []
-    for f in range(len(sizes)) if wanted is None else wanted:
-        (c0, r0), (c1, r1) = starts[f], starts[f + 1]
-        raw = decompressor.decompress(data[c0:c1], max_output_size=r1 - r0)
-        if len(raw) != r1 - r0:
+    parts = []
+    at = 0
+    for clen, size in sizes:
+        part = decompressor.decompress(data[at : at + clen], max_output_size=size)
+        if len(part) != size:
             raise ValueError("a frame has the wrong size")
-        out.append((r0, raw))
-    return out
+        parts.append(part)
+        at += clen
+    return b"".join(parts)
 
 
 def _block_entries(raw: bytes) -> Iterator[tuple[int, bytes]]:
@@ -790,7 +790,7 @@ def scan_pack(path: Path) -> Iterator[tuple[Kind, bytes]]:
             if dictionary and dictionary not in dictionaries:
                 raise ValueError("it names no dictionary before it")
             decompressor = zstandard.ZstdDecompressor(dict_data=dictionaries.get(dictionary))
-            raw = b"".join(part for _, part in _inflate(decompressor, frames, rlen, sizes, None))
+            raw = _inflate(decompressor, frames, rlen, sizes)
             entries = list(_block_entries(raw))
         except (zstandard.ZstdError, ValueError, TypeError, struct.error) as exc:
             raise CorruptObject(f"{path.name}: corrupt block ({exc})") from exc

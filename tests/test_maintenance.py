@@ -9,12 +9,18 @@ from dsv import maintenance
 from dsv.repo import Repository
 
 
-def test_gc_drops_a_pack_file_whose_index_is_gone(tmp_path: Path) -> None:
+def _packed_repo(tmp_path: Path, *, key: tuple[str, ...] | None = None) -> Repository:
+    """A repository of one commit of 300 datapoints: one pack."""
     repo = Repository.init(tmp_path)
     lines = "".join(json.dumps({"id": i, "q": "x" * i}) + "\n" for i in range(300))
     (tmp_path / "qa.jsonl").write_text(lines)
-    repo.add(["qa.jsonl"], key=("id",))
+    repo.add(["qa.jsonl"], key=key)
     repo.commit("v1")
+    return repo
+
+
+def test_gc_drops_a_pack_file_whose_index_is_gone(tmp_path: Path) -> None:
+    repo = _packed_repo(tmp_path, key=("id",))
     pack_dir = repo.store.pack_dir
     [kept] = [p for p in pack_dir.glob("pack-*.pack")]
     # What a removal killed between its two unlinks leaves: data without an index.
@@ -29,11 +35,7 @@ def test_gc_drops_a_pack_file_whose_index_is_gone(tmp_path: Path) -> None:
 def test_fsck_checks_the_checksums_of_packs_and_their_indexes(tmp_path: Path) -> None:
     import os
 
-    repo = Repository.init(tmp_path)
-    lines = "".join(json.dumps({"id": i, "q": "x" * i}) + "\n" for i in range(300))
-    (tmp_path / "qa.jsonl").write_text(lines)
-    repo.add(["qa.jsonl"])
-    repo.commit("v1")
+    repo = _packed_repo(tmp_path)
     assert maintenance.fsck(repo).ok
     [pack] = repo.store.packs
     name = pack.name
@@ -58,11 +60,7 @@ def test_fsck_checks_the_checksums_of_packs_and_their_indexes(tmp_path: Path) ->
 def test_fsck_reports_an_index_it_cannot_open(tmp_path: Path) -> None:
     import os
 
-    repo = Repository.init(tmp_path)
-    lines = "".join(json.dumps({"id": i, "q": "x" * i}) + "\n" for i in range(300))
-    (tmp_path / "qa.jsonl").write_text(lines)
-    repo.add(["qa.jsonl"])
-    repo.commit("v1")
+    repo = _packed_repo(tmp_path)
     [pack] = repo.store.packs
     repo.close()
     os.chmod(pack.idx_path, 0o644)
