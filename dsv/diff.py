@@ -41,6 +41,7 @@ __all__ = [
     "DatasetDiff",
     "DiffResult",
     "FieldChange",
+    "body_changes",
     "diff",
     "diff_commit",
     "field_changes",
@@ -627,6 +628,45 @@ def field_changes(old: Any, new: Any, path: str = "") -> Iterator[FieldChange]:
         yield FieldChange(path, old=old, new=new)
 
 
+_object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_value_decoder = msgspec.json.Decoder()
+
+
+def body_changes(
+    old: bytes | msgspec.Raw, new: bytes | msgspec.Raw, path: str = ""
+) -> Iterator[FieldChange]:
+    """`field_changes` of two canonical bodies, found on their JSON text.
+
+    Canonical JSON has one text per value, so a member or item whose text is the same on
+    both sides is skipped unread; only the parts that differ are decoded.
+    """
+    if old == new:
+        return
+    o, n = memoryview(old)[0], memoryview(new)[0]
+    if o == n == 0x7B:  # {
+        olds, news = _object_decoder.decode(old), _object_decoder.decode(new)
+        for name in sorted(olds.keys() | news.keys()):
+            if name not in news:
+                yield FieldChange(json_path(path, name), old=_value_decoder.decode(olds[name]))
+            elif name not in olds:
+                yield FieldChange(json_path(path, name), new=_value_decoder.decode(news[name]))
+            elif olds[name] != news[name]:
+                yield from body_changes(olds[name], news[name], json_path(path, name))
+    elif o == n == 0x5B:  # [
+        oldl, newl = _array_decoder.decode(old), _array_decoder.decode(new)
+        for i in range(max(len(oldl), len(newl))):
+            if i >= len(newl):
+                yield FieldChange(json_path(path, i), old=_value_decoder.decode(oldl[i]))
+            elif i >= len(oldl):
+                yield FieldChange(json_path(path, i), new=_value_decoder.decode(newl[i]))
+            elif oldl[i] != newl[i]:
+                yield from body_changes(oldl[i], newl[i], json_path(path, i))
+    else:
+        # Not two containers: decided on the values, as `field_changes` decides them.
+        yield from field_changes(_value_decoder.decode(old), _value_decoder.decode(new), path)
+
+
 # -- the result --------------------------------------------------------------------------------
 
 
@@ -702,7 +742,7 @@ class DiffResult:
                 key = _key_dict(plan.key, rec[2])
                 if status == MODIFIED:
                     assert other is not None
-                    fields = tuple(field_changes(_decode(olds[rec[1]]), _decode(news[other[1]])))
+                    fields = tuple(body_changes(olds[rec[1]], news[other[1]]))
                     yield Change(plan.path, status, key, rec[1], other[1], fields)
                 elif status == REMOVED:
                     record = _decode(olds[rec[1]]) if records else None

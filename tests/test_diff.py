@@ -17,10 +17,13 @@ from typing import Any
 import blake3
 import msgspec
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import dsv
 import dsv.diff as diff_module
 from dsv import diffview, labels, ops
+from dsv.canonical import encode_canonical
 from dsv.diff import Change, DatasetDiff, FieldChange, diff, summarize
 from dsv.errors import BadInput
 
@@ -313,6 +316,43 @@ def test_nested_field_paths() -> None:
     ]
     assert diff_module.json_path("a", "b c") == 'a["b c"]'
     assert list(diff_module.field_changes([1, 2], [1])) == [FieldChange("[1]", old=2)]
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.sampled_from([1.0, 0.5, -0.0])
+    | st.text("ab", max_size=2),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b c", "d"]), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+_records = st.dictionaries(st.sampled_from(["id", "x", "y z"]), _json_values, max_size=3)
+
+
+@given(_records, st.data())
+@example({"x": 1, "y z": [1, {"a": True}]}, None)
+def test_body_changes_are_field_changes_of_the_decoded_bodies(
+    old: dict[str, Any], data: st.DataObject | None
+) -> None:
+    # The new record is the old one with some members replaced, dropped or added, so that
+    # equal and nearly equal subtrees are common: 1 against 1.0 and true, [] against {}.
+    if data is None:
+        new = {"x": 1.0, "y z": [True, {"a": 1}], "id": None}
+    else:
+        new = dict(old)
+        for name in data.draw(st.lists(st.sampled_from(["id", "x", "y z"]), max_size=2)):
+            if data.draw(st.booleans()):
+                new[name] = data.draw(_json_values)
+            else:
+                new.pop(name, None)
+    got = list(diff_module.body_changes(encode_canonical(old), encode_canonical(new)))
+    assert got == list(diff_module.field_changes(old, new))
 
 
 def test_field_changes_in_a_diff(repo: dsv.Repository) -> None:
