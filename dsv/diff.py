@@ -628,7 +628,6 @@ def field_changes(old: Any, new: Any, path: str = "") -> Iterator[FieldChange]:
         yield FieldChange(path, old=old, new=new)
 
 
-_object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _value_decoder = msgspec.json.Decoder()
 
@@ -645,7 +644,7 @@ def body_changes(
         return
     o, n = memoryview(old)[0], memoryview(new)[0]
     if o == n == 0x7B:  # {
-        olds, news = _object_decoder.decode(old), _object_decoder.decode(new)
+        olds, news = _top_level_decoder.decode(old), _top_level_decoder.decode(new)
         for name in sorted(olds.keys() | news.keys()):
             if name not in news:
                 yield FieldChange(json_path(path, name), old=_value_decoder.decode(olds[name]))
