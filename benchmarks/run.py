@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,10 +80,13 @@ def install_dsv(work: Path) -> Path:
     )
     shutil.copytree(SOURCE, packages / "dsv", ignore=shutil.ignore_patterns("__pycache__"))
     compileall.compile_dir(packages / "dsv", quiet=1)
+    # The entry point pyproject.toml names, as pip's script calls it.
+    entry = tomllib.loads((SOURCE.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = entry["dsv"].partition(":")
     script = venv / "bin" / "dsv"
     script.write_text(
-        f"#!{python}\nimport sys\nfrom dsv.cli import main\n\n"
-        "if __name__ == '__main__':\n    sys.exit(main())\n"
+        f"#!{python}\nimport sys\nfrom {module} import {function}\n\n"
+        f"if __name__ == '__main__':\n    sys.exit({function}())\n"
     )
     script.chmod(0o755)
     return python

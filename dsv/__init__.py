@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from dsv.errors import (
     BadInput,
@@ -19,10 +18,15 @@ from dsv.errors import (
     NotARepository,
     RemoteError,
 )
-from dsv.repo import Repository
 
+# Not `from typing import TYPE_CHECKING`, and Repository imported on first use: `import dsv`
+# comes before every command, and a clean `status` (dsv.quick) needs neither typing nor
+# msgspec, which dsv.repo brings (mypy knows the name either way).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import pyarrow
+
+    from dsv.repo import Repository
 
 __all__ = [
     "BadInput",
@@ -39,11 +43,21 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> object:
+    if name == "Repository":
+        from dsv.repo import Repository
+
+        return Repository
+    raise AttributeError(f"module 'dsv' has no attribute {name!r}")
+
+
 def load(spec: str, *, cwd: str | os.PathLike[str] = ".") -> pyarrow.Table:
     """A dataset version as an Arrow table: 'PATH@REV' (REV defaults to HEAD)."""
     path, _, rev = spec.rpartition("@")
     if not path:
         path, rev = rev, "HEAD"
+    from dsv.repo import Repository
+
     full = os.path.abspath(os.path.join(os.fspath(cwd), path))
     with Repository.open(os.path.dirname(os.path.abspath(full))) as repo:
         return repo.read(rev or "HEAD", full)

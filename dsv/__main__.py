@@ -1,5 +1,5 @@
 """`python -m dsv`."""
 
-from dsv.cli import main
+from dsv.quick import main
 
 main()

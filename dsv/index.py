@@ -54,6 +54,9 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
 class _Index(msgspec.Struct, array_like=True):
     version: int
     entries: list[Entry]
+    # A commit whose tree lists exactly these entries' paths and datasets (b"" for none); a
+    # reader of an index written before it sees none (docs/format.md §6).
+    head: bytes = b""
 
 
 _decoder = msgspec.msgpack.Decoder(_Index)
@@ -78,9 +81,10 @@ def read_index(path: Path) -> dict[str, Entry]:
     return {entry.path: entry for entry in index.entries}
 
 
-def write_index(path: Path, entries: dict[str, Entry]) -> None:
+def write_index(path: Path, entries: dict[str, Entry], *, head: bytes = b"") -> None:
+    """Write the index; `head` is a commit whose tree lists exactly `entries`' datasets."""
     ordered = [entries[key] for key in sorted(entries, key=lambda p: p.encode())]
-    write_atomic(path, _encoder.encode(_Index(INDEX_VERSION, ordered)))
+    write_atomic(path, _encoder.encode(_Index(INDEX_VERSION, ordered, head)))
 
 
 def stat_file(path: Path) -> FileStat | None:

@@ -15,7 +15,7 @@ import msgspec
 
 from dsv.canonical import decode_canonical
 from dsv.errors import BadInput, BadState
-from dsv.index import Entry, read_index, stat_file, write_index
+from dsv.index import Entry, read_index, stat_file
 from dsv.labels import create_branch
 from dsv.manifest import iter_oids
 from dsv.objects import (
@@ -136,7 +136,7 @@ def add(repo: Repository, paths: list[str], *, key: tuple[str, ...] | None = Non
                 for name in names
             }
         index.update(staged)
-        write_index(repo.index_path, index)
+        repo.write_index(index)
         repo.store.tidy()
     return names
 
@@ -163,7 +163,7 @@ def remove(
                     )
         for name in names:
             del index[name]
-        write_index(repo.index_path, index)
+        repo.write_index(index)
         if not cached:
             for name in names:
                 with contextlib.suppress(FileNotFoundError):
@@ -217,7 +217,7 @@ def move(repo: Repository, source: str, destination: str) -> str:
             and msgspec.structs.replace(after, ctime_ns=before.ctime_ns) == before
         )
         index[dst] = Entry(dst, entry.dataset, after if kept else None, entry.file_hash)
-        write_index(repo.index_path, index)
+        repo.write_index(index)
     return dst
 
 
@@ -343,7 +343,7 @@ def _refresh_index(repo: Repository, updates: dict[str, Entry]) -> None:
             for name, entry in updates.items():
                 if name in index and index[name].dataset == entry.dataset:
                     index[name] = entry
-            write_index(repo.index_path, index)
+            repo.write_index(index)
     except BadState:
         pass
     finally:
@@ -418,8 +418,8 @@ def commit(
         first = new.message.splitlines()[0]
         reason = f"commit{' (initial)' if head is None else ''}: {first}"
         repo.refs.update("HEAD", oid, expected=head or MISSING, user=repo.user, reason=reason)
-        if all:
-            write_index(repo.index_path, index)
+        # Written even when no entry changed: the index now names this commit as its tree's.
+        repo.write_index(index)
         repo.store.tidy()
     return oid
 
@@ -720,7 +720,7 @@ def checkout(
                 )
             for name in names:
                 index[name] = write_file(repo, name, target[name])
-            write_index(repo.index_path, index)
+            repo.write_index(index)
             return target_oid
         changing = {n for n in set(target) | set(head) | set(index) if target.get(n) != head.get(n)}
         if not force:
@@ -744,7 +744,7 @@ def checkout(
                         (repo.root / name).unlink()
                 elif name in index:
                     new_index[name] = index[name]
-        write_index(repo.index_path, new_index)
+        repo.write_index(new_index, head=target_oid)
         branch = _branch_named(repo, rev)
         if rev.strip() == "HEAD":
             pass  # the files of HEAD again: HEAD itself stays, on its branch or detached

@@ -14,6 +14,7 @@ import msgspec
 from dsv.config import FORMAT_VERSION, Config, read_config, user_identity, write_config
 from dsv.errors import BadInput, BadState, NotARepository
 from dsv.fsutil import RepoLock
+from dsv.index import Entry, write_index
 from dsv.manifest import read_oid_list
 from dsv.objects import (
     Commit,
@@ -156,6 +157,15 @@ class Repository:
             return {}
         tree = self.read_tree(self.read_commit(commit_oid).tree)
         return {entry.path: entry.dataset for entry in tree.entries}
+
+    def write_index(self, entries: dict[str, Entry], *, head: bytes | None = None) -> None:
+        """Write the index (under the lock), naming the commit whose tree it equals if HEAD,
+        or `head` that HEAD is about to move to, is one: then a clean `status` reads no
+        object, and needs neither msgspec nor click (dsv.quick)."""
+        commit = self.head() if head is None else head
+        datasets = {name: entry.dataset for name, entry in entries.items()}
+        matched = commit is not None and self.tree_of(commit) == datasets
+        write_index(self.index_path, entries, head=commit if matched and commit else b"")
 
     # -- refs and revisions ------------------------------------------------------------
 
