@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from dsv import ingest, ops
 from dsv.canonical import encode_canonical
 from dsv.errors import BadInput
-from dsv.objects import Kind, hash_object
+from dsv.objects import Kind, hash_object, split_oids
 from dsv.repo import Repository
 
 
@@ -28,6 +28,7 @@ def _expected(records: list[dict[str, object]]) -> bytes:
 
 def test_lines_longer_than_a_read_piece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ingest, "_READ", 64)
+    monkeypatch.setattr(ingest, "_WALK_READ", 64)
     records = [{"id": i, "text": "x" * (10 + 50 * (i % 5))} for i in range(40)]
     path = tmp_path / "long.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -59,6 +60,34 @@ def _again(path: Path, before: ingest.IngestResult) -> ingest.IngestResult:
 
 def _write(path: Path, records: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_recommit_names_as_fresh_only_the_edited_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    # Edits at the file's start and on both sides of the workers' cut: every other id must
+    # come from the base's runs, whichever worker found (or parsed) its group.
+    monkeypatch.setattr(ingest, "_PARALLEL_MIN", 0)
+    monkeypatch.setattr(ingest, "_workers", lambda: workers)
+    records: list[dict[str, object]] = [
+        {"id": i, "q": "question " + "x" * (i % 9)} for i in range(3000)
+    ]
+    path = tmp_path / "qa.jsonl"
+    _write(path, records)
+    first = ingest.ingest_jsonl(path, "qa.jsonl", None)
+    cut = ingest._ranges(path, 2)[1][0]
+    at_cut = path.read_bytes()[:cut].count(b"\n")
+    edited = [0, 1, at_cut - 2, at_cut - 1, at_cut, at_cut + 1, 2999]
+    for i in edited:
+        records[i] = {"id": i, "edited": "y" * (i % 4)}
+    _write(path, records)
+    again = _again(path, first)
+    assert again.oids == _expected(records)
+    assert again.runs is not None
+    spans, fresh = again.runs
+    assert sorted(split_oids(fresh)) == sorted(split_oids(_expected([records[i] for i in edited])))
+    assert sum(length for from_base, _, length in spans if from_base) == 3000 - len(edited)
 
 
 def test_the_group_cache_parses_only_the_changed_lines(
@@ -115,6 +144,7 @@ def test_groups_longer_than_a_read_are_not_read_again_and_again(
 ) -> None:
     # No line ends a group by its length, so groups of 32 long lines span many reads.
     monkeypatch.setattr(ingest, "_READ", 4096)
+    monkeypatch.setattr(ingest, "_WALK_READ", 4096)
     records = [{"id": f"{i:04d}", "doc": "x" * 2001} for i in range(200)]
     assert all(len(json.dumps(r)) % ingest.GROUP_MODULUS for r in records)
     path = tmp_path / "long.jsonl"
@@ -280,6 +310,7 @@ def test_reading_with_a_cache_gives_what_reading_afresh_gives(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         mp.setattr(ingest, "_READ", piece)
+        mp.setattr(ingest, "_WALK_READ", piece)
         if parallel:
             mp.setattr(ingest, "_PARALLEL_MIN", 0)
             mp.setattr(ingest, "_workers", lambda: 2)
@@ -294,6 +325,15 @@ def test_reading_with_a_cache_gives_what_reading_afresh_gives(
         cached = _again(path, first)
         assert cached.oids == afresh.oids
         assert cached.groups == afresh.groups
+        # The runs the manifest is built from give exactly the new ids (else it would fall
+        # back to finding them itself: correct, but the cache's work lost).
+        assert (cached.runs is None) == (not first.groups.lengths)
+        spans, fresh = cached.runs or ([(False, 0, len(cached.oids) // 32)], cached.oids)
+        rebuilt = b"".join(
+            (first.oids if from_base else fresh)[start * 32 : (start + length) * 32]
+            for from_base, start, length in spans
+        )
+        assert rebuilt == cached.oids
         texts = [t.removesuffix("\r") for t in mixed]
         assert len(afresh.oids) // 32 == sum(1 for t in texts if t.strip())
 
