@@ -16,7 +16,20 @@ import blake3
 
 from dsv.errors import BadState, LockedError
 
-__all__ = ["RepoLock", "WriteResult", "atomic_file", "fsync_dir", "publish", "write_atomic"]
+__all__ = [
+    "RepoLock",
+    "WriteResult",
+    "atomic_file",
+    "digest_fd",
+    "digest_file",
+    "fsync_dir",
+    "publish",
+    "write_atomic",
+]
+
+# Small reads on purpose: a fresh 16 MiB buffer per read is page-faulted in every time, where
+# 1 MiB ones reuse the memory the last one freed (checkout 13 of 14 runs faster at 100k).
+_READ = 1 << 20
 
 
 def fsync_dir(path: Path) -> None:
@@ -58,12 +71,24 @@ def publish(fd: int, tmp: Path, path: Path, result: WriteResult) -> None:
     result.stat = after if same else None
 
 
-def _digest_of(path: Path) -> bytes:
+def digest_fd(fd: int) -> bytes:
+    """BLAKE3 of an open file's bytes, on every core; read in pieces, not mapped, so that a
+    large file does not count as resident memory."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(16 << 20):
-            hasher.update(chunk)
+    offset = 0
+    while chunk := os.pread(fd, _READ, offset):
+        hasher.update(chunk)
+        offset += len(chunk)
     return hasher.digest()
+
+
+def digest_file(path: Path) -> bytes:
+    """BLAKE3 of a file's bytes (`digest_fd`)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return digest_fd(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -89,7 +114,7 @@ def atomic_file(
             if result is None:
                 os.replace(tmp, path)
             else:
-                result.digest = _digest_of(tmp)
+                result.digest = digest_file(tmp)
                 publish(handle.fileno(), tmp, path, result)
         ok = True
     except OSError as exc:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import blake3
 import msgspec
 
 from dsv.errors import BadState
-from dsv.fsutil import write_atomic
+from dsv.fsutil import digest_file, write_atomic
 
 __all__ = [
     "Entry",
@@ -110,15 +109,8 @@ def trusted_stat(stat: FileStat | None, read_started_ns: int) -> FileStat | None
 
 
 def hash_file(path: Path) -> bytes:
-    """BLAKE3 of a file's bytes, on every core (b"" if it cannot be read).
-
-    Read in pieces rather than mapped, so a large file does not count as resident memory.
-    """
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    """BLAKE3 of a file's bytes, on every core (b"" if it cannot be read)."""
     try:
-        with open(path, "rb", buffering=0) as handle:
-            while piece := handle.read(16 << 20):
-                hasher.update(piece)
+        return digest_file(path)
     except OSError:
         return b""
-    return hasher.digest()

@@ -20,10 +20,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import blake3
-
 from dsv.errors import BadState, CorruptObject
-from dsv.fsutil import WriteResult, fsync_dir, publish
+from dsv.fsutil import WriteResult, digest_fd, fsync_dir, publish
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import Pack
 from dsv.parallel import can_fork, fork_map
@@ -41,19 +39,10 @@ _HASH_SLACK = 8192
 _shared: dict[str, object] = {}
 
 
-def _digest(fd: int) -> bytes:
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    offset = 0
-    while chunk := os.pread(fd, 16 << 20, offset):
-        hasher.update(chunk)
-        offset += len(chunk)
-    return hasher.digest()
-
-
 def _digest_into(fd: int, result: list[bytes | OSError]) -> None:
-    """Thread: `_digest(fd)`, or the OSError that stopped it, appended to `result`."""
+    """Thread: `digest_fd(fd)`, or the OSError that stopped it, appended to `result`."""
     try:
-        result.append(_digest(fd))
+        result.append(digest_fd(fd))
     except OSError as exc:
         result.append(exc)
 

@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import blake3
 import pytest
 
+from dsv import fsutil
 from dsv.errors import LockedError
-from dsv.fsutil import RepoLock, write_atomic
+from dsv.fsutil import RepoLock, digest_file, write_atomic
 
 
 def test_write_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -36,6 +38,22 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         write_atomic(target, chunks())  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["f"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096 + 17])
+def test_a_file_digest_covers_every_piece_it_is_read_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    monkeypatch.setattr(fsutil, "_READ", 4096)
+    path = tmp_path / "f"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    assert digest_file(path) == blake3.blake3(data).digest()
+
+
+def test_a_missing_file_has_no_digest(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        digest_file(tmp_path / "missing")
 
 
 def test_second_writer_fails_naming_the_holder(tmp_path: Path) -> None:

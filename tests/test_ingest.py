@@ -28,7 +28,6 @@ def _expected(records: list[dict[str, object]]) -> bytes:
 
 def test_lines_longer_than_a_read_piece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ingest, "_READ", 64)
-    monkeypatch.setattr(ingest, "_WALK_READ", 64)
     records = [{"id": i, "text": "x" * (10 + 50 * (i % 5))} for i in range(40)]
     path = tmp_path / "long.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -144,7 +143,6 @@ def test_groups_longer_than_a_read_are_not_read_again_and_again(
 ) -> None:
     # No line ends a group by its length, so groups of 32 long lines span many reads.
     monkeypatch.setattr(ingest, "_READ", 4096)
-    monkeypatch.setattr(ingest, "_WALK_READ", 4096)
     records = [{"id": f"{i:04d}", "doc": "x" * 2001} for i in range(200)]
     assert all(len(json.dumps(r)) % ingest.GROUP_MODULUS for r in records)
     path = tmp_path / "long.jsonl"
@@ -310,7 +308,6 @@ def test_reading_with_a_cache_gives_what_reading_afresh_gives(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         mp.setattr(ingest, "_READ", piece)
-        mp.setattr(ingest, "_WALK_READ", piece)
         if parallel:
             mp.setattr(ingest, "_PARALLEL_MIN", 0)
             mp.setattr(ingest, "_workers", lambda: 2)

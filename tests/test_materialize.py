@@ -165,7 +165,7 @@ def test_a_file_that_cannot_be_read_back_leaves_the_old_one(
         raise OSError(5, "Input/output error")
 
     # The written file is hashed on a thread while it is synced: the error must come back.
-    monkeypatch.setattr(materialize, "_digest", unreadable)
+    monkeypatch.setattr(materialize, "digest_fd", unreadable)
     with pytest.raises(BadState, match=r"^cannot write .*out.jsonl: Input/output error$"):
         materialize.write_jsonl(store, b"".join(oids), path)
     assert path.read_bytes() == b"old\n"
