@@ -29,12 +29,17 @@ def test_generator_makes_the_promised_second_version(tmp_path: Path) -> None:
 
 
 def test_harness_runs_every_tool(tmp_path: Path) -> None:
-    result = run_benchmark(300, 1, ["dsv", "git", "oxen"], tmp_path, log_commits=50)
+    warm = 512 << 20
+    result = run_benchmark(300, 1, ["dsv", "git", "oxen"], tmp_path, log_commits=50, warm=warm)
+    assert result["warm_bytes"] == warm and result["warm_seconds"] > 0  # type: ignore[operator]
     medians = result["medians"]
     assert isinstance(medians, dict)
     for tool in ("dsv", "git", "oxen"):
         assert set(medians[tool]) == set(STEPS)
         assert all(seconds > 0 for seconds in medians[tool].values())
+    # The warmed memory is not counted in any step's peak RSS.
+    peaks: dict[str, dict[str, int]] = result["peak_rss_kib"]  # type: ignore[assignment]
+    assert all(0 < kib < warm >> 10 for steps in peaks.values() for kib in steps.values())
     assert result["dsv_status"] > 0 and result["dsv_log_20"] > 0  # type: ignore[operator]
     assert 0 < result["python_start"] < result["dsv_status"]  # type: ignore[operator]
     table = format_table(result)
