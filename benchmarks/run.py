@@ -242,9 +242,11 @@ def warm_memory(size: int) -> float:
     as much memory as a benchmark's steps hold at once, whichever tool asks for new pages
     first pays for them: a checkout that writes its temp file beside the old one (dsv) pays,
     one that unlinks the old file first (git) reuses its pages. A machine that has been up a
-    while, or any machine not under such a hypervisor, has no cold pages to hand out. A child
-    does the touching because a process's peak RSS passes to the children it starts, and the
-    runner reads its steps' peak RSS from theirs.
+    while, or any machine not under such a hypervisor, has no cold pages to hand out. Warmth
+    fades here beyond about a gigabyte: 1 GiB touched again after 120 s idle took what it took
+    at once (0.7 s), where 4 GiB took 3.2 s at once and 10.3 s again after 60 s. A child does
+    the touching because a process's peak RSS passes to the children it starts, and the runner
+    reads its steps' peak RSS from theirs.
     """
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", _WARM, str(size)], check=True)
@@ -278,7 +280,7 @@ def run_benchmark(
     work: Path,
     *,
     log_commits: int = 10_000,
-    warm: int = 4 << 30,
+    warm: int = 1 << 30,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, object]:
     """Measure every step; return {'medians': {tool: {step: s}}, 'sizes': ..., 'dsv_only': ...}.
@@ -377,7 +379,7 @@ def main() -> None:
     parser.add_argument("--tools", default="dsv,git,oxen")
     parser.add_argument("--log-commits", type=int, default=10_000)
     parser.add_argument(
-        "--warm-mib", type=int, default=4096, help="memory to touch before measuring (0: none)"
+        "--warm-mib", type=int, default=1024, help="memory to touch before measuring (0: none)"
     )
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the raw result here")
