@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import dsv
 from benchmarks.generate import generate
-from benchmarks.run import STEPS, format_table, install_dsv, run_benchmark
+from benchmarks.run import STEPS, format_table, install_dsv
 
 
 def test_generator_makes_the_promised_second_version(tmp_path: Path) -> None:
@@ -29,21 +30,28 @@ def test_generator_makes_the_promised_second_version(tmp_path: Path) -> None:
 
 
 def test_harness_runs_every_tool(tmp_path: Path) -> None:
-    warm = 512 << 20
-    result = run_benchmark(300, 1, ["dsv", "git", "oxen"], tmp_path, log_commits=50, warm=warm)
-    assert result["warm_bytes"] == warm and result["warm_seconds"] > 0  # type: ignore[operator]
-    medians = result["medians"]
-    assert isinstance(medians, dict)
+    # As a user runs it: in its own process, whose peak RSS its steps' processes inherit.
+    warm = 512
+    args = ["--count", "300", "--runs", "1", "--log-commits", "50", "--warm-mib", str(warm)]
+    args += ["--work", str(tmp_path / "work"), "--json", str(tmp_path / "result.json")]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "| diff |" in out.stdout and "dsv/oxen" in out.stdout
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["warm_bytes"] == warm << 20 and result["warm_seconds"] > 0
     for tool in ("dsv", "git", "oxen"):
-        assert set(medians[tool]) == set(STEPS)
-        assert all(seconds > 0 for seconds in medians[tool].values())
+        assert set(result["medians"][tool]) == set(STEPS)
+        assert all(seconds > 0 for seconds in result["medians"][tool].values())
     # The warmed memory is not counted in any step's peak RSS.
-    peaks: dict[str, dict[str, int]] = result["peak_rss_kib"]  # type: ignore[assignment]
-    assert all(0 < kib < warm >> 10 for steps in peaks.values() for kib in steps.values())
-    assert result["dsv_status"] > 0 and result["dsv_log_20"] > 0  # type: ignore[operator]
-    assert 0 < result["python_start"] < result["dsv_status"]  # type: ignore[operator]
-    table = format_table(result)
-    assert "| diff |" in table and "dsv/oxen" in table
+    peaks = result["peak_rss_kib"]
+    assert all(0 < kib < warm << 10 for steps in peaks.values() for kib in steps.values())
+    assert result["dsv_status"] > 0 and result["dsv_log_20"] > 0
+    assert 0 < result["python_start"] < result["dsv_status"]
 
 
 def test_installed_dsv_runs_without_this_machines_start_up_hooks(tmp_path: Path) -> None:
