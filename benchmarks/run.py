@@ -403,7 +403,9 @@ def main() -> None:
     for key in ("python_start", "machine_python_start", "dsv_status", "dsv_log_20"):
         if key in result:
             print(f"{key}: {result[key]:.3f} s")
-    print(f"warmed {result['warm_bytes'] / 2**30:.1f} GiB in {result['warm_seconds']:.2f} s")
+    warmed, seconds = result["warm_bytes"], result["warm_seconds"]
+    assert isinstance(warmed, int) and isinstance(seconds, float)
+    print(f"warmed {warmed / 2**30:.1f} GiB in {seconds:.2f} s")
     print("peak RSS (KiB):", json.dumps(result["peak_rss_kib"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -22,7 +22,7 @@ import blake3
 import zstandard
 
 from dsv.errors import CorruptObject
-from dsv.fsutil import fsync_dir
+from dsv.fsutil import digest_fd, fsync_dir
 from dsv.objects import OID_SIZE, Kind, split_oids
 
 __all__ = ["BLOCK_SIZE", "PACK_MAGIC", "Pack", "PackWriter", "PreparedPack", "scan_pack"]
@@ -419,13 +419,8 @@ class Pack:
         size = os.fstat(self._pack_file.fileno()).st_size
         if size < _HEADER.size + OID_SIZE:
             return "pack is truncated"
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        at = 0
-        while at < size - OID_SIZE:
-            chunk = self._pread(min(16 << 20, size - OID_SIZE - at), at)
-            hasher.update(chunk)
-            at += len(chunk)
-        if hasher.digest() != trailer or self._pread(OID_SIZE, size - OID_SIZE) != trailer:
+        checksum = digest_fd(self._pack_file.fileno(), end=size - OID_SIZE)
+        if checksum != trailer or self._pread(OID_SIZE, size - OID_SIZE) != trailer:
             return "pack checksum mismatch"
         return None
 

@@ -31,7 +31,8 @@ def test_generator_makes_the_promised_second_version(tmp_path: Path) -> None:
 
 def test_harness_runs_every_tool(tmp_path: Path) -> None:
     # As a user runs it: in its own process, whose peak RSS its steps' processes inherit.
-    warm = 512
+    # 256 MiB is more than any step holds at this size (Oxen's diff ~100 MiB).
+    warm = 256
     args = ["--count", "300", "--runs", "1", "--log-commits", "50", "--warm-mib", str(warm)]
     args += ["--work", str(tmp_path / "work"), "--json", str(tmp_path / "result.json")]
     out = subprocess.run(
@@ -43,13 +44,13 @@ def test_harness_runs_every_tool(tmp_path: Path) -> None:
     )
     assert "| diff |" in out.stdout and "dsv/oxen" in out.stdout
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result["warm_bytes"] == warm << 20 and result["warm_seconds"] > 0
+    assert 0 < result["warm_bytes"] <= warm << 20  # at most half of the available memory
     for tool in ("dsv", "git", "oxen"):
         assert set(result["medians"][tool]) == set(STEPS)
         assert all(seconds > 0 for seconds in result["medians"][tool].values())
     # The warmed memory is not counted in any step's peak RSS.
     peaks = result["peak_rss_kib"]
-    assert all(0 < kib < warm << 10 for steps in peaks.values() for kib in steps.values())
+    assert all(0 < kib < result["warm_bytes"] >> 10 for s in peaks.values() for kib in s.values())
     assert result["dsv_status"] > 0 and result["dsv_log_20"] > 0
     assert 0 < result["python_start"] < result["dsv_status"]
 

@@ -15,7 +15,8 @@ import pytest
 
 from dsv import fsutil
 from dsv.errors import LockedError
-from dsv.fsutil import RepoLock, digest_file, write_atomic
+from dsv.fsutil import RepoLock, digest_fd, digest_file, write_atomic
+from dsv.index import hash_file
 
 
 def test_write_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -51,9 +52,26 @@ def test_a_file_digest_covers_every_piece_it_is_read_in(
     assert digest_file(path) == blake3.blake3(data).digest()
 
 
-def test_a_missing_file_has_no_digest(tmp_path: Path) -> None:
+def test_a_digest_can_stop_at_an_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fsutil, "_READ", 4096)
+    data = os.urandom(3 * 4096 + 17)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for end in (0, 1, 4096, 5000, len(data), len(data) + 100):
+            assert digest_fd(fd, end=end) == blake3.blake3(data[:end]).digest()
+    finally:
+        os.close(fd)
+
+
+def test_a_file_that_cannot_be_read_has_no_digest(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         digest_file(tmp_path / "missing")
+    with pytest.raises(IsADirectoryError):
+        digest_file(tmp_path)
+    # The index's hash of a working file: b"" means "unknown", never an exception.
+    assert hash_file(tmp_path / "missing") == b"" and hash_file(tmp_path) == b""
 
 
 def test_second_writer_fails_naming_the_holder(tmp_path: Path) -> None:
