@@ -17,6 +17,7 @@ import blake3
 from dsv.errors import BadState, LockedError
 
 __all__ = [
+    "READ_SIZE",
     "RepoLock",
     "WriteResult",
     "atomic_file",
@@ -27,10 +28,11 @@ __all__ = [
     "write_atomic",
 ]
 
-# Small reads on purpose: a fresh 16 MiB buffer per read is page-faulted in every time, where
-# 1 MiB ones reuse the memory the last one freed (a checkout's file hash: 13 of 14 runs
-# faster at 100k).
-_READ = 1 << 20
+# How much to read at a time from a large file. Small on purpose: a fresh 16 MiB buffer per
+# read is page-faulted in every time, where 1 MiB ones reuse the memory the last one freed
+# (at 100k, in fresh processes: a recommit's workers 12% faster by median, a fresh add 5%,
+# a checkout's file hash faster in 13 of 14 runs).
+READ_SIZE = 1 << 20
 
 
 def fsync_dir(path: Path) -> None:
@@ -78,7 +80,7 @@ def digest_fd(fd: int, *, end: int | None = None) -> bytes:
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     offset = 0
     while end is None or offset < end:
-        chunk = os.pread(fd, _READ if end is None else min(_READ, end - offset), offset)
+        chunk = os.pread(fd, READ_SIZE if end is None else min(READ_SIZE, end - offset), offset)
         if not chunk:
             break
         hasher.update(chunk)

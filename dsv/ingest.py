@@ -31,7 +31,7 @@ import msgspec
 
 from dsv.canonical import CanonicalError, canonicalize_many
 from dsv.errors import BadInput
-from dsv.fsutil import write_atomic
+from dsv.fsutil import READ_SIZE, write_atomic
 from dsv.manifest import Runs
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import PackWriter, PreparedPack
@@ -73,10 +73,7 @@ _BATCH = 128
 _BATCH_BYTES = 4 << 20  # of groups waiting to be parsed
 # Below this size one process is faster than starting workers.
 _PARALLEL_MIN = 4 << 20
-# Small reads on purpose: a fresh 16 MiB buffer per read was page-faulted in every time, where
-# 1 MiB ones reuse the memory the last one freed (at 100k, in fresh processes: a recommit's
-# workers 12% faster by median, a fresh add 5%).
-_READ = 1 << 20
+_READ = READ_SIZE  # a module name of its own, so that tests can cut pieces small
 _LENGTHS = "I"  # array type code of GroupCache.lengths
 _split_line_keys = re.compile(b".{%d}" % LINE_KEY, re.DOTALL).findall
 

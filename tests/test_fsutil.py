@@ -45,7 +45,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 def test_a_file_digest_covers_every_piece_it_is_read_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
-    monkeypatch.setattr(fsutil, "_READ", 4096)
+    monkeypatch.setattr(fsutil, "READ_SIZE", 4096)
     path = tmp_path / "f"
     data = os.urandom(size)
     path.write_bytes(data)
@@ -53,7 +53,7 @@ def test_a_file_digest_covers_every_piece_it_is_read_in(
 
 
 def test_a_digest_can_stop_at_an_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fsutil, "_READ", 4096)
+    monkeypatch.setattr(fsutil, "READ_SIZE", 4096)
     data = os.urandom(3 * 4096 + 17)
     path = tmp_path / "f"
     path.write_bytes(data)
