@@ -2,8 +2,9 @@
 push and fetch.
 
 Each trial starts a real `dsv` process, kills it after a random delay inside its run, and
-checks: fsck is clean, every ref points at a complete commit, the working file is exactly its
-old or its new version, and every version committed before the kill is still readable.
+checks: the next command that takes the lock leaves no temporary file of dsv's behind, fsck
+is clean, every ref points at a complete commit, the working file is exactly its old or its
+new version, and every version committed before the kill is still readable.
 
     python -m benchmarks.stress --trials 200
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import dsv
 from dsv import maintenance
 from dsv.canonical import canonicalize
+from dsv.fsutil import is_temp_name
 
 __all__ = ["CrashReport", "crash_trials"]
 
@@ -54,6 +56,16 @@ class CrashReport:
     killed_mid_run: int = 0
     finished_first: int = 0
     problems: list[str] = field(default_factory=list)
+
+
+def _temp_files(root: Path) -> list[str]:
+    """dsv's temporary files anywhere in the work tree or `.dsv`."""
+    return [
+        str(Path(dirpath, name).relative_to(root))
+        for dirpath, _, names in os.walk(root)
+        for name in names
+        if is_temp_name(name)
+    ]
 
 
 def _check(root: Path, committed: list[bytes], allowed: set[bytes], report: CrashReport) -> None:
@@ -130,6 +142,10 @@ def crash_trials(
             report.finished_first += 1
         proc.wait(timeout=60)
         report.trials += 1
+        # The next command that takes the lock must clear whatever the kill left half-written.
+        killed_in = other if step == "fetch" else root
+        _run(killed_in, "tag", f"after-{trial}")
+        report.problems += [f"left behind: {p}" for p in _temp_files(killed_in)]
         _check(root, committed, allowed, report)
         if step in ("push", "fetch"):
             _check(other, [], {(other / "data.jsonl").read_bytes()}, report)

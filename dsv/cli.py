@@ -764,6 +764,8 @@ def gc(ctx: click.Context, dry_run: bool) -> None:
     with open_repo(ctx) as repo:
         report = maintenance.gc(repo, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
+    for name in report.temp_files:
+        click.echo(f"{verb} {name} (a temporary file of an interrupted command)")
     click.echo(
         f"{verb} {report.removed} unreachable objects, kept {report.kept}; "
         f"{report.bytes_before} -> {report.bytes_after} bytes"

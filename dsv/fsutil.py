@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,10 @@ __all__ = [
     "digest_fd",
     "digest_file",
     "fsync_dir",
+    "is_temp_name",
+    "note_temp",
     "publish",
+    "sweep_temps",
     "write_atomic",
 ]
 
@@ -107,6 +111,7 @@ def atomic_file(
     With `result`, the digest is taken from the temp file, which nothing else can touch.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    note_temp(tmp)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     except OSError as exc:
@@ -146,15 +151,21 @@ class RepoLock:
     """The single-writer lock of a repository.
 
     It is an flock on a file, so the kernel frees it when its holder dies (even by kill -9);
-    the holder's pid is written inside only to name it in the error.
+    the holder's pid is written inside only to name it in the error. Beside it, the holder
+    keeps a journal of the temporary files it makes (docs/format.md §6): a holder killed
+    mid-write leaves the journal non-empty, and the next holder removes what it lists.
     """
 
     def __init__(self, path: Path, *, timeout: float | None = None) -> None:
         self.path = path
+        self.journal = path.with_name("pending")
+        self.root = Path(os.path.abspath(path.parent.parent))
         if timeout is None:
             timeout = float(os.environ.get("DSV_LOCK_TIMEOUT", "3"))
         self.timeout = timeout
+        self.recovered: list[Path] = []
         self._fd: int | None = None
+        self._journal_fd: int | None = None
         self._depth = 0
 
     def acquire(self) -> None:
@@ -187,6 +198,36 @@ class RepoLock:
         self._fd = fd
         self._depth = 1
         _held.add(self)
+        self.recovered = self._recover()
+
+    def _recover(self) -> list[Path]:
+        """Remove the temporary files a holder that died left behind (its journal says which)."""
+        try:
+            listed = self.journal.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise BadState(f"cannot read {self.journal}: {exc.strerror}") from exc
+        if not listed:
+            return []
+        removed = []
+        for raw in listed.split(b"\0"):
+            # A name the journal holds is only ever one of ours (a temp beside a file of
+            # this repository); anything else means the journal is not ours to act on.
+            path = Path(os.fsdecode(raw))
+            if not raw or not path.is_relative_to(self.root) or not is_temp_name(path.name):
+                continue
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                path.unlink()
+                removed.append(path)
+        os.truncate(self.journal, 0)
+        return removed
+
+    def note(self, path: Path) -> None:
+        """Journal a temp file about to be made under this lock (before it exists)."""
+        if self._journal_fd is None:
+            self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._journal_fd, os.fsencode(os.path.abspath(path)) + b"\0")
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -203,14 +244,17 @@ class RepoLock:
             return
         fd, self._fd = self._fd, None
         _held.discard(self)
+        if self._journal_fd is not None:
+            # Every temp it lists is renamed or removed by now (their writers clean up on
+            # any exception): an empty journal tells the next holder there is nothing to do.
+            journal_fd, self._journal_fd = self._journal_fd, None
+            with contextlib.suppress(OSError):
+                os.ftruncate(journal_fd, 0)
+            os.close(journal_fd)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def __enter__(self) -> RepoLock:
         self.acquire()
@@ -220,6 +264,64 @@ class RepoLock:
         self.release()
 
 
+def note_temp(path: Path) -> None:
+    """Before making temp file `path`: journal it with the lock of the repository holding it,
+    if this process holds that lock, so a kill -9 cannot leave it behind for good."""
+    full = os.path.abspath(path)
+    for lock in list(_held):
+        if full.startswith(str(lock.root) + os.sep):
+            lock.note(Path(full))
+
+
+# dsv's temporary names: `.NAME.PID.tmp` / `.NAME.PID.part` beside a file it replaces, and
+# `.tmp-PID-HEX.pack` / `.idx` in a pack directory.
+_TEMP_NAME = re.compile(r"\..+\.([0-9]+)\.(?:tmp|part)|\.tmp-([0-9]+)-[0-9a-f]+\.(?:pack|idx)")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is one of the temporary names dsv writes under (never a dataset)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
+
+
+def sweep_temps(directories: Iterable[Path], *, remove: bool = True) -> list[Path]:
+    """Remove dsv temp files in `directories` whose writing process is gone (with `remove`
+    false, only list them).
+
+    For files left by a dsv that kept no journal (before format version 7): the pid in the
+    name decides, and a file whose pid is alive is kept, whoever that process is now.
+    """
+    removed = []
+    for directory in directories:
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise BadState(f"cannot list {directory}: {exc.strerror}") from exc
+        for name in sorted(names):
+            match = _TEMP_NAME.fullmatch(name)
+            if match is None or _pid_alive(int(match.group(1) or match.group(2))):
+                continue
+            path = directory / name
+            if not remove:
+                removed.append(path)
+                continue
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 _held: weakref.WeakSet[RepoLock] = weakref.WeakSet()
 
 
@@ -227,11 +329,14 @@ def _forget_locks_in_child() -> None:
     # An flock belongs to the open file, which a forked worker shares until it closes its
     # copy: without this, a worker outliving a killed parent would keep the repository
     # locked. The parent's lock is unaffected; the child just stops being a holder.
+    # Its journal is the parent's too: the child must not truncate it.
     for lock in list(_held):
         fd, lock._fd, lock._depth = lock._fd, None, 0
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        journal_fd, lock._journal_fd = lock._journal_fd, None
+        for owned in (fd, journal_fd):
+            if owned is not None:
+                with contextlib.suppress(OSError):
+                    os.close(owned)
     _held.clear()
 
 

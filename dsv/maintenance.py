@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from dsv.errors import CorruptObject
+from dsv.fsutil import sweep_temps
 from dsv.index import read_index
 from dsv.manifest import iter_oids
 from dsv.objects import ZERO_OID, Kind
@@ -135,6 +136,9 @@ class GcReport(msgspec.Struct):
     loose_before: int
     bytes_before: int
     bytes_after: int
+    # Temporary files of interrupted commands that this gc removed (or, dry, would remove),
+    # relative to the repository root.
+    temp_files: list[str] = msgspec.field(default_factory=list)
 
 
 def _store_size(repo: Repository) -> int:
@@ -146,9 +150,20 @@ def _store_size(repo: Repository) -> int:
     return total
 
 
+def _temp_dirs(repo: Repository) -> list[Path]:
+    """Where dsv makes temporary files: beside each tracked file, and anywhere in `.dsv`."""
+    tracked = {(repo.root / name).parent for name in read_index(repo.index_path)}
+    inside = [Path(dirpath) for dirpath, _, _ in os.walk(repo.dsv_dir)]
+    return sorted(tracked) + inside
+
+
 def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
     """Keep what refs, ref logs and the index reach, in one new pack; drop the rest."""
-    with repo.lock():
+    with repo.lock() as lock:
+        temp_files = sorted(
+            p.relative_to(repo.root).as_posix()
+            for p in [*lock.recovered, *sweep_temps(_temp_dirs(repo), remove=not dry_run)]
+        )
         reachable, order = _walk(repo, None)
         stored = set(repo.store.iter_oids())
         packs = repo.store.packs
@@ -161,6 +176,7 @@ def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
             loose_before=len(loose),
             bytes_before=before,
             bytes_after=before,
+            temp_files=temp_files,
         )
         if dry_run:
             return report
@@ -187,9 +203,6 @@ def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
                 repo.store.remove_pack(name)
         for oid in loose:
             repo.store.delete_loose(oid)
-        for leftover in repo.store.pack_dir.glob(".tmp-*"):
-            # Temp packs of killed writers: never referenced, safe to drop under the lock.
-            leftover.unlink(missing_ok=True)
         for orphan in repo.store.pack_dir.glob("pack-*.pack"):
             # A removal cut short after the index went (remove_pack deletes it first). Packs
             # are published under the lock, so none is halfway through that now.

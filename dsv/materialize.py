@@ -21,7 +21,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from dsv.errors import BadState, CorruptObject
-from dsv.fsutil import WriteResult, digest_fd, fsync_dir, publish
+from dsv.fsutil import WriteResult, digest_fd, fsync_dir, note_temp, publish
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import Pack
 from dsv.parallel import can_fork, fork_map
@@ -219,6 +219,8 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> WriteResult | No
         return None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    note_temp(tmp)
+    note_temp(part)
     ok = False
     try:
         _shared.update(oids=oids, store=store)

@@ -22,7 +22,7 @@ import blake3
 import zstandard
 
 from dsv.errors import CorruptObject
-from dsv.fsutil import digest_fd, fsync_dir
+from dsv.fsutil import digest_fd, fsync_dir, note_temp
 from dsv.objects import OID_SIZE, Kind, split_oids
 
 __all__ = ["BLOCK_SIZE", "PACK_MAGIC", "Pack", "PackWriter", "PreparedPack", "scan_pack"]
@@ -64,6 +64,7 @@ class PackWriter:
     def __init__(self, directory: Path, *, level: int = _LEVEL) -> None:
         self.directory = directory
         self._tmp = directory / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.pack"
+        note_temp(self._tmp)
         self._file: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 - closed in prepare/abort
         self._level = level
         self._compressor = zstandard.ZstdCompressor(level=level)
@@ -233,6 +234,7 @@ class PackWriter:
         self._file.close()
         idx = self._encode_index(checksum)
         idx_tmp = self.directory / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.idx"
+        note_temp(idx_tmp)
         with open(idx_tmp, "wb") as handle:
             handle.write(idx)
             handle.flush()

@@ -574,3 +574,37 @@ def test_version_is_the_installed_packages() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.stdout == f"dsv, version {version('dsv')}\n"
+
+
+def test_gc_removes_and_reports_temp_files_of_killed_commands(dsv: Dsv) -> None:
+    import subprocess
+    import sys
+
+    dsv.write("sub/qa.jsonl", QA)
+    dsv("add", "sub/qa.jsonl")
+    dsv("commit", "-m", "v1")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    # What killed commands of a dsv without the temp-file journal left behind.
+    left = [
+        f"sub/.qa.jsonl.{gone.pid}.tmp",
+        f"sub/.qa.jsonl.{gone.pid}.part",
+        f".dsv/objects/pack/.tmp-{gone.pid}-00ff.pack",
+        f".dsv/refs/heads/.main.{gone.pid}.tmp",
+    ]
+    live = f"sub/.qa.jsonl.{os.getpid()}.tmp"  # a live process may still be writing it
+    for name in [*left, live]:
+        (dsv.root / name).write_text('{"partial": ')
+    assert dsv("status", "--porcelain").stdout == ""  # not datasets, not changes
+    dry = dsv("gc", "--dry-run").stdout.splitlines()
+    assert dry[:4] == [
+        f"would remove {name} (a temporary file of an interrupted command)" for name in sorted(left)
+    ]
+    assert all((dsv.root / name).exists() for name in left)
+    out = dsv("gc").stdout.splitlines()
+    assert out[:4] == [
+        f"removed {name} (a temporary file of an interrupted command)" for name in sorted(left)
+    ]
+    assert not any((dsv.root / name).exists() for name in left)
+    assert (dsv.root / live).exists()
+    assert dsv("fsck").stdout.endswith(": ok\n")

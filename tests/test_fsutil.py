@@ -141,3 +141,115 @@ def test_a_forked_worker_does_not_hold_the_lock_once_its_parent_is_killed(
         parent.wait()
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker, signal.SIGKILL)
+
+
+_KILLED_MID_WRITE = """
+import sys
+from pathlib import Path
+from dsv.fsutil import RepoLock, atomic_file
+
+root = Path(sys.argv[1])
+lock = RepoLock(root / ".dsv" / "lock")
+lock.acquire()
+with atomic_file(root / "data" / "qa.jsonl") as handle:
+    handle.write(b"partial")
+    handle.flush()
+    print("writing", flush=True)
+    sys.stdin.readline()  # killed here
+"""
+
+
+def _dsv_dir(tmp_path: Path) -> Path:
+    (tmp_path / ".dsv").mkdir()
+    (tmp_path / "data").mkdir()
+    return tmp_path / ".dsv"
+
+
+def test_the_next_lock_holder_removes_the_temp_file_of_a_killed_writer(tmp_path: Path) -> None:
+    dsv_dir = _dsv_dir(tmp_path)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MID_WRITE, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline() == "writing\n"
+    temp = tmp_path / "data" / f".qa.jsonl.{writer.pid}.tmp"
+    assert temp.read_bytes() == b"partial"
+    writer.kill()
+    writer.wait()
+    assert temp.exists()  # the kill left it
+    with RepoLock(dsv_dir / "lock") as lock:
+        assert lock.recovered == [temp]
+    assert not temp.exists()
+    assert os.listdir(tmp_path / "data") == []
+    assert (dsv_dir / "pending").read_bytes() == b""
+
+
+def test_a_clean_release_leaves_nothing_to_recover(tmp_path: Path) -> None:
+    dsv_dir = _dsv_dir(tmp_path)
+    with RepoLock(dsv_dir / "lock"):
+        write_atomic(tmp_path / "data" / "qa.jsonl", b"{}\n")
+        assert (dsv_dir / "pending").read_bytes() != b""  # journaled while held
+    assert (dsv_dir / "pending").read_bytes() == b""
+    with RepoLock(dsv_dir / "lock") as lock:
+        assert lock.recovered == []
+    assert os.listdir(tmp_path / "data") == ["qa.jsonl"]
+
+
+def test_recovery_touches_only_temp_names_inside_the_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    dsv_dir = _dsv_dir(repo)
+    outside = tmp_path / ".x.jsonl.1.tmp"
+    dataset = repo / "data" / "qa.jsonl"
+    for path in (outside, dataset):
+        path.write_text("keep")
+    (dsv_dir / "pending").write_bytes(b"\0".join(os.fsencode(p) for p in (outside, dataset)))
+    with RepoLock(dsv_dir / "lock") as lock:
+        assert lock.recovered == []
+    assert outside.read_text() == dataset.read_text() == "keep"
+
+
+def test_sweep_removes_temp_files_of_dead_processes_only(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = [
+            f".qa.jsonl.{dead.pid}.tmp",
+            f".qa.jsonl.{dead.pid}.part",
+            f".tmp-{dead.pid}-0a1b.pack",
+            f".qa.jsonl.{alive.pid}.tmp",
+            f".tmp-{alive.pid}-0a1b.idx",
+            "qa.jsonl",
+            ".qa.jsonl.tmp",
+        ]
+        for name in names:
+            (tmp_path / name).write_text("x")
+        expected = sorted(tmp_path / n for n in names[:3])
+        assert sorted(fsutil.sweep_temps([tmp_path], remove=False)) == expected
+        assert len(os.listdir(tmp_path)) == len(names)  # listed, not removed
+        assert sorted(fsutil.sweep_temps([tmp_path])) == expected
+        assert sorted(os.listdir(tmp_path)) == sorted(names[3:])
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+@pytest.mark.parametrize(
+    ("name", "temp"),
+    [
+        (".qa.jsonl.123.tmp", True),
+        (".qa.jsonl.123.part", True),
+        (".tmp-123-00ff.pack", True),
+        (".tmp-123-00ff.idx", True),
+        ("qa.jsonl", False),
+        ("qa.123.tmp", False),
+        (".qa.jsonl.tmp", False),
+        (".qa.jsonl.12a.tmp", False),
+    ],
+)
+def test_temp_names(name: str, temp: bool) -> None:
+    assert fsutil.is_temp_name(name) is temp
