@@ -14,6 +14,7 @@ import msgspec
 from dsv import __version__, labels, maintenance, ops
 from dsv.cli_remote import register
 from dsv.errors import DsvError
+from dsv.index import read_index
 from dsv.objects import Commit, Kind
 from dsv.repo import Repository
 
@@ -208,7 +209,9 @@ def mv(ctx: click.Context, source: str, destination: str) -> None:
     """
     with open_repo(ctx) as repo:
         src, dst = user_paths(ctx, [source, destination])
-        click.echo(f"mv {ops.repo_path(repo, src)} -> {ops.move(repo, src, dst)}")
+        # As move takes it: a tracked name from before the path rule is taken as it is.
+        name = ops.repo_path(repo, src, tracked=read_index(repo.index_path))
+        click.echo(f"mv {name} -> {ops.move(repo, src, dst)}")
 
 
 # -- status, commit, log, show ----------------------------------------------------------------
@@ -734,7 +737,8 @@ def env_log(ctx: click.Context, name: str, as_json: bool) -> None:
 @main.command()
 @click.pass_context
 def fsck(ctx: click.Context) -> None:
-    """Check every pack's checksum and re-hash every reachable object; exit 1 on a problem.
+    """Check every pack's checksum, re-hash every reachable object and check every tree's
+    dataset paths; exit 1 on a problem.
 
     \b
     Example:

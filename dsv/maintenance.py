@@ -13,6 +13,7 @@ from dsv.fsutil import sweep_temps
 from dsv.index import read_index
 from dsv.manifest import iter_oids
 from dsv.objects import ZERO_OID, Kind
+from dsv.paths import BadPath, check_tree_paths
 from dsv.repo import Repository
 
 __all__ = ["FsckReport", "GcReport", "fsck", "gc"]
@@ -85,7 +86,13 @@ def _walk(
         commits.extend(entry.parents)
         tree_body = visit(entry.tree, Kind.TREE)
         if tree_body is not None:
-            datasets.extend(e.dataset for e in decode_tree(tree_body, entry.tree).entries)
+            entries = decode_tree(tree_body, entry.tree).entries
+            if report is not None:
+                try:
+                    check_tree_paths([e.path for e in entries])
+                except BadPath as exc:
+                    report.corrupt.append(f"tree {entry.tree.hex()}: {exc.message}")
+            datasets.extend(e.dataset for e in entries)
     from dsv.objects import decode_dataset
 
     for oid in datasets:
@@ -113,7 +120,7 @@ def _walk(
 
 def fsck(repo: Repository) -> FsckReport:
     """Check every pack's and index's checksum, re-hash every reachable object and check that
-    each one's references are present."""
+    each one's references are present and each tree's paths obey format.md §3."""
     report = FsckReport()
     try:
         packs = repo.store.packs

@@ -7,14 +7,14 @@ import heapq
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from dsv.canonical import decode_canonical
-from dsv.errors import BadInput, BadState
+from dsv.errors import BadInput, BadState, CorruptObject
 from dsv.index import Entry, read_index, stat_file
 from dsv.labels import create_branch
 from dsv.manifest import iter_oids
@@ -28,6 +28,7 @@ from dsv.objects import (
     TreeEntry,
     encode_object,
 )
+from dsv.paths import BadPath, check_dataset_path, check_tree_paths
 from dsv.refs import BRANCHES, MISSING
 from dsv.repo import DSV_DIR, Repository
 from dsv.worktree import check_entry, stage_file, write_file
@@ -61,11 +62,15 @@ __all__ = [
 # -- paths -----------------------------------------------------------------------------
 
 
-def repo_path(repo: Repository, path: str | os.PathLike[str]) -> str:
-    """A dataset name (POSIX, relative to the root) for an absolute or root-relative path."""
+def repo_path(
+    repo: Repository, path: str | os.PathLike[str], *, tracked: Container[str] = ()
+) -> str:
+    """A dataset name (POSIX, relative to the root) for an absolute or root-relative path.
+
+    A name in `tracked` is taken as it is: `rm` and `mv` can then undo a name an earlier dsv
+    let in before the path rule was complete (a `\\` in it, say).
+    """
     text = os.fspath(path)
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise BadInput(f"path {text!r} contains control characters")
     absolute = Path(os.path.normpath(repo.root / text))
     try:
         rel = absolute.relative_to(repo.root)
@@ -75,9 +80,11 @@ def repo_path(repo: Repository, path: str | os.PathLike[str]) -> str:
     parts = rel.parts
     if not parts:
         raise BadInput("the repository root is not a dataset file")
-    if parts[0] == DSV_DIR:
-        raise BadInput(f"path '{rel.as_posix()}' is inside {DSV_DIR}, which dsv manages itself")
-    return rel.as_posix()
+    name = rel.as_posix()
+    if name in tracked:
+        return name
+    # The rule every tree obeys: a name `add` takes is exactly a name a server takes.
+    return check_dataset_path(name)
 
 
 def _expand_paths(repo: Repository, paths: Iterable[str]) -> list[str]:
@@ -93,10 +100,12 @@ def _expand_paths(repo: Repository, paths: Iterable[str]) -> list[str]:
             for dirpath, dirnames, filenames in os.walk(full):
                 dirnames[:] = sorted(d for d in dirnames if d != DSV_DIR and not d.startswith("."))
                 for file in sorted(filenames):
-                    candidate = Path(dirpath, file)
-                    with contextlib.suppress(BadInput):
+                    try:
                         format_kind(file)
-                        out.append(candidate.relative_to(repo.root).as_posix())
+                    except BadInput:
+                        continue  # not a dataset file: left alone
+                    name = Path(dirpath, file).relative_to(repo.root).as_posix()
+                    out.append(check_dataset_path(name))
         else:
             out.append(repo_path(repo, path))
     return list(dict.fromkeys(out))
@@ -147,7 +156,7 @@ def remove(
     """Unstage datasets; without `cached` also delete their files (only if clean)."""
     with repo.lock():
         index = read_index(repo.index_path)
-        names = [repo_path(repo, p) for p in paths]
+        names = [repo_path(repo, p, tracked=index) for p in paths]
         for name in names:
             if name not in index:
                 raise BadInput(f"{name}: not tracked by dsv")
@@ -186,7 +195,7 @@ def move(repo: Repository, source: str, destination: str) -> str:
 
     with repo.lock():
         index = read_index(repo.index_path)
-        src = repo_path(repo, source)
+        src = repo_path(repo, source, tracked=index)
         dst = repo_path(repo, destination)
         if (repo.root / dst).is_dir():
             dst = repo_path(repo, repo.root / dst / Path(src).name)
@@ -399,6 +408,13 @@ def commit(
                 TreeEntry(name, index[name].dataset)
                 for name in sorted(index, key=lambda p: p.encode())
             )
+            try:
+                check_tree_paths([e.path for e in entries])
+            except BadPath as exc:
+                # Only a name an earlier dsv let into the index can get here.
+                raise BadInput(
+                    exc.message, hint="rename it with 'dsv mv', or untrack it with 'dsv rm'"
+                ) from exc
             if not _tree_changed(repo, head_tree, entries):
                 raise BadState(
                     "nothing to commit: the index matches HEAD",
@@ -703,6 +719,7 @@ def checkout(
     with repo.lock():
         target_oid = repo.resolve(rev)
         target = repo.tree_of(target_oid)
+        _check_paths(target, rev)
         index = read_index(repo.index_path)
         head_oid = repo.head()
         head = repo.tree_of(head_oid)
@@ -741,7 +758,7 @@ def checkout(
             elif name in index or name in head:
                 if force or name in changing:
                     with contextlib.suppress(FileNotFoundError):
-                        (repo.root / name).unlink()
+                        (repo.root / check_dataset_path(name)).unlink()
                 elif name in index:
                     new_index[name] = index[name]
         repo.write_index(new_index, head=target_oid)
@@ -766,6 +783,18 @@ def checkout(
                 deref=False,
             )
     return target_oid
+
+
+def _check_paths(tree: dict[str, bytes], rev: str) -> None:
+    """Refuse a version whose paths break the rule (format.md §3) before writing anything:
+    its files could land outside the working tree or in `.dsv`."""
+    try:
+        check_tree_paths(list(tree))
+    except BadPath as exc:
+        raise CorruptObject(
+            f"{rev} cannot be checked out: {exc.message}",
+            hint="no correct dsv writes such a version; 'dsv fsck' lists every one",
+        ) from exc
 
 
 def _names_in(repo: Repository, paths: list[str], tree: dict[str, bytes], rev: str) -> list[str]:

@@ -12,6 +12,7 @@ from dsv.errors import BadInput
 from dsv.index import Entry, file_stat, hash_file, stat_file, trusted_stat
 from dsv.manifest import Runs, build_dataset, iter_oids
 from dsv.objects import Dataset, Format, Kind, content_id, hash_object
+from dsv.paths import check_dataset_path
 from dsv.repo import Repository
 from dsv.store import ObjectWriter
 
@@ -154,6 +155,9 @@ def write_file(repo: Repository, name: str, dataset_oid: bytes) -> Entry:
     from dsv.materialize import write_jsonl
     from dsv.ops import iter_datapoints
 
+    # Again right before the join, whatever the caller checked: a name from a tree is hostile
+    # until it passed the rule, and this is where one would leave the working tree.
+    check_dataset_path(name)
     dataset = repo.read_dataset(dataset_oid)
     full = repo.root / name
     full.parent.mkdir(parents=True, exist_ok=True)

@@ -129,12 +129,13 @@ ARGUMENTS: list[tuple[list[str], int, str]] = [
     (
         ["add", ".dsv/config"],
         2,
-        "error: path '.dsv/config' is inside .dsv, which dsv manages itself\n",
+        "error: invalid dataset path '.dsv/config': its segment '.dsv' names .dsv, which dsv "
+        "manages itself\n",
     ),
     (
         ["add", "a\x01b.jsonl"],
         2,
-        "error: path '{root}/a\\x01b.jsonl' contains control characters\n",
+        "error: invalid dataset path 'a\\x01b.jsonl': it contains a control character\n",
     ),
     (["add", "ok.jsonl", "--key", ""], 2, "error: --key: empty field name\n"),
     (["commit", "-m", "  "], 2, "error: empty commit message\nhint: pass one with -m\n"),

@@ -426,7 +426,7 @@ def test_invalid_utf8_and_paths_outside(dsv: Dsv, tmp_path_factory: pytest.TempP
     err = dsv("add", str(outside), code=2).stderr
     assert err.startswith(f"error: path '{outside}' is outside the repository")
     assert dsv("add", ".dsv/config", code=2).stderr.startswith(
-        "error: path '.dsv/config' is inside"
+        "error: invalid dataset path '.dsv/config': its segment '.dsv' names .dsv"
     )
     (dsv.root / "notes.txt").write_text("x")
     assert dsv("add", "notes.txt", code=2).stderr.startswith(

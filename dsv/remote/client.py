@@ -25,7 +25,6 @@ from dsv.objects import (
     Kind,
     decode_commit,
     decode_dataset,
-    decode_tree,
     hash_object,
     split_oids,
 )
@@ -48,6 +47,7 @@ from dsv.remote.protocol import (
     block_bound,
     iter_pack,
     kind_name,
+    references,
 )
 from dsv.repo import Repository
 
@@ -801,7 +801,7 @@ def _receive_objects(
         trees = list(dict.fromkeys(c.tree for c in commits.values()))
         for oid, body in level(Kind.TREE, trees):
             if oid:
-                datasets.update(dict.fromkeys(e.dataset for e in decode_tree(body, oid).entries))
+                datasets.update(dict.fromkeys(_checked_tree(conn, oid, body)))
                 structure.add(Kind.TREE, oid, body, check_store=False)
         pages: dict[bytes, None] = {}
         for oid, body in level(Kind.DATASET, list(datasets)):
@@ -850,6 +850,21 @@ def _receive_objects(
             store.merge_packs(published)
     store.tidy()  # and fetch after fetch, the small packs are merged as they pile up
     return received
+
+
+def _checked_tree(conn: Connection, oid: bytes, body: bytes) -> list[bytes]:
+    """The datasets of a received tree, refused unless well formed (format.md §3).
+
+    A server is not trusted: a path like `../x` or `.dsv/HEAD` would be written outside the
+    working tree, so it is refused here, before any object is stored or any ref moves.
+    """
+    try:
+        return references(Kind.TREE, oid, body)
+    except CorruptObject as exc:
+        raise RemoteError(
+            f"{conn.name} sent a tree that dsv refuses: {exc.message}",
+            hint="the remote holds a version no correct dsv writes; nothing was written here",
+        ) from exc
 
 
 def _update_tracking(repo: Repository, remote: str, theirs: dict[str, bytes]) -> list[RefResult]:

@@ -31,6 +31,7 @@ from dsv.objects import (
     split_oids,
 )
 from dsv.pack import PackWriter
+from dsv.paths import BadPath, check_tree_paths
 from dsv.refs import BRANCHES, ENVS
 from dsv.remote.humanloop_history import History, Version, Versions
 from dsv.remote.humanloop_types import (
@@ -468,6 +469,11 @@ class HumanloopService:
                 return head, False
             entries, message = built
             ordered = sorted(entries, key=lambda p: p.encode())
+            try:
+                check_tree_paths(ordered)
+            except BadPath as exc:
+                # Names were checked where they came in; this guards every route at once.
+                raise ApiError(422, "corrupt", f"{repo}: {exc.message}") from exc
             tree_oid = sink.write(
                 Kind.TREE, encode_object(Tree(tuple(TreeEntry(p, entries[p]) for p in ordered)))
             )

@@ -16,6 +16,7 @@ import msgspec
 
 from dsv.canonical import CanonicalError, encode_canonical
 from dsv.errors import BadInput
+from dsv.paths import BadPath, check_dataset_path, shown_path
 from dsv.refs import ENVS, check_ref_name
 from dsv.remote.protocol import ApiError
 from dsv.remote.storage import check_repo_name
@@ -54,7 +55,6 @@ __all__ = [
 DEFAULT_ENVIRONMENTS = ("production", "staging")
 DATASET_SUFFIX = ".jsonl"
 _MAX_PAGE_SIZE = 10_000
-_NAME_BYTES = 255
 # Well below the JSON decoder's own limit, so that every response holding a datapoint written
 # through the API encodes and decodes.
 MAX_DEPTH = 200
@@ -252,25 +252,14 @@ def iso_time(seconds: int, tz_minutes: int = 0) -> str:
 
 
 def check_name(name: str, loc: Sequence[str | int]) -> str:
-    """A Humanloop dataset name inside a repository: the file is NAME.jsonl."""
-    parts = name.split("/")
-    shown = repr(name) if len(name) <= 80 else repr(name[:80]) + "…"
-    for i, part in enumerate(parts):
-        if part in ("", ".", "..") or any(c in part for c in "\\\x00"):
-            raise Unprocessable(
-                loc,
-                f"invalid dataset name {shown}: use '/'-separated parts, none empty, '.' or '..'",
-            )
-        if any(ord(c) < 32 for c in part):
-            raise Unprocessable(loc, f"invalid dataset name {shown}: control character")
-        # File systems take 255 bytes a name; the last part gets ".jsonl".
-        room = _NAME_BYTES - (len(DATASET_SUFFIX) if i == len(parts) - 1 else 0)
-        if len(part.encode()) > room:
-            raise Unprocessable(
-                loc, f"invalid dataset name {shown}: a part is longer than {room} UTF-8 bytes"
-            )
-    if parts[0].startswith(".dsv"):
-        raise Unprocessable(loc, f"invalid dataset name {name!r}: .dsv is dsv's own directory")
+    """A Humanloop dataset name inside a repository: the file is NAME.jsonl, and both obey
+    the one path rule (format.md §3), so the API writes only trees a clone can check out."""
+    try:
+        # The name itself too: `a/` would pass as the file `a/.jsonl`.
+        check_dataset_path(name)
+        check_dataset_path(name + DATASET_SUFFIX)
+    except BadPath as exc:
+        raise Unprocessable(loc, f"invalid dataset name {shown_path(name)}: {exc.reason}") from exc
     return name
 
 

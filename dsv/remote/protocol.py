@@ -24,6 +24,7 @@ from dsv.objects import (
     split_oids,
 )
 from dsv.pack import BLOCK_SIZE, PACK_MAGIC
+from dsv.paths import BadPath, check_tree_paths
 
 __all__ = [
     "KIND_ORDER",
@@ -354,9 +355,12 @@ def references(kind: Kind, oid: bytes, body: bytes) -> list[bytes]:
         return list(dict.fromkeys(s.page for s in dataset.slices))
     if kind == Kind.TREE:
         entries = decode_tree(body, oid).entries
-        paths = [e.path.encode() for e in entries]
-        if paths != sorted(set(paths)) or any(len(e.dataset) != OID_SIZE for e in entries):
-            raise CorruptObject(f"corrupt object {oid.hex()}: tree entries not sorted and unique")
+        try:
+            check_tree_paths([e.path for e in entries])
+        except BadPath as exc:
+            raise CorruptObject(f"corrupt object {oid.hex()}: {exc.message}") from exc
+        if any(len(e.dataset) != OID_SIZE for e in entries):
+            raise CorruptObject(f"corrupt object {oid.hex()}: bad dataset id in tree")
         return [e.dataset for e in entries]
     commit = decode_commit(body, oid)
     ids = [commit.tree, *commit.parents]

@@ -40,6 +40,7 @@ from dsv.objects import (
     hash_object,
 )
 from dsv.pack import BLOCK_SIZE, PackWriter
+from dsv.paths import BadPath, check_tree_paths
 from dsv.refs import BRANCHES, ENVS, TAGS, check_ref_name
 from dsv.remote.humanloop import HumanloopService
 from dsv.remote.humanloop_routes import HUMANLOOP_PREFIXES, humanloop_handlers
@@ -345,6 +346,8 @@ class RemoteService:
             )
         # Reading each target as a commit re-hashes it and checks its kind.
         self.blobs.read(repo, Kind.COMMIT, targets)
+        for target in targets:
+            self._check_paths(repo, target)
         current = self.meta.list_refs(repo)
         for u in updates:
             old = bytes.fromhex(u.old) if u.old else None
@@ -365,6 +368,19 @@ class RemoteService:
             moved = next(u for u in updates if u.name == exc.name)
             raise self._refused(repo, moved, exc.current) from exc
         return RefsReply(updated=updates)
+
+    def _check_paths(self, repo: str, commit: bytes) -> None:
+        """A ref moves only to a version whose paths obey format.md §3. A pack breaking it is
+        refused whole, but a store may hold a tree from before the rule was enforced."""
+        try:
+            check_tree_paths(list(self.stored.tree(repo, commit)))
+        except BadPath as exc:
+            raise ApiError(
+                422,
+                "corrupt",
+                f"version {commit.hex()[:12]} cannot be pushed: {exc.message}",
+                "dsv refuses to check such a version out",
+            ) from exc
 
     def _check_move(self, repo: str, u: RefUpdate, old: bytes | None) -> None:
         if old is None or u.force or old.hex() == u.new:
