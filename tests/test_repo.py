@@ -205,7 +205,7 @@ def test_a_second_writer_waits_for_a_working_holder_however_long(tmp_path: Path)
     started = time.monotonic()
     # Idle for a second is stuck, yet it waits out a holder that works four times as long.
     proc = _dsv(tmp_path, "add", "qa.jsonl", lock_timeout="1")
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     holder.wait()
     assert proc.returncode == 0, err
     assert time.monotonic() - started >= 2.5
