@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 import msgspec
 
-from dsv import __version__, labels, maintenance, ops
+from dsv import __version__, labels, maintenance, ops, project
+from dsv.cli_common import DsvGroup, open_repo
 from dsv.cli_remote import register
-from dsv.errors import DsvError
 from dsv.index import read_index
 from dsv.objects import Commit, Kind
 from dsv.repo import Repository
@@ -43,58 +43,6 @@ def emit_json(value: Any) -> None:
     click.echo(msgspec.json.encode(value).decode())
 
 
-class DsvGroup(click.Group):
-    """Runs a command and turns every DsvError into `error: …` plus an exit code."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        """Like click's, but usage errors are one `error: …` line with a hint, too."""
-        try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:
-            click.echo(exc.ctx.get_help() if exc.ctx else "")
-            code = 0
-        except click.ClickException as exc:
-            message = exc.format_message().rstrip(".")
-            click.echo(f"error: {message[:1].lower()}{message[1:]}", err=True)
-            ctx = getattr(exc, "ctx", None)
-            if ctx is not None:
-                click.echo(f"hint: see '{ctx.command_path} --help'", err=True)
-            code = exc.exit_code
-        except click.exceptions.Abort:
-            click.echo("error: aborted", err=True)
-            code = 1
-        if not standalone_mode:
-            return code
-        sys.exit(code if isinstance(code, int) else 0)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DsvError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
-            ctx.exit(exc.exit_code)
-        except BrokenPipeError:
-            # The reader (e.g. `head`) went away; that is not an error of ours.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            ctx.exit(0)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            ctx.exit(130)
-        except OSError as exc:
-            where = f": {exc.filename}" if exc.filename else ""
-            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
-            ctx.exit(1)
-
-
 class PathsAfterDashes(click.Command):
     """A command taking `[ARGS] -- PATH...`: what follows `--` lands in ctx.meta['paths']."""
 
@@ -106,10 +54,6 @@ class PathsAfterDashes(click.Command):
         else:
             ctx.meta["paths"] = []
         return super().parse_args(ctx, args)
-
-
-def open_repo(ctx: click.Context) -> Repository:
-    return Repository.open(ctx.obj.get("cwd") or ".")
 
 
 def user_paths(ctx: click.Context, paths: list[str] | tuple[str, ...]) -> list[str]:
@@ -143,9 +87,17 @@ def main(ctx: click.Context, cwd: str | None) -> None:
 @main.command()
 @click.argument("path", default=".", required=False)
 @click.option("--branch", "-b", default="main", show_default=True, help="Name of the first branch.")
+@click.option(
+    "--no-gitignore",
+    is_flag=True,
+    help="Inside a git work tree, leave .gitignore alone (by default /.dsv/ is added to it).",
+)
 @click.pass_context
-def init(ctx: click.Context, path: str, branch: str) -> None:
+def init(ctx: click.Context, path: str, branch: str, no_gitignore: bool) -> None:
     """Create an empty repository.
+
+    Inside a git work tree, `/.dsv/` is added to the .gitignore beside `.dsv`: git tracks
+    the dataset files, dsv their history.
 
     \b
     Example:
@@ -154,6 +106,8 @@ def init(ctx: click.Context, path: str, branch: str) -> None:
     base = ctx.obj.get("cwd") or "."
     repo = Repository.init(os.path.join(base, path), branch=branch)
     click.echo(f"Initialized empty dsv repository in {repo.dsv_dir}")
+    if not no_gitignore and (changed := project.ignore_in_git(repo.root)) is not None:
+        click.echo(f"Added /.dsv/ to {changed} (--no-gitignore to skip)")
 
 
 def _split_key(value: str | None) -> tuple[str, ...] | None:
@@ -770,10 +724,16 @@ def gc(ctx: click.Context, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     for name in report.temp_files:
         click.echo(f"{verb} {name} (a temporary file of an interrupted command)")
-    click.echo(
-        f"{verb} {report.removed} unreachable objects, kept {report.kept}; "
-        f"{report.bytes_before} -> {report.bytes_after} bytes"
-    )
+    if report.bytes_after is None:
+        click.echo(
+            f"would remove {report.removed} unreachable objects, keep {report.kept} "
+            f"(the store takes {report.bytes_before} bytes now)"
+        )
+    else:
+        click.echo(
+            f"removed {report.removed} unreachable objects, kept {report.kept}; "
+            f"{report.bytes_before} -> {report.bytes_after} bytes"
+        )
 
 
 register(main)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dsv.repo import Repository
+from dsv.cli_common import DsvGroup, open_repo
 
 if TYPE_CHECKING:
     from dsv.remote.client import FetchResult, Progress, RefResult
@@ -25,10 +25,6 @@ __all__ = ["register"]
 
 SHORT = 12
 _SHOW_AFTER = 0.5
-
-
-def _open_repo(ctx: click.Context) -> Repository:
-    return Repository.open((ctx.obj or {}).get("cwd") or ".")
 
 
 def _short(oid: bytes | None) -> str:
@@ -131,7 +127,7 @@ def _print_fetch(result: FetchResult, url: str) -> None:
 # -- remote ----------------------------------------------------------------------------------
 
 
-@click.group("remote")
+@click.group("remote", cls=DsvGroup)
 def remote() -> None:
     """Manage the remotes this repository pushes to and fetches from.
 
@@ -155,7 +151,7 @@ def remote_add(ctx: click.Context, name: str, url: str, key_env: str | None) -> 
     """
     from dsv.remote import add_remote
 
-    with _open_repo(ctx) as repo:
+    with open_repo(ctx) as repo:
         added = add_remote(repo, name, url, key_env=key_env)
     click.echo(f"Added remote {name} {added.url}")
 
@@ -171,7 +167,7 @@ def remote_list(ctx: click.Context) -> None:
     """
     from dsv.remote import list_remotes
 
-    with _open_repo(ctx) as repo:
+    with open_repo(ctx) as repo:
         remotes = list_remotes(repo)
     for name, r in remotes.items():
         click.echo(f"{name}\t{r.url}\t(key from ${r.key_env or 'DSV_API_KEY'})")
@@ -189,7 +185,7 @@ def remote_remove(ctx: click.Context, name: str) -> None:
     """
     from dsv.remote import remove_remote
 
-    with _open_repo(ctx) as repo:
+    with open_repo(ctx) as repo:
         removed = remove_remote(repo, name)
     click.echo(f"Removed remote {name} ({len(removed)} remote-tracking ref(s))")
 
@@ -225,7 +221,7 @@ def push(
     from dsv.remote.client import push as push_refs
 
     progress = _Progress()
-    with _open_repo(ctx) as repo:
+    with open_repo(ctx) as repo:
         if remote_name not in repo.config.remotes and any(
             repo.refs.read(prefix + remote_name)
             for prefix in ("refs/heads/", "refs/tags/", "refs/envs/")
@@ -264,7 +260,7 @@ def fetch(ctx: click.Context, remote_name: str) -> None:
     from dsv.remote.client import fetch as fetch_refs
 
     progress = _Progress()
-    with _open_repo(ctx) as repo:
+    with open_repo(ctx) as repo:
         try:
             result = fetch_refs(repo, remote_name, progress=progress)
         finally:
@@ -286,7 +282,7 @@ def pull(ctx: click.Context, remote_name: str) -> None:
     from dsv.remote.client import pull as pull_branch
 
     progress = _Progress()
-    with _open_repo(ctx) as repo:
+    with open_repo(ctx) as repo:
         try:
             result = pull_branch(repo, remote_name, progress=progress)
         finally:
@@ -408,7 +404,7 @@ def serve(
     run(config, host=host, port=port, announce=lambda line: click.echo(line))
 
 
-@click.group("keys")
+@click.group("keys", cls=DsvGroup)
 def keys() -> None:
     """Manage the API keys of a server root.
 

@@ -9,7 +9,7 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -151,7 +151,8 @@ class RepoLock:
     """The single-writer lock of a repository.
 
     It is an flock on a file, so the kernel frees it when its holder dies (even by kill -9);
-    the holder's pid is written inside only to name it in the error. Beside it, the holder
+    the holder writes its pid and purpose inside, so that a waiter can watch it work and name
+    it. Beside it, the holder
     keeps a journal of the temporary files it makes (docs/format.md §6): a holder killed
     mid-write leaves the journal non-empty, and the next holder removes what it lists.
     """
@@ -161,8 +162,14 @@ class RepoLock:
         self.journal = path.with_name("pending")
         self.root = Path(os.path.abspath(path.parent.parent))
         if timeout is None:
-            timeout = float(os.environ.get("DSV_LOCK_TIMEOUT", "3"))
+            timeout = float(os.environ.get("DSV_LOCK_TIMEOUT", "30"))
+        # How long a holder may show no sign of work (CPU, I/O, its workers') before a waiter
+        # calls it stuck; a holder that is working is waited for however long it takes.
         self.timeout = timeout
+        # What the holder is doing, for waiters to name it (`dsv gc`); the CLI sets it.
+        self.purpose = ""
+        # Called once, with a line to show, when acquiring has to wait.
+        self.on_wait: Callable[[str], None] | None = None
         self.recovered: list[Path] = []
         self._fd: int | None = None
         self._journal_fd: int | None = None
@@ -173,32 +180,73 @@ class RepoLock:
             self._depth += 1
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise BadState(f"cannot lock {self.path}: {exc.strerror}") from exc
-                if time.monotonic() >= deadline:
-                    holder = self._holder(fd)
-                    os.close(fd)
-                    who = f"pid {holder}" if holder else "another process"
-                    raise LockedError(
-                        f"repository is locked by {who}",
-                        hint="wait for it to finish, then run the command again",
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+        try:
+            self._wait(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {self.purpose}".strip().encode() + b"\n", 0)
         self._fd = fd
         self._depth = 1
         _held.add(self)
         self.recovered = self._recover()
+
+    def _wait(self, fd: int) -> None:
+        """Take the flock on `fd`, waiting while its holder lives and works."""
+        started = last_work = time.monotonic()
+        seen: tuple[str, tuple[int, ...] | None] | None = None
+        announced = False
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise BadState(f"cannot lock {self.path}: {exc.strerror}") from exc
+            now = time.monotonic()
+            pid, who = self._holder(fd)
+            state = _activity(pid) if pid else None
+            if state is not None and state[0] == "stopped":
+                raise LockedError(
+                    f"repository is locked by {who}, which is stopped",
+                    hint=f"resume it (fg, or kill -CONT {pid}) or end it, then run the command "
+                    "again",
+                )
+            if state is None or (who, state[1]) != seen:
+                # Unobservable (no /proc, another user's process): only the timeout counts.
+                if state is not None:
+                    last_work = now
+                seen = (who, state[1] if state else None)
+            if now - (last_work if state is not None else started) >= self.timeout:
+                if state is None:
+                    raise LockedError(
+                        f"repository is locked by {who}",
+                        hint="wait for it to finish, then run the command again",
+                    )
+                raise LockedError(
+                    f"repository is locked by {who}, which has done nothing for {self.timeout:g} s",
+                    hint=f"if it is hung, end it (kill {pid}), then run the command again",
+                )
+            if not announced and now - started >= _ANNOUNCE_AFTER and self.on_wait is not None:
+                self.on_wait(f"waiting for {who}…")
+                announced = True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    @staticmethod
+    def _holder(fd: int) -> tuple[int, str]:
+        """The holder's pid (0 if unknown) and how to name it."""
+        try:
+            text = os.pread(fd, 256, 0).decode().strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        pid_text, _, purpose = text.partition(" ")
+        if not pid_text.isdigit():
+            return 0, "another process"
+        purpose = "".join(ch if ch.isprintable() else "?" for ch in purpose)
+        return int(pid_text), f"{purpose} (pid {pid_text})" if purpose else f"pid {pid_text}"
 
     def _recover(self) -> list[Path]:
         """Remove the temporary files a holder that died left behind (its journal says which)."""
@@ -229,13 +277,6 @@ class RepoLock:
             self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(self._journal_fd, os.fsencode(os.path.abspath(path)) + b"\0")
 
-    @staticmethod
-    def _holder(fd: int) -> str:
-        try:
-            return os.pread(fd, 32, 0).decode().strip()
-        except (OSError, UnicodeDecodeError):
-            return ""
-
     def release(self) -> None:
         if self._fd is None:
             return
@@ -262,6 +303,39 @@ class RepoLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# A wait shorter than this is not worth a line on the terminal.
+_ANNOUNCE_AFTER = 0.3
+
+
+def _activity(pid: int) -> tuple[str, tuple[int, ...]] | None:
+    """Whether process `pid` is stopped, and counters that move while it or its workers work
+    (CPU time, bytes read and written); None where that cannot be seen."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields start after the last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] in (b"T", b"t", b"Z"):
+        return "stopped", ()
+    counters = [int(fields[11]), int(fields[12])]  # utime, stime
+    with contextlib.suppress(OSError, ValueError):
+        with open(f"/proc/{pid}/io", "rb") as handle:
+            io = dict(line.split(b":", 1) for line in handle.read().splitlines())
+        counters += [int(io[b"rchar"]), int(io[b"wchar"])]
+    with contextlib.suppress(OSError, ValueError):
+        # The forked workers of a command do its work while it waits for them.
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as handle:
+            children = handle.read().split()
+        for child in children:
+            with open(f"/proc/{int(child)}/stat", "rb") as handle:
+                child_stat = handle.read()
+            child_fields = child_stat[child_stat.rfind(b")") + 2 :].split()
+            counters += [int(child_fields[11]), int(child_fields[12])]
+    return "running", tuple(counters)
 
 
 def note_temp(path: Path) -> None:

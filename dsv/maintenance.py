@@ -142,7 +142,7 @@ class GcReport(msgspec.Struct):
     packs_before: int
     loose_before: int
     bytes_before: int
-    bytes_after: int
+    bytes_after: int | None  # None for a dry run: a repack's size is known only once made
     # Temporary files of interrupted commands that this gc removed (or, dry, would remove),
     # relative to the repository root.
     temp_files: list[str] = msgspec.field(default_factory=list)
@@ -182,7 +182,7 @@ def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
             packs_before=len(packs),
             loose_before=len(loose),
             bytes_before=before,
-            bytes_after=before,
+            bytes_after=None,
             temp_files=temp_files,
         )
         if dry_run:

@@ -608,3 +608,40 @@ def test_gc_removes_and_reports_temp_files_of_killed_commands(dsv: Dsv) -> None:
     assert not any((dsv.root / name).exists() for name in left)
     assert (dsv.root / live).exists()
     assert dsv("fsck").stdout.endswith(": ok\n")
+
+
+def test_gc_dry_run_states_the_size_now_and_predicts_none(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:2], "v2")
+    dsv("tag", "keep")
+    size = sum(f.stat().st_size for f in (dsv.root / ".dsv/objects").rglob("*") if f.is_file())
+    assert dsv("gc", "--dry-run").stdout == (
+        f"would remove 0 unreachable objects, keep 12 (the store takes {size} bytes now)\n"
+    )
+    out = dsv("gc").stdout
+    assert out.startswith(f"removed 0 unreachable objects, kept 12; {size} -> ")
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        (["merge"], "error: no such command 'merge'\nhint: see 'dsv --help'\n"),
+        (
+            ["stats"],
+            "error: no such command 'stats'. Did you mean 'status'?\nhint: see 'dsv --help'\n",
+        ),
+        (
+            ["comit"],
+            "error: no such command 'comit'. Did you mean 'commit'?\nhint: see 'dsv --help'\n",
+        ),
+        (
+            ["env", "deplo"],
+            "error: no such command 'deplo'. Did you mean 'deploy'?\nhint: see 'dsv env --help'\n",
+        ),
+        (["remote", "rename"], "error: no such command 'rename'\nhint: see 'dsv remote --help'\n"),
+    ],
+)
+def test_an_unknown_command_suggests_only_a_close_one(
+    dsv: Dsv, typed: list[str], said: str
+) -> None:
+    assert dsv(*typed, code=2).stderr == said

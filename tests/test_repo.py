@@ -101,8 +101,10 @@ def test_a_hundred_thousand_datapoints_make_a_few_files(tmp_path: Path) -> None:
     assert maintenance.fsck(repo).checked > 100_000
 
 
-def _dsv(root: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DSV_LOCK_TIMEOUT": "0.5"}
+def _dsv(
+    root: Path, *args: str, lock_timeout: str = "0.5", **kwargs: object
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DSV_LOCK_TIMEOUT": lock_timeout}
     return subprocess.Popen(
         [sys.executable, "-m", "dsv", "-C", str(root), *args],
         stdout=subprocess.PIPE,
@@ -112,16 +114,18 @@ def _dsv(root: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
     )
 
 
-def test_a_second_writer_waits_then_names_the_lock_holder(tmp_path: Path) -> None:
+def test_a_second_writer_gives_up_on_an_idle_holder_naming_it(tmp_path: Path) -> None:
     repo = dsv.Repository.init(tmp_path)
     _write(tmp_path / "qa.jsonl", RECORDS)
     with repo.lock():
         proc = _dsv(tmp_path, "add", "qa.jsonl")
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 3
+    pid = os.getpid()
     assert err.decode() == (
-        f"error: repository is locked by pid {os.getpid()}\n"
-        "hint: wait for it to finish, then run the command again\n"
+        f"waiting for pid {pid}…\n"
+        f"error: repository is locked by pid {pid}, which has done nothing for 0.5 s\n"
+        f"hint: if it is hung, end it (kill {pid}), then run the command again\n"
     )
     assert ops.status(repo) == []
 
@@ -174,3 +178,58 @@ def test_packs_stay_few_over_many_commits(tmp_path: Path, monkeypatch: pytest.Mo
         assert len(repo.read_oid_list(expected)) == 400 * 32
     ops.checkout(repo, "HEAD~29")
     assert len((tmp_path / "qa.jsonl").read_text().splitlines()) == 400
+
+
+_BUSY_HOLDER = """
+import sys, time
+from pathlib import Path
+from dsv.fsutil import RepoLock
+lock = RepoLock(Path(sys.argv[1]) / ".dsv" / "lock")
+lock.purpose = "dsv gc"
+lock.acquire()
+print("held", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:  # working: CPU time moves
+    pass
+lock.release()
+"""
+
+
+def test_a_second_writer_waits_for_a_working_holder_however_long(tmp_path: Path) -> None:
+    dsv.Repository.init(tmp_path).close()
+    _write(tmp_path / "qa.jsonl", RECORDS)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_HOLDER, str(tmp_path), "4"], stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    started = time.monotonic()
+    # Idle for a second is stuck, yet it waits out a holder that works four times as long.
+    proc = _dsv(tmp_path, "add", "qa.jsonl", lock_timeout="1")
+    _, err = proc.communicate(timeout=60)
+    holder.wait()
+    assert proc.returncode == 0, err
+    assert time.monotonic() - started >= 2.5
+    assert err.decode() == f"waiting for dsv gc (pid {holder.pid})…\n"
+    assert [s.path for s in ops.status(dsv.Repository.open(tmp_path))] == ["qa.jsonl"]
+
+
+def test_a_stopped_holder_is_named_at_once(tmp_path: Path) -> None:
+    dsv.Repository.init(tmp_path).close()
+    _write(tmp_path / "qa.jsonl", RECORDS)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_HOLDER, str(tmp_path), "60"], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        os.kill(holder.pid, signal.SIGSTOP)
+        proc = _dsv(tmp_path, "add", "qa.jsonl")
+        _, err = proc.communicate(timeout=30)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 3
+    assert err.decode() == (
+        f"error: repository is locked by dsv gc (pid {holder.pid}), which is stopped\n"
+        f"hint: resume it (fg, or kill -CONT {holder.pid}) or end it, then run the command "
+        "again\n"
+    )
