@@ -17,6 +17,7 @@ __all__ = [
     "canonicalize_many",
     "decode_canonical",
     "encode_canonical",
+    "find_duplicate_key",
 ]
 
 _decoder = msgspec.json.Decoder()
@@ -104,6 +105,46 @@ def _invalid_utf8(raw: bytes | memoryview) -> CanonicalError:
 def _plain(text: str) -> str:
     text = _BYTE_POS.sub("", text).replace(" - at `$[...]`", "").strip()
     return text[:1].lower() + text[1:]
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as the stdlib parser saw it: every pair, repeated keys too."""
+
+
+def find_duplicate_key(raw: bytes) -> tuple[tuple[str | int, ...], str] | None:
+    """The first object in the JSON text `raw` that repeats a key, as (its path, the key).
+
+    None when no object does, and when `raw` is not JSON at all: its decoder says why.
+    """
+    try:
+        value = _decoder.decode(raw)
+        # The ':' count proves the absence of duplicates, as in `canonicalize`.
+        if b"\\u" not in raw and raw.count(b":") == _encode(value).count(b":"):
+            return None
+    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeDecodeError, RecursionError):
+        return None
+    import json  # here: only a body with a repeated key or a \u escape comes this way
+
+    try:
+        tree = json.loads(raw, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return None
+    # Depth first in document order, so the first repeat in the text is the one named.
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), tree)]
+    while stack:
+        path, node = stack.pop()
+        children: list[tuple[tuple[str | int, ...], Any]] = []
+        if isinstance(node, _Pairs):
+            seen: set[str] = set()
+            for key, item in node:
+                if key in seen:
+                    return path, key
+                seen.add(key)
+                children.append(((*path, key), item))
+        elif isinstance(node, list):
+            children = [((*path, i), item) for i, item in enumerate(node)]
+        stack.extend(reversed(children))
+    return None
 
 
 def canonicalize(raw: bytes | memoryview) -> bytes:

@@ -29,7 +29,7 @@ TAGS = "refs/tags/"
 ENVS = "refs/envs/"
 REMOTES = "refs/remotes/"
 _SYMREF = "ref: "
-_BAD_NAME = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(/|$)|^[-./]|[/.]$")
+_BAD_NAME = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(/|\Z)|^[-./]|[/.]\Z")
 
 # Names a revision would read as HEAD itself, so a ref so named could never be used.
 _RESERVED = frozenset({"HEAD", "@"})

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["DSV_DIR", "Repository"]
 
 DSV_DIR = ".dsv"
-_REV_SUFFIX = re.compile(r"(~\d*|\^\d*)$")
-_HEX = re.compile(r"^[0-9a-f]{4,64}$")
-_SHORT_HEX = re.compile(r"^[0-9a-f]{1,3}$")
+_REV_SUFFIX = re.compile(r"(~\d*|\^\d*)\Z")
+_HEX = re.compile(r"[0-9a-f]{4,64}")
+_SHORT_HEX = re.compile(r"[0-9a-f]{1,3}")
 
 
 def _lock_timeout() -> float | None:
@@ -197,7 +197,7 @@ class Repository:
                 if oid is not None:
                     return oid
         hex_name = name.lower()
-        if _HEX.match(hex_name):
+        if _HEX.fullmatch(hex_name):
             found = self.store.find_prefix(hex_name)
             if len(found) > 1:
                 kinds = {oid: self.store.read(oid)[0] for oid in found}
@@ -272,7 +272,7 @@ class Repository:
 
         close = difflib.get_close_matches(name, self.ref_names(), n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
-        if hint is None and _SHORT_HEX.match(name.lower()):
+        if hint is None and _SHORT_HEX.fullmatch(name.lower()):
             hint = "an abbreviated id needs at least 4 hex digits"
         return BadInput(f"unknown revision {name!r}", hint=hint)
 

@@ -23,6 +23,8 @@ from humanloop.errors import UnprocessableEntityError
 
 from benchmarks.push import Server
 from dsv.cli import main
+from dsv.remote.humanloop_routes import parse_form
+from dsv.remote.humanloop_types import Unprocessable
 from dsv.remote.keys import create_key
 from dsv.remote.storage import SqliteMetaStore
 from dsv.repo import Repository
@@ -521,6 +523,7 @@ def test_inputs_must_be_strings(hl: Humanloop, repo: str) -> None:
          "invalid dataset name 'c\\x7f': it contains a control character"),
         ({"path": "a/b/" + "n" * 250, "datapoints": []}, ["body", "path"],
          "a segment is longer than 255 UTF-8 bytes"),
+        ({"path": "a/evil\n/c", "datapoints": []}, ["body", "path"], "invalid repository name"),
         ({"path": "a/b/c", "datapoints": [{"messages": [{"content": "x"}]}]},
          ["body", "datapoints", 0, "messages", 0, "role"], "Field required"),
         ({"path": "a/b/c", "datapoints": [], "action": "merge"}, ["body", "action"],
@@ -535,6 +538,47 @@ def test_bad_upsert_bodies_are_422_naming_the_field(
     assert reply.status_code == 422, reply.text
     (detail,) = reply.json()["detail"]
     assert detail["loc"] == loc and message in detail["msg"], detail
+
+
+def test_a_repeated_key_in_a_body_is_422_naming_it(
+    server: tuple[Server, Keys], hl: Humanloop, repo: str
+) -> None:
+    """The SDK cannot send one, but a raw client can; a decoder would keep the last silently."""
+    made = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA)
+    for method, path, body, loc in [
+        (
+            "POST",
+            "/v5/datasets",
+            b'{"path": "%s/d", "datapoints": [{"target": {"x": 1, "x": 2}}]}' % repo.encode(),
+            ["body", "datapoints", 0, "target", "x"],
+        ),
+        (
+            "POST",
+            "/v5/datasets",
+            b'{"path": "%s/d", "path": "%s/e", "datapoints": []}' % (repo.encode(), repo.encode()),
+            ["body", "path"],
+        ),
+        (
+            "POST",
+            f"/v4/datasets/{made.id}/datapoints",
+            b'{"inputs": {"q": "a", "\\u0071": "b"}}',
+            ["body", "inputs", "q"],
+        ),
+        ("PATCH", f"/v5/datasets/{made.id}", b'{"path": "x", "path": "y"}', ["body", "path"]),
+    ]:
+        reply = raw(server, method, path, content=body, headers=JSON)
+        assert reply.status_code == 422, reply.text
+        (detail,) = reply.json()["detail"]
+        assert detail["loc"] == loc and detail["msg"].startswith("duplicate key '"), detail
+    # Nothing was written.
+    assert [v.version_id for v in hl.datasets.list_versions(made.id).records] == [made.version_id]
+
+
+def test_a_multipart_boundary_is_matched_whole() -> None:
+    body = b"--abc\n\r\nContent-Disposition: form-data; name=file\r\n\r\nq\r\n--abc\n--\r\n"
+    with pytest.raises(Unprocessable, match="no valid boundary"):
+        parse_form(body, "multipart/form-data")
+    assert parse_form(body.replace(b"abc\n", b"abc"), "multipart/form-data") == {"file": b"q"}
 
 
 def test_deeply_nested_json_is_422(server: tuple[Server, Keys], hl: Humanloop, repo: str) -> None:

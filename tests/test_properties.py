@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 
 import dsv
 from dsv import ops
-from dsv.canonical import canonicalize, decode_canonical, encode_canonical
+from dsv.canonical import (
+    canonicalize,
+    decode_canonical,
+    encode_canonical,
+    find_duplicate_key,
+)
 from dsv.diff import diff
 from dsv.objects import Kind, hash_object
 from dsv.pack import Pack, PackWriter, scan_pack
@@ -61,6 +66,20 @@ def test_canonical_form_ignores_key_order_whitespace_and_escapes(
     assert canonicalize(_spelled(value, rng).encode()) == canonical
     assert canonicalize(canonical) == canonical
     assert decode_canonical(canonical) == value
+
+
+@given(_json, _objects, st.randoms())
+def test_a_repeated_key_is_found_however_it_is_spelled(
+    value: Any, obj: dict[str, Any], rng: random.Random
+) -> None:
+    assert find_duplicate_key(_spelled(value, rng).encode()) is None
+    if obj:
+        # The first key again, escaped or not: the object's own repeat is named, not a nested one.
+        key = next(iter(obj))
+        rest = _spelled(obj, rng)[1:]
+        text = "{" + json.dumps(key, ensure_ascii=rng.random() < 0.5) + ": 0, " + rest
+        assert find_duplicate_key(text.encode()) == ((), key)
+        assert find_duplicate_key(f'[1, {{"x": {text}}}]'.encode()) == ((1, "x"), key)
 
 
 @given(_objects, _objects)

@@ -52,7 +52,11 @@ def test_log_keeps_deletions_and_ignores_a_torn_last_line(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "name", ["", "a b", "a..b", "-x", ".hidden", "x.lock", "a/", "a\x01", "a:b", "a~1", "a^"]
+    "name",
+    [
+        *("", "a b", "a..b", "-x", ".hidden", "x.lock", "a/", "a\x01", "a:b", "a~1", "a^"),
+        *("main\n", "x.lock\n", "a/\n", "a.\n"),
+    ],
 )
 def test_invalid_names(name: str) -> None:
     with pytest.raises(BadInput, match="invalid branch name"):

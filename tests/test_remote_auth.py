@@ -163,3 +163,14 @@ def test_no_auth_on_loopback_needs_no_key(tmp_path: Path) -> None:
         dsv(tmp_path, "clone", url, "b")
         with Repository.open(tmp_path / "b") as repo:
             assert repo.head() == Repository.open(a).head()
+
+
+def test_names_with_a_final_newline_are_refused(tmp_path: Path) -> None:
+    root = str(tmp_path / "root")
+    create = ("keys", "create", "--root", root, "--scope", "write", "--repo", "acme/evil\n")
+    err = dsv(tmp_path, *create, code=2).stderr
+    assert err.startswith("error: invalid repository name 'acme/evil\\n'"), err
+    assert "acme" not in dsv(tmp_path, "keys", "list", "--root", root).stdout
+    dsv(tmp_path, "init", "a")
+    err = dsv(tmp_path / "a", "remote", "add", "origin\n", "http://h/acme/evals", code=2).stderr
+    assert err.startswith("error: invalid remote name 'origin\\n'"), err

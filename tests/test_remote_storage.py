@@ -127,7 +127,7 @@ def test_blob_store_takes_the_same_objects_twice(blobs: BlobStore, tmp_path: Pat
 
 
 def test_blob_store_refuses_bad_repository_names(blobs: BlobStore) -> None:
-    for bad in ("acme", "../x/y", "a/b/c", ".hidden/x", "a/b.lock", "a/"):
+    for bad in ("acme", "../x/y", "a/b/c", ".hidden/x", "a/b.lock", "a/", "acme/evil\n"):
         with pytest.raises(BadInput):
             blobs.missing(bad, [bytes(32)])
 
@@ -321,8 +321,10 @@ def test_keys_are_stored_hashed_and_checked(meta: MetaStore, tmp_path: Path) -> 
 
 def test_repository_names() -> None:
     assert check_repo_name("acme/evals-v2.1_x") == "acme/evals-v2.1_x"
-    with pytest.raises(BadInput):
-        check_repo_name("acme/-x")
+    # `$` would match before a final newline: names are matched whole.
+    for bad in ("acme/-x", "acme/evil\n", "acme\n/evil", "acme/evil\r", "acme/evil.lock\n"):
+        with pytest.raises(BadInput, match="invalid repository name"):
+            check_repo_name(bad)
 
 
 # -- the wire codec ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,8 @@ def test_oversized_bodies_are_413(http: tuple[str, httpx.Client]) -> None:
         (b'"ids"', "Expected `object`"),
         (b'{"kind": "nope", "ids": []}', "kind: Invalid enum value 'nope'"),
         (b'{"kind": "page", "ids": ["zz"]}', "ids[0]: Expected `str` matching regex"),
+        # `$` matches before a final newline; an id must still be exactly 64 hex digits.
+        (b'{"kind": "page", "ids": ["' + ZERO.encode() + b'\\n"]}', "ids[0]: Expected `str`"),
         (b'{"kind": "page", "ids": "abc"}', "ids: Expected `array`"),
         (b'{"kind": "page"}', "ids"),
         (b"", "data"),
@@ -235,6 +238,37 @@ def test_bad_ref_updates_are_400(http: tuple[str, httpx.Client]) -> None:
     assert "no ref updates" in error_of(
         client.post(f"{base}/refs", json={"updates": []}), 400, "bad_request"
     )
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "expected"),
+    [
+        ("missing", b'{"kind": "page", "ids": [], "kind": "dataset"}', "'kind' in body"),
+        ("missing", b'{"kind": "page", "\\u0069ds": [], "ids": []}', "'ids' in body"),
+        (
+            "refs",
+            b'{"updates": [{"name": "refs/heads/main", "old": null, "old": null, "new": "'
+            + ZERO.encode()
+            + b'"}]}',
+            "'old' in body.updates[0]",
+        ),
+        ("commits", b'{"wants": [], "x": {"a-b": {"k": 1, "k": 2}}}', "'k' in body.x['a-b']"),
+    ],
+)
+def test_a_json_body_with_a_repeated_key_is_422(
+    http: tuple[str, httpx.Client], route: str, body: bytes, expected: str
+) -> None:
+    """A decoder keeps the last of repeated keys silently; the server refuses the body."""
+    base, client = http
+    reply = client.post(
+        f"{base}/{route}", content=body, headers={"content-type": "application/json"}
+    )
+    assert error_of(reply, 422, "duplicate_key") == f"duplicate key {expected}"
+    # The key is still checked first.
+    reply = httpx.post(
+        f"{base}/{route}", content=body, headers={"content-type": "application/json"}
+    )
+    error_of(reply, 401, "unauthenticated")
 
 
 def test_wrong_content_types_are_415(http: tuple[str, httpx.Client]) -> None:
@@ -420,3 +454,95 @@ def test_eight_clients_push_to_one_branch_at_once(
     # The losers' work is intact locally: a pull and push would now succeed for one of them.
     loser = next(i for i in range(8) if i != winner)
     assert (clients[loser] / f"own{loser}.jsonl").exists()
+
+
+# -- 4. the access log and the files killed servers leave -----------------------------------------
+
+
+def log_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
+    """The log's lines once it has at least `count` of them (the line follows the answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_bytes().decode("utf-8").split("\n")[:-1]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
+def test_the_access_log_escapes_what_clients_send_and_names_every_key(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    meta = SqliteMetaStore(root / "meta.sqlite3")
+    try:
+        record, key = create_key(meta, "write")
+    finally:
+        meta.close()
+    forged = '127.0.0.1 "GET /forged" 200 0B 0.1ms rid=forged anonymous'
+    with Server(root) as running:
+        start = len(log_lines(running.log_path, 0))
+        sent = [
+            # Decoded from %0A, %0D, %1B, %E2%80%A8 (U+2028), %C2%85 (NEL) and %5C (a backslash).
+            ("GET", "/v1/acme/x%0A" + forged.replace(" ", "%20") + "/info", {}),
+            ("GET", "/nowhere%0D%0Aforged%1B[31m%E2%80%A8%C2%85%5Cn?q=%0A", {}),
+            ("GET", "/healthz", {"User-Agent": b"agent\tone\x85two\xe2\x80\xa8"}),
+            ("GET", f"/v1/{REPO}/info", {"X-API-KEY": key}),
+            ("GET", "/v5/datasets", {"X-API-KEY": key}),
+            ("POST", "/v4/datasets/ds_none/datapoints", {"X-API-KEY": key}),
+        ]
+        for i, (method, path, headers) in enumerate(sent):
+            httpx.request(
+                method,
+                running.url + path,
+                headers={**headers, "X-Request-ID": f"req-{i}"},
+                json={} if method == "POST" else None,
+                timeout=10,
+            )
+        lines = log_lines(running.log_path, start + len(sent))[start:]
+    assert len(lines) == len(sent), lines
+    assert [line.rsplit("rid=", 1)[1].split()[0] for line in lines] == [
+        f"req-{i}" for i in range(len(sent))
+    ]
+    assert not any(line.startswith(("127.0.0.1 ", "forged")) for line in lines), lines
+    assert '"GET /v1/acme/x\\n127.0.0.1 "GET /forged" 200' in lines[0], lines[0]
+    assert '"GET /nowhere\\r\\nforged\\x1b[31m\\u2028\\x85\\\\n?q=%0A" 404' in lines[1]
+    assert 'ua="agent\\tone\\x85two\\u2028"' in lines[2], lines[2]
+    # Every route family names the key by its id, and never shows the key itself.
+    for line, path in zip(lines[3:], [path for _, path, _ in sent[3:]], strict=True):
+        assert f' {path}" ' in line and f" key {record.id} " in line, line
+    assert all(key not in line for line in lines)
+    assert " anonymous " not in lines[0] and " - " in lines[0]  # no key: nobody to name
+
+
+def test_start_up_removes_the_temporary_packs_of_dead_servers_only(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    pack_dir = root / "repos" / "acme" / "evals" / "objects" / "pack"
+    pack_dir.mkdir(parents=True)
+    (root / "tmp").mkdir()
+    done = subprocess.Popen(["true"])
+    done.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        dead_files = [
+            root / "tmp" / f".recv-{done.pid}-{'a' * 32}.pack",
+            root / "tmp" / f".tmp-{done.pid}-0badf00d.pack",
+            root / "tmp" / f".tmp-{done.pid}-0badf00d.idx",
+            pack_dir / f".tmp-{done.pid}-0badf00d.pack",
+        ]
+        live_files = [
+            root / "tmp" / f".recv-{alive.pid}-{'b' * 32}.pack",
+            pack_dir / f".tmp-{alive.pid}-0badf00d.pack",
+            pack_dir / f".tmp-{os.getpid()}-0badf00d.pack",
+            # Named without a pid, by an earlier version: kept until an hour old.
+            root / "tmp" / f".recv-{'c' * 32}.pack",
+        ]
+        old = root / "tmp" / f".recv-{'d' * 32}.pack"
+        for path in [*dead_files, *live_files, old]:
+            path.write_bytes(b"x" * 1000)
+        two_hours_ago = time.time() - 7200
+        os.utime(old, (two_hours_ago, two_hours_ago))
+        with Server(root):
+            assert [p.name for p in [*dead_files, old] if p.exists()] == []
+            assert [p.name for p in live_files if not p.exists()] == []
+    finally:
+        alive.kill()
+        alive.wait()

@@ -37,10 +37,11 @@ __all__ = ["HUMANLOOP_PREFIXES", "humanloop_handlers", "parse_form"]
 HUMANLOOP_PREFIXES = ("/v5/", "/v4/")
 
 KeyOf = Callable[[ASGIConnection[Any, Any, Any, Any]], str | None]
+NoteCaller = Callable[[KeyRecord | None], None]
 _MEDIA = {"json": "application/json", "multipart": "multipart/form-data"}
 
 
-_BOUNDARY = re.compile(rb"^[0-9A-Za-z'()+_,./:=?-]{1,70}$")
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,./:=?-]{1,70}")
 
 
 def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
@@ -55,7 +56,7 @@ def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
     else:
         first = body.split(b"\r\n", 1)[0]
         boundary = first[2:] if first.startswith(b"--") else b""
-    if not _BOUNDARY.match(boundary):
+    if not _BOUNDARY.fullmatch(boundary):
         raise Unprocessable(["body"], "not a multipart/form-data body: no valid boundary")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b'Content-Type: multipart/form-data; boundary="' + boundary + b'"\r\n\r\n' + body
@@ -77,15 +78,18 @@ def _json(value: Any, status: int = 200) -> Response[bytes]:
     )
 
 
-def humanloop_handlers(service: HumanloopService, key_of: KeyOf) -> list[HTTPRouteHandler]:
-    """The v5 Datasets routes and v4's Create Datapoint, over `service`."""
+def humanloop_handlers(
+    service: HumanloopService, key_of: KeyOf, note_caller: NoteCaller
+) -> list[HTTPRouteHandler]:
+    """The v5 Datasets routes and v4's Create Datapoint, over `service`; `note_caller` is told
+    each request's key, for the access log."""
 
     async def keyed(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
         """A valid key before the body is read; then the body's media type."""
         key = key_of(connection)
-        await anyio.to_thread.run_sync(lambda: service.authenticate(key))
+        note_caller(await anyio.to_thread.run_sync(lambda: service.authenticate(key)))
         body = handler.opt.get("body")
         if body:
             given = connection.headers.get("content-type", "").split(";")[0].strip().lower()

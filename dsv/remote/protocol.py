@@ -74,7 +74,9 @@ _COUNT = struct.Struct("<I")
 _PACK_VERSION = 1
 _TRAILER = 32
 
-Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", examples=["0" * 64])]
+# msgspec searches the pattern, whose `$` also matches before a final newline: max_length
+# keeps "HEX\n" out.
+Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", max_length=64, examples=["0" * 64])]
 KindName = Literal["datapoint", "page", "dataset", "tree", "commit"]
 
 

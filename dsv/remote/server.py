@@ -13,8 +13,10 @@ import contextvars
 import ipaddress
 import logging
 import os
+import re
 import socket
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.response import Stream
 
 from dsv import __version__
+from dsv.canonical import find_duplicate_key
 from dsv.errors import BadInput, BadState, CorruptObject
 from dsv.manifest import join_slices
 from dsv.objects import (
@@ -82,16 +85,71 @@ from dsv.remote.storage import (
 )
 from dsv.remote.stored import StoredObjects
 
-__all__ = ["ApiError", "RemoteService", "ServerConfig", "create_app", "is_loopback", "serve"]
+__all__ = [
+    "ApiError",
+    "RemoteService",
+    "ServerConfig",
+    "create_app",
+    "escape_log",
+    "is_loopback",
+    "serve",
+]
 
 log = logging.getLogger("dsv.serve")
 access_log = logging.getLogger("dsv.serve.access")
+
+# C0, DEL, C1, the Unicode line and paragraph separators, surrogates (which no log stream can
+# encode), and the backslash that starts an escape (so an escape is never a client's text).
+_UNLOGGABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\\]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def _escape_char(found: re.Match[str]) -> str:
+    char = found[0]
+    named = _NAMED_ESCAPES.get(char)
+    if named:
+        return named
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        code -= 0xDC00  # a byte that was not UTF-8, kept by "surrogateescape"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_log(text: str) -> str:
+    """`text` with every control character, line separator and backslash as a visible escape."""
+    return _UNLOGGABLE.sub(_escape_char, text)
+
+
+class _EscapeRecords(logging.Filter):
+    """Every record of the server's loggers on one line: a client can never forge a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            # A traceback is many lines, and its exception's text may be a client's.
+            message += "\n" + "".join(traceback.format_exception(record.exc_info[1])).rstrip()
+            record.exc_info = None
+            record.exc_text = None
+        if record.stack_info:
+            message += "\n" + record.stack_info
+            record.stack_info = None
+        record.msg = escape_log(message)
+        record.args = None
+        return True
+
+
+for _logger in (log, access_log):
+    _logger.addFilter(_EscapeRecords())
 
 DEFAULT_MAX_REQUEST = 64 << 20
 DEFAULT_MAX_IDS = 10_000
 _READ_BATCH = 2048
 _DATAPOINT_BATCH = 2048
+# Bodies over this are checked for duplicate keys off the event loop.
+_BIG_BODY = 1 << 20
 _STALE_TMP_SECONDS = 3600
+# `.recv-PID-…` (received packs) and `.tmp-PID-…` (packs being written, dsv.pack): PID owns it.
+_TMP_NAME = re.compile(r"\.(?:recv|tmp)-(?:(\d+)-)?.*")
 
 
 class ServerConfig(msgspec.Struct, frozen=True):
@@ -111,6 +169,21 @@ class _Caller(msgspec.Struct, frozen=True):
     @property
     def name(self) -> str:
         return f"key {self.key.id}" if self.key else "anonymous"
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists (ours, another user's, or a zombie not yet reaped)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
 
 
 def _short(name: str) -> str:
@@ -137,11 +210,21 @@ class RemoteService:
         self._clean_tmp()
 
     def _clean_tmp(self) -> None:
-        """Drop temporary files a killed server left (old ones only: another may share root)."""
+        """Drop the temporary packs killed servers left, here and in the repositories' stores.
+
+        Another server may share the root, so a file goes only if no live process can own it:
+        the pid in its name is not running (servers on one root share a host and its pids).
+        A file without a pid (received packs of earlier versions) goes once it is an hour old.
+        """
         cutoff = time.time() - _STALE_TMP_SECONDS
-        for path in self.tmp_dir.iterdir():
+        packs = Path(self.config.root).glob("repos/*/*/objects/pack/.tmp-*")
+        for path in [*self.tmp_dir.iterdir(), *packs]:
+            found = _TMP_NAME.fullmatch(path.name)
             with contextlib.suppress(OSError):
-                if path.stat().st_mtime < cutoff:
+                if found and found[1]:
+                    if not _running(int(found[1])):
+                        path.unlink()
+                elif path.parent == self.tmp_dir and path.stat().st_mtime < cutoff:
                     path.unlink()
 
     @property
@@ -488,6 +571,13 @@ def _request_id() -> str:
     return state.request_id if state else "-"
 
 
+def _note_caller(key: KeyRecord | None) -> None:
+    """Name the request's key (its id, never the key) in its access log line."""
+    state = _current.get()
+    if state is not None:
+        state.caller = _Caller(key).name
+
+
 def _error_response(status: int, code: str, message: str, hint: str | None) -> Response[Any]:
     body = ErrorReply(ErrorDetail(code, message, _request_id(), hint))
     return Response(
@@ -558,10 +648,12 @@ class _RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = ""
+        given = agent = ""
         for name, value in scope.get("headers", []):
             if name == REQUEST_ID_HEADER.lower().encode():
                 given = value.decode("latin-1")
+            elif name == b"user-agent":
+                agent = value.decode("utf-8", "surrogateescape")
         request_id = given if 0 < len(given) <= 64 and set(given) <= _SAFE_ID else uuid.uuid4().hex
         state = _RequestState(request_id)
         token = _current.set(state)
@@ -584,17 +676,54 @@ class _RequestLog:
         finally:
             _current.reset(token)
             client = scope.get("client") or ("-", 0)
+            query = scope.get("query_string", b"").decode("latin-1")
+            # Escaped by _EscapeRecords: the path is decoded, so it may hold any character.
             access_log.info(
-                '%s "%s %s" %d %dB %.1fms rid=%s %s',
+                '%s "%s %s%s" %d %dB %.1fms rid=%s %s ua="%s"',
                 client[0],
                 scope.get("method", "-"),
                 scope.get("path", "-"),
+                "?" + query if query else "",
                 status,
                 sent,
                 (time.perf_counter() - started) * 1000,
                 request_id,
                 state.caller,
+                agent or "-",
             )
+
+
+class _CheckedRequest(Request[Any, Any, Any]):
+    """A request whose JSON body is refused (422) if an object in it repeats a key.
+
+    Every JSON body is read through `body`: litestar's `data` parameters and the Humanloop
+    routes' own decoding. A decoder would keep the last value silently.
+    """
+
+    _checked = False
+
+    async def body(self) -> bytes:
+        body = await super().body()
+        if not self._checked and body and self.content_type[0] == "application/json":
+            if len(body) > _BIG_BODY:
+                found = await anyio.to_thread.run_sync(find_duplicate_key, body)
+            else:
+                found = find_duplicate_key(body)
+            if found is not None:
+                path, key = found
+                where = "body" + "".join(_step(p) for p in path)
+                message = f"duplicate key {key!r} in {where}"
+                if self.url.path.startswith(HUMANLOOP_PREFIXES):
+                    raise Unprocessable(["body", *path, key], message)
+                raise ApiError(422, "duplicate_key", message, "send each key once per object")
+            self._checked = True
+        return body
+
+
+def _step(part: str | int) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    return f".{part}" if part.isidentifier() else f"[{part!r}]"
 
 
 def _key_of(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -615,9 +744,7 @@ def create_app(service: RemoteService) -> _App:
     ) -> tuple[str, _Caller]:
         repo = f"{owner}/{name}"
         found = service.caller(_key_of(request), repo, write=write)
-        state = _current.get()
-        if state is not None:
-            state.caller = found.name
+        _note_caller(found.key)
         return repo, found
 
     @get("/healthz", sync_to_thread=False)
@@ -680,7 +807,8 @@ def create_app(service: RemoteService) -> _App:
     async def packs(request: Request[Any, Any, Any], owner: str, name: str) -> PackReply:
         """Store a pack (body: application/x-dsv-pack) after verifying all of it."""
         repo = await anyio.to_thread.run_sync(lambda: who(request, owner, name, write=True))
-        tmp = service.tmp_dir / f".recv-{uuid.uuid4().hex}.pack"
+        # The pid tells a later start-up whether the file's owner may still be writing it.
+        tmp = service.tmp_dir / f".recv-{os.getpid()}-{uuid.uuid4().hex}.pack"
         size = 0
         try:
             # To a file, not memory: a pack may be as large as the request limit.
@@ -728,8 +856,9 @@ def create_app(service: RemoteService) -> _App:
             commits,
             packs,
             refs,
-            *humanloop_handlers(humanloop, _key_of),
+            *humanloop_handlers(humanloop, _key_of, _note_caller),
         ],
+        request_class=_CheckedRequest,
         exception_handlers={Exception: _handle},
         request_max_body_size=service.config.max_request_bytes,
         openapi_config=OpenAPIConfig(title="dsv remote", version=__version__, path="/schema"),

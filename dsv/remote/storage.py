@@ -46,14 +46,14 @@ __all__ = [
 ]
 
 Scope = Literal["read", "write"]
-_REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def check_repo_name(repo: str) -> str:
     """`OWNER/NAME`, each part letters, digits, `.`, `_`, `-`, not starting with a symbol."""
     parts = repo.split("/")
     if len(parts) != 2 or not all(
-        _REPO_PART.match(p) and not p.endswith((".lock", ".")) for p in parts
+        _REPO_PART.fullmatch(p) and not p.endswith((".lock", ".")) for p in parts
     ):
         # A hostile name can be kilobytes long; quote enough of it to recognise.
         shown = repr(repo) if len(repo) <= 80 else repr(repo[:80]) + "…"
