@@ -350,13 +350,19 @@ class ObjectStore:
             return wanted
         self.reload()
         if len(wanted) > 4096:
+            # Bisect each pack's sorted index for the ids still missing, in order: the cost
+            # follows the request, not the number of objects the packs hold.
+            remaining = sorted(wanted)
             for pack in self.packs:
-                if not wanted:
-                    break
-                wanted.difference_update(pack.oids())
-            # One listing of the loose objects instead of one stat per remaining id.
-            wanted.difference_update(self.iter_loose())
-            return wanted
+                if not remaining:
+                    return set()
+                found = pack.find_sorted(remaining)
+                remaining = [oid for oid, at in zip(remaining, found, strict=True) if at < 0]
+            wanted = set(remaining)
+            if len(wanted) > 4096:
+                # One listing of the loose objects instead of one stat per remaining id.
+                wanted.difference_update(self.iter_loose())
+                return wanted
         else:
             wanted = {oid for oid in wanted if self._find_packed(oid) is None}
         return {oid for oid in wanted if not self._loose_path(oid).exists()}
