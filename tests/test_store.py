@@ -612,3 +612,6 @@ def test_missing_above_4096_ids_finds_each_in_packs_and_loose_files(tmp_path: Pa
     assert store.missing(asked[:4000]) == set()
     assert store.missing(absent * 4) == set(absent)
     assert store.missing([*first, *second]) == set()
+    # Few ids against big packs: each is looked up in each pack's sorted index.
+    assert store.missing([*first[:100], *second[-100:], *absent[:100]]) == set(absent[:100])
+    assert store.missing([first[0], second[0], loose, absent[0]]) == {absent[0]}

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -91,6 +92,7 @@ DEFAULT_MAX_IDS = 10_000
 _READ_BATCH = 2048
 _DATAPOINT_BATCH = 2048
 _STALE_TMP_SECONDS = 3600
+_SWITCH_INTERVAL = 0.0005
 
 
 class ServerConfig(msgspec.Struct, frozen=True):
@@ -764,6 +766,10 @@ def serve(
         )
     blobs, meta = open_storage(Path(config.root))
     service = RemoteService(config, blobs, meta)
+    # Streamed reads keep worker threads busy in Python for as long as a client reads; a short
+    # request waiting for the GIL gets it after this long rather than the default 5 ms each
+    # time, so page requests stay fast beside them (docs/performance.md, Streamed reads).
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
