@@ -24,6 +24,9 @@ __all__ = ["LOOSE_LIMIT", "PACKS_MOST", "ObjectStore", "ObjectWriter"]
 LOOSE_LIMIT = 64
 # A store with more packs than this merges its small ones (`ObjectStore.consolidate`).
 PACKS_MOST = 12
+# What looking an id up in a pack's index costs, in steps of a walk of the whole index: when
+# ids asked times this reaches a pack's size, the pack is walked instead (store.missing).
+_BISECT_STEPS = 8
 # Listings of the pack directory a reload may take while packs vanish under it.
 _RELISTS = 20
 LOOSE_BYTES = 1 << 20
@@ -344,21 +347,32 @@ class ObjectStore:
                         yield i, self._checked(oids[i], kind, found_kind, bytes(body))
 
     def missing(self, oids: Iterable[bytes]) -> set[bytes]:
-        """Which of `oids` the store lacks."""
+        """Which of `oids` the store lacks; the cost follows the ids asked, not the store."""
         wanted = set(oids)
         if not wanted:
             return wanted
         self.reload()
+        remaining = sorted(wanted)
+        for pack in self.packs:
+            if not remaining:
+                return set()
+            if len(remaining) * _BISECT_STEPS < pack.count:
+                # Bisect the pack's sorted index for each id, in order.
+                if len(remaining) > 256:
+                    found = pack.find_sorted(remaining)
+                else:
+                    found = [pack.find(oid) for oid in remaining]
+                remaining = [oid for oid, at in zip(remaining, found, strict=True) if at < 0]
+            else:
+                # As many ids as the pack holds objects: one walk of its index costs less.
+                held = set(remaining)
+                held.difference_update(pack.oids())
+                remaining = sorted(held)
+        wanted = set(remaining)
         if len(wanted) > 4096:
-            for pack in self.packs:
-                if not wanted:
-                    break
-                wanted.difference_update(pack.oids())
             # One listing of the loose objects instead of one stat per remaining id.
             wanted.difference_update(self.iter_loose())
             return wanted
-        else:
-            wanted = {oid for oid in wanted if self._find_packed(oid) is None}
         return {oid for oid in wanted if not self._loose_path(oid).exists()}
 
     def iter_loose(self) -> Iterator[bytes]:

@@ -82,3 +82,20 @@ def test_table_of_dsv_alone_and_small_ratios() -> None:
     table = format_table(alone).splitlines()
     assert table[:2] == ["| step | dsv |", "|---|---|"]
     assert table[-1] == "| store size | 1.0 MiB |"
+
+
+def test_serve_reads_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    # Tiny, as its own process (its stream readers are forked); figures are not asserted here.
+    out = tmp_path / "reads.json"
+    args = ["--count", "5000", "--missing-ids", "4500", "--workdir", str(tmp_path / "work")]
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.serve_reads", *args, "--json", str(out)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        check=True,
+    )
+    result = json.loads(out.read_text())
+    assert result["datapoints"] == 5000 and result["missing_ids"] == 4500
+    # Four whole streams of ~900-byte datapoints were read while pages were timed.
+    assert result["stream_bytes"] > 5000 * 600 and result["page_busy_requests"] >= 1
+    assert 0 < result["rss_idle_mib"] <= result["hwm_mib"]

@@ -23,10 +23,12 @@ from humanloop.errors import UnprocessableEntityError
 
 from benchmarks.push import Server
 from dsv.cli import main
+from dsv.remote.humanloop import DATAPOINT_CHUNK, HumanloopService
 from dsv.remote.humanloop_routes import parse_form
-from dsv.remote.humanloop_types import Unprocessable
+from dsv.remote.humanloop_types import CreateDatapoint, Unprocessable, UpsertRequest
 from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore
+from dsv.remote.storage import SqliteMetaStore, open_storage
+from dsv.remote.stored import StoredObjects
 from dsv.repo import Repository
 
 JSON = {"content-type": "application/json"}
@@ -237,6 +239,94 @@ def test_list_versions_include_datapoints(hl: Humanloop, repo: str) -> None:
     with pytest.raises(UnprocessableEntityError) as exc:
         hl.datasets.list_versions(v1.id, include_datapoints="all")  # type: ignore[arg-type]
     assert exc.value.body.detail[0].loc == ["query", "include_datapoints"]
+
+
+def test_an_upsert_that_changes_nothing_keeps_every_version_name(
+    hl: Humanloop, repo: str, server: tuple[Server, Keys]
+) -> None:
+    v1 = hl.datasets.upsert(path=f"{repo}/d", datapoints=QA, version_name="v1")
+    assert v1.version_created is True  # type: ignore[attr-defined]
+    # Adding datapoints that are all there already makes no version: the latest stays as it
+    # is, named v1, and the response says that no version was made.
+    same = hl.datasets.upsert(
+        id=v1.id,
+        datapoints=QA[:1],
+        action="add",
+        version_name="v2",
+        version_description="nothing new",
+        attributes={"run": 2},
+    )
+    assert (same.version_id, same.version_name) == (v1.version_id, "v1")
+    assert same.version_created is False  # type: ignore[attr-defined]
+    assert same.version_description == v1.version_description and same.attributes is None
+    versions = hl.datasets.list_versions(v1.id).records
+    assert [(v.version_id, v.version_name) for v in versions] == [(v1.version_id, "v1")]
+    # The name it did not get is still free for a version that changes something.
+    v2 = hl.datasets.upsert(id=v1.id, datapoints=QA[1:], action="remove", version_name="v2")
+    assert v2.version_created is True  # type: ignore[attr-defined]
+    # A `set` to the same datapoints, or a retried upsert, changes nothing either.
+    again = hl.datasets.upsert(id=v1.id, datapoints=QA[:1], version_name="v3")
+    assert (again.version_id, again.version_name) == (v2.version_id, "v2")
+    assert again.version_created is False  # type: ignore[attr-defined]
+    assert [v.version_name for v in hl.datasets.list_versions(v1.id).records] == ["v2", "v1"]
+    # Only an upsert's response carries version_created.
+    assert "version_created" not in raw(server, "GET", f"/v5/datasets/{v1.id}").json()
+
+
+def test_include_datapoints_streams_every_datapoint_of_a_large_dataset(
+    hl: Humanloop, repo: str, server: tuple[Server, Keys]
+) -> None:
+    # More than two chunks of DATAPOINT_CHUNK, so the response is made of several pieces.
+    points = [{"inputs": {"q": f"question {i}"}, "target": {"i": i}} for i in range(1300)]
+    assert len(points) > 2 * DATAPOINT_CHUNK
+    made = hl.datasets.upsert(path=f"{repo}/big", datapoints=points, include_datapoints=True)
+    assert content(made.datapoints or []) == points
+    paged = list(hl.datasets.list_datapoints(made.id, size=500))
+    got = hl.datasets.get(made.id, include_datapoints=True)
+    assert got.datapoints == paged and got.datapoints_count == 1300
+    assert got.version_id == made.version_id and got.path == f"{repo}/big"
+    (latest,) = hl.datasets.list_versions(made.id, include_datapoints="latest_saved").records
+    assert latest.datapoints == paged
+    reply = raw(server, "GET", f"/v5/datasets/{made.id}?include_datapoints=true")
+    assert reply.headers.get("transfer-encoding") == "chunked"
+    assert "content-length" not in reply.headers
+    assert reply.json()["datapoints"] == [p.dict(exclude_none=True) for p in paged]
+    # An empty version streams as an empty list.
+    empty = hl.datasets.upsert(id=made.id, datapoints=[], include_datapoints=True)
+    assert empty.datapoints == [] and empty.datapoints_count == 0
+
+
+def test_streamed_responses_are_whole_json_in_chunks_of_any_size(tmp_path: Path) -> None:
+    blobs, meta = open_storage(tmp_path / "root")
+    service = HumanloopService(
+        StoredObjects(blobs), meta, tmp_dir=tmp_path / "root", auth=False, chunk=2
+    )
+    try:
+        points = [CreateDatapoint(inputs={"q": str(i)}) for i in range(7)]
+        made = service.upsert(None, UpsertRequest(points, path="acme/evals/d")).response
+        service.upsert(None, UpsertRequest(points[:3], id=made.id, version_name="three"))
+        found = service.get(None, made.id, include_datapoints=True)
+        pieces = list(service.encode_dataset(found))
+        assert len(pieces) == 2 + 2  # the head, two chunks (of 3 datapoints: 2 and 1), the end
+        body = json.loads(b"".join(pieces))
+        assert [p["inputs"] for p in body["datapoints"]] == [{"q": "0"}, {"q": "1"}, {"q": "2"}]
+        assert body["version_name"] == "three" and body["datapoints_count"] == 3
+        listed = json.loads(
+            b"".join(
+                service.encode_versions(
+                    service.list_versions(None, made.id, include_datapoints="latest_saved")
+                )
+            )
+        )
+        assert [len(r["datapoints"] or []) for r in listed["records"]] == [3, 0]
+        assert listed["records"][1]["datapoints"] is None
+        assert json.loads(b"".join(service.encode_dataset(service.get(None, made.id)))) == {
+            **body,
+            "datapoints": None,
+        }
+    finally:
+        blobs.close()
+        meta.close()
 
 
 def test_list_datasets_filters_sorts_and_pages(hl: Humanloop, repo: str) -> None:

@@ -126,6 +126,19 @@ def test_blob_store_takes_the_same_objects_twice(blobs: BlobStore, tmp_path: Pat
     assert len(blobs.read("acme/evals", Kind.DATAPOINT, oids)) == 5
 
 
+def test_blob_store_answers_missing_for_more_than_4096_ids(
+    blobs: BlobStore, tmp_path: Path
+) -> None:
+    # What /missing asks of a push's datapoints: thousands of ids, some held in two packs.
+    first, held = _pack(tmp_path, _points(3000, "a"))
+    blobs.put_pack("acme/evals", first)  # type: ignore[arg-type]
+    second, more = _pack(tmp_path, _points(2000, "b"))
+    blobs.put_pack("acme/evals", second)  # type: ignore[arg-type]
+    new = [hash_object(k, b) for k, b in _points(2500, "c")]
+    assert blobs.missing("acme/evals", [*new, *held, *more]) == set(new)
+    assert blobs.missing("acme/evals", [*held, *more]) == set()
+
+
 def test_blob_store_refuses_bad_repository_names(blobs: BlobStore) -> None:
     for bad in ("acme", "../x/y", "a/b/c", ".hidden/x", "a/b.lock", "a/", "acme/evil\n"):
         with pytest.raises(BadInput):

@@ -590,3 +590,28 @@ def test_a_damaged_pack_is_not_merged_into_a_fresh_checksum(tmp_path: Path) -> N
     with pytest.raises(CorruptObject, match=f"pack {names[0]}: pack checksum mismatch"):
         store.merge_packs(names)
     assert sorted(p.name for p in store.packs) == sorted(names)  # both kept, as they were
+
+
+def test_missing_above_4096_ids_finds_each_in_packs_and_loose_files(tmp_path: Path) -> None:
+    # Above 4096 ids, missing bisects each pack's index per id instead of walking it; the
+    # answer must be the same as below: packed ids in two packs, a loose one, and absent ones.
+    store = ObjectStore(tmp_path / "objects")
+    bodies = _bodies(6000)
+    with store.writer() as writer:
+        first = [writer.write(Kind.DATAPOINT, b) for b in bodies[:3000]]
+    with store.writer() as writer:
+        second = [writer.write(Kind.DATAPOINT, b) for b in bodies[3000:5999]]
+    assert len(store.packs) == 2
+    loose = hash_object(Kind.DATAPOINT, bodies[5999])
+    store.write_loose(Kind.DATAPOINT, loose, bodies[5999])
+    absent = [hash_object(Kind.DATAPOINT, b"absent %d" % i) for i in range(4500)]
+    asked = [*first, *second, loose, *absent]
+    # Over 4096 left after the packs: the loose files are listed; under: stat one by one.
+    assert store.missing(asked) == set(absent)
+    assert store.missing([*first, *second, loose, *absent[:100]]) == set(absent[:100])
+    assert store.missing(asked[:4000]) == set()
+    assert store.missing(absent * 4) == set(absent)
+    assert store.missing([*first, *second]) == set()
+    # Few ids against big packs: each is looked up in each pack's sorted index.
+    assert store.missing([*first[:100], *second[-100:], *absent[:100]]) == set(absent[:100])
+    assert store.missing([first[0], second[0], loose, absent[0]]) == {absent[0]}

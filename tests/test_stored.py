@@ -77,3 +77,29 @@ def test_a_slice_outside_its_page_is_corrupt(tmp_path: Path) -> None:
     with pytest.raises(CorruptObject, match="slice outside its page"):
         objects.oids(REPO, oid)
     blobs.close()
+
+
+def test_datapoint_batches_give_every_datapoint_in_order_a_batch_at_a_time(
+    tmp_path: Path,
+) -> None:
+    blobs = LocalBlobStore(tmp_path / "root")
+    sink = Collect()
+    oids = [sink.write(Kind.DATAPOINT, canonicalize(b'{"i": %d}' % i)) for i in range(3000)]
+    _, base = build_dataset(sink, b"".join(oids), Format("jsonl"))
+    new = sink.write(Kind.DATAPOINT, b'{"i":"new"}')
+    edited = [*oids[:1000], new, *oids[1500:], *oids[:10]]
+    second, dataset = build_dataset(
+        sink, b"".join(edited), Format("jsonl"), base=base, base_oids=b"".join(oids)
+    )
+    assert len(dataset.slices) > 2  # batches run across slices of several pages
+    store(tmp_path, blobs, sink.objects)
+    objects = StoredObjects(blobs)
+    batches = list(objects.datapoint_batches(REPO, second, size=7))
+    assert [len(b) for b in batches[:-1]] == [7] * (len(batches) - 1) and 0 < len(batches[-1]) <= 7
+    got = [pair for batch in batches for pair in batch]
+    assert [oid for oid, _ in got] == edited
+    assert all(hash_object(Kind.DATAPOINT, body) == oid for oid, body in got)
+    empty, _ = build_dataset(sink, b"", Format("jsonl"))
+    store(tmp_path, blobs, sink.objects)
+    assert list(objects.datapoint_batches(REPO, empty)) == []
+    blobs.close()

@@ -115,18 +115,5 @@ def get_remote(repo: Repository, name: str) -> Remote:
 
 
 def missing_from(store: ObjectStore, oids: Iterable[bytes]) -> set[bytes]:
-    """Which of `oids` `store` lacks; for many ids, without one stat per id.
-
-    ObjectStore.missing stats a loose path for every id no pack holds, which for a transfer
-    of 100,000 new objects is 100,000 stats; listing the loose objects once is cheaper.
-    """
-    wanted = set(oids)
-    if len(wanted) <= 4096:
-        return store.missing(wanted)
-    store.reload()
-    for pack in store.packs:
-        if not wanted:
-            return wanted
-        wanted.difference_update(pack.oids())
-    wanted.difference_update(store.iter_loose())
-    return wanted
+    """Which of `oids` `store` lacks, looking for packs it does not know yet first."""
+    return store.missing(oids)

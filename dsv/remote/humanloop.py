@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -75,10 +75,22 @@ from dsv.remote.storage import (
 )
 from dsv.remote.stored import StoredObjects
 
-__all__ = ["HumanloopService"]
+__all__ = ["DATAPOINT_CHUNK", "HumanloopService", "Streamed"]
 
 _FORMAT = Format("jsonl")
 _ATTEMPTS = 8
+# Datapoints of a streamed response read and encoded at a time: the memory a response costs,
+# and how long a worker thread holds the repository's object store for one piece.
+DATAPOINT_CHUNK = 512
+
+
+class Streamed(NamedTuple):
+    """A response, and the (repository, dataset) whose datapoints go in its `datapoints`,
+    encoded a chunk at a time after the rest (None: no datapoints)."""
+
+    response: DatasetResponse
+    source: tuple[str, bytes] | None = None
+
 
 # -- the service ----------------------------------------------------------------------------------
 
@@ -116,14 +128,17 @@ class HumanloopService:
         tmp_dir: Any,
         auth: bool = True,
         environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS,
+        chunk: int = DATAPOINT_CHUNK,
     ) -> None:
         self.objects = objects
+        self.chunk = chunk
         self.blobs = objects.blobs
         self.meta = meta
         self.tmp_dir = tmp_dir
         self.auth = auth
         self.environments = check_environments(environments)
         self._guard = threading.Lock()
+        self._streaming = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
         self.history = History(objects, meta)
 
@@ -250,8 +265,6 @@ class HumanloopService:
         record: DatasetRecord,
         versions: Versions,
         version: Version,
-        *,
-        datapoints: bool = False,
     ) -> DatasetResponse:
         repo = record.repo
         note = versions.notes.get(version.commit)
@@ -288,9 +301,48 @@ class HumanloopService:
                 else version.info.message.strip()
             ),
             created_by=user,
-            datapoints=self._points(repo, version.dataset) if datapoints else None,
             attributes=msgspec.json.decode(note.attributes) if note and note.attributes else None,
         )
+
+    def _streamed(
+        self, record: DatasetRecord, versions: Versions, version: Version, *, datapoints: bool
+    ) -> Streamed:
+        source = (record.repo, version.dataset) if datapoints else None
+        return Streamed(self._response(record, versions, version), source)
+
+    def encode_dataset(self, value: Streamed) -> Iterator[bytes]:
+        """A response as JSON, its datapoints encoded `self.chunk` at a time: the memory it
+        costs is one chunk's, not the dataset's."""
+        if value.source is None:
+            yield msgspec.json.encode(value.response)
+            return
+        repo, dataset = value.source
+        head = msgspec.json.encode(
+            msgspec.structs.replace(value.response, datapoints=msgspec.UNSET)
+        )
+        yield head[:-1] + b',"datapoints":['
+        batches = self.objects.datapoint_batches(repo, dataset, size=self.chunk)
+        first = True
+        while True:
+            # One chunk of one stream at a time: the streams share a core's worth of work
+            # between them, and short requests keep the other.
+            with self._streaming:
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                piece = msgspec.json.encode([_datapoint_response(o, b) for o, b in batch])
+            yield (b"" if first else b",") + piece[1:-1]
+            first = False
+        yield b"]}"
+
+    def encode_versions(self, values: list[Streamed]) -> Iterator[bytes]:
+        """List Versions' `{"records": [...]}`, as encode_dataset encodes each."""
+        yield b'{"records":['
+        for i, value in enumerate(values):
+            if i:
+                yield b","
+            yield from self.encode_dataset(value)
+        yield b"]}"
 
     def _points(self, repo: str, dataset_oid: bytes, start: int = 0, stop: int = -1) -> list[Any]:
         return [
@@ -367,10 +419,10 @@ class HumanloopService:
         version: str | None = None,
         environment: str | None = None,
         include_datapoints: bool = False,
-    ) -> DatasetResponse:
+    ) -> Streamed:
         record, versions = self._reading(caller, dataset_id)
         chosen = self._pick(record, versions, version=version, environment=environment)
-        return self._response(
+        return self._streamed(
             record, versions, chosen or self._default(versions), datapoints=include_datapoints
         )
 
@@ -394,7 +446,7 @@ class HumanloopService:
 
     def list_versions(
         self, caller: KeyRecord | None, dataset_id: str, *, include_datapoints: str | None = None
-    ) -> dict[str, list[DatasetResponse]]:
+    ) -> list[Streamed]:
         if include_datapoints not in (None, "latest_saved", "latest_committed"):
             raise Unprocessable(
                 ["query", "include_datapoints"],
@@ -402,17 +454,15 @@ class HumanloopService:
                 "enum",
             )
         record, versions = self._reading(caller, dataset_id)
-        return {
-            "records": [
-                self._response(
-                    record,
-                    versions,
-                    v,
-                    datapoints=bool(include_datapoints) and v.commit == versions.latest.commit,
-                )
-                for v in versions.visible
-            ]
-        }
+        return [
+            self._streamed(
+                record,
+                versions,
+                v,
+                datapoints=bool(include_datapoints) and v.commit == versions.latest.commit,
+            )
+            for v in versions.visible
+        ]
 
     def list_environments(
         self, caller: KeyRecord | None, dataset_id: str
@@ -542,7 +592,9 @@ class HumanloopService:
         version: str | None = None,
         environment: str | None = None,
         include_datapoints: bool = False,
-    ) -> DatasetResponse:
+    ) -> Streamed:
+        """A new version from the request's datapoints; when they change nothing, the latest
+        version, untouched, with `version_created` false."""
         if request.id:
             repo = self._record(caller, request.id, write=True).repo
             if request.path and split_path(request.path)[0] != repo:
@@ -593,9 +645,8 @@ class HumanloopService:
                 current_oids = self.objects.oids(record.repo, current) if current else None
                 result = self._combine(record.repo, action, given, base, current_oids)
                 if result is None:
-                    # Nothing changes: the latest version stays, and may take the name.
-                    latest = versions.latest.commit if versions else None
-                    self._check_version_name(versions, request.version_name, besides=latest)
+                    # Nothing changes: no version is made, and the latest keeps its name,
+                    # description and attributes; the response says so (docs/humanloop.md).
                     return None
                 self._check_version_name(versions, request.version_name)
                 if current is None:
@@ -616,27 +667,21 @@ class HumanloopService:
             )
             after = self._versions(record)
             made = next((v for v in after.every if v.commit == commit), after.latest)
-            attributes = encode_canonical(request.attributes) if request.attributes else b""
             if created:
-                note = VersionNote(
-                    record.id,
-                    made.commit,
-                    request.version_name,
-                    request.version_description,
-                    attributes,
+                attributes = encode_canonical(request.attributes) if request.attributes else b""
+                self.meta.put_version_note(
+                    VersionNote(
+                        record.id,
+                        made.commit,
+                        request.version_name,
+                        request.version_description,
+                        attributes,
+                    )
                 )
-            else:
-                old = self._note(after, record.id, made.commit)
-                note = msgspec.structs.replace(
-                    old,
-                    name=request.version_name or old.name,
-                    description=request.version_description or old.description,
-                    attributes=attributes or old.attributes,
-                )
-            if created or note != after.notes.get(made.commit):
-                self.meta.put_version_note(note)
                 after = self._versions(record)
-            return self._response(record, after, made, datapoints=include_datapoints)
+            streamed = self._streamed(record, after, made, datapoints=include_datapoints)
+            response = msgspec.structs.replace(streamed.response, version_created=created)
+            return streamed._replace(response=response)
 
     def _combine(
         self,
@@ -701,7 +746,7 @@ class HumanloopService:
                 version_name=version_name or None,
                 version_description=version_description or None,
             )
-            return self.upsert(caller, request, version=version_id(base.commit))
+            return self.upsert(caller, request, version=version_id(base.commit)).response
 
     def create_datapoints_v4(
         self, caller: KeyRecord | None, dataset_id: str, data: bytes
@@ -784,7 +829,7 @@ class HumanloopService:
                     reason=f"humanloop: move {old_path}",
                     move=lambda commit: DatasetMove(dataset_id, path, commit, old_path),
                 )
-        return self.get(caller, dataset_id)
+        return self.get(caller, dataset_id).response
 
     def update_version(
         self, caller: KeyRecord | None, dataset_id: str, vid: str, request: VersionUpdate

@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
@@ -18,8 +18,9 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.handlers.http_handlers import HTTPRouteHandler
+from litestar.response import Stream
 
-from dsv.remote.humanloop import HumanloopService
+from dsv.remote.humanloop import HumanloopService, Streamed
 from dsv.remote.humanloop_types import (
     MoveRequest,
     Unprocessable,
@@ -76,6 +77,15 @@ def _json(value: Any, status: int = 200) -> Response[bytes]:
     return Response(
         content=msgspec.json.encode(value), status_code=status, media_type="application/json"
     )
+
+
+def _streamed(body: Iterator[bytes], value: Streamed | list[Streamed]) -> Response[bytes] | Stream:
+    """A response without datapoints whole; one with them streamed, each piece made in a worker
+    thread (litestar runs a sync iterator's steps there), so the event loop stays free."""
+    streams = any(v.source for v in value) if isinstance(value, list) else value.source
+    if not streams:
+        return Response(content=b"".join(body), media_type="application/json")
+    return Stream(body, media_type="application/json")
 
 
 def humanloop_handlers(
@@ -140,22 +150,21 @@ def humanloop_handlers(
         version_id: str | None = None,
         environment: str | None = None,
         include_datapoints: str | None = None,
-    ) -> Response[bytes]:
+    ) -> Response[bytes] | Stream:
         """Upsert Dataset: a new version from `set`, `add` or `remove` of datapoints."""
         data: UpsertRequest = decode_body(await request.body(), UpsertRequest)
         include = parse_bool("include_datapoints", include_datapoints)
-        return _json(
-            await run(
-                request,
-                lambda caller: service.upsert(
-                    caller,
-                    data,
-                    version=version_id or None,
-                    environment=environment or None,
-                    include_datapoints=include,
-                ),
-            )
+        made: Streamed = await run(
+            request,
+            lambda caller: service.upsert(
+                caller,
+                data,
+                version=version_id or None,
+                environment=environment or None,
+                include_datapoints=include,
+            ),
         )
+        return _streamed(service.encode_dataset(made), made)
 
     @get(item, guards=[keyed])
     async def get_dataset(
@@ -164,21 +173,20 @@ def humanloop_handlers(
         version_id: str | None = None,
         environment: str | None = None,
         include_datapoints: str | None = None,
-    ) -> Response[bytes]:
+    ) -> Response[bytes] | Stream:
         """Get Dataset: the default environment's version unless one is named."""
         include = parse_bool("include_datapoints", include_datapoints)
-        return _json(
-            await run(
-                request,
-                lambda caller: service.get(
-                    caller,
-                    dataset_id,
-                    version=version_id or None,
-                    environment=environment or None,
-                    include_datapoints=include,
-                ),
-            )
+        found: Streamed = await run(
+            request,
+            lambda caller: service.get(
+                caller,
+                dataset_id,
+                version=version_id or None,
+                environment=environment or None,
+                include_datapoints=include,
+            ),
         )
+        return _streamed(service.encode_dataset(found), found)
 
     @delete(item, guards=[keyed], status_code=200)
     async def delete_dataset(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
@@ -220,17 +228,14 @@ def humanloop_handlers(
     @get(item + "/versions", guards=[keyed])
     async def list_versions(
         request: Request[Any, Any, Any], dataset_id: str, include_datapoints: str | None = None
-    ) -> Response[bytes]:
+    ) -> Response[bytes] | Stream:
         """List Versions of a Dataset, newest first."""
         include = include_datapoints or None
-        return _json(
-            await run(
-                request,
-                lambda caller: service.list_versions(
-                    caller, dataset_id, include_datapoints=include
-                ),
-            )
+        found: list[Streamed] = await run(
+            request,
+            lambda caller: service.list_versions(caller, dataset_id, include_datapoints=include),
         )
+        return _streamed(service.encode_versions(found), found)
 
     @delete(item + "/versions/{version_id:str}", guards=[keyed], status_code=200)
     async def delete_version(

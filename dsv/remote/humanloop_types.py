@@ -176,7 +176,9 @@ class DatasetResponse(msgspec.Struct, frozen=True):
     version_name: str | None = None
     version_description: str | None = None
     created_by: dict[str, str] | None = None
-    datapoints: list[dict[str, Any]] | None = None
+    # UNSET leaves a field out: `datapoints` of a response whose datapoints are streamed after
+    # it, `version_created` of every response but an upsert's.
+    datapoints: list[dict[str, Any]] | msgspec.UnsetType | None = None
     attributes: dict[str, Any] | None = None
     directory_id: str | None = None
     description: str | None = None
@@ -184,6 +186,8 @@ class DatasetResponse(msgspec.Struct, frozen=True):
     readme: str | None = None
     tags: list[str] | None = None
     type: str = "dataset"
+    # dsv's own: did this upsert make a version (False: it changed nothing, docs/humanloop.md)?
+    version_created: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class FileEnvironmentResponse(msgspec.Struct, frozen=True):

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
 import traceback
 import uuid
@@ -150,6 +151,7 @@ _BIG_BODY = 1 << 20
 _STALE_TMP_SECONDS = 3600
 # `.recv-PID-…` (received packs) and `.tmp-PID-…` (packs being written, dsv.pack): PID owns it.
 _TMP_NAME = re.compile(r"\.(?:recv|tmp)-(?:(\d+)-)?.*")
+_SWITCH_INTERVAL = 0.0005
 
 
 class ServerConfig(msgspec.Struct, frozen=True):
@@ -909,6 +911,10 @@ def serve(
         )
     blobs, meta = open_storage(Path(config.root))
     service = RemoteService(config, blobs, meta)
+    # Streamed reads keep worker threads busy in Python for as long as a client reads; a short
+    # request waiting for the GIL gets it after this long rather than the default 5 ms each
+    # time, so page requests stay fast beside them (docs/performance.md, Streamed reads).
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host

@@ -109,3 +109,31 @@ class StoredObjects:
         for at in range(0, len(wanted), _BATCH):
             batch = wanted[at : at + _BATCH]
             yield from zip(batch, self.blobs.read(repo, Kind.DATAPOINT, batch), strict=True)
+
+    def datapoint_batches(
+        self, repo: str, dataset_oid: bytes, *, size: int = _BATCH
+    ) -> Iterator[list[tuple[bytes, bytes]]]:
+        """Every (id, body) of a dataset in order, `size` at a time.
+
+        It holds one page of ids and one batch of bodies at once, so a reader of a dataset of
+        any length costs what a batch does.
+        """
+        dataset = self.dataset(repo, dataset_oid)
+
+        def read(batch: list[bytes]) -> list[tuple[bytes, bytes]]:
+            return list(zip(batch, self.blobs.read(repo, Kind.DATAPOINT, batch), strict=True))
+
+        batch: list[bytes] = []
+        for s in dataset.slices:
+            (body,) = self.blobs.read(repo, Kind.PAGE, [s.page])
+            if s.stop * OID_SIZE > len(body):
+                raise CorruptObject(f"corrupt object {dataset_oid.hex()}: slice outside its page")
+            for i in range(s.start * OID_SIZE, s.stop * OID_SIZE, OID_SIZE):
+                batch.append(body[i : i + OID_SIZE])
+                if len(batch) >= size:
+                    yield list(
+                        zip(batch, self.blobs.read(repo, Kind.DATAPOINT, batch), strict=True)
+                    )
+                    batch = []
+        if batch:
+            yield read(batch)
