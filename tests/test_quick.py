@@ -214,3 +214,33 @@ def test_an_old_index_without_a_head_still_reads(dsv: Dsv) -> None:
     assert quick_status(["status"], ENVIRON) is None
     assert dsv("status", "--porcelain").stdout == ""
     assert json.loads(dsv("status", "--json").stdout) == []
+
+
+def test_untracked_files_are_answered_as_the_cli_answers(dsv: Dsv) -> None:
+    _committed(dsv)
+    dsv.write("new.jsonl", [{"id": 1}])
+    dsv.write("node_modules/pkg/package.json", [{}])
+    (dsv.root / "evals/b.CSV").write_text("id\n1\n")
+    (dsv.root / "evals/readme.txt").write_text("not a dataset\n")
+    assert _agrees(dsv) == [
+        "On branch main\n"
+        'Untracked files (use "dsv add <file>" to track):\n'
+        "  evals/b.CSV\n"
+        "  new.jsonl\n"
+        'nothing added to commit but untracked files present (use "dsv add" to track)\n',
+        "?? evals/b.CSV\n?? new.jsonl\n",
+        '[{"path":"evals/b.CSV","staged":null,"unstaged":"untracked"},'
+        '{"path":"new.jsonl","staged":null,"unstaged":"untracked"}]\n',
+    ]
+    (dsv.root / 'q"\\é.jsonl').write_text("{}\n")
+    assert _agrees(dsv) == [None, None, None]  # the full CLI escapes such names
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.NDJSON", "a.json", "a.csv", "a.TSV", "a.parquet"])
+def test_the_dataset_suffixes_are_those_dsv_reads(name: str) -> None:
+    from dsv.formats import format_kind
+    from dsv.quick import DATASET_SUFFIXES
+
+    format_kind(name)
+    assert Path(name).suffix.lower() in DATASET_SUFFIXES
+    assert len(DATASET_SUFFIXES) == 6
