@@ -185,26 +185,47 @@ def _describe(entry: ops.DatasetStatus, state: str, *, staged: bool) -> str:
 
 
 @main.command()
-@click.option("--porcelain", is_flag=True, help="One stable line per changed dataset: A|M|D PATH.")
+@click.option(
+    "--porcelain", is_flag=True, help="One stable line per changed dataset: A|M|D|?? PATH."
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of changed datasets.")
+@click.option(
+    "-u",
+    "--untracked-files",
+    "untracked_mode",
+    type=click.Choice(["normal", "no"]),
+    default="normal",
+    show_default=True,
+    help="no: do not look for untracked dataset files.",
+)
 @click.pass_context
-def status(ctx: click.Context, porcelain: bool, as_json: bool) -> None:
-    """Show datasets changed in the index and the working files.
+def status(ctx: click.Context, porcelain: bool, as_json: bool, untracked_mode: str) -> None:
+    """Show datasets changed in the index and the working files, and untracked dataset files
+    (.jsonl .ndjson .json .csv .tsv .parquet; not in dot-directories, node_modules,
+    __pycache__ or venv).
 
     \b
     Example:
       dsv status --porcelain
     """
+    from dsv.quick import ONLY_UNTRACKED, UNTRACKED_HEADER, quote_path
+
     with open_repo(ctx) as repo:
         entries = ops.status(repo)
         branch = repo.current_branch()
         head = repo.head()
+        untracked = ops.untracked(repo) if untracked_mode == "normal" else []
     if porcelain:
         for entry in entries:
             click.echo(f"{entry.letter} {entry.path}")
+        for name in untracked:
+            click.echo(f"?? {quote_path(name)}")
         return
     if as_json:
-        emit_json([msgspec.structs.asdict(e) for e in entries])
+        emit_json(
+            [msgspec.structs.asdict(e) for e in entries]
+            + [{"path": name, "staged": None, "unstaged": "untracked"} for name in untracked]
+        )
         return
     click.echo(f"On branch {branch}" if branch else f"HEAD detached at {short(head or b'')}")
     staged = [e for e in entries if e.staged]
@@ -221,8 +242,14 @@ def status(ctx: click.Context, porcelain: bool, as_json: bool) -> None:
             click.echo(
                 f"  {e.unstaged + ':':<10}{e.path} ({_describe(e, e.unstaged, staged=False)})"
             )
+    if untracked:
+        click.echo(UNTRACKED_HEADER, nl=False)
+        for name in untracked:
+            click.echo(f"  {quote_path(name)}")
     if not entries:
-        click.echo("nothing to commit, working tree clean")
+        click.echo(
+            ONLY_UNTRACKED if untracked else "nothing to commit, working tree clean\n", nl=False
+        )
 
 
 @main.command()
@@ -255,6 +282,10 @@ def _decorations(repo: Repository) -> dict[bytes, list[str]]:
         out.setdefault(oid, []).append(f"tag: {name}")
     for env in labels.list_envs(repo):
         out.setdefault(env.oid, []).append(f"env: {env.name}")
+    for remote, name, oid in labels.list_remote_branches(repo):
+        out.setdefault(oid, []).append(f"{remote}/{name}")
+    for env in labels.list_remote_envs(repo):
+        out.setdefault(env.oid, []).append(f"env: {env.remote}/{env.name}")
     return out
 
 
@@ -287,6 +318,11 @@ def _print_commit(oid: bytes, entry: Commit, refs: list[str]) -> None:
 @click.option("--oneline", is_flag=True, help="One line per version.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of versions.")
 @click.option("--stat", "with_stat", is_flag=True, help="Per-dataset counts against the parent.")
+@click.option(
+    "--decorate/--no-decorate",
+    default=True,
+    help="Name the branches, tags and environments (local and remote) at each version.",
+)
 @click.pass_context
 def log(
     ctx: click.Context,
@@ -295,8 +331,10 @@ def log(
     oneline: bool,
     as_json: bool,
     with_stat: bool,
+    decorate: bool,
 ) -> None:
-    """Show the history of versions, newest first.
+    """Show the history of versions, newest first, each with the names that point at it:
+    (HEAD -> main, tag: v1, env: production, origin/main, env: origin/production).
 
     \b
     Example:
@@ -307,7 +345,7 @@ def log(
 
     paths = user_paths(ctx, ctx.meta.get("paths") or []) or None
     with open_repo(ctx) as repo:
-        refs = _decorations(repo)
+        refs = _decorations(repo) if decorate or as_json else {}
         entries = ops.log(repo, rev, max_count=max_count, paths=paths)
         if as_json:
             docs = []
@@ -403,15 +441,24 @@ def cat_object(ctx: click.Context, oid: str, kind_only: bool) -> None:
 def checkout(ctx: click.Context, rev: str, force: bool) -> None:
     """Write the tracked files as of REV (all of them, or those after --).
 
+    Refuses, unless --force, to overwrite changes that are not committed; a deleted file
+    has none and is restored. REV may be a name only a remote has (production ->
+    origin/production).
+
     \b
     Examples:
       dsv checkout production
       dsv checkout HEAD~2 -- evals/qa.jsonl
     """
+    from dsv.repo import remote_short_name
+
     paths = user_paths(ctx, ctx.meta.get("paths") or []) or None
     with open_repo(ctx) as repo:
+        remote = repo.resolve_remote_name(rev.strip())
         oid = ops.checkout(repo, rev, paths=paths, force=force)
         branch = repo.current_branch()
+    if remote is not None and remote_short_name(remote) != rev.strip():
+        rev = f"{rev.strip()}: {remote_short_name(remote)}"
     if paths:
         click.echo(f"Updated {len(paths)} path(s) from {short(oid)}")
     elif rev.strip() == "HEAD":
@@ -420,6 +467,54 @@ def checkout(ctx: click.Context, rev: str, force: bool) -> None:
         click.echo(f"Switched to branch '{branch}'")
     else:
         click.echo(f"HEAD is now at {short(oid)} ({rev})")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-s", "--source", metavar="REV", help="Restore from REV, not from the index.")
+@click.option(
+    "-S", "--staged", is_flag=True, help="Restore the index (from HEAD, or REV): unstage."
+)
+@click.option(
+    "-W", "--worktree", is_flag=True, help="Restore the working files (the default; with -S both)."
+)
+@click.option("--force", "-f", is_flag=True, help="Discard changes no version holds.")
+@click.pass_context
+def restore(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    source: str | None,
+    staged: bool,
+    worktree: bool,
+    force: bool,
+) -> None:
+    """Restore working files from the index (or --source REV), or unstage with --staged.
+
+    Refuses, unless --force, to discard a file's or the index's content that neither HEAD,
+    REV nor the index holds; a deleted file is always restored.
+
+    \b
+    Examples:
+      dsv restore evals/qa.jsonl
+      dsv restore --source production evals/qa.jsonl
+      dsv restore --staged evals/qa.jsonl
+    """
+    with open_repo(ctx) as repo:
+        names = ops.restore(
+            repo,
+            user_paths(ctx, paths),
+            source=source,
+            staged=staged,
+            worktree=worktree or not staged,
+            force=force,
+        )
+    where = "the index" if source is None and not staged else (source or "HEAD").strip()
+    what = "and the index " if staged and (worktree or not staged) else ""
+    for name in names:
+        if staged and not worktree:
+            click.echo(f"unstaged {name} (index as in {where})")
+        else:
+            click.echo(f"restored {name} {what}from {where}")
 
 
 @main.command("diff", cls=PathsAfterDashes)
@@ -512,26 +607,50 @@ def diff_command(
 @click.argument("name", required=False)
 @click.argument("rev", required=False)
 @click.option("-d", "--delete", is_flag=True, help="Delete branch NAME.")
+@click.option("-r", "--remotes", is_flag=True, help="List the remote-tracking branches.")
+@click.option("-a", "--all", "all_", is_flag=True, help="List local and remote-tracking branches.")
 @click.option("--json", "as_json", is_flag=True, help="List branches as JSON.")
 @click.pass_context
 def branch(
-    ctx: click.Context, name: str | None, rev: str | None, delete: bool, as_json: bool
+    ctx: click.Context,
+    name: str | None,
+    rev: str | None,
+    delete: bool,
+    remotes: bool,
+    all_: bool,
+    as_json: bool,
 ) -> None:
-    """List branches, create NAME at REV (default HEAD), or delete NAME.
+    """List branches (-r: the remotes', -a: both), create NAME at REV (default HEAD), or
+    delete NAME.
 
     \b
-    Example:
+    Examples:
       dsv branch experiment && dsv switch experiment
+      dsv branch -a
     """
     if delete and (name is None or rev is not None):
         raise click.UsageError("-d takes exactly one branch name")
+    if (remotes or all_) and (name is not None or delete):
+        raise click.UsageError("-r and -a only list branches")
     with open_repo(ctx) as repo:
         if name is None:
-            rows = labels.list_branches(repo)
+            rows = [] if remotes and not all_ else labels.list_branches(repo)
+            theirs = labels.list_remote_branches(repo) if remotes or all_ else []
             if as_json:
-                emit_json([{"name": n, "oid": o.hex(), "current": c} for n, o, c in rows])
-            for n, o, c in [] if as_json else rows:
+                emit_json(
+                    [{"name": n, "oid": o.hex(), "current": c, "remote": None} for n, o, c in rows]
+                    + [
+                        {"name": f"{r}/{n}", "oid": o.hex(), "current": False, "remote": r}
+                        for r, n, o in theirs
+                    ]
+                )
+                return
+            for n, o, c in rows:
                 click.echo(f"{'*' if c else ' '} {n}  {short(o)}")
+            # As git: `-a` names them by their full place, `-r` by REMOTE/NAME; both resolve.
+            shown = "remotes/" if all_ else ""
+            for r, n, o in theirs:
+                click.echo(f"  {shown}{r}/{n}  {short(o)}")
         elif delete:
             old = labels.delete_branch(repo, name)
             click.echo(f"Deleted branch {name} (was {short(old)})")
@@ -612,7 +731,8 @@ def env_deploy(ctx: click.Context, name: str, rev: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of environments.")
 @click.pass_context
 def env_list(ctx: click.Context, as_json: bool) -> None:
-    """List environments with their version, when and by whom it was deployed.
+    """List environments with their version, when and by whom it was deployed; then the
+    remotes' environments as last fetched, as REMOTE/NAME (remote).
 
     \b
     Example:
@@ -620,6 +740,7 @@ def env_list(ctx: click.Context, as_json: bool) -> None:
     """
     with open_repo(ctx) as repo:
         rows = labels.list_envs(repo)
+        theirs = labels.list_remote_envs(repo)
     if as_json:
         emit_json(
             [
@@ -628,14 +749,29 @@ def env_list(ctx: click.Context, as_json: bool) -> None:
                     "oid": r.oid.hex(),
                     "time": iso_time(r.time, r.tz) if r.time else None,
                     "user": r.user,
+                    "remote": None,
                 }
                 for r in rows
             ]
+            + [
+                {
+                    "name": f"{r.remote}/{r.name}",
+                    "oid": r.oid.hex(),
+                    "time": None,
+                    "user": None,
+                    "remote": r.remote,
+                }
+                for r in theirs
+            ]
         )
         return
+    names = [r.name for r in rows] + [f"{r.remote}/{r.name}" for r in theirs]
+    width = max([14, *(len(n) + 2 for n in names)])
     for r in rows:
         when = format_time(r.time, r.tz) if r.time else "-"
-        click.echo(f"{r.name:<14}{short(r.oid)}  {when}  {r.user}")
+        click.echo(f"{r.name:<{width}}{short(r.oid)}  {when}  {r.user}")
+    for r in theirs:
+        click.echo(f"{f'{r.remote}/{r.name}':<{width}}{short(r.oid)}  (remote)")
 
 
 @env.command("rm")

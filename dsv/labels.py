@@ -19,6 +19,8 @@ __all__ = [
     "env_log",
     "list_branches",
     "list_envs",
+    "list_remote_branches",
+    "list_remote_envs",
     "list_tags",
     "remove_env",
 ]
@@ -29,6 +31,15 @@ def list_branches(repo: Repository) -> list[tuple[str, bytes, bool]]:
     return [
         (name[len(BRANCHES) :], oid, name[len(BRANCHES) :] == current)
         for name, oid in repo.refs.list_refs(BRANCHES)
+    ]
+
+
+def list_remote_branches(repo: Repository) -> list[tuple[str, str, bytes]]:
+    """(remote, branch, oid) of every remote-tracking branch, by remote then name."""
+    return [
+        (remote, name, oid)
+        for remote in repo.remote_names()
+        for name, oid in repo.remote_refs(remote, envs=False)
     ]
 
 
@@ -78,13 +89,15 @@ def delete_tag(repo: Repository, name: str) -> bytes:
 
 class EnvInfo(msgspec.Struct, frozen=True):
     """An environment: the version it points to, and when (with the deployer's UTC offset in
-    minutes) and by whom it was last deployed (0 and "" when its log is lost)."""
+    minutes) and by whom it was last deployed (0 and "" when its log is lost, or unknown: a
+    remote's environment, `remote` set, as last fetched)."""
 
     name: str
     oid: bytes
     time: int
     user: str
     tz: int = 0
+    remote: str | None = None
 
 
 def deploy(repo: Repository, name: str, rev: str | None = None) -> tuple[bytes, bytes]:
@@ -120,6 +133,15 @@ def list_envs(repo: Repository) -> list[EnvInfo]:
             )
         )
     return out
+
+
+def list_remote_envs(repo: Repository) -> list[EnvInfo]:
+    """The remotes' environments as last fetched, by remote then name."""
+    return [
+        EnvInfo(name, oid, 0, "", remote=remote)
+        for remote in repo.remote_names()
+        for name, oid in repo.remote_refs(remote, envs=True)
+    ]
 
 
 def remove_env(repo: Repository, name: str) -> bytes:

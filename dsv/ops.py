@@ -53,9 +53,11 @@ __all__ = [
     "read_table",
     "remove",
     "repo_path",
+    "restore",
     "show",
     "status",
     "switch",
+    "untracked",
 ]
 
 
@@ -90,6 +92,7 @@ def repo_path(
 def _expand_paths(repo: Repository, paths: Iterable[str]) -> list[str]:
     """Dataset names for files and, recursively, the dataset files inside directories."""
     from dsv.formats import format_kind
+    from dsv.quick import SKIPPED_DIRS
 
     out: list[str] = []
     for path in paths:
@@ -98,7 +101,15 @@ def _expand_paths(repo: Repository, paths: Iterable[str]) -> list[str]:
             full = repo.root / repo_path(repo, path)
         if full.is_dir():
             for dirpath, dirnames, filenames in os.walk(full):
-                dirnames[:] = sorted(d for d in dirnames if d != DSV_DIR and not d.startswith("."))
+                # The directories `status` does not look in for untracked files (dsv.quick),
+                # and other repositories.
+                dirnames[:] = sorted(
+                    d
+                    for d in dirnames
+                    if not d.startswith(".")
+                    and d not in SKIPPED_DIRS
+                    and not os.path.isdir(os.path.join(dirpath, d, DSV_DIR))
+                )
                 for file in sorted(filenames):
                     try:
                         format_kind(file)
@@ -339,6 +350,13 @@ def status(repo: Repository) -> list[DatasetStatus]:
     if refresh:
         _refresh_index(repo, refresh)
     return result
+
+
+def untracked(repo: Repository) -> list[str]:
+    """Dataset files in the working tree that the index does not list (dsv.quick's walk)."""
+    from dsv.quick import untracked_files
+
+    return untracked_files(str(repo.root), read_index(repo.index_path))
 
 
 def _refresh_index(repo: Repository, updates: dict[str, Entry]) -> None:
@@ -726,15 +744,11 @@ def checkout(
         if paths:
             names = _names_in(repo, paths, target, rev)
             if not force:
-                dirty = _dirty_paths(
-                    repo,
-                    {n: index[n] for n in names if n in index},
-                    {n: head[n] for n in names if n in head},
-                )
-                _refuse_overwrite(sorted(dirty))
-                _refuse_untracked(
-                    repo, {n: target[n] for n in names if n not in index and n not in head}
-                )
+                # Only content that is nowhere else is protected: a deleted file, or one that
+                # holds HEAD's or REV's version, is simply written.
+                lost = _would_lose(repo, names, index, head, target, worktree=True, staged=True)
+                _refuse_overwrite([n for n in lost if n in index or n in head])
+                _refuse_untracked(repo, {n: target[n] for n in lost if n not in index | head})
             for name in names:
                 index[name] = write_file(repo, name, target[name])
             repo.write_index(index)
@@ -795,6 +809,128 @@ def _check_paths(tree: dict[str, bytes], rev: str) -> None:
             f"{rev} cannot be checked out: {exc.message}",
             hint="no correct dsv writes such a version; 'dsv fsck' lists every one",
         ) from exc
+
+
+def _same_content(repo: Repository, a: bytes | None, b: bytes | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a == b or repo.read_dataset(a).same_as(repo.read_dataset(b))
+
+
+def _file_holds(repo: Repository, name: str, datasets: Iterable[bytes | None]) -> bool:
+    """Whether the working file `name` holds one of `datasets` (records, order and format)."""
+    from dsv.errors import DsvError
+
+    for oid in dict.fromkeys(d for d in datasets if d is not None):
+        try:
+            if check_entry(repo, Entry(name, oid))[0] == "clean":
+                return True
+        except DsvError:
+            return False  # not even readable as a dataset: certainly none of them
+    return False
+
+
+def _would_lose(
+    repo: Repository,
+    names: list[str],
+    index: dict[str, Entry],
+    head: dict[str, bytes],
+    target: dict[str, bytes],
+    *,
+    worktree: bool,
+    staged: bool,
+) -> list[str]:
+    """The names whose working file (`worktree`) or staged dataset (`staged`), about to be
+    replaced by `target`'s, holds content that neither HEAD, `target` nor what is kept has.
+
+    A missing working file holds nothing, so writing it never loses anything.
+    """
+    lost = []
+    for name in names:
+        entry = index.get(name)
+        kept = (head.get(name), target.get(name))
+        state = "deleted"
+        if entry is not None:
+            state = check_entry(repo, entry)[0]
+        elif (repo.root / name).exists() or (repo.root / name).is_symlink():
+            state = "untracked"
+        if worktree and state in ("modified", "untracked"):
+            file_lost = not _file_holds(repo, name, kept)
+        else:
+            file_lost = False
+        staged_lost = (
+            staged
+            and entry is not None
+            and not any(_same_content(repo, entry.dataset, k) for k in kept)
+            # Still in the working file, which stays: nothing is lost.
+            and (worktree or state != "clean")
+        )
+        if file_lost or staged_lost:
+            lost.append(name)
+    return lost
+
+
+def restore(
+    repo: Repository,
+    paths: list[str],
+    *,
+    source: str | None = None,
+    staged: bool = False,
+    worktree: bool | None = None,
+    force: bool = False,
+) -> list[str]:
+    """Write working files (default) and/or index entries (`staged`) of `paths` as in
+    `source` (default: the index for working files, HEAD for the index); return the names.
+
+    Without `force`, refuses when that would discard content kept nowhere else: a working
+    file or staged dataset that neither HEAD, `source` nor the index (when kept) holds.
+    """
+    worktree = not staged if worktree is None else worktree
+    if not (staged or worktree):
+        raise BadInput("nothing to restore: give --staged, --worktree or both")
+    with repo.lock():
+        index = read_index(repo.index_path)
+        head = repo.tree_of(repo.head())
+        if source is None and not staged:
+            label = "the index"
+            target = {name: entry.dataset for name, entry in index.items()}
+        else:
+            label = (source or "HEAD").strip()
+            target = repo.tree_of(repo.resolve(label))
+        # With --staged, a path only the index has is unstaged (its addition undone).
+        known = {**{n: e.dataset for n, e in index.items()}, **target} if staged else target
+        names = _names_in(repo, paths, known, label)
+        if not worktree:
+            names = [n for n in names if n in target or n in index]
+        if not force:
+            lost = _would_lose(repo, names, index, head, target, worktree=worktree, staged=staged)
+            if lost:
+                shown = ", ".join(lost[:5]) + (
+                    f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+                )
+                raise BadState(
+                    f"restore would discard uncommitted changes in {shown}",
+                    hint="commit them first (or copy the file away), or use --force to "
+                    "discard them",
+                )
+        for name in names:
+            wanted = target.get(name)
+            if worktree and wanted is not None:
+                written = write_file(repo, name, wanted)
+                if staged or (name in index and index[name].dataset == wanted):
+                    index[name] = written
+            elif worktree:
+                with contextlib.suppress(FileNotFoundError):
+                    (repo.root / name).unlink()
+            if staged and not worktree:
+                if wanted is None:
+                    index.pop(name, None)
+                elif name not in index or index[name].dataset != wanted:
+                    index[name] = Entry(name, wanted)
+            elif staged and wanted is None:
+                index.pop(name, None)
+        repo.write_index(index)
+    return names
 
 
 def _names_in(repo: Repository, paths: list[str], tree: dict[str, bytes], rev: str) -> list[str]:

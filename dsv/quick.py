@@ -17,9 +17,19 @@ import sys
 # name either way).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Container, Mapping
 
-__all__ = ["decode_msgpack", "main", "quick_status"]
+__all__ = [
+    "DATASET_SUFFIXES",
+    "ONLY_UNTRACKED",
+    "SKIPPED_DIRS",
+    "UNTRACKED_HEADER",
+    "decode_msgpack",
+    "main",
+    "quick_status",
+    "quote_path",
+    "untracked_files",
+]
 
 _DSV_DIR = ".dsv"
 _BRANCHES = "refs/heads/"
@@ -29,6 +39,13 @@ _READABLE_FORMATS = (1, 2)
 _INDEX_VERSION = 1
 _OID_SIZE = 32
 _CLEAN = "nothing to commit, working tree clean\n"
+# What dsv.formats reads (format_kind); a test keeps the two in step.
+DATASET_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"})
+# Directories no one keeps eval data in that can hold thousands of .json files; besides these,
+# every directory whose name starts with '.' (.git, .dsv, .venv, ...) is skipped.
+SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv"})
+UNTRACKED_HEADER = 'Untracked files (use "dsv add <file>" to track):\n'
+ONLY_UNTRACKED = 'nothing added to commit but untracked files present (use "dsv add" to track)\n'
 _OUTPUTS = {
     ("status",): "text",
     ("status", "--porcelain"): "porcelain",
@@ -64,15 +81,79 @@ def quick_status(args: list[str], environ: Mapping[str, str]) -> str | None:
         return None
     try:
         _check_lock_timeout(environ.get("DSV_LOCK_TIMEOUT", ""))
-        branch, head = _clean_head(_find_root(os.getcwd()))
+        root = _find_root(os.getcwd())
+        branch, head, tracked = _clean_head(root)
+        untracked = untracked_files(root, tracked)
     except (_Unsure, OSError, ValueError):
         return None
     if output == "porcelain":
-        return ""
+        return "".join(f"?? {quote_path(name)}\n" for name in untracked)
     if output == "json":
-        return "[]\n"
+        if not all(name.isascii() and name.isprintable() for name in untracked):
+            return None  # the full CLI's encoder spells such names its own way
+        return _json_untracked(untracked)
     where = f"On branch {branch}" if branch else f"HEAD detached at {head.hex()[:_SHORT]}"
-    return f"{where}\n{_CLEAN}"
+    if not untracked:
+        return f"{where}\n{_CLEAN}"
+    listed = "".join(f"  {quote_path(name)}\n" for name in untracked)
+    return f"{where}\n{UNTRACKED_HEADER}{listed}{ONLY_UNTRACKED}"
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def quote_path(name: str) -> str:
+    """`name` as a terminal may show it: as is when printable, else in double quotes with
+    `\\`, `"` and every unprintable character escaped (a file name must not drive the terminal)."""
+    if name.isprintable() and '"' not in name and "\\" not in name:
+        return name
+    out = []
+    for ch in name:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def _json_untracked(names: list[str]) -> str:
+    """The full CLI's `status --json` for a tree whose only news is untracked files."""
+    import json
+
+    items = [{"path": name, "staged": None, "unstaged": "untracked"} for name in names]
+    return json.dumps(items, separators=(",", ":")) + "\n"
+
+
+def untracked_files(root: str, tracked: Container[str]) -> list[str]:
+    """Dataset files under `root` (POSIX paths relative to it, sorted by their bytes) that
+    `tracked` lacks. Skipped: dot-directories, SKIPPED_DIRS, directories holding a `.dsv` (other
+    repositories) and symbolic links to directories; names without a dataset suffix."""
+    found = []
+    stack = [("", root)]
+    while stack:
+        rel, path = stack.pop()
+        try:
+            with os.scandir(path) as listing:
+                entries = list(listing)
+        except OSError:
+            continue  # unreadable: not ours to report
+        if rel and any(entry.name == _DSV_DIR for entry in entries):
+            continue
+        for entry in entries:
+            name = entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if not name.startswith(".") and name not in SKIPPED_DIRS:
+                    stack.append((f"{rel}{name}/", entry.path))
+                continue
+            dot = name.rfind(".")
+            if dot > 0 and name[dot:].lower() in DATASET_SUFFIXES and rel + name not in tracked:
+                found.append(rel + name)
+    found.sort(key=lambda name: name.encode("utf-8", "surrogateescape"))
+    return found
 
 
 def _check_lock_timeout(text: str) -> None:
@@ -94,9 +175,9 @@ def _find_root(cwd: str) -> str:
     return candidate
 
 
-def _clean_head(root: str) -> tuple[str | None, bytes]:
-    """(branch or None, HEAD's commit) when the index equals HEAD's tree and every file its
-    entry; raises _Unsure otherwise."""
+def _clean_head(root: str) -> tuple[str | None, bytes, set[str]]:
+    """(branch or None, HEAD's commit, the tracked paths) when the index equals HEAD's tree
+    and every file its entry; raises _Unsure otherwise."""
     dsv_dir = os.path.join(root, _DSV_DIR)
     _check_config(_read(os.path.join(dsv_dir, "config")))
     raw = _read(os.path.join(dsv_dir, "HEAD")).decode("utf-8").strip()
@@ -127,7 +208,7 @@ def _clean_head(root: str) -> tuple[str | None, bytes]:
         st = os.stat(os.path.join(root, path))
         if [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] != stat:
             raise _Unsure
-    return branch, head
+    return branch, head, {entry[0] for entry in entries}
 
 
 def _read(path: str) -> bytes:

@@ -34,12 +34,23 @@ if TYPE_CHECKING:
     from dsv.diff import DiffResult
     from dsv.ops import LogEntry
 
-__all__ = ["DSV_DIR", "Repository"]
+__all__ = ["DSV_DIR", "REMOTE_ENVS", "Repository", "remote_short_name"]
 
 DSV_DIR = ".dsv"
 _REV_SUFFIX = re.compile(r"(~\d*|\^\d*)\Z")
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 _SHORT_HEX = re.compile(r"[0-9a-f]{1,3}")
+# What could be a ref's short name (a path in the refs directory must never escape it).
+_REMOTE_NAME = re.compile(r"(?!.*(?:^|/)\.\.?(?:/|$))[^\x00]+")
+# Where a remote's environments are tracked, under refs/remotes/REMOTE/ (dsv.remote.client).
+REMOTE_ENVS = "envs/"
+
+
+def remote_short_name(full: str) -> str:
+    """`refs/remotes/origin/envs/production` -> `origin/production` (as `env list` shows it)."""
+    short = full[len(REMOTES) :]
+    remote, rest = short.split("/", 1)
+    return f"{remote}/{rest[len(REMOTE_ENVS) :]}" if rest.startswith(REMOTE_ENVS) else short
 
 
 def _lock_timeout() -> float | None:
@@ -184,8 +195,65 @@ class Repository:
         names = ["HEAD"]
         for prefix in (BRANCHES, TAGS, ENVS):
             names += [name[len(prefix) :] for name, _ in self.refs.list_refs(prefix)]
-        names += [name[len("refs/") :] for name, _ in self.refs.list_refs(REMOTES)]
+        for remote in self.remote_names():
+            names += [f"{remote}/{short}" for short, _ in self.remote_refs(remote)]
         return names
+
+    def remote_names(self) -> list[str]:
+        """The remotes that have remote-tracking refs, sorted."""
+        try:
+            return sorted(
+                entry.name for entry in os.scandir(self.dsv_dir / REMOTES) if entry.is_dir()
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def remote_refs(self, remote: str, *, envs: bool | None = None) -> list[tuple[str, bytes]]:
+        """(short name, oid) of one remote's tracking refs: branches as `NAME`, environments
+        as `envs/NAME`; only environments with `envs=True`, only branches with False."""
+        prefix = f"{REMOTES}{remote}/"
+        out = []
+        for full, oid in self.refs.list_refs(prefix):
+            short = full[len(prefix) :]
+            if envs is None or short.startswith(REMOTE_ENVS) == envs:
+                out.append((short[len(REMOTE_ENVS) :] if envs else short, oid))
+        return out
+
+    def _remote_candidates(self, name: str) -> list[tuple[str, bytes]]:
+        """(full ref, oid) of `name` as a branch, else as an environment, on each remote;
+        `REMOTE/NAME` also names that remote's environment NAME."""
+        found = []
+        if "/" in name:
+            remote, rest = name.split("/", 1)
+            full = f"{REMOTES}{remote}/{REMOTE_ENVS}{rest}"
+            oid = self.refs.read(full)
+            if oid is not None and not rest.startswith(REMOTE_ENVS):
+                found.append((full, oid))
+        for remote in self.remote_names():
+            for full in (f"{REMOTES}{remote}/{name}", f"{REMOTES}{remote}/{REMOTE_ENVS}{name}"):
+                oid = self.refs.read(full)
+                if oid is not None:
+                    found.append((full, oid))
+                    break
+        return found
+
+    def resolve_remote_name(self, name: str) -> str | None:
+        """The remote-tracking ref a name that is no local one stands for (`production` ->
+        `refs/remotes/origin/envs/production` when only origin has it), or None; a name on
+        several remotes that point at different versions is ambiguous."""
+        if name == "HEAD" or any(
+            self.refs.read(prefix + name) is not None
+            for prefix in ("refs/", BRANCHES, TAGS, ENVS, REMOTES)
+        ):
+            return None
+        found = self._remote_candidates(name)
+        if len({oid for _, oid in found}) > 1:
+            shown = " and ".join(remote_short_name(full) for full, _ in found)
+            raise BadInput(
+                f"ambiguous revision {name!r}: it names {shown}",
+                hint="say which one: " + " or ".join(repr(remote_short_name(f)) for f, _ in found),
+            )
+        return found[0][0] if found else None
 
     def _lookup_name(self, name: str, *, prefer_commits: bool = True) -> bytes | None:
         if name == "HEAD":
@@ -196,6 +264,10 @@ class Repository:
                 oid = self.refs.read(full)
                 if oid is not None:
                     return oid
+        # As git: local names first, then one found on the remotes (refs before ids).
+        remote = self.resolve_remote_name(name) if _REMOTE_NAME.fullmatch(name) else None
+        if remote is not None:
+            return self.refs.read(remote)
         hex_name = name.lower()
         if _HEX.fullmatch(hex_name):
             found = self.store.find_prefix(hex_name)

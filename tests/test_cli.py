@@ -349,6 +349,7 @@ def test_branches_tags_and_switch(dsv: Dsv) -> None:
         "name": "relabel",
         "oid": json.loads(dsv("log", "--json", "-n", "1").stdout)[0]["oid"],
         "current": True,
+        "remote": None,
     }
     assert dsv("branch", "-d", "relabel", code=3).stderr.startswith(
         "error: cannot delete branch 'relabel': it is the current branch"
@@ -395,7 +396,7 @@ def test_rm_and_mv(dsv: Dsv) -> None:
     assert "has changes that are not committed" in dsv("rm", "evals/qa.jsonl", code=3).stderr
     dsv("rm", "--cached", "evals/qa.jsonl")
     assert (dsv.root / "evals/qa.jsonl").exists()
-    assert dsv("status", "--porcelain").stdout == "D evals/qa.jsonl\n"
+    assert dsv("status", "--porcelain").stdout == "D evals/qa.jsonl\n?? evals/qa.jsonl\n"
 
 
 @pytest.mark.parametrize(
@@ -415,7 +416,7 @@ def test_bad_input_names_file_line_and_column(dsv: Dsv, content: str, message: s
     result = dsv("add", "bad.jsonl", code=2)
     assert result.stderr == message
     assert result.stdout == ""
-    assert dsv("status", "--porcelain").stdout == ""
+    assert dsv("status", "--porcelain").stdout == "?? bad.jsonl\n"  # nothing staged
 
 
 def test_invalid_utf8_and_paths_outside(dsv: Dsv, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -508,7 +509,7 @@ def test_ragged_csv_and_fake_parquet_stage_nothing(dsv: Dsv) -> None:
     (dsv.root / "ok.jsonl").write_text('{"id": 1}\n')
     # One bad file among several stages none of them.
     dsv("add", "ok.jsonl", "rows.csv", code=2)
-    assert dsv("status", "--porcelain").stdout == ""
+    assert dsv("status", "--porcelain").stdout == "?? fake.parquet\n?? ok.jsonl\n?? rows.csv\n"
     assert not list((dsv.root / ".dsv/objects").glob("??/*"))
 
 
@@ -645,3 +646,188 @@ def test_an_unknown_command_suggests_only_a_close_one(
     dsv: Dsv, typed: list[str], said: str
 ) -> None:
     assert dsv(*typed, code=2).stderr == said
+
+
+# -- issue 21: restore, remote names, where you are ---------------------------------------
+
+
+def _track_remote(dsv: Dsv, full: str, rev: str = "HEAD") -> str:
+    """Record a remote-tracking ref as `dsv fetch` does; return its version's id."""
+    with Repository.open(dsv.root) as repo:
+        oid = repo.resolve(rev)
+        with repo.lock():
+            repo.refs.update(full, oid, user="t", reason="fetch: test")
+    return oid.hex()
+
+
+def test_a_deleted_file_is_restored_without_force(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    (dsv.root / "qa.jsonl").unlink()
+    assert dsv("checkout", "HEAD", "--", "qa.jsonl").stdout.startswith("Updated 1 path(s) from ")
+    assert dsv("status", "--porcelain").stdout == ""
+    (dsv.root / "qa.jsonl").unlink()
+    assert dsv("restore", "qa.jsonl").stdout == "restored qa.jsonl from the index\n"
+    assert dsv("status", "--porcelain").stdout == ""
+    # A modified file is still protected, by both.
+    dsv.write("qa.jsonl", QA[:2])
+    assert dsv("checkout", "HEAD", "--", "qa.jsonl", code=3).stderr == (
+        "error: checkout would overwrite uncommitted changes in qa.jsonl\n"
+        "hint: commit them first, or use --force to discard them\n"
+    )
+    assert dsv("restore", "qa.jsonl", code=3).stderr == (
+        "error: restore would discard uncommitted changes in qa.jsonl\n"
+        "hint: commit them first (or copy the file away), or use --force to discard them\n"
+    )
+    assert dsv("restore", "--force", "qa.jsonl").stdout == "restored qa.jsonl from the index\n"
+    assert dsv("status", "--porcelain").stdout == ""
+
+
+def test_restore_staged_and_from_a_source(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:3], "v2")
+    dsv.write("qa.jsonl", QA[:1])
+    dsv("add", "qa.jsonl")
+    # Unstaging keeps the working file: the staged version is still there, nothing is lost.
+    assert dsv("restore", "--staged", "qa.jsonl").stdout == (
+        "unstaged qa.jsonl (index as in HEAD)\n"
+    )
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
+    # The working file's records are in no version and not staged: refused.
+    assert dsv("restore", "--source", "HEAD~1", "qa.jsonl", code=3).stderr.startswith(
+        "error: restore would discard uncommitted changes in qa.jsonl\n"
+    )
+    dsv.write("qa.jsonl", QA[:3])  # HEAD's records again: nothing to lose
+    assert dsv("restore", "--source", "HEAD~1", "qa.jsonl").stdout == (
+        "restored qa.jsonl from HEAD~1\n"
+    )
+    assert len((dsv.root / "qa.jsonl").read_text().splitlines()) == 5
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"  # the index is HEAD's
+    assert dsv("restore", "-S", "-W", "--source", "HEAD~1", "qa.jsonl").stdout == (
+        "restored qa.jsonl and the index from HEAD~1\n"
+    )
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"  # staged now
+    assert dsv("restore", "nope.jsonl", code=2).stderr.startswith(
+        "error: nope.jsonl: no such dataset in the index\n"
+    )
+
+
+def test_a_name_only_a_remote_has_resolves_to_it(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:3], "v2")
+    old = _track_remote(dsv, "refs/remotes/origin/envs/production", "HEAD~1")
+    assert dsv("checkout", "production").stdout == (
+        f"HEAD is now at {old[:12]} (production: origin/production)\n"
+    )
+    assert dsv("log", "-n", "1", "--json").stdout.count(old) == 1
+    assert dsv("show", "origin/production", "--json").stdout.count(old) == 1
+    dsv("switch", "main")
+    # A local name always wins, as in git.
+    dsv("env", "deploy", "production")
+    head = json.loads(dsv("log", "-n", "1", "--json").stdout)[0]["oid"]
+    assert json.loads(dsv("show", "production", "--json").stdout)["oid"] == head
+    dsv("env", "rm", "production")
+    # On two remotes at different versions: an error naming both.
+    _track_remote(dsv, "refs/remotes/upstream/envs/production")
+    assert dsv("checkout", "production", code=2).stderr == (
+        "error: ambiguous revision 'production': it names origin/production and "
+        "upstream/production\nhint: say which one: 'origin/production' or 'upstream/production'\n"
+    )
+
+
+def test_env_list_and_branch_show_the_remotes(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    oid = _track_remote(dsv, "refs/remotes/origin/envs/production")[:12]
+    _track_remote(dsv, "refs/remotes/origin/main")
+    dsv("env", "deploy", "staging")
+    lines = dsv("env", "list").stdout.splitlines()
+    assert lines[0].startswith(f"staging{' ' * 12}{oid}  ")
+    assert lines[1:] == [f"origin/production  {oid}  (remote)"]
+    assert json.loads(dsv("env", "list", "--json").stdout)[1] == {
+        "name": "origin/production",
+        "oid": json.loads(dsv("log", "--json").stdout)[0]["oid"],
+        "time": None,
+        "user": None,
+        "remote": "origin",
+    }
+    assert dsv("branch").stdout == f"* main  {oid}\n"
+    assert dsv("branch", "-r").stdout == f"  origin/main  {oid}\n"
+    assert dsv("branch", "-a").stdout == f"* main  {oid}\n  remotes/origin/main  {oid}\n"
+    assert [b["remote"] for b in json.loads(dsv("branch", "-a", "--json").stdout)] == [
+        None,
+        "origin",
+    ]
+    assert dsv("branch", "-r", "x", code=2).stderr.startswith(
+        "error: -r and -a only list branches\n"
+    )
+
+
+def test_log_decorates_with_every_name(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    _commit_qa(dsv, QA[:3], "v2")
+    dsv("tag", "v1", "HEAD~1")
+    dsv("env", "deploy", "production", "HEAD~1")
+    first = _track_remote(dsv, "refs/remotes/origin/main", "HEAD~1")[:12]
+    head = _track_remote(dsv, "refs/remotes/origin/envs/staging")[:12]
+    assert dsv("log", "--oneline").stdout == (
+        f"{head} (HEAD -> main, env: origin/staging) v2\n"
+        f"{first} (tag: v1, env: production, origin/main) v1\n"
+    )
+    assert dsv("log", "--oneline", "--no-decorate").stdout == f"{head} v2\n{first} v1\n"
+    assert (
+        dsv("log", "-n", "1")
+        .stdout.splitlines()[0]
+        .endswith(" (HEAD -> main, env: origin/staging)")
+    )
+    assert json.loads(dsv("log", "--json").stdout)[1]["refs"] == [
+        "tag: v1",
+        "env: production",
+        "origin/main",
+    ]
+
+
+def test_status_lists_untracked_dataset_files(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    for name in (
+        "new.jsonl",
+        "sub/b.csv",
+        "sub/a.PARQUET",
+        "notes.txt",
+        ".git/x.json",
+        ".venv/lib/y.json",
+        "node_modules/p/package.json",
+        "__pycache__/z.json",
+        "venv/w.json",
+        "nested/.dsv/config",
+        "nested/inner.jsonl",
+        ".qa.jsonl.123.tmp",
+    ):
+        (dsv.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (dsv.root / name).write_text("{}\n")
+    assert dsv("status").stdout == (
+        "On branch main\n"
+        'Untracked files (use "dsv add <file>" to track):\n'
+        "  new.jsonl\n"
+        "  sub/a.PARQUET\n"
+        "  sub/b.csv\n"
+        'nothing added to commit but untracked files present (use "dsv add" to track)\n'
+    )
+    assert dsv("status", "--porcelain").stdout == "?? new.jsonl\n?? sub/a.PARQUET\n?? sub/b.csv\n"
+    assert json.loads(dsv("status", "--json").stdout)[0] == {
+        "path": "new.jsonl",
+        "staged": None,
+        "unstaged": "untracked",
+    }
+    assert dsv("status", "-u", "no").stdout == (
+        "On branch main\nnothing to commit, working tree clean\n"
+    )
+    dsv.write("qa.jsonl", QA[:1])
+    assert dsv("status", "--porcelain").stdout == (
+        "M qa.jsonl\n?? new.jsonl\n?? sub/a.PARQUET\n?? sub/b.csv\n"
+    )
+    assert dsv("status").stdout.endswith("track):\n  new.jsonl\n  sub/a.PARQUET\n  sub/b.csv\n")
+    # `dsv add .` takes what status lists, not node_modules' or venv's files.
+    (dsv.root / "sub/a.PARQUET").unlink()
+    dsv.write("sub/a.jsonl", QA[:1])
+    (dsv.root / "sub/b.csv").write_text("id\n1\n")
+    (dsv.root / "new.jsonl").write_text('{"id": 1}\n')
+    assert dsv("add", ".").stdout == "add new.jsonl\nadd qa.jsonl\nadd sub/a.jsonl\nadd sub/b.csv\n"

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from dsv import quick
 from dsv.index import read_index
 from dsv.quick import decode_msgpack, quick_status
 from dsv.repo import Repository
@@ -214,3 +215,55 @@ def test_an_old_index_without_a_head_still_reads(dsv: Dsv) -> None:
     assert quick_status(["status"], ENVIRON) is None
     assert dsv("status", "--porcelain").stdout == ""
     assert json.loads(dsv("status", "--json").stdout) == []
+
+
+def test_untracked_files_are_answered_as_the_cli_answers(dsv: Dsv) -> None:
+    _committed(dsv)
+    dsv.write("new.jsonl", [{"id": 1}])
+    dsv.write("node_modules/pkg/package.json", [{}])
+    (dsv.root / "evals/b.CSV").write_text("id\n1\n")
+    (dsv.root / "evals/readme.txt").write_text("not a dataset\n")
+    assert _agrees(dsv) == [
+        "On branch main\n"
+        'Untracked files (use "dsv add <file>" to track):\n'
+        "  evals/b.CSV\n"
+        "  new.jsonl\n"
+        'nothing added to commit but untracked files present (use "dsv add" to track)\n',
+        "?? evals/b.CSV\n?? new.jsonl\n",
+        '[{"path":"evals/b.CSV","staged":null,"unstaged":"untracked"},'
+        '{"path":"new.jsonl","staged":null,"unstaged":"untracked"}]\n',
+    ]
+    (dsv.root / 'q"\\é.jsonl').write_text("{}\n")
+    text, porcelain, as_json = _agrees(dsv)  # the quick answers agree with the full CLI's
+    assert text is not None and '  "q\\"\\\\é.jsonl"\n' in text
+    assert porcelain is not None and '?? "q\\"\\\\é.jsonl"\n' in porcelain
+    assert as_json is None  # left to the full CLI's JSON encoder
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.NDJSON", "a.json", "a.csv", "a.TSV", "a.parquet"])
+def test_the_dataset_suffixes_are_those_dsv_reads(name: str) -> None:
+    from dsv.formats import format_kind
+    from dsv.quick import DATASET_SUFFIXES
+
+    format_kind(name)
+    assert Path(name).suffix.lower() in DATASET_SUFFIXES
+    assert len(DATASET_SUFFIXES) == 6
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("qa.jsonl", "qa.jsonl"),
+        ("dé/qa.jsonl", "dé/qa.jsonl"),
+        ("a b.jsonl", "a b.jsonl"),
+        ("x\x1b[31m.jsonl", '"x\\u001b[31m.jsonl"'),
+        ("c1\x85.jsonl", '"c1\\u0085.jsonl"'),
+        ("t\tn\n.jsonl", '"t\\tn\\n.jsonl"'),
+        ('q"b\\.jsonl', '"q\\"b\\\\.jsonl"'),
+        ("bad\udcff.jsonl", '"bad\\xff.jsonl"'),
+    ],
+)
+def test_a_file_name_is_shown_quoted_when_a_terminal_could_misread_it(
+    name: str, shown: str
+) -> None:
+    assert quick.quote_path(name) == shown

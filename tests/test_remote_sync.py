@@ -218,6 +218,15 @@ def test_environments_and_tags_are_pushed_and_fetched(tmp_path: Path, url: str) 
         assert repo.refs.read("refs/tags/v1") == first
     dsv(b, "checkout", "origin/envs/production")
     assert list(Repository.open(b).records("HEAD", "qa.jsonl"))[1]["q"] == "question 1"
+    # The clone knows the remote's environments by their names (issue 21).
+    assert dsv(b, "env", "list").stdout == (
+        f"origin/production  {first.hex()[:12]}  (remote)\n"
+        f"origin/staging     {Repository.open(a).head().hex()[:12]}  (remote)\n"
+    )
+    assert dsv(b, "checkout", "production").stdout == (
+        f"HEAD is now at {first.hex()[:12]} (production: origin/production)\n"
+    )
+    assert "(HEAD, tag: v1, env: origin/production)" in dsv(b, "log", "--oneline").stdout
     # An environment may move back (a rollback is a deploy); fetch follows it.
     dsv(a, "env", "deploy", "staging", "HEAD~1")
     err = dsv(a, "push", "staging", code=2).stderr

@@ -228,7 +228,7 @@ def test_mv_errors_change_nothing(dsv: Dsv) -> None:
     assert dsv("mv", "qa.jsonl", "moved.jsonl", code=2).stderr == (
         "error: qa.jsonl: no such file\nhint: use 'dsv rm --cached qa.jsonl' to stop tracking it\n"
     )
-    assert dsv("status", "--porcelain").stdout == "D qa.jsonl\n"
+    assert dsv("status", "--porcelain").stdout == "D qa.jsonl\n?? other.jsonl\n"
     assert (dsv.root / "a.csv").exists() and not (dsv.root / "a.tsv").exists()
 
 
@@ -512,7 +512,7 @@ def test_deeply_nested_jsonl_is_a_one_line_error(dsv: Dsv) -> None:
     (dsv.root / "deep.jsonl").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     result = dsv("add", "deep.jsonl", code=2)
     assert result.stderr.startswith("error: deep.jsonl:1:")
-    assert dsv("status", "--porcelain").stdout == ""
+    assert dsv("status", "--porcelain").stdout == "?? deep.jsonl\n"
 
 
 def test_no_half_written_state_after_refused_commands(dsv: Dsv) -> None:
@@ -641,7 +641,7 @@ def test_checkout_leaves_a_file_unstaged_with_rm_cached_alone(dsv: Dsv) -> None:
     (dsv.root / "qa.jsonl").write_text(mine)
     dsv("switch", "other")
     assert (dsv.root / "qa.jsonl").read_text() == mine
-    assert dsv("status", "--porcelain").stdout == "D qa.jsonl\n"
+    assert dsv("status", "--porcelain").stdout == "D qa.jsonl\n?? qa.jsonl\n"
     dsv("switch", "main")
     assert (dsv.root / "qa.jsonl").read_text() == mine
     dsv("checkout", "--force", "main")
