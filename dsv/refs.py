@@ -83,6 +83,10 @@ class Refs:
     # -- reading -----------------------------------------------------------------------
 
     def read_raw(self, name: str) -> str | None:
+        # A revision typed by a user reaches here as a name: one that could leave `.dsv`
+        # (`../../x`, `/abs`) or read a temp file names no ref.
+        if "\0" in name or any(not part or part[0] == "." for part in name.split("/")):
+            return None
         try:
             return self._path(name).read_text(encoding="utf-8").strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):

@@ -66,3 +66,14 @@ def test_invalid_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["main", "feature/relabel", "v1.0", "prod-2026"])
 def test_valid_names(name: str) -> None:
     assert check_ref_name(name) == name
+
+
+def test_a_name_that_would_leave_the_refs_directory_names_no_ref(tmp_path: Path) -> None:
+    from dsv.refs import Refs
+
+    (tmp_path / ".dsv").mkdir()
+    outside = tmp_path / "outside"
+    outside.write_text("ab" * 32 + "\n")
+    refs = Refs(tmp_path / ".dsv")
+    for name in ("../outside", "refs/heads/../../../outside", str(outside), "refs//x", "a\0b"):
+        assert refs.read(name) is None, name
