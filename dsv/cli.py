@@ -16,6 +16,7 @@ from dsv.cli_remote import register
 from dsv.errors import DsvError
 from dsv.objects import Commit, Kind
 from dsv.repo import Repository
+from dsv.text import change_counts, plural
 
 __all__ = ["main"]
 
@@ -216,15 +217,20 @@ def mv(ctx: click.Context, source: str, destination: str) -> None:
 
 def _describe(entry: ops.DatasetStatus, state: str, *, staged: bool) -> str:
     """Counts of the staged change (index vs HEAD) or the unstaged one (file vs index)."""
+    e = entry
     if staged:
-        count, added, removed = entry.staged_count, entry.staged_added, entry.staged_removed
+        count, added, removed, modified = (
+            e.staged_count, e.staged_added, e.staged_removed, e.staged_modified
+        )  # fmt: skip
     else:
-        count, added, removed = entry.count, entry.unstaged_added, entry.unstaged_removed
+        count, added, removed, modified = (
+            e.count, e.unstaged_added, e.unstaged_removed, e.unstaged_modified
+        )  # fmt: skip
     if state == "added":
-        return f"{count} datapoints"
+        return plural(count, "datapoint")
     if state == "deleted":
-        return f"{removed} datapoints"
-    return f"{count} datapoints, +{added} -{removed}"
+        return plural(removed, "datapoint")
+    return f"{plural(count, 'datapoint')}, {change_counts(added, removed, modified)}"
 
 
 @main.command()
@@ -410,11 +416,11 @@ def show(ctx: click.Context, rev: str, as_json: bool) -> None:
     click.echo()
     for d in summary.datasets:
         change = {
-            "modified": f" (+{d.added} -{d.removed} ~{d.modified})",
+            "modified": f" ({change_counts(d.added, d.removed, d.modified)})",
             "deleted": f" (-{d.removed})",
         }.get(d.status, "")
         letter = {"added": "A", "modified": "M", "deleted": "D"}.get(d.status, " ")
-        click.echo(f" {letter} {d.path}  {d.count} datapoints{change}")
+        click.echo(f" {letter} {d.path}  {plural(d.count, 'datapoint')}{change}")
 
 
 @main.command("cat-object")

@@ -724,7 +724,7 @@ def test_human_stat_and_name_status(repo: dsv.Repository) -> None:
     commit(repo, "qa.jsonl", new, "v3")
     result = diff(repo, "HEAD~2", "HEAD")
     text = list(diffview.render_human(result, color=False))
-    assert text[0] == "diff b.jsonl (new dataset, 1 datapoints)"
+    assert text[0] == "diff b.jsonl (new dataset, 1 datapoint)"
     assert "diff qa.jsonl (keyed by id)" in text
     assert "~ id=q0001" in text
     assert (
