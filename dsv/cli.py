@@ -164,10 +164,18 @@ def _split_key(value: str | None) -> tuple[str, ...] | None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--key", metavar="FIELD,...", help="Fields that identify a datapoint (for diffs).")
+@click.option(
+    "--key",
+    metavar="FIELD,...",
+    help="Top-level fields that identify a datapoint (diffs match by them). Kept for later adds.",
+)
 @click.pass_context
 def add(ctx: click.Context, paths: tuple[str, ...], key: str | None) -> None:
     """Stage dataset files (.jsonl .json .csv .tsv .parquet) or directories of them.
+
+    A key is a contract, checked on every add and commit -a of the dataset: a record
+    without a key field, or two records with the same key, is an error naming the
+    line(s), and nothing is staged.
 
     \b
     Example:

@@ -98,9 +98,14 @@ def stage_file(
     started = time.time_ns()
     before = stat_file(full)
     scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids)
-    after = stat_file(full)
     if key is None:
         key = base.key if base else ()
+    if key:
+        from dsv.formats import check_keys
+
+        # A key is a contract: every record has it, and no two share it (README, "Keys").
+        check_keys(full, name, key)
+    after = stat_file(full)
     oid, dataset = build_dataset(
         writer, scan.oids, scan.format, key, base=base, base_oids=base_oids, runs=scan.runs
     )
