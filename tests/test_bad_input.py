@@ -49,7 +49,12 @@ FILES: list[tuple[str, bytes | None, str]] = [
     (
         "overflow.jsonl",
         b'{"score": 1e999}\n',
-        "overflow.jsonl:1:1: invalid JSON: number out of range",
+        "overflow.jsonl:1:11: invalid JSON: number out of range",
+    ),
+    (
+        "deep-overflow.jsonl",
+        '{"id": 1}\n{"s": "1e999", "é": [1, -2E+999]}\n'.encode(),
+        "deep-overflow.jsonl:2:25: invalid JSON: number out of range",
     ),
     (
         "surrogate.jsonl",
