@@ -470,7 +470,7 @@ def checkout(ctx: click.Context, rev: str, force: bool) -> None:
         oid = ops.checkout(repo, rev, paths=paths, force=force)
         branch = repo.current_branch()
     if paths:
-        click.echo(f"Updated {len(paths)} path(s) from {short(oid)}")
+        click.echo(f"Updated {plural(len(paths), 'path')} from {short(oid)}")
     elif rev.strip() == "HEAD":
         click.echo(f"Restored the files of HEAD ({short(oid)})")
     elif branch:
@@ -760,7 +760,8 @@ def fsck(ctx: click.Context) -> None:
         click.echo(f"missing {item}")
     for item in report.corrupt:
         click.echo(f"corrupt {item}")
-    click.echo(f"checked {report.checked} objects: {'ok' if report.ok else 'PROBLEMS FOUND'}")
+    verdict = "ok" if report.ok else "PROBLEMS FOUND"
+    click.echo(f"checked {plural(report.checked, 'object')}: {verdict}")
     if not report.ok:
         ctx.exit(1)
 
@@ -781,7 +782,7 @@ def gc(ctx: click.Context, dry_run: bool) -> None:
     for name in report.temp_files:
         click.echo(f"{verb} {name} (a temporary file of an interrupted command)")
     click.echo(
-        f"{verb} {report.removed} unreachable objects, kept {report.kept}; "
+        f"{verb} {plural(report.removed, 'unreachable object')}, kept {report.kept}; "
         f"{report.bytes_before} -> {report.bytes_after} bytes"
     )
 

@@ -29,6 +29,7 @@ from dsv.objects import (
 )
 from dsv.refs import BRANCHES, MISSING
 from dsv.repo import DSV_DIR, Repository
+from dsv.text import plural
 from dsv.worktree import check_entry, stage_file, write_file
 
 if TYPE_CHECKING:
@@ -612,7 +613,7 @@ def _no_dataset(name: str, rev: str, tree: dict[str, bytes]) -> BadInput:
     close = difflib.get_close_matches(name, list(tree), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
     if hint is None and tree:
-        hint = f"{rev} has {len(tree)} dataset(s); 'dsv show {rev}' lists them"
+        hint = f"{rev} has {plural(len(tree), 'dataset')}; 'dsv show {rev}' lists them"
     return BadInput(f"{name}: no such dataset in {rev}", hint=hint)
 
 
