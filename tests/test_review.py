@@ -417,9 +417,11 @@ def test_env_history_survives_rm_and_redeploy(dsv: Dsv) -> None:
 
 
 def test_stat_reports_duplicate_keys(dsv: Dsv) -> None:
-    _commit(dsv, "dup.jsonl", [{"id": "a", "v": 1}, {"id": "a", "v": 2}], "v1")
+    dsv.write("dup.jsonl", [{"id": "a", "v": 1}, {"id": "a", "v": 2}])
+    dsv("add", "dup.jsonl")
+    dsv("commit", "-m", "v1")
     dsv.write("dup.jsonl", [{"id": "a", "v": 3}, {"id": "a", "v": 4}])
-    assert dsv("diff", "--stat").stdout.splitlines()[0] == (
+    assert dsv("diff", "--stat", "--key", "id").stdout.splitlines()[0] == (
         " dup.jsonl | +0 -0 ~2 (1 duplicate key)"
     )
 
