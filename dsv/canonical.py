@@ -25,6 +25,7 @@ _encoder = msgspec.json.Encoder(order="sorted")
 _encode = _encoder.encode
 _encode_lines = _encoder.encode_lines
 _BYTE_POS = re.compile(r"\(byte (\d+)\)")
+_AT_PATH = re.compile(r" - at `\$[^`]*`")
 
 
 class CanonicalError(BadInput):
@@ -70,7 +71,8 @@ def _decode(raw: bytes | memoryview) -> Any:
     except UnicodeDecodeError as exc:
         raise _invalid_utf8(raw) from exc
     except msgspec.ValidationError as exc:
-        raise CanonicalError(f"invalid JSON: {_plain(str(exc))}") from exc
+        # msgspec names no position for a number out of range; errors must name a column.
+        raise CanonicalError(f"invalid JSON: {_plain(str(exc))}", _overflow_at(raw)) from exc
     except msgspec.DecodeError as exc:
         text = str(exc)
         # Older msgspec raised UnicodeDecodeError; 0.23 raises a DecodeError that says so.
@@ -92,6 +94,18 @@ def _decode(raw: bytes | memoryview) -> Any:
         raise CanonicalError(_plain(text), offset) from exc
 
 
+_NUMBER_OR_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
+
+
+def _overflow_at(raw: bytes | memoryview) -> int | None:
+    """Byte offset of the first number in `raw` too large for a float (outside strings)."""
+    for match in _NUMBER_OR_STRING.finditer(bytes(raw)):
+        token = match.group()
+        if not token.startswith(b'"') and math.isinf(float(token)):
+            return match.start()
+    return None
+
+
 def _invalid_utf8(raw: bytes | memoryview) -> CanonicalError:
     # msgspec reports the position inside the string value, if at all; find it in the record.
     try:
@@ -103,7 +117,7 @@ def _invalid_utf8(raw: bytes | memoryview) -> CanonicalError:
 
 
 def _plain(text: str) -> str:
-    text = _BYTE_POS.sub("", text).replace(" - at `$[...]`", "").strip()
+    text = _AT_PATH.sub("", _BYTE_POS.sub("", text)).strip()
     return text[:1].lower() + text[1:]
 
 

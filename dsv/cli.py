@@ -17,6 +17,7 @@ from dsv.cli_remote import register
 from dsv.index import read_index
 from dsv.objects import Commit, Kind
 from dsv.repo import Repository
+from dsv.text import change_counts, plural
 
 __all__ = ["main"]
 
@@ -118,10 +119,18 @@ def _split_key(value: str | None) -> tuple[str, ...] | None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--key", metavar="FIELD,...", help="Fields that identify a datapoint (for diffs).")
+@click.option(
+    "--key",
+    metavar="FIELD,...",
+    help="Top-level fields that identify a datapoint (diffs match by them). Kept for later adds.",
+)
 @click.pass_context
 def add(ctx: click.Context, paths: tuple[str, ...], key: str | None) -> None:
     """Stage dataset files (.jsonl .json .csv .tsv .parquet) or directories of them.
+
+    A key is a contract, checked on every add and commit -a of the dataset: a record
+    without a key field, or two records with the same key, is an error naming the
+    line(s), and nothing is staged.
 
     \b
     Example:
@@ -173,15 +182,20 @@ def mv(ctx: click.Context, source: str, destination: str) -> None:
 
 def _describe(entry: ops.DatasetStatus, state: str, *, staged: bool) -> str:
     """Counts of the staged change (index vs HEAD) or the unstaged one (file vs index)."""
+    e = entry
     if staged:
-        count, added, removed = entry.staged_count, entry.staged_added, entry.staged_removed
+        count, added, removed, modified = (
+            e.staged_count, e.staged_added, e.staged_removed, e.staged_modified
+        )  # fmt: skip
     else:
-        count, added, removed = entry.count, entry.unstaged_added, entry.unstaged_removed
+        count, added, removed, modified = (
+            e.count, e.unstaged_added, e.unstaged_removed, e.unstaged_modified
+        )  # fmt: skip
     if state == "added":
-        return f"{count} datapoints"
+        return plural(count, "datapoint")
     if state == "deleted":
-        return f"{removed} datapoints"
-    return f"{count} datapoints, +{added} -{removed}"
+        return plural(removed, "datapoint")
+    return f"{plural(count, 'datapoint')}, {change_counts(added, removed, modified)}"
 
 
 @main.command()
@@ -405,11 +419,11 @@ def show(ctx: click.Context, rev: str, as_json: bool) -> None:
     click.echo()
     for d in summary.datasets:
         change = {
-            "modified": f" (+{d.added} -{d.removed} ~{d.modified})",
+            "modified": f" ({change_counts(d.added, d.removed, d.modified)})",
             "deleted": f" (-{d.removed})",
         }.get(d.status, "")
         letter = {"added": "A", "modified": "M", "deleted": "D"}.get(d.status, " ")
-        click.echo(f" {letter} {d.path}  {d.count} datapoints{change}")
+        click.echo(f" {letter} {d.path}  {plural(d.count, 'datapoint')}{change}")
 
 
 @main.command("cat-object")
@@ -460,7 +474,7 @@ def checkout(ctx: click.Context, rev: str, force: bool) -> None:
     if remote is not None and remote_short_name(remote) != rev.strip():
         rev = f"{rev.strip()}: {remote_short_name(remote)}"
     if paths:
-        click.echo(f"Updated {len(paths)} path(s) from {short(oid)}")
+        click.echo(f"Updated {plural(len(paths), 'path')} from {short(oid)}")
     elif rev.strip() == "HEAD":
         click.echo(f"Restored the files of HEAD ({short(oid)})")
     elif branch:
@@ -840,7 +854,8 @@ def fsck(ctx: click.Context) -> None:
         click.echo(f"missing {item}")
     for item in report.corrupt:
         click.echo(f"corrupt {item}")
-    click.echo(f"checked {report.checked} objects: {'ok' if report.ok else 'PROBLEMS FOUND'}")
+    verdict = "ok" if report.ok else "PROBLEMS FOUND"
+    click.echo(f"checked {plural(report.checked, 'object')}: {verdict}")
     if not report.ok:
         ctx.exit(1)
 
@@ -862,12 +877,12 @@ def gc(ctx: click.Context, dry_run: bool) -> None:
         click.echo(f"{verb} {name} (a temporary file of an interrupted command)")
     if report.bytes_after is None:
         click.echo(
-            f"would remove {report.removed} unreachable objects, keep {report.kept} "
+            f"would remove {plural(report.removed, 'unreachable object')}, keep {report.kept} "
             f"(the store takes {report.bytes_before} bytes now)"
         )
     else:
         click.echo(
-            f"removed {report.removed} unreachable objects, kept {report.kept}; "
+            f"removed {plural(report.removed, 'unreachable object')}, kept {report.kept}; "
             f"{report.bytes_before} -> {report.bytes_after} bytes"
         )
 

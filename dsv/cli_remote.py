@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dsv.cli_common import DsvGroup, open_repo
+from dsv.text import plural
 
 if TYPE_CHECKING:
     from dsv.remote.client import FetchResult, Progress, RefResult
@@ -55,7 +56,8 @@ class _Progress:
         elapsed = max(time.monotonic() - self.phase_started, 1e-3)
         of = f"/{p.total}" if p.total else ""
         rate = _size(int((p.bytes - self.phase_bytes) / elapsed))
-        return f"{p.objects}{of} objects, {_size(p.bytes)}, {rate}/s"
+        objects = plural(p.total or p.objects, "object", shown=f"{p.objects}{of}")
+        return f"{objects}, {_size(p.bytes)}, {rate}/s"
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled or time.monotonic() - self.started < _SHOW_AFTER:
@@ -121,7 +123,7 @@ def _print_fetch(result: FetchResult, url: str) -> None:
         click.echo(f"From {url}")
         _print_refs(changed, "")
     if result.objects:
-        click.echo(f"Received {result.objects} objects, {_size(result.bytes_received)}")
+        click.echo(f"Received {plural(result.objects, 'object')}, {_size(result.bytes_received)}")
 
 
 # -- remote ----------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def remote_remove(ctx: click.Context, name: str) -> None:
 
     with open_repo(ctx) as repo:
         removed = remove_remote(repo, name)
-    click.echo(f"Removed remote {name} ({len(removed)} remote-tracking ref(s))")
+    click.echo(f"Removed remote {name} ({plural(len(removed), 'remote-tracking ref')})")
 
 
 # -- push, fetch, pull, clone ---------------------------------------------------------------------
@@ -240,8 +242,9 @@ def push(
     click.echo(f"To {url}")
     _print_refs(result.refs, None)
     if result.objects:
-        packs = f"{result.packs} pack{'s' if result.packs != 1 else ''}"
-        click.echo(f"Sent {result.objects} objects in {packs}, {_size(result.bytes_sent)}")
+        packs = plural(result.packs, "pack")
+        objects = plural(result.objects, "object")
+        click.echo(f"Sent {objects} in {packs}, {_size(result.bytes_sent)}")
     elif all(r.status == "up-to-date" for r in result.refs):
         click.echo("Everything up to date")
 
@@ -323,7 +326,8 @@ def clone(ctx: click.Context, url: str, directory: str | None, key_env: str | No
     finally:
         progress.close()
     if result.fetch.objects:
-        click.echo(f"Received {result.fetch.objects} objects, {_size(result.fetch.bytes_received)}")
+        objects = plural(result.fetch.objects, "object")
+        click.echo(f"Received {objects}, {_size(result.fetch.bytes_received)}")
     if result.branch is None:
         click.echo("warning: the repository has no branches yet", err=True)
     else:

@@ -25,9 +25,9 @@ from dsv.canonical import decode_canonical
 from dsv.errors import BadInput
 from dsv.index import Entry, hash_file, read_index, stat_file
 from dsv.manifest import iter_oids, read_oid_list
-from dsv.objects import OID_SIZE, Dataset, Format, Kind, content_id, hash_object
+from dsv.objects import OID_SIZE, Dataset, Format, Kind, content_id
 from dsv.ops import repo_path
-from dsv.worktree import scan_file
+from dsv.worktree import FileScan, scan_file
 
 if TYPE_CHECKING:
     from dsv.repo import Repository
@@ -42,6 +42,7 @@ __all__ = [
     "DiffResult",
     "FieldChange",
     "body_changes",
+    "count_change",
     "diff",
     "diff_commit",
     "field_changes",
@@ -126,6 +127,11 @@ class _Side:
     @classmethod
     def stored(cls, dataset: Dataset) -> _Side:
         return cls(dataset.format, dataset.key, dataset.count, dataset.content, dataset)
+
+    @classmethod
+    def scanned(cls, scan: FileScan, key: tuple[str, ...]) -> _Side:
+        count = len(scan.oids) // OID_SIZE
+        return cls(scan.format, key, count, content_id(scan.oids), None, scan.oids, scan.bodies)
 
     def ids(self, store: ObjectStore) -> bytes:
         if self._ids is None:
@@ -758,7 +764,7 @@ def _stored(repo: Repository, oid: bytes | None) -> _Side | None:
     return _Side.stored(repo.read_dataset(oid)) if oid is not None else None
 
 
-def _worktree(repo: Repository, entry: Entry, old: _Side | None) -> _Side | None:
+def _worktree(repo: Repository, entry: Entry) -> _Side | None:
     """The working file of a tracked dataset; None when it is gone."""
     full = repo.root / entry.path
     stat = stat_file(full)
@@ -770,35 +776,17 @@ def _worktree(repo: Repository, entry: Entry, old: _Side | None) -> _Side | None
     # A file dsv wrote (e.g. by checkout) is proven by the hash of its bytes, without parsing.
     if entry.file_hash and hash_file(full) == entry.file_hash:
         return _Side.stored(staged)
-    # Here, not at the top: a diff of stored versions never reads a CSV or Parquet file.
-    from dsv.formats import format_kind, read_dataset
-
-    if format_kind(entry.path) == "jsonl":
-        # The recommit's reader: cached groups and lines, both cores. The bodies it returns
-        # are those the staged version lacks; any other id is in the store.
-        scan = scan_file(
-            repo,
-            entry.path,
-            writer=None,
-            base=staged,
-            base_oids=repo.read_oid_list(staged),
-            collect=True,
-        )
-        count = len(scan.oids) // OID_SIZE
-        content = content_id(scan.oids)
-        return _Side(scan.format, staged.key, count, content, None, scan.oids, scan.bodies)
-    known = set(iter_oids(old.ids(repo.store))) if old is not None else set()
-    fmt, records = read_dataset(full, name=entry.path)
-    ids = bytearray()
-    # Only datapoints the other side lacks can ever be read again: memory grows with the change.
-    bodies: dict[bytes, bytes] = {}
-    for body in records:
-        oid = hash_object(Kind.DATAPOINT, body)
-        ids += oid
-        if oid not in known:
-            bodies[oid] = body
-    data = bytes(ids)
-    return _Side(fmt, staged.key, len(data) // OID_SIZE, content_id(data), None, data, bodies)
+    # The recommit's reader (for JSONL: cached groups and lines, both cores). The bodies it
+    # returns are those the staged version lacks; any other id is in the store.
+    scan = scan_file(
+        repo,
+        entry.path,
+        writer=None,
+        base=staged,
+        base_oids=repo.read_oid_list(staged),
+        collect=True,
+    )
+    return _Side.scanned(scan, staged.key)
 
 
 def _path_filter(repo: Repository, paths: list[str] | None) -> Callable[[str], bool]:
@@ -838,7 +826,7 @@ def _between(
         ):
             continue
         old = _stored(repo, old_oid)
-        new = _worktree(repo, entry, old) if entry is not None else _stored(repo, new_oid)
+        new = _worktree(repo, entry) if entry is not None else _stored(repo, new_oid)
         compared = _compare(repo.store, name, old, new, key, budget)
         if compared is not None:
             found.append(compared)
@@ -904,6 +892,32 @@ def summarize(
     """Counts of one dataset between two stored versions; None when they are the same."""
     if old_dataset_oid == new_dataset_oid:
         return None
-    old, new = _stored(repo, old_dataset_oid), _stored(repo, new_dataset_oid)
-    compared = _compare(repo.store, path, old, new, key, [0])
+    old = repo.read_dataset(old_dataset_oid) if old_dataset_oid is not None else None
+    new = repo.read_dataset(new_dataset_oid) if new_dataset_oid is not None else None
+    return count_change(repo, path, old, new, key=key)
+
+
+def count_change(
+    repo: Repository,
+    path: str,
+    old: Dataset | None,
+    new: Dataset | None,
+    *,
+    scan: FileScan | None = None,
+    key: tuple[str, ...] | None = None,
+) -> DatasetDiff | None:
+    """One dataset's change counted as every command counts it; None when unchanged.
+
+    `old` and `new` are stored versions (None: absent on that side); with `scan`, the new
+    side is that read of the working file whose staged version is `new`. Datapoints are
+    matched as `diff` matches them, so `status`, `show`, `log --stat` and `diff --stat`
+    report the same added, removed and modified counts.
+    """
+    old_side = _Side.stored(old) if old is not None else None
+    if scan is not None:
+        assert new is not None
+        new_side: _Side | None = _Side.scanned(scan, new.key)
+    else:
+        new_side = _Side.stored(new) if new is not None else None
+    compared = _compare(repo.store, path, old_side, new_side, key, [0])
     return compared[0] if compared is not None else None

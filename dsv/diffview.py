@@ -11,6 +11,7 @@ import click
 import msgspec
 
 from dsv.diff import ADDED, MODIFIED, REMOVED, Change, DatasetDiff, DiffResult, FieldChange
+from dsv.text import change_counts, plural
 
 __all__ = [
     "dataset_json",
@@ -100,9 +101,9 @@ def _field_line(field: FieldChange, *, color: bool) -> str:
 
 def _header(d: DatasetDiff) -> str:
     if d.status == ADDED:
-        how = f"new dataset, {d.new_count} datapoints"
+        how = f"new dataset, {plural(d.new_count, 'datapoint')}"
     elif d.status == REMOVED:
-        how = f"removed dataset, {d.old_count} datapoints"
+        how = f"removed dataset, {plural(d.old_count, 'datapoint')}"
     else:
         how = f"keyed by {','.join(d.key)}" if d.key else "matched by content"
     return f"diff {d.path} ({how})"
@@ -114,7 +115,7 @@ def _notes(d: DatasetDiff, *, color: bool) -> Iterator[str]:
     if d.reordered:
         yield f"order changed: {d.moved} moved"
     if d.duplicate_keys:
-        warning = f"warning: {d.duplicate_keys} duplicate keys (matched in order)"
+        warning = f"warning: {plural(d.duplicate_keys, 'duplicate key')} (matched in order)"
         yield click.style(warning, fg="yellow") if color else warning
 
 
@@ -160,17 +161,16 @@ def render_stat(result: DiffResult) -> Iterator[str]:
             for note, present in (
                 (f" (order changed: {d.moved} moved)", d.reordered),
                 (" (schema changed)", bool(d.schema)),
-                (f" ({d.duplicate_keys} duplicate keys)", bool(d.duplicate_keys)),
+                (f" ({plural(d.duplicate_keys, 'duplicate key')})", bool(d.duplicate_keys)),
             )
             if present
         )
-        yield f" {d.path:<{width}} | +{d.added} -{d.removed} ~{d.modified}{notes}"
+        yield f" {d.path:<{width}} | {change_counts(d.added, d.removed, d.modified)}{notes}"
         totals[0] += d.added
         totals[1] += d.removed
         totals[2] += d.modified
-    count = len(result.datasets)
-    noun = "dataset" if count == 1 else "datasets"
-    yield f" {count} {noun} changed, {totals[0]} added, {totals[1]} removed, {totals[2]} modified"
+    changed = plural(len(result.datasets), "dataset")
+    yield f" {changed} changed, {totals[0]} added, {totals[1]} removed, {totals[2]} modified"
 
 
 def render_name_status(result: DiffResult) -> Iterator[str]:

@@ -23,7 +23,7 @@ from dsv.errors import BadInput, BadState
 from dsv.fsutil import WriteResult, atomic_file
 from dsv.objects import Format
 
-__all__ = ["KINDS", "Format", "format_kind", "read_dataset", "write_dataset"]
+__all__ = ["KINDS", "Format", "check_keys", "format_kind", "read_dataset", "write_dataset"]
 
 KINDS = ("jsonl", "json", "csv", "parquet")
 
@@ -947,3 +947,107 @@ def _write_parquet(path: Path, fmt: Format, records: Iterable[bytes], result: Wr
                 writer.close()
             raise
         writer.close()
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+_top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def check_keys(path: Path, name: str, key: tuple[str, ...]) -> None:
+    """Refuse a file where a record lacks a key field or two records share a key.
+
+    Called on a file already read once, so its records are known to be valid. Errors name
+    the record as the format's other errors do: `FILE:LINE` (JSONL, CSV), `FILE: element I`
+    (JSON arrays), `FILE: row I` (Parquet).
+    """
+    if not key:
+        return
+    kind = format_kind(name)
+    if kind == "jsonl":
+        located = _jsonl_keys(path, name, key)
+    elif kind == "csv":
+        delimiter = "\t" if Path(name).suffix.lower() == ".tsv" else ","
+        located = _csv_keys(path, name, key, delimiter)
+    else:
+        _, records = read_dataset(path, name=name)
+        where = "element" if kind == "json" else "row"
+        located = ((f"{where} {i}", _body_key(body, key)) for i, body in enumerate(records))
+    first: dict[tuple[bytes, ...], str] = {}
+    for at, found in located:
+        if isinstance(found, str):
+            raise BadInput(
+                f"{_at(name, at)}: record has no key field {found!r}",
+                hint="every record needs the key fields; dsv add --key chooses them",
+            )
+        earlier = first.get(found)
+        if earlier is None:
+            first[found] = at
+        else:
+            shown = ", ".join(f"{f}={_key_value(v)}" for f, v in zip(key, found, strict=True))
+            raise BadInput(
+                f"{_at(name, at)}: duplicate key {shown} (first at {_where(earlier)})",
+                hint="a key identifies one record; make it unique or choose another --key",
+            )
+
+
+def _at(name: str, at: str) -> str:
+    return f"{name}:{at}" if at.isdigit() else f"{name}: {at}"
+
+
+def _where(at: str) -> str:
+    return f"line {at}" if at.isdigit() else at
+
+
+def _key_value(raw: bytes) -> str:
+    value = msgspec.json.decode(raw)
+    return repr(value) if isinstance(value, str) else raw.decode()
+
+
+def _body_key(body: bytes, key: tuple[str, ...]) -> tuple[bytes, ...] | str:
+    """The canonical key values of a canonical body, or the first missing field's name."""
+    fields = _top_level.decode(body)
+    out = []
+    for field in key:
+        raw = fields.get(field)
+        if raw is None:
+            return field
+        out.append(bytes(raw))
+    return tuple(out)
+
+
+def _jsonl_keys(
+    path: Path, name: str, key: tuple[str, ...]
+) -> Iterator[tuple[str, tuple[bytes, ...] | str]]:
+    with _open(path, name) as handle:
+        for line_no, raw in enumerate(handle, 1):
+            if line_no == 1:
+                raw = raw.removeprefix(_BOM)
+            if not raw.strip():
+                continue
+            fields = _top_level.decode(raw)
+            found: list[bytes] = []
+            for field in key:
+                value = fields.get(field)
+                if value is None:
+                    yield str(line_no), field
+                    return
+                # Only the key values are canonicalised: `1.0` and `1`, or `"\u0041"` and `"A"`,
+                # are one key, as they are one datapoint.
+                found.append(canonicalize(b'{"v":' + bytes(value) + b"}")[5:-1])
+            yield str(line_no), tuple(found)
+
+
+def _csv_keys(
+    path: Path, name: str, key: tuple[str, ...], delimiter: str
+) -> Iterator[tuple[str, tuple[bytes, ...] | str]]:
+    with _open(path, name) as handle:
+        _, rows = _csv_rows(handle, name, delimiter)
+        header = _csv_header(name, rows)
+        missing = [field for field in key if field not in header]
+        columns = [header.index(field) for field in key if field in header]
+        for line, row in rows:
+            if missing:
+                yield str(line), missing[0]
+                return
+            yield str(line), tuple(_compact(row[c]) for c in columns)

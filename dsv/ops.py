@@ -6,7 +6,6 @@ import contextlib
 import heapq
 import os
 import time
-from collections import Counter
 from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,13 @@ from dsv.objects import (
 from dsv.paths import BadPath, check_dataset_path, check_tree_paths
 from dsv.refs import BRANCHES, MISSING
 from dsv.repo import DSV_DIR, Repository
+from dsv.text import plural
 from dsv.worktree import check_entry, stage_file, write_file
 
 if TYPE_CHECKING:
     import pyarrow
+
+    from dsv.diff import DatasetDiff
 
 __all__ = [
     "DatasetStatus",
@@ -247,10 +249,11 @@ def move(repo: Repository, source: str, destination: str) -> str:
 class DatasetStatus(msgspec.Struct, frozen=True):
     """One dataset's change: `staged` is index vs HEAD, `unstaged` is working file vs index.
 
-    Each is 'added', 'modified', 'deleted' or None; counts are datapoints. `count`, `added`
-    and `removed` compare the working file with HEAD (what `commit -a` would record); the
-    `staged_*` counts compare the index with HEAD, the `unstaged_*` ones the working file
-    with the index.
+    Each is 'added', 'modified', 'deleted' or None; counts are datapoints, matched as `diff`
+    matches them (by the dataset's key, else by a distinct `id`, else by content). `count`,
+    `added`, `removed` and `modified` compare the working file with HEAD (what `commit -a`
+    would record); the `staged_*` counts compare the index with HEAD, the `unstaged_*` ones
+    the working file with the index.
     """
 
     path: str
@@ -259,11 +262,14 @@ class DatasetStatus(msgspec.Struct, frozen=True):
     count: int
     added: int = 0
     removed: int = 0
+    modified: int = 0
     staged_count: int = 0
     staged_added: int = 0
     staged_removed: int = 0
+    staged_modified: int = 0
     unstaged_added: int = 0
     unstaged_removed: int = 0
+    unstaged_modified: int = 0
 
     @property
     def letter(self) -> str:
@@ -271,14 +277,14 @@ class DatasetStatus(msgspec.Struct, frozen=True):
         return {"added": "A", "modified": "M", "deleted": "D"}[state or "modified"]
 
 
-def _count_change(old: bytes, new: bytes) -> tuple[int, int]:
-    a = Counter(iter_oids(old))
-    b = Counter(iter_oids(new))
-    return sum((b - a).values()), sum((a - b).values())
+def _counts(change: DatasetDiff | None) -> tuple[int, int, int]:
+    return (change.added, change.removed, change.modified) if change is not None else (0, 0, 0)
 
 
 def status(repo: Repository) -> list[DatasetStatus]:
     """Every dataset that differs between HEAD, the index and the working files."""
+    from dsv.diff import count_change
+
     index = read_index(repo.index_path)
     head = repo.tree_of(repo.head())
     result: list[DatasetStatus] = []
@@ -291,7 +297,9 @@ def status(repo: Repository) -> list[DatasetStatus]:
             gone = repo.read_dataset(head_oid).count
             result.append(DatasetStatus(name, "deleted", None, 0, 0, gone, staged_removed=gone))
             continue
-        state, proven, scan = check_entry(repo, entry)
+        # Only a file found changed is read, and its scan keeps the bodies the index lacks,
+        # which the counts need to match datapoints by key.
+        state, proven, scan = check_entry(repo, entry, collect=True)
         if proven is not None:
             refresh[name] = proven
         if state == "clean" and entry.dataset == head_oid:
@@ -302,35 +310,29 @@ def status(repo: Repository) -> list[DatasetStatus]:
         else:
             old = staged if head_oid == entry.dataset else repo.read_dataset(head_oid)
         staged_state = None
-        staged_added = staged_removed = 0
-        cached: dict[bytes, bytes] = {}
-
-        def ids(dataset: Dataset | None, cached: dict[bytes, bytes] = cached) -> bytes:
-            if dataset is None:
-                return b""
-            if dataset.content not in cached:
-                cached[dataset.content] = repo.read_oid_list(dataset)
-            return cached[dataset.content]
-
+        staged_counts = (0, 0, 0)
         if old is None:
             staged_state = "added"
-            staged_added = staged.count
+            staged_counts = (staged.count, 0, 0)
         elif not old.same_as(staged):
             staged_state = "modified"
-            staged_added, staged_removed = _count_change(ids(old), ids(staged))
+            staged_counts = _counts(count_change(repo, name, old, staged))
         unstaged_state = None
-        count, added, removed = staged.count, staged_added, staged_removed
-        unstaged_added = unstaged_removed = 0
+        count, counts = staged.count, staged_counts
+        unstaged_counts = (0, 0, 0)
         if state == "deleted":
             unstaged_state = "deleted"
-            count, added, removed = 0, 0, old.count if old is not None else 0
-            unstaged_removed = staged.count
+            count, counts = 0, (0, old.count if old is not None else 0, 0)
+            unstaged_counts = (0, staged.count, 0)
         elif state == "modified":
             assert scan is not None
             unstaged_state = "modified"
             count = len(scan.oids) // OID_SIZE
-            added, removed = _count_change(ids(old), scan.oids)
-            unstaged_added, unstaged_removed = _count_change(ids(staged), scan.oids)
+            unstaged_counts = _counts(count_change(repo, name, staged, staged, scan=scan))
+            if staged_state is None:
+                counts = unstaged_counts
+            else:
+                counts = _counts(count_change(repo, name, old, staged, scan=scan))
         if staged_state or unstaged_state:
             result.append(
                 DatasetStatus(
@@ -338,13 +340,10 @@ def status(repo: Repository) -> list[DatasetStatus]:
                     staged_state,
                     unstaged_state,
                     count,
-                    added,
-                    removed,
+                    *counts,
                     staged.count,
-                    staged_added,
-                    staged_removed,
-                    unstaged_added,
-                    unstaged_removed,
+                    *staged_counts,
+                    *unstaged_counts,
                 )
             )
     if refresh:
@@ -569,9 +568,9 @@ def show(repo: Repository, rev: str) -> VersionSummary:
         if name not in parent:
             rows.append(DatasetSummary(name, "added", new.count, new.count, 0))
             continue
-        from dsv.diff import summarize
+        from dsv.diff import count_change
 
-        change = summarize(repo, parent[name], mine[name], path=name)
+        change = count_change(repo, name, repo.read_dataset(parent[name]), new)
         if change is None:
             rows.append(DatasetSummary(name, "unchanged", new.count))
             continue
@@ -648,7 +647,7 @@ def _no_dataset(name: str, rev: str, tree: dict[str, bytes]) -> BadInput:
     close = difflib.get_close_matches(name, list(tree), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
     if hint is None and tree:
-        hint = f"{rev} has {len(tree)} dataset(s); 'dsv show {rev}' lists them"
+        hint = f"{rev} has {plural(len(tree), 'dataset')}; 'dsv show {rev}' lists them"
     return BadInput(f"{name}: no such dataset in {rev}", hint=hint)
 
 

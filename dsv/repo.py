@@ -27,6 +27,7 @@ from dsv.objects import (
 )
 from dsv.refs import BRANCHES, ENVS, REMOTES, TAGS, Refs
 from dsv.store import ObjectStore
+from dsv.text import plural
 
 if TYPE_CHECKING:
     import pyarrow
@@ -278,7 +279,7 @@ class Repository:
                     return commits[0]
                 shown = sorted(kinds.items())[:5]
                 raise BadInput(
-                    f"ambiguous id {name!r}: {len(found)} objects start with it",
+                    f"ambiguous id {name!r}: {plural(len(found), 'object')} start with it",
                     hint="give more characters; candidates: "
                     + ", ".join(f"{oid.hex()[:16]} ({kind.name.lower()})" for oid, kind in shown)
                     + (" …" if len(found) > len(shown) else ""),

@@ -43,7 +43,7 @@ def scan_file(
 ) -> FileScan:
     """Read a working file; with a writer, store the datapoints the base does not have.
 
-    With `collect` instead (JSONL), return those datapoints' bodies.
+    With `collect` instead, return those datapoints' bodies.
     """
     # Imported here: they pull in csv, decimal…, which status rarely needs.
     from dsv.formats import format_kind, read_dataset
@@ -69,13 +69,17 @@ def scan_file(
         fmt, records = read_dataset(full, name=name)
         known = set(iter_oids(base_oids)) if base_oids else set()
         ids = bytearray()
+        fresh: dict[bytes, bytes] = {}
         for body in records:
             oid = hash_object(Kind.DATAPOINT, body)
             ids += oid
-            if writer is not None and oid not in known:
+            if oid not in known:
                 known.add(oid)
-                writer.add(Kind.DATAPOINT, oid, body, check_store=False)
-        return FileScan(fmt, bytes(ids))
+                if writer is not None:
+                    writer.add(Kind.DATAPOINT, oid, body, check_store=False)
+                elif collect:
+                    fresh[oid] = body
+        return FileScan(fmt, bytes(ids), bodies=fresh if collect else None)
 
 
 def stage_file(
@@ -95,9 +99,14 @@ def stage_file(
     started = time.time_ns()
     before = stat_file(full)
     scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids)
-    after = stat_file(full)
     if key is None:
         key = base.key if base else ()
+    if key:
+        from dsv.formats import check_keys
+
+        # A key is a contract: every record has it, and no two share it (README, "Keys").
+        check_keys(full, name, key)
+    after = stat_file(full)
     oid, dataset = build_dataset(
         writer, scan.oids, scan.format, key, base=base, base_oids=base_oids, runs=scan.runs
     )
@@ -120,11 +129,13 @@ def _proven_entry(
     return Entry(name, oid, stat, file_hash)
 
 
-def check_entry(repo: Repository, entry: Entry) -> tuple[str, Entry | None, FileScan | None]:
+def check_entry(
+    repo: Repository, entry: Entry, *, collect: bool = False
+) -> tuple[str, Entry | None, FileScan | None]:
     """Is the working file still what `entry` staged? ('clean'|'modified'|'deleted').
 
     Also returns an entry to record when the file was proven clean again, and the file's
-    scan when it had to be read.
+    scan when it had to be read (with `collect`, holding the bodies the staged version lacks).
     """
     full = repo.root / entry.path
     stat = stat_file(full)
@@ -139,7 +150,12 @@ def check_entry(repo: Repository, entry: Entry) -> tuple[str, Entry | None, File
         return "clean", None, None
     staged = repo.read_dataset(entry.dataset)
     scan = scan_file(
-        repo, entry.path, writer=None, base=staged, base_oids=repo.read_oid_list(staged)
+        repo,
+        entry.path,
+        writer=None,
+        base=staged,
+        base_oids=repo.read_oid_list(staged),
+        collect=collect,
     )
     if scan.format == staged.format and content_id(scan.oids) == staged.content:
         digest = hash_file(full)  # before the second stat, so that it vouches for these bytes

@@ -49,7 +49,12 @@ FILES: list[tuple[str, bytes | None, str]] = [
     (
         "overflow.jsonl",
         b'{"score": 1e999}\n',
-        "overflow.jsonl:1:1: invalid JSON: number out of range",
+        "overflow.jsonl:1:11: invalid JSON: number out of range",
+    ),
+    (
+        "deep-overflow.jsonl",
+        '{"id": 1}\n{"s": "1e999", "é": [1, -2E+999]}\n'.encode(),
+        "deep-overflow.jsonl:2:25: invalid JSON: number out of range",
     ),
     (
         "surrogate.jsonl",
@@ -196,3 +201,98 @@ def test_bad_arguments(dsv: Dsv, args: list[str], code: int, expected: str) -> N
     assert "Traceback" not in result.output
     after = sorted(p.relative_to(dsv.root) for p in (dsv.root / ".dsv").rglob("*"))
     assert after == before
+
+
+# -- a key is a contract (issue 21) ------------------------------------------------------------
+
+MISSING_HINT = "hint: every record needs the key fields; dsv add --key chooses them\n"
+DUPLICATE_HINT = "hint: a key identifies one record; make it unique or choose another --key\n"
+
+# (file name, content, --key, expected stderr)
+KEYED: list[tuple[str, bytes, str, str]] = [
+    (
+        "none.jsonl",
+        b'{"prompt": "a"}\n{"prompt": "b"}\n',
+        "task_id",
+        "error: none.jsonl:1: record has no key field 'task_id'\n" + MISSING_HINT,
+    ),
+    (
+        "one.jsonl",
+        b'{"task_id": "HumanEval/0"}\n\n{"prompt": "b"}\n',
+        "task_id",
+        "error: one.jsonl:3: record has no key field 'task_id'\n" + MISSING_HINT,
+    ),
+    (
+        "second.jsonl",
+        b'{"id": 1, "lang": "en"}\n{"id": 2}\n',
+        "id,lang",
+        "error: second.jsonl:2: record has no key field 'lang'\n" + MISSING_HINT,
+    ),
+    (
+        "dup.jsonl",
+        b'{"task_id": "HumanEval/3", "v": 1}\n{"task_id": "HumanEval/4"}\n'
+        b'{"task_id": "HumanEval\\/3", "v": 2}\n',
+        "task_id",
+        "error: dup.jsonl:3: duplicate key task_id='HumanEval/3' (first at line 1)\n"
+        + DUPLICATE_HINT,
+    ),
+    (
+        "numbers.jsonl",
+        b'{"id": 7, "lang": "en", "v": 1}\n{"id": 7, "lang": "fr"}\n{"id": 7, "lang": "en"}\n',
+        "id,lang",
+        "error: numbers.jsonl:3: duplicate key id=7, lang='en' (first at line 1)\n"
+        + DUPLICATE_HINT,
+    ),
+    (
+        "dup.csv",
+        b"id,answer\n1,a\n2,b\n1,c\n",
+        "id",
+        "error: dup.csv:4: duplicate key id='1' (first at line 2)\n" + DUPLICATE_HINT,
+    ),
+    (
+        "column.tsv",
+        b"id\tanswer\n1\ta\n",
+        "task_id",
+        "error: column.tsv:2: record has no key field 'task_id'\n" + MISSING_HINT,
+    ),
+    (
+        "dup.json",
+        b'[{"id": "a"}, {"id": "b"}, {"id": "a", "x": 1}]',
+        "id",
+        "error: dup.json: element 2: duplicate key id='a' (first at element 0)\n" + DUPLICATE_HINT,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "key", "expected"), KEYED, ids=[k[0] for k in KEYED])
+def test_a_key_must_be_present_and_unique(
+    dsv: Dsv, name: str, content: bytes, key: str, expected: str
+) -> None:
+    (dsv.root / name).write_bytes(content)
+    result = dsv("add", name, "--key", key, code=2)
+    assert result.stderr == expected
+    _nothing_written(dsv, name)
+
+
+def test_parquet_keys_are_checked_by_row(dsv: Dsv) -> None:
+    pq.write_table(pa.table({"id": [1, 2, 2]}), dsv.root / "m.parquet")
+    assert dsv("add", "m.parquet", "--key", "id", code=2).stderr == (
+        "error: m.parquet: row 2: duplicate key id=2 (first at row 1)\n" + DUPLICATE_HINT
+    )
+
+
+def test_a_stored_key_is_checked_again_on_every_add_and_commit_a(dsv: Dsv) -> None:
+    dsv.write("qa.jsonl", [{"id": 1}, {"id": 2}])
+    dsv("add", "qa.jsonl", "--key", "id")
+    dsv("commit", "-m", "v1")
+    dsv.write("qa.jsonl", [{"id": 1}, {"id": 2}, {"id": 1, "x": 1}])
+    expected = "error: qa.jsonl:3: duplicate key id=1 (first at line 1)\n" + DUPLICATE_HINT
+    assert dsv("commit", "-a", "-m", "v2", code=2).stderr == expected
+    assert dsv("add", "qa.jsonl", code=2).stderr == expected
+    dsv.write("qa.jsonl", [{"id": 1}, {"q": "no id"}])
+    assert dsv("add", "qa.jsonl", code=2).stderr == (
+        "error: qa.jsonl:2: record has no key field 'id'\n" + MISSING_HINT
+    )
+    assert dsv("log", "--oneline").stdout.count("\n") == 1
+    assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
+    assert dsv("diff", "--staged", "--stat").stdout == ""

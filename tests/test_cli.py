@@ -65,7 +65,7 @@ def test_status_porcelain_and_counts(dsv: Dsv) -> None:
     assert dsv("status", "--porcelain").stdout == "A other.jsonl\nM qa.jsonl\n"
     human = dsv("status").stdout
     assert "added:    other.jsonl (2 datapoints)" in human
-    assert "modified: qa.jsonl (5 datapoints, +1 -1)" in human
+    assert "modified: qa.jsonl (5 datapoints, +1 -1 ~0)" in human
     os.unlink(dsv.root / "qa.jsonl")
     assert dsv("status", "--porcelain").stdout == "A other.jsonl\nD qa.jsonl\n"
 
@@ -663,7 +663,7 @@ def _track_remote(dsv: Dsv, full: str, rev: str = "HEAD") -> str:
 def test_a_deleted_file_is_restored_without_force(dsv: Dsv) -> None:
     _commit_qa(dsv, QA, "v1")
     (dsv.root / "qa.jsonl").unlink()
-    assert dsv("checkout", "HEAD", "--", "qa.jsonl").stdout.startswith("Updated 1 path(s) from ")
+    assert dsv("checkout", "HEAD", "--", "qa.jsonl").stdout.startswith("Updated 1 path from ")
     assert dsv("status", "--porcelain").stdout == ""
     (dsv.root / "qa.jsonl").unlink()
     assert dsv("restore", "qa.jsonl").stdout == "restored qa.jsonl from the index\n"
@@ -831,3 +831,102 @@ def test_status_lists_untracked_dataset_files(dsv: Dsv) -> None:
     (dsv.root / "sub/b.csv").write_text("id\n1\n")
     (dsv.root / "new.jsonl").write_text('{"id": 1}\n')
     assert dsv("add", ".").stdout == "add new.jsonl\nadd qa.jsonl\nadd sub/a.jsonl\nadd sub/b.csv\n"
+
+
+# -- one count everywhere (issue 21) -------------------------------------------------------------
+
+
+def _counts_everywhere(dsv: Dsv, name: str) -> list[str]:
+    """The change of `name` as status (text and JSON), diff --stat, then log --stat and show
+    after `commit -a`, each reduced to its `+A -R ~M`."""
+    status = dsv("status").stdout
+    [line] = [x for x in status.splitlines() if f" {name} (" in x]
+    entry = next(e for e in json.loads(dsv("status", "--json").stdout) if e["path"] == name)
+    [stat] = [x for x in dsv("diff", "--stat").stdout.splitlines() if x.startswith(f" {name} ")]
+    dsv("commit", "-a", "-m", "change")
+    [logged] = [
+        x for x in dsv("log", "-n", "1", "--stat").stdout.splitlines() if x.startswith(f" {name} ")
+    ]
+    [shown] = [x for x in dsv("show").stdout.splitlines() if f" {name}  " in x]
+    as_json = f"+{entry['added']} -{entry['removed']} ~{entry['modified']}"
+    return [line.split(", ")[-1].rstrip(")"), as_json, stat.split("| ")[1], logged.split("| ")[1],
+            shown.split("(")[-1].rstrip(")")]  # fmt: skip
+
+
+def test_one_edit_one_delete_one_add_count_the_same_everywhere(dsv: Dsv) -> None:
+    problems = [{"task_id": f"HumanEval/{i}", "prompt": f"p{i}"} for i in range(6)]
+    dsv.write("n.jsonl", problems)
+    dsv("add", "n.jsonl", "--key", "task_id")
+    dsv("commit", "-m", "v1")
+    edited = [dict(p) for p in problems]
+    edited[1]["prompt"] = "edited"
+    del edited[3]
+    edited.append({"task_id": "HumanEval/6", "prompt": "p6"})
+    dsv.write("n.jsonl", edited)
+    assert dsv("status").stdout == (
+        "On branch main\n"
+        "Changes not staged for commit (dsv add, or dsv commit -a):\n"
+        "  modified: n.jsonl (6 datapoints, +1 -1 ~1)\n"
+    )
+    assert _counts_everywhere(dsv, "n.jsonl") == ["+1 -1 ~1"] * 5
+
+
+def test_staged_and_unstaged_counts_are_keyed_too(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    first = [dict(r) for r in QA]
+    first[0]["a"] = "changed"
+    dsv.write("qa.jsonl", first)
+    dsv("add", "qa.jsonl")
+    second = [dict(r) for r in first[:4]]
+    second[1]["a"] = "changed too"
+    dsv.write("qa.jsonl", second)
+    assert dsv("status").stdout == (
+        "On branch main\n"
+        "Changes to be committed:\n"
+        "  modified: qa.jsonl (5 datapoints, +0 -0 ~1)\n"
+        "Changes not staged for commit (dsv add, or dsv commit -a):\n"
+        "  modified: qa.jsonl (4 datapoints, +0 -1 ~1)\n"
+    )
+    [entry] = json.loads(dsv("status", "--json").stdout)
+    assert (entry["added"], entry["removed"], entry["modified"]) == (0, 1, 2)
+    assert (entry["staged_modified"], entry["unstaged_modified"]) == (1, 1)
+    assert dsv("diff", "--stat").stdout.splitlines()[0] == " qa.jsonl | +0 -1 ~2"
+    assert dsv("diff", "--stat", "--staged").stdout.splitlines()[0] == " qa.jsonl | +0 -0 ~1"
+
+
+def test_without_key_or_id_every_command_matches_by_content(dsv: Dsv) -> None:
+    rows = [{"q": f"q{i}", "a": str(i)} for i in range(4)]
+    dsv.write("plain.jsonl", rows)
+    dsv("add", "plain.jsonl")
+    dsv("commit", "-m", "v1")
+    dsv.write("plain.jsonl", [rows[0], {"q": "q1", "a": "edited"}, rows[2], rows[3], {"q": "n"}])
+    assert _counts_everywhere(dsv, "plain.jsonl") == ["+2 -1 ~0"] * 5
+
+
+def test_csv_working_file_counts_are_keyed(dsv: Dsv) -> None:
+    (dsv.root / "t.csv").write_text("id,answer\n1,a\n2,b\n3,c\n")
+    dsv("add", "t.csv", "--key", "id")
+    dsv("commit", "-m", "v1")
+    (dsv.root / "t.csv").write_text("id,answer\n1,a\n2,B\n4,d\n")
+    assert _counts_everywhere(dsv, "t.csv") == ["+1 -1 ~1"] * 5
+
+
+def test_walkthrough_counts_agree(dsv: Dsv) -> None:
+    for name in ("chat_qa.jsonl", "rag.jsonl"):
+        shutil.copy(FIXTURES / name, dsv.root / name)
+    dsv("add", "chat_qa.jsonl", "rag.jsonl", "--key", "id")
+    dsv("commit", "-m", "v1")
+    for name in ("chat_qa.jsonl", "rag.jsonl"):
+        shutil.copy(FIXTURES / "v2" / name, dsv.root / name)
+    assert dsv("status").stdout == (
+        "On branch main\n"
+        "Changes not staged for commit (dsv add, or dsv commit -a):\n"
+        "  modified: chat_qa.jsonl (20 datapoints, +1 -1 ~3)\n"
+        "  modified: rag.jsonl (15 datapoints, +1 -1 ~2)\n"
+    )
+    assert _counts_everywhere(dsv, "chat_qa.jsonl") == ["+1 -1 ~3"] * 5
+    assert dsv("log", "-n", "1", "--stat", "--oneline").stdout.splitlines()[1:] == [
+        " chat_qa.jsonl | +1 -1 ~3",
+        " rag.jsonl     | +1 -1 ~2",
+        " 2 datasets changed, 2 added, 2 removed, 5 modified",
+    ]

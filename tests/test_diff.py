@@ -207,9 +207,10 @@ def test_implicit_id_needs_an_id_on_every_changed_record(repo: dsv.Repository) -
 
 
 def test_records_without_a_key_field_are_not_matched(repo: dsv.Repository) -> None:
-    commit(repo, "qa.jsonl", [{"id": 1, "v": 1}, {"v": 2}], "v1", key=("id",))
+    # A stored key cannot miss (dsv add refuses it); a --key given to diff can.
+    commit(repo, "qa.jsonl", [{"id": 1, "v": 1}, {"v": 2}], "v1")
     commit(repo, "qa.jsonl", [{"id": 1, "v": 3}, {"v": 4}], "v2")
-    result = diff(repo, "HEAD~1", "HEAD")
+    result = diff(repo, "HEAD~1", "HEAD", key="id")
     [d] = result.datasets
     assert (d.added, d.removed, d.modified) == (1, 1, 1)
     assert {(c.status, json.dumps(c.key)) for c in result.changes()} == {
@@ -257,9 +258,10 @@ def test_duplicate_keys_are_counted_and_matched_in_order(repo: dsv.Repository) -
     old = [{"id": "a", "v": 1}, {"id": "a", "v": 2}, {"id": "b", "v": 1}, {"id": "c", "v": 0}]
     new = [{"id": "a", "v": 10}, {"id": "a", "v": 20}, {"id": "b", "v": 1}, {"id": "c", "v": 5}]
     new.append({"id": "c", "v": 6})
-    commit(repo, "dup.jsonl", old, "v1", key=("id",))
+    # A stored key is unique (dsv add refuses duplicates); a --key given to diff need not be.
+    commit(repo, "dup.jsonl", old, "v1")
     commit(repo, "dup.jsonl", new, "v2")
-    result = diff(repo, "HEAD~1", "HEAD")
+    result = diff(repo, "HEAD~1", "HEAD", key="id")
     [d] = result.datasets
     assert (d.duplicate_keys, d.modified, d.added, d.removed, d.unchanged) == (2, 3, 1, 0, 1)
     pairs = [
@@ -724,7 +726,7 @@ def test_human_stat_and_name_status(repo: dsv.Repository) -> None:
     commit(repo, "qa.jsonl", new, "v3")
     result = diff(repo, "HEAD~2", "HEAD")
     text = list(diffview.render_human(result, color=False))
-    assert text[0] == "diff b.jsonl (new dataset, 1 datapoints)"
+    assert text[0] == "diff b.jsonl (new dataset, 1 datapoint)"
     assert "diff qa.jsonl (keyed by id)" in text
     assert "~ id=q0001" in text
     assert (

@@ -212,11 +212,11 @@ def test_version_names_are_unique_and_renamed_without_new_commits(hl: Humanloop,
     assert again.version_id == v2.version_id
     # A renamed version keeps its description, not its old name.
     v3 = hl.datasets.upsert(id=v1.id, datapoints=QA[1:], version_name="third")
-    assert v3.version_description == "set 1 datapoint(s) of d.jsonl (Humanloop API)"
+    assert v3.version_description == "set 1 datapoint of d.jsonl (Humanloop API)"
     renamed = hl.datasets.update_dataset_version(v1.id, v3.version_id, name="3rd")
     assert (renamed.version_name, renamed.version_description) == (
         "3rd",
-        "set 1 datapoint(s) of d.jsonl (Humanloop API)",
+        "set 1 datapoint of d.jsonl (Humanloop API)",
     )
     versions = hl.datasets.list_versions(v1.id).records
     assert [(v.version_id, v.version_name) for v in versions] == [
@@ -572,7 +572,7 @@ def test_v4_create_datapoint_commits_a_generated_version(
     ]
     versions = hl.datasets.list_versions(made.id).records
     assert [v.datapoints_count for v in versions] == [4, 2, 1]
-    assert versions[0].version_description == "add 2 datapoint(s) of d.jsonl (Humanloop API)"
+    assert versions[0].version_description == "add 2 datapoints of d.jsonl (Humanloop API)"
     listed = {p.id for p in hl.datasets.list_datapoints(made.id)}
     assert created["id"] in listed
     reply = raw(server, "POST", f"/v4/datasets/{made.id}/datapoints", json={"log_ids": ["x"]})
@@ -1001,7 +1001,7 @@ def test_api_writes_are_dsv_commits(
     assert [c["oid"] for c in log] == [v2.version_id[4:], v1.version_id[4:]]
     # The version name lives beside the commit (it can be renamed); the description is the
     # commit message, else a generated one.
-    assert log[1]["message"] == "set 2 datapoint(s) of evals/qa.jsonl (Humanloop API)"
+    assert log[1]["message"] == "set 2 datapoints of evals/qa.jsonl (Humanloop API)"
     assert log[0]["message"] == "d"
     # The deployment arrives as the remote's environment ref.
     production = Repository.open(local).refs.read("refs/remotes/origin/envs/production")

@@ -222,7 +222,7 @@ def test_corrupt_and_unconnected_objects_are_refused_whole(server: tuple[Server,
     assert "not canonical JSON" in message
     # A commit without its tree, a page without its datapoints.
     message = _error(raw.pack([good["commit"]]), 422, "unconnected")
-    assert "refers to 1 object(s) that neither it nor hostile/repo holds" in message
+    assert "refers to 1 object that neither it nor hostile/repo holds" in message
     _error(raw.pack([good["page"], good["p0"]]), 422, "unconnected")
     # A dataset whose pages do not give its content id.
     wrong = Dataset(Format("jsonl"), (), 3, bytes(32), (Slice(oid["page"], 0, 3),))

@@ -245,9 +245,9 @@ def test_status_counts_staged_and_unstaged_changes_separately(dsv: Dsv) -> None:
     assert human == (
         "On branch main\n"
         "Changes to be committed:\n"
-        "  modified: qa.jsonl (6 datapoints, +1 -0)\n"
+        "  modified: qa.jsonl (6 datapoints, +1 -0 ~0)\n"
         "Changes not staged for commit (dsv add, or dsv commit -a):\n"
-        "  modified: qa.jsonl (7 datapoints, +2 -1)\n"
+        "  modified: qa.jsonl (7 datapoints, +2 -1 ~0)\n"
     )
     [entry] = json.loads(dsv("status", "--json").stdout)
     assert entry == {
@@ -257,11 +257,14 @@ def test_status_counts_staged_and_unstaged_changes_separately(dsv: Dsv) -> None:
         "count": 7,
         "added": 3,
         "removed": 1,
+        "modified": 0,
         "staged_count": 6,
         "staged_added": 1,
         "staged_removed": 0,
+        "staged_modified": 0,
         "unstaged_added": 2,
         "unstaged_removed": 1,
+        "unstaged_modified": 0,
     }
     assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
     dsv("commit", "-a", "-m", "all")
@@ -414,10 +417,12 @@ def test_env_history_survives_rm_and_redeploy(dsv: Dsv) -> None:
 
 
 def test_stat_reports_duplicate_keys(dsv: Dsv) -> None:
-    _commit(dsv, "dup.jsonl", [{"id": "a", "v": 1}, {"id": "a", "v": 2}], "v1")
+    dsv.write("dup.jsonl", [{"id": "a", "v": 1}, {"id": "a", "v": 2}])
+    dsv("add", "dup.jsonl")
+    dsv("commit", "-m", "v1")
     dsv.write("dup.jsonl", [{"id": "a", "v": 3}, {"id": "a", "v": 4}])
-    assert dsv("diff", "--stat").stdout.splitlines()[0] == (
-        " dup.jsonl | +0 -0 ~2 (1 duplicate keys)"
+    assert dsv("diff", "--stat", "--key", "id").stdout.splitlines()[0] == (
+        " dup.jsonl | +0 -0 ~2 (1 duplicate key)"
     )
 
 

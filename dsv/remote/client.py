@@ -50,6 +50,7 @@ from dsv.remote.protocol import (
     references,
 )
 from dsv.repo import Repository
+from dsv.text import plural
 
 __all__ = [
     "PACK_TARGET",
@@ -308,7 +309,8 @@ class Connection:
                 asked.discard(oid)
                 yield oid, body
             if asked:
-                raise RemoteError(f"{self._where()} left out {len(asked)} object(s) asked for")
+                left = plural(len(asked), "object")
+                raise RemoteError(f"{self._where()} left out {left} asked for")
 
     def commits(
         self, wants: Sequence[bytes], haves: Sequence[bytes]
@@ -965,9 +967,10 @@ def pull(repo: Repository, remote: str = "origin", *, progress: ProgressFn = _qu
     if ours is not None and not _is_ancestor(repo, ours, theirs):
         mine = _reach(repo, ours)
         other = _reach(repo, theirs)
+        here = plural(len(mine - other), "version")
         raise BadState(
-            f"{branch} and {remote}/{branch} have diverged: {len(mine - other)} version(s) here "
-            f"are not on {remote}, and {len(other - mine)} there are not here",
+            f"{branch} and {remote}/{branch} have diverged: {here} here not on {remote}, "
+            f"and {len(other - mine)} there not here",
             hint=f"keep yours on another branch and take theirs: 'dsv switch -c my-{branch} && "
             f"dsv branch -d {branch} && dsv branch {branch} {remote}/{branch} && "
             f"dsv switch {branch}'; or overwrite theirs with 'dsv push --force'",

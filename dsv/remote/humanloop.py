@@ -74,6 +74,7 @@ from dsv.remote.storage import (
     publish_pack,
 )
 from dsv.remote.stored import StoredObjects
+from dsv.text import plural
 
 __all__ = ["DATAPOINT_CHUNK", "HumanloopService", "Streamed"]
 
@@ -659,7 +660,8 @@ class HumanloopService:
                     current_oids,
                 )
                 # The name stays out of the message: it can be renamed, the commit cannot.
-                summary = f"{action} {len(given)} datapoint(s) of {record.path} (Humanloop API)"
+                given_text = plural(len(given), "datapoint")
+                summary = f"{action} {given_text} of {record.path} (Humanloop API)"
                 return tree, request.version_description or summary
 
             commit, created = self._write(

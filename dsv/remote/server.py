@@ -85,6 +85,7 @@ from dsv.remote.storage import (
     publish_pack,
 )
 from dsv.remote.stored import StoredObjects
+from dsv.text import plural
 
 __all__ = [
     "ApiError",
@@ -384,7 +385,8 @@ class RemoteService:
                 raise ApiError(
                     422,
                     "unconnected",
-                    f"the pack refers to {len(absent)} object(s) that neither it nor {repo} "
+                    f"the pack refers to {plural(len(absent), 'object')} that neither it nor "
+                    f"{repo} "
                     f"holds, e.g. {min(absent).hex()}",
                     "send objects after everything they refer to (docs/protocol.md §4)",
                 )
