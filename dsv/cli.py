@@ -403,7 +403,7 @@ def show(ctx: click.Context, rev: str, as_json: bool) -> None:
     with open_repo(ctx) as repo:
         if ":" in rev:
             version, path = rev.split(":", 1)
-            out = click.get_binary_stream("stdout")
+            out = sys.stdout.buffer
             dataset = ops.dataset_at(repo, version or "HEAD", path)
             for body in ops.iter_datapoints(repo, dataset):
                 out.write(body + b"\n")
@@ -594,7 +594,7 @@ def diff_command(
     paths = user_paths(ctx, ctx.meta.get("paths") or []) or None
     a = revs[0] if revs else None
     b = revs[1] if len(revs) == 2 else None
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     with open_repo(ctx) as repo:
         result = compare(repo, a, b, staged=staged, paths=paths, key=_split_key(key))
         if stat and as_json:
