@@ -140,3 +140,22 @@ def test_split_oids_keeps_every_byte_value() -> None:
     assert split_oids(b"".join(oids)) == oids
     assert split_oids(memoryview(b"".join(oids))[OID_SIZE:]) == oids[1:]
     assert split_oids(b"") == []
+
+
+def test_format_md_states_the_golden_vectors() -> None:
+    """docs/format.md §8 gives every vector this file checks, and each holds by its own hash."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
+    [block] = re.findall(r"```golden\n(.*?)```", text, re.S)
+    vectors = re.findall(r"^(\w+) ([0-9a-f]{64})\n +([0-9a-f]+)$", block, re.M)
+    for kind, oid, body in vectors:
+        assert blake3.blake3(kind.encode() + b"\0" + bytes.fromhex(body)).hexdigest() == oid
+    page, dataset, tree, commit = _golden_chain()
+    expected = [("datapoint", oid, canonical.hex()) for _, canonical, oid in GOLDEN_DATAPOINTS]
+    expected.append(("page", page.hex(), bytes.fromhex(GOLDEN_DATAPOINTS[2][2]).hex()))
+    for kind, obj in ((Kind.DATASET, dataset), (Kind.TREE, tree), (Kind.COMMIT, commit)):
+        body = encode_object(obj)
+        expected.append((kind.name.lower(), hash_object(kind, body).hex(), body.hex()))
+    assert vectors == expected
