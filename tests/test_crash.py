@@ -28,3 +28,4 @@ def test_kill_9_during_push_and_fetch(tmp_path: Path) -> None:
         report = crash_trials(tmp_path / "repo", 10, seed=3, server_url=f"{server.url}/crash/data")
     assert report.problems == []
     assert report.trials == 10
+    assert report.killed_mid_run >= 3, report
