@@ -12,7 +12,7 @@ import click
 import msgspec
 
 from dsv import __version__, labels, maintenance, ops, project
-from dsv.cli_common import DsvGroup, open_repo
+from dsv.cli_common import DsvGroup, is_quiet, open_repo, progress_line, quiet_option
 from dsv.cli_remote import register
 from dsv.index import read_index
 from dsv.objects import Commit, Kind
@@ -67,15 +67,26 @@ def user_paths(ctx: click.Context, paths: list[str] | tuple[str, ...]) -> list[s
 # The version given, not looked up in the installed metadata: that lookup costs ~50 ms.
 @click.version_option(__version__, prog_name="dsv")
 @click.option("-C", "cwd", metavar="PATH", help="Run as if dsv was started in PATH.")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress, no waiting notice, no informational output (as COMMAND -q).",
+)
 @click.pass_context
-def main(ctx: click.Context, cwd: str | None) -> None:
+def main(ctx: click.Context, cwd: str | None, quiet: bool) -> None:
     """dsv: version control for LLM-evaluation datasets.
+
+    Long steps (add, commit -a, checkout, switch, restore, gc, fsck, push, fetch, pull,
+    clone) show progress on stderr once they take half a second, on a terminal only.
 
     \b
     Example:
       dsv init && dsv add evals/qa.jsonl && dsv commit -m "first version"
     """
     ctx.ensure_object(dict)
+    if quiet:
+        ctx.obj["quiet"] = True
     if cwd:
         if not os.path.isdir(cwd):
             raise click.BadParameter(f"{cwd}: no such directory", param_hint="-C")
@@ -93,6 +104,7 @@ def main(ctx: click.Context, cwd: str | None) -> None:
     is_flag=True,
     help="Inside a git work tree, leave .gitignore alone (by default /.dsv/ is added to it).",
 )
+@quiet_option
 @click.pass_context
 def init(ctx: click.Context, path: str, branch: str, no_gitignore: bool) -> None:
     """Create an empty repository.
@@ -106,8 +118,11 @@ def init(ctx: click.Context, path: str, branch: str, no_gitignore: bool) -> None
     """
     base = ctx.obj.get("cwd") or "."
     repo = Repository.init(os.path.join(base, path), branch=branch)
-    click.echo(f"Initialized empty dsv repository in {repo.dsv_dir}")
-    if not no_gitignore and (changed := project.ignore_in_git(repo.root)) is not None:
+    quiet = is_quiet(ctx)
+    if not quiet:
+        click.echo(f"Initialized empty dsv repository in {repo.dsv_dir}")
+    changed = None if no_gitignore else project.ignore_in_git(repo.root)
+    if changed is not None and not quiet:
         click.echo(f"Added /.dsv/ to {changed} (--no-gitignore to skip)")
 
 
@@ -124,6 +139,7 @@ def _split_key(value: str | None) -> tuple[str, ...] | None:
     metavar="FIELD,...",
     help="Top-level fields that identify a datapoint (diffs match by them). Kept for later adds.",
 )
+@quiet_option
 @click.pass_context
 def add(ctx: click.Context, paths: tuple[str, ...], key: str | None) -> None:
     """Stage dataset files (.jsonl .json .csv .tsv .parquet) or directories of them.
@@ -136,10 +152,11 @@ def add(ctx: click.Context, paths: tuple[str, ...], key: str | None) -> None:
     Example:
       dsv add evals/qa.jsonl --key id
     """
-    with open_repo(ctx) as repo:
-        names = ops.add(repo, user_paths(ctx, paths), key=_split_key(key))
-    for name in names:
-        click.echo(f"add {name}")
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        names = ops.add(repo, user_paths(ctx, paths), key=_split_key(key), progress=progress.fn)
+    if not is_quiet(ctx):
+        for name in names:
+            click.echo(f"add {name}")
 
 
 @main.command()
@@ -270,6 +287,7 @@ def status(ctx: click.Context, porcelain: bool, as_json: bool, untracked_mode: s
 @click.option("-m", "--message", required=True, help="What changed and why.")
 @click.option("-a", "--all", "all_", is_flag=True, help="First stage every changed tracked file.")
 @click.option("--author", metavar="'NAME <EMAIL>'", help="Override the author.")
+@quiet_option
 @click.pass_context
 def commit(ctx: click.Context, message: str, all_: bool, author: str | None) -> None:
     """Record the staged datasets as a new version.
@@ -278,10 +296,11 @@ def commit(ctx: click.Context, message: str, all_: bool, author: str | None) -> 
     Example:
       dsv commit -a -m "fix 3 wrong answers"
     """
-    with open_repo(ctx) as repo:
-        oid = ops.commit(repo, message, all=all_, author=author)
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        oid = ops.commit(repo, message, all=all_, author=author, progress=progress.fn)
         branch = repo.current_branch() or "detached HEAD"
-    click.echo(f"[{branch} {short(oid)}] {message.strip().splitlines()[0]}")
+    if not is_quiet(ctx):
+        click.echo(f"[{branch} {short(oid)}] {message.strip().splitlines()[0]}")
 
 
 def _decorations(repo: Repository) -> dict[bytes, list[str]]:
@@ -451,6 +470,7 @@ def cat_object(ctx: click.Context, oid: str, kind_only: bool) -> None:
 @main.command(cls=PathsAfterDashes)
 @click.argument("rev")
 @click.option("--force", "-f", is_flag=True, help="Discard uncommitted changes.")
+@quiet_option
 @click.pass_context
 def checkout(ctx: click.Context, rev: str, force: bool) -> None:
     """Write the tracked files as of REV (all of them, or those after --).
@@ -467,10 +487,12 @@ def checkout(ctx: click.Context, rev: str, force: bool) -> None:
     from dsv.repo import remote_short_name
 
     paths = user_paths(ctx, ctx.meta.get("paths") or []) or None
-    with open_repo(ctx) as repo:
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
         remote = repo.resolve_remote_name(rev.strip())
-        oid = ops.checkout(repo, rev, paths=paths, force=force)
+        oid = ops.checkout(repo, rev, paths=paths, force=force, progress=progress.fn)
         branch = repo.current_branch()
+    if is_quiet(ctx):
+        return
     if remote is not None and remote_short_name(remote) != rev.strip():
         rev = f"{rev.strip()}: {remote_short_name(remote)}"
     if paths:
@@ -493,6 +515,7 @@ def checkout(ctx: click.Context, rev: str, force: bool) -> None:
     "-W", "--worktree", is_flag=True, help="Restore the working files (the default; with -S both)."
 )
 @click.option("--force", "-f", is_flag=True, help="Discard changes no version holds.")
+@quiet_option
 @click.pass_context
 def restore(
     ctx: click.Context,
@@ -513,7 +536,7 @@ def restore(
       dsv restore --source production evals/qa.jsonl
       dsv restore --staged evals/qa.jsonl
     """
-    with open_repo(ctx) as repo:
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
         names = ops.restore(
             repo,
             user_paths(ctx, paths),
@@ -521,7 +544,10 @@ def restore(
             staged=staged,
             worktree=worktree or not staged,
             force=force,
+            progress=progress.fn,
         )
+    if is_quiet(ctx):
+        return
     where = "the index" if source is None and not staged else (source or "HEAD").strip()
     what = "and the index " if staged and (worktree or not staged) else ""
     for name in names:
@@ -677,6 +703,7 @@ def branch(
 @click.argument("name")
 @click.option("-c", "--create", is_flag=True, help="Create the branch at HEAD first.")
 @click.option("--force", "-f", is_flag=True, help="Discard uncommitted changes.")
+@quiet_option
 @click.pass_context
 def switch(ctx: click.Context, name: str, create: bool, force: bool) -> None:
     """Make branch NAME the current branch and write its files.
@@ -685,9 +712,10 @@ def switch(ctx: click.Context, name: str, create: bool, force: bool) -> None:
     Example:
       dsv switch -c relabel
     """
-    with open_repo(ctx) as repo:
-        ops.switch(repo, name, create=create, force=force)
-    click.echo(f"Switched to {'a new ' if create else ''}branch '{name}'")
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        ops.switch(repo, name, create=create, force=force, progress=progress.fn)
+    if not is_quiet(ctx):
+        click.echo(f"Switched to {'a new ' if create else ''}branch '{name}'")
 
 
 @main.command()
@@ -839,6 +867,7 @@ def env_log(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 @main.command()
+@quiet_option
 @click.pass_context
 def fsck(ctx: click.Context) -> None:
     """Check every pack's checksum, re-hash every reachable object and check every tree's
@@ -848,20 +877,22 @@ def fsck(ctx: click.Context) -> None:
     Example:
       dsv fsck
     """
-    with open_repo(ctx) as repo:
-        report = maintenance.fsck(repo)
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        report = maintenance.fsck(repo, progress=progress.fn)
     for item in report.missing:
         click.echo(f"missing {item}")
     for item in report.corrupt:
         click.echo(f"corrupt {item}")
-    verdict = "ok" if report.ok else "PROBLEMS FOUND"
-    click.echo(f"checked {plural(report.checked, 'object')}: {verdict}")
+    if not (report.ok and is_quiet(ctx)):
+        verdict = "ok" if report.ok else "PROBLEMS FOUND"
+        click.echo(f"checked {plural(report.checked, 'object')}: {verdict}")
     if not report.ok:
         ctx.exit(1)
 
 
 @main.command()
 @click.option("--dry-run", "-n", is_flag=True, help="Only report what would be removed.")
+@quiet_option
 @click.pass_context
 def gc(ctx: click.Context, dry_run: bool) -> None:
     """Drop objects nothing reaches and repack the rest into one pack.
@@ -870,8 +901,10 @@ def gc(ctx: click.Context, dry_run: bool) -> None:
     Example:
       dsv gc --dry-run
     """
-    with open_repo(ctx) as repo:
-        report = maintenance.gc(repo, dry_run=dry_run)
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        report = maintenance.gc(repo, dry_run=dry_run, progress=progress.fn)
+    if is_quiet(ctx) and not dry_run:
+        return  # a dry run's report is its result, not chatter
     verb = "would remove" if dry_run else "removed"
     for name in report.temp_files:
         click.echo(f"{verb} {name} (a temporary file of an interrupted command)")

@@ -9,86 +9,25 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from dsv.cli_common import DsvGroup, open_repo
+from dsv.cli_common import DsvGroup, format_size, is_quiet, open_repo, progress_line, quiet_option
 from dsv.text import plural
 
 if TYPE_CHECKING:
-    from dsv.remote.client import FetchResult, Progress, RefResult
+    from dsv.remote.client import FetchResult, RefResult
     from dsv.remote.storage import SqliteMetaStore
 
 __all__ = ["register"]
 
 SHORT = 12
-_SHOW_AFTER = 0.5
 
 
 def _short(oid: bytes | None) -> str:
     return oid.hex()[:SHORT] if oid else "-"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
-class _Progress:
-    """Progress on stderr: only on a terminal, and only once a transfer takes a moment."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.started = time.monotonic()
-        self.phase = ""
-        self.phase_started = self.started
-        self.phase_bytes = 0
-        self.bar: Any = None  # a click progress bar, while one is shown
-        self.line = False
-
-    def _label(self, p: Progress) -> str:
-        elapsed = max(time.monotonic() - self.phase_started, 1e-3)
-        of = f"/{p.total}" if p.total else ""
-        rate = _size(int((p.bytes - self.phase_bytes) / elapsed))
-        objects = plural(p.total or p.objects, "object", shown=f"{p.objects}{of}")
-        return f"{objects}, {_size(p.bytes)}, {rate}/s"
-
-    def __call__(self, p: Progress) -> None:
-        if not self.enabled or time.monotonic() - self.started < _SHOW_AFTER:
-            return
-        if p.phase != self.phase:
-            self.close()
-            self.phase = p.phase
-            self.phase_started = time.monotonic()
-            self.phase_bytes = p.bytes
-            if p.total:
-                self.bar = click.progressbar(
-                    length=p.total,
-                    label=p.phase.capitalize(),
-                    file=sys.stderr,
-                    show_eta=False,
-                    item_show_func=lambda item: self._label(item) if item else None,
-                )
-                self.bar.__enter__()
-        if self.bar is not None:
-            self.bar.update(max(0, p.objects - self.bar.pos), current_item=p)
-        else:
-            click.echo(f"\r{p.phase.capitalize()}: {self._label(p)}", nl=False, err=True)
-            self.line = True
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-        elif self.line:
-            click.echo(err=True)
-        self.bar = None
-        self.line = False
 
 
 def _print_refs(refs: list[RefResult], remote: str | None) -> None:
@@ -123,7 +62,9 @@ def _print_fetch(result: FetchResult, url: str) -> None:
         click.echo(f"From {url}")
         _print_refs(changed, "")
     if result.objects:
-        click.echo(f"Received {plural(result.objects, 'object')}, {_size(result.bytes_received)}")
+        click.echo(
+            f"Received {plural(result.objects, 'object')}, {format_size(result.bytes_received)}"
+        )
 
 
 # -- remote ----------------------------------------------------------------------------------
@@ -201,6 +142,7 @@ def remote_remove(ctx: click.Context, name: str) -> None:
 @click.option("--force", "-f", is_flag=True, help="Move remote refs even when versions are lost.")
 @click.option("--tags", is_flag=True, help="Push every tag too.")
 @click.option("--envs", is_flag=True, help="Push every environment too.")
+@quiet_option
 @click.pass_context
 def push(
     ctx: click.Context,
@@ -222,8 +164,7 @@ def push(
     from dsv.errors import BadInput
     from dsv.remote.client import push as push_refs
 
-    progress = _Progress()
-    with open_repo(ctx) as repo:
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
         if remote_name not in repo.config.remotes and any(
             repo.refs.read(prefix + remote_name)
             for prefix in ("refs/heads/", "refs/tags/", "refs/envs/")
@@ -233,24 +174,24 @@ def push(
                 hint=f"the remote comes first: dsv push origin {remote_name}",
             )
         url = repo.config.remotes[remote_name].url if remote_name in repo.config.remotes else ""
-        try:
-            result = push_refs(
-                repo, remote_name, list(refs), force=force, tags=tags, envs=envs, progress=progress
-            )
-        finally:
-            progress.close()
+        result = push_refs(
+            repo, remote_name, list(refs), force=force, tags=tags, envs=envs, progress=progress.fn
+        )
+    if is_quiet(ctx):
+        return
     click.echo(f"To {url}")
     _print_refs(result.refs, None)
     if result.objects:
         packs = plural(result.packs, "pack")
         objects = plural(result.objects, "object")
-        click.echo(f"Sent {objects} in {packs}, {_size(result.bytes_sent)}")
+        click.echo(f"Sent {objects} in {packs}, {format_size(result.bytes_sent)}")
     elif all(r.status == "up-to-date" for r in result.refs):
         click.echo("Everything up to date")
 
 
 @click.command("fetch")
 @click.argument("remote_name", metavar="[REMOTE]", required=False, default="origin")
+@quiet_option
 @click.pass_context
 def fetch(ctx: click.Context, remote_name: str) -> None:
     """Bring in REMOTE's branches, tags and environments (as REMOTE/NAME, REMOTE/envs/NAME).
@@ -262,18 +203,16 @@ def fetch(ctx: click.Context, remote_name: str) -> None:
     """
     from dsv.remote.client import fetch as fetch_refs
 
-    progress = _Progress()
-    with open_repo(ctx) as repo:
-        try:
-            result = fetch_refs(repo, remote_name, progress=progress)
-        finally:
-            progress.close()
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        result = fetch_refs(repo, remote_name, progress=progress.fn)
         url = repo.config.remotes[remote_name].url
-    _print_fetch(result, url)
+    if not is_quiet(ctx):
+        _print_fetch(result, url)
 
 
 @click.command("pull")
 @click.argument("remote_name", metavar="[REMOTE]", required=False, default="origin")
+@quiet_option
 @click.pass_context
 def pull(ctx: click.Context, remote_name: str) -> None:
     """Fetch from REMOTE and fast-forward the current branch, writing the new files.
@@ -284,13 +223,11 @@ def pull(ctx: click.Context, remote_name: str) -> None:
     """
     from dsv.remote.client import pull as pull_branch
 
-    progress = _Progress()
-    with open_repo(ctx) as repo:
-        try:
-            result = pull_branch(repo, remote_name, progress=progress)
-        finally:
-            progress.close()
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        result = pull_branch(repo, remote_name, progress=progress.fn)
         url = repo.config.remotes[remote_name].url
+    if is_quiet(ctx):
+        return
     _print_fetch(result.fetch, url)
     tracking = f"{remote_name}/{result.branch}"
     if result.status == "fast-forward":
@@ -305,6 +242,7 @@ def pull(ctx: click.Context, remote_name: str) -> None:
 @click.argument("url")
 @click.argument("directory", required=False)
 @click.option("--key-env", metavar="VAR", help="Read the API key from $VAR, not $DSV_API_KEY.")
+@quiet_option
 @click.pass_context
 def clone(ctx: click.Context, url: str, directory: str | None, key_env: str | None) -> None:
     """Copy the repository at URL into DIRECTORY (default: its NAME) and check it out.
@@ -319,18 +257,19 @@ def clone(ctx: click.Context, url: str, directory: str | None, key_env: str | No
     base = (ctx.obj or {}).get("cwd") or "."
     name = directory or parse_url(url).repo.split("/")[1]
     target = os.path.join(base, name)
-    click.echo(f"Cloning into '{name}'...", err=True)
-    progress = _Progress()
-    try:
-        result = clone_repo(url, target, key_env=key_env, progress=progress)
-    finally:
-        progress.close()
-    if result.fetch.objects:
-        objects = plural(result.fetch.objects, "object")
-        click.echo(f"Received {objects}, {_size(result.fetch.bytes_received)}")
+    quiet = is_quiet(ctx)
+    if not quiet:
+        click.echo(f"Cloning into '{name}'...", err=True)
+    with progress_line(ctx) as progress:
+        result = clone_repo(url, target, key_env=key_env, progress=progress.fn)
     if result.branch is None:
         click.echo("warning: the repository has no branches yet", err=True)
-    else:
+    if quiet:
+        return
+    if result.fetch.objects:
+        objects = plural(result.fetch.objects, "object")
+        click.echo(f"Received {objects}, {format_size(result.fetch.bytes_received)}")
+    if result.branch is not None:
         click.echo(f"Checked out branch {result.branch} in {result.path}")
 
 

@@ -19,11 +19,13 @@ import contextlib
 import gc
 import hashlib
 import itertools
+import mmap
 import os
 import re
+import struct
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -341,6 +343,7 @@ class _Range:
         data = os.pread(self.fd, want, keep)
         if keep + len(data) <= have:
             return False
+        _mark_done(keep + len(data) - self.start)
         self.buf = data
         self.buf_at = keep
         return True
@@ -611,6 +614,7 @@ class _Range:
                 return
             carry = data[taken:]
             at += taken
+            _mark_done(at - self.start)
 
     def _fresh_groups(self, data: bytes, data_at: int, *, final: bool) -> int:
         """Parse the whole groups of `data` (at file offset `data_at`); bytes taken, or -1."""
@@ -732,9 +736,18 @@ def _little(values: array.array[int]) -> bytes:
     return values.tobytes()
 
 
-def _ingest_range(start: int, end: int) -> _Part:
+def _ingest_range(start: int, end: int, slot: int = 0) -> _Part:
     """Worker: the datapoints of one byte range of the file."""
+    _shared["slot"] = slot
     return _Range(start, end).run()
+
+
+def _mark_done(done: int) -> None:
+    """A reading is `done` bytes into its range: noted in its slot of the shared counters
+    that the caller's progress sums (once per piece read, so it costs nothing)."""
+    counter = _shared.get("counter")
+    if isinstance(counter, mmap.mmap):
+        struct.pack_into("q", counter, 8 * int(_shared["slot"]), done)  # type: ignore[call-overload]
 
 
 def _ranges(path: Path, parts: int) -> list[tuple[int, int]]:
@@ -773,12 +786,14 @@ def ingest_jsonl(
     cache: GroupCache | None = None,
     base: bytes = b"",
     collect: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> IngestResult:
     """Read a JSONL file into datapoints; new ones go into packs adopted by `writer`.
 
     `cache` is the line groups of the file that gave the dataset whose ids are `base`. With
     `collect` and no writer, the datapoints a writer would have stored come back as bodies
-    instead: what a comparison with the base needs, and no more.
+    instead: what a comparison with the base needs, and no more. `progress` is told the
+    bytes read so far while workers read (a single process reads small files: no report).
     """
     if not path.exists():
         raise BadInput(f"{name}: no such file")
@@ -790,7 +805,17 @@ def ingest_jsonl(
     _shared.update(path=path, old=old, pack_dir=pack_dir, collect=collect, size=ranges[-1][1])
     try:
         if len(ranges) > 1:
-            outcomes = fork_map(_ingest_range, ranges, return_exceptions=True)
+            waiting = None
+            if progress is not None:
+                # Anonymous and shared: each worker writes its own slot, the parent sums them.
+                counter = _shared["counter"] = mmap.mmap(-1, 8 * len(ranges))
+                slots = f"{len(ranges)}q"
+
+                def waiting() -> None:
+                    progress(sum(struct.unpack_from(slots, counter)))
+
+            calls = [(start, end, k) for k, (start, end) in enumerate(ranges)]
+            outcomes = fork_map(_ingest_range, calls, return_exceptions=True, waiting=waiting)
         else:
             outcomes = [_ingest_range(*ranges[0])]
     finally:

@@ -14,6 +14,7 @@ from dsv.index import read_index
 from dsv.manifest import iter_oids
 from dsv.objects import ZERO_OID, Kind
 from dsv.paths import BadPath, check_tree_paths
+from dsv.progress import ProgressFn, Step, report_every
 from dsv.repo import Repository
 
 __all__ = ["FsckReport", "GcReport", "fsck", "gc"]
@@ -46,9 +47,12 @@ def _roots(repo: Repository) -> set[bytes]:
 
 
 def _walk(
-    repo: Repository, report: FsckReport | None
+    repo: Repository, report: FsckReport | None, step: Step | None = None
 ) -> tuple[set[bytes], list[tuple[Kind, bytes]]]:
-    """Every reachable oid; with a report, record what is missing or corrupt instead of raising."""
+    """Every reachable oid; with a report, record what is missing or corrupt instead of raising.
+
+    `step` is told the objects read so far, every 4096.
+    """
     from dsv.errors import CorruptObject
 
     seen: set[bytes] = set()
@@ -70,6 +74,8 @@ def _walk(
         order.append((kind, oid))
         if report is not None:
             report.checked += 1
+        if step is not None and not len(order) & 4095:
+            step.to(len(order))
         return body
 
     datasets: list[bytes] = []
@@ -118,9 +124,12 @@ def _walk(
     return seen, order
 
 
-def fsck(repo: Repository) -> FsckReport:
+def fsck(repo: Repository, *, progress: ProgressFn | None = None) -> FsckReport:
     """Check every pack's and index's checksum, re-hash every reachable object and check that
-    each one's references are present and each tree's paths obey format.md §3."""
+    each one's references are present and each tree's paths obey format.md §3.
+
+    `progress` follows 'checking packs' (packs), then 'checking objects' (of those stored).
+    """
     report = FsckReport()
     try:
         packs = repo.store.packs
@@ -128,11 +137,21 @@ def fsck(repo: Repository) -> FsckReport:
         # A pack that cannot be opened stops every read of the store: say so and stop.
         report.corrupt.append(exc.message)
         return report
-    for pack in packs:
+    step = Step(progress, "checking packs", len(packs), "packs") if progress else None
+    for n, pack in enumerate(packs, 1):
         problem = pack.verify()
         if problem is not None:
             report.corrupt.append(f"pack {pack.name}: {problem}")
-    _walk(repo, report)
+        if step is not None:
+            step.to(n)
+    step = None
+    if progress is not None:
+        # What the store holds bounds what is reachable: the bar ends early, never beyond.
+        stored = sum(p.count for p in packs) + sum(1 for _ in repo.store.iter_loose())
+        step = Step(progress, "checking objects", stored)
+    _walk(repo, report, step)
+    if step is not None:
+        step.finish()
     return report
 
 
@@ -164,14 +183,21 @@ def _temp_dirs(repo: Repository) -> list[Path]:
     return sorted(tracked) + inside
 
 
-def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
-    """Keep what refs, ref logs and the index reach, in one new pack; drop the rest."""
+def gc(repo: Repository, *, dry_run: bool = False, progress: ProgressFn | None = None) -> GcReport:
+    """Keep what refs, ref logs and the index reach, in one new pack; drop the rest.
+
+    `progress` follows 'counting objects' (total unknown), then 'writing objects'.
+    """
     with repo.lock() as lock:
         temp_files = sorted(
             p.relative_to(repo.root).as_posix()
             for p in [*lock.recovered, *sweep_temps(_temp_dirs(repo), remove=not dry_run)]
         )
-        reachable, order = _walk(repo, None)
+        counting = Step(progress, "counting objects", 0) if progress else None
+        reachable, order = _walk(repo, None, counting)
+        if counting is not None:
+            counting.to(len(order))
+            counting.finish()
         stored = set(repo.store.iter_oids())
         packs = repo.store.packs
         loose = list(repo.store.iter_loose())
@@ -194,9 +220,15 @@ def gc(repo: Repository, *, dry_run: bool = False) -> GcReport:
         order.sort(key=lambda item: kind_rank[item[0]])
         if order:
             writer = PackWriter(repo.store.pack_dir)
+            step = Step(progress, "writing objects", len(order)) if progress else None
+            every = report_every(len(order))
             try:
-                for kind, oid in order:
+                for n, (kind, oid) in enumerate(order, 1):
                     writer.add(kind, oid, repo.store.read(oid, kind)[1])
+                    if step is not None and not n % every:
+                        step.to(n)
+                if step is not None:
+                    step.finish()
                 repo.store.before_pack()
                 new_name = writer.finish()
             except BaseException:

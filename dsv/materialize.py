@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import mmap
 import os
+import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from dsv.errors import BadState, CorruptObject
@@ -179,8 +182,9 @@ class _Mapped:
         return bodies
 
 
-def _write_range(first: int, stop: int, part: str) -> None:
+def _write_range(first: int, stop: int, part: str, slot: int) -> None:
     """Worker: verify datapoints [first, stop) and write them to `part`."""
+    counter = _shared.get("counter")
     oids: bytes = _shared["oids"]  # type: ignore[assignment]
     store: ObjectStore = _shared["store"]  # type: ignore[assignment]
     packs = store.packs
@@ -199,14 +203,22 @@ def _write_range(first: int, stop: int, part: str) -> None:
                 pending.append(b"")
                 out.write(b"\n".join(pending))
                 pending = []
+                if isinstance(counter, mmap.mmap):  # the caller's progress sums the slots
+                    struct.pack_into("q", counter, 8 * slot, at)
         pending.append(b"")
         out.write(b"\n".join(pending))
         out.flush()
 
 
-def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> WriteResult | None:
+def write_jsonl(
+    store: ObjectStore,
+    oids: bytes,
+    path: Path,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> WriteResult | None:
     """Write the datapoints `oids` as a JSONL file; the BLAKE3 of its bytes and when they
-    were published.
+    were published. `progress` is told the datapoints written so far, while they are.
 
     None when the fast path does not apply (few datapoints, loose objects, no fork): the
     caller then writes the file the ordinary way.
@@ -225,7 +237,15 @@ def write_jsonl(store: ObjectStore, oids: bytes, path: Path) -> WriteResult | No
     try:
         _shared.update(oids=oids, store=store)
         half = n // 2
-        fork_map(_write_range, [(0, half, str(tmp)), (half, n, str(part))])
+        waiting = None
+        if progress is not None:
+            counter = _shared["counter"] = mmap.mmap(-1, 16)
+
+            def waiting() -> None:
+                progress(sum(struct.unpack_from("2q", counter)))
+
+        calls = [(0, half, str(tmp), 0), (half, n, str(part), 1)]
+        fork_map(_write_range, calls, waiting=waiting)
         with open(tmp, "r+b") as out, open(part, "rb") as extra:
             out.seek(0, os.SEEK_END)
             remaining = os.fstat(extra.fileno()).st_size

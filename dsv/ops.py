@@ -28,6 +28,7 @@ from dsv.objects import (
     encode_object,
 )
 from dsv.paths import BadPath, check_dataset_path, check_tree_paths
+from dsv.progress import ProgressFn, Step
 from dsv.refs import BRANCHES, MISSING
 from dsv.repo import DSV_DIR, Repository
 from dsv.text import plural
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     import pyarrow
 
     from dsv.diff import DatasetDiff
+    from dsv.store import ObjectWriter
 
 __all__ = [
     "DatasetStatus",
@@ -133,8 +135,51 @@ def _lookup_base(repo: Repository, name: str, index: dict[str, Entry]) -> bytes 
     return repo.tree_of(repo.head()).get(name)
 
 
-def add(repo: Repository, paths: list[str], *, key: tuple[str, ...] | None = None) -> list[str]:
-    """Stage dataset files (or every dataset file under directories); return their names."""
+def _stage_files(
+    repo: Repository,
+    writer: ObjectWriter,
+    todo: list[tuple[str, bytes | None]],
+    *,
+    key: tuple[str, ...] | None,
+    progress: ProgressFn | None,
+    phase: str,
+) -> dict[str, Entry]:
+    """Stage each (name, base dataset) of `todo`; `progress` follows the bytes read."""
+    if progress is None:
+        return {
+            name: stage_file(repo, writer, name, key=key, base_oid=base)[0] for name, base in todo
+        }
+    sizes = {name: _file_size(repo.root / name) for name, _ in todo}
+    step = Step(progress, phase, sum(sizes.values()), "bytes")
+    staged = {}
+    for name, base in todo:
+        at = step.done
+        staged[name] = stage_file(
+            repo, writer, name, key=key, base_oid=base, progress=step.within(at)
+        )[0]
+        step.to(at + sizes[name])
+    step.finish()
+    return staged
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # staging it says why
+
+
+def add(
+    repo: Repository,
+    paths: list[str],
+    *,
+    key: tuple[str, ...] | None = None,
+    progress: ProgressFn | None = None,
+) -> list[str]:
+    """Stage dataset files (or every dataset file under directories); return their names.
+
+    `progress` follows the bytes read (phase 'adding').
+    """
     from dsv.formats import format_kind
 
     if key is not None:
@@ -151,12 +196,8 @@ def add(repo: Repository, paths: list[str], *, key: tuple[str, ...] | None = Non
     with repo.lock():
         index = read_index(repo.index_path)
         with repo.store.writer() as writer:
-            staged = {
-                name: stage_file(
-                    repo, writer, name, key=key, base_oid=_lookup_base(repo, name, index)
-                )[0]
-                for name in names
-            }
+            todo = [(name, _lookup_base(repo, name, index)) for name in names]
+            staged = _stage_files(repo, writer, todo, key=key, progress=progress, phase="adding")
         index.update(staged)
         repo.write_index(index)
         repo.store.tidy()
@@ -400,9 +441,17 @@ def _parse_tz(text: str) -> int:
 
 
 def commit(
-    repo: Repository, message: str, *, all: bool = False, author: str | None = None
+    repo: Repository,
+    message: str,
+    *,
+    all: bool = False,
+    author: str | None = None,
+    progress: ProgressFn | None = None,
 ) -> bytes:
-    """Record the index (with `all`, first every changed tracked file) as a new version."""
+    """Record the index (with `all`, first every changed tracked file) as a new version.
+
+    `progress` follows the bytes `all` reads (phase 'staging').
+    """
     if not message.strip():
         raise BadInput("empty commit message", hint="pass one with -m")
     with repo.lock():
@@ -411,15 +460,17 @@ def commit(
         head_tree = repo.tree_of(head)
         if all:
             with repo.store.writer() as writer:
+                todo: list[tuple[str, bytes | None]] = []
                 for name, entry in list(index.items()):
                     stat = stat_file(repo.root / name)
                     if stat is None:
                         del index[name]
                     elif entry.stat is None or entry.stat != stat:
-                        # Stage straight away: one read tells both whether and what changed.
-                        index[name] = stage_file(
-                            repo, writer, name, key=None, base_oid=entry.dataset
-                        )[0]
+                        # Staged straight away: one read tells both whether and what changed.
+                        todo.append((name, entry.dataset))
+                index.update(
+                    _stage_files(repo, writer, todo, key=None, progress=progress, phase="staging")
+                )
         with repo.store.writer() as writer:
             entries = tuple(
                 TreeEntry(name, index[name].dataset)
@@ -729,10 +780,41 @@ def _dirty_paths(repo: Repository, index: dict[str, Entry], head: dict[str, byte
     return dirty
 
 
+def _writing(
+    repo: Repository, names: Iterable[str], tree: dict[str, bytes], progress: ProgressFn | None
+) -> tuple[Step | None, dict[str, int]]:
+    """A 'writing files' step over the datapoints of `names` in `tree`, and each one's count."""
+    names = list(names)
+    if progress is None or not names:
+        return None, {}
+    counts = {name: repo.read_dataset(tree[name]).count for name in names}
+    return Step(progress, "writing files", sum(counts.values()), "datapoints"), counts
+
+
+def _write_counted(
+    repo: Repository, name: str, oid: bytes, step: Step | None, counts: dict[str, int]
+) -> Entry:
+    """write_file, reporting its datapoints to `step`."""
+    if step is None:
+        return write_file(repo, name, oid)
+    at = step.done
+    entry = write_file(repo, name, oid, progress=step.within(at))
+    step.to(at + counts[name])
+    return entry
+
+
 def checkout(
-    repo: Repository, rev: str, *, paths: list[str] | None = None, force: bool = False
+    repo: Repository,
+    rev: str,
+    *,
+    paths: list[str] | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> bytes:
-    """Write tracked files as of `rev`; without paths also move HEAD there. Returns the commit."""
+    """Write tracked files as of `rev`; without paths also move HEAD there. Returns the commit.
+
+    `progress` follows the datapoints written (phase 'writing files').
+    """
     with repo.lock():
         target_oid = repo.resolve(rev)
         target = repo.tree_of(target_oid)
@@ -748,8 +830,11 @@ def checkout(
                 lost = _would_lose(repo, names, index, head, target, worktree=True, staged=True)
                 _refuse_overwrite([n for n in lost if n in index or n in head])
                 _refuse_untracked(repo, {n: target[n] for n in lost if n not in index | head})
+            step, counts = _writing(repo, names, target, progress)
             for name in names:
-                index[name] = write_file(repo, name, target[name])
+                index[name] = _write_counted(repo, name, target[name], step, counts)
+            if step is not None:
+                step.finish()
             repo.write_index(index)
             return target_oid
         changing = {n for n in set(target) | set(head) | set(index) if target.get(n) != head.get(n)}
@@ -759,11 +844,13 @@ def checkout(
             fresh = {n: oid for n, oid in target.items() if n not in index and n not in head}
             _refuse_untracked(repo, fresh)
         new_index = {}
+        writes = [n for n in target if force or n in changing]
+        step, counts = _writing(repo, writes, target, progress)
         for name in sorted(set(index) | set(head) | set(target)):
             if name in target:
                 entry = index.get(name)
                 if force or name in changing:
-                    new_index[name] = write_file(repo, name, target[name])
+                    new_index[name] = _write_counted(repo, name, target[name], step, counts)
                 elif entry is not None:
                     new_index[name] = entry
                 # else: unchanged between HEAD and REV, and unstaged with `rm --cached`: that
@@ -774,6 +861,8 @@ def checkout(
                         (repo.root / check_dataset_path(name)).unlink()
                 elif name in index:
                     new_index[name] = index[name]
+        if step is not None:
+            step.finish()
         repo.write_index(new_index, head=target_oid)
         branch = _branch_named(repo, rev)
         if rev.strip() == "HEAD":
@@ -877,12 +966,14 @@ def restore(
     staged: bool = False,
     worktree: bool | None = None,
     force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> list[str]:
     """Write working files (default) and/or index entries (`staged`) of `paths` as in
     `source` (default: the index for working files, HEAD for the index); return the names.
 
     Without `force`, refuses when that would discard content kept nowhere else: a working
     file or staged dataset that neither HEAD, `source` nor the index (when kept) holds.
+    `progress` follows the datapoints written (phase 'writing files').
     """
     worktree = not staged if worktree is None else worktree
     if not (staged or worktree):
@@ -912,10 +1003,13 @@ def restore(
                     hint="commit them first (or copy the file away), or use --force to "
                     "discard them",
                 )
+        step, counts = _writing(
+            repo, [n for n in names if n in target] if worktree else [], target, progress
+        )
         for name in names:
             wanted = target.get(name)
             if worktree and wanted is not None:
-                written = write_file(repo, name, wanted)
+                written = _write_counted(repo, name, wanted, step, counts)
                 if staged or (name in index and index[name].dataset == wanted):
                     index[name] = written
             elif worktree:
@@ -928,6 +1022,8 @@ def restore(
                     index[name] = Entry(name, wanted)
             elif staged and wanted is None:
                 index.pop(name, None)
+        if step is not None:
+            step.finish()
         repo.write_index(index)
     return names
 
@@ -991,8 +1087,15 @@ def _refuse_overwrite(dirty: list[str]) -> None:
         )
 
 
-def switch(repo: Repository, name: str, *, create: bool = False, force: bool = False) -> bytes:
-    """Make branch `name` current (creating it at HEAD with `create`)."""
+def switch(
+    repo: Repository,
+    name: str,
+    *,
+    create: bool = False,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> bytes:
+    """Make branch `name` current (creating it at HEAD with `create`); `progress` as checkout's."""
     if create:
         create_branch(repo, name)
     elif repo.refs.read(BRANCHES + name) is None:
@@ -1001,4 +1104,4 @@ def switch(repo: Repository, name: str, *, create: bool = False, force: bool = F
     if head is None:
         repo.refs.set_symbolic("HEAD", BRANCHES + name)
         return ZERO_OID
-    return checkout(repo, name, force=force)
+    return checkout(repo, name, force=force, progress=progress)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 __all__ = ["can_fork", "fork_map"]
 
 T = TypeVar("T")
+WAIT_EVERY = 0.1  # seconds between fork_map's `waiting` calls
 
 
 def can_fork() -> bool:
@@ -28,6 +31,7 @@ def fork_map(
     calls: Sequence[tuple[Any, ...]],
     *,
     return_exceptions: Literal[False] = False,
+    waiting: Callable[[], None] | None = None,
 ) -> list[T]: ...
 
 
@@ -37,6 +41,7 @@ def fork_map(
     calls: Sequence[tuple[Any, ...]],
     *,
     return_exceptions: Literal[True],
+    waiting: Callable[[], None] | None = None,
 ) -> list[T | BaseException]: ...
 
 
@@ -45,12 +50,14 @@ def fork_map(
     calls: Sequence[tuple[Any, ...]],
     *,
     return_exceptions: bool = False,
+    waiting: Callable[[], None] | None = None,
 ) -> list[T] | list[T | BaseException]:
     """`[function(*args) for args in calls]`, each call in a forked child, all at once.
 
     Every child is waited for. Then the first child's exception is raised, or, with
     `return_exceptions`, each child's exception takes its result's place (so that the caller
     can clean up after the others). A child that dies before it has answered is an OSError.
+    `waiting` is called every WAIT_EVERY seconds until all have answered (to report progress).
     """
     children: list[tuple[int, int]] = []  # pid, read end
     statuses: dict[int, int] = {}
@@ -68,7 +75,10 @@ def fork_map(
                 _child(write, function, args)
             os.close(write)
             children.append((pid, read))
-        answers = [_read_all(read) for _, read in children]
+        if waiting is None:
+            answers = [_read_all(read) for _, read in children]
+        else:
+            answers = _read_waiting([read for _, read in children], waiting)
     except BaseException:
         for pid, _ in children:
             with contextlib.suppress(ProcessLookupError):
@@ -122,6 +132,25 @@ def _child(
         code = 1
     finally:
         os._exit(code)
+
+
+def _read_waiting(fds: list[int], waiting: Callable[[], None]) -> list[bytes]:
+    """Every fd's bytes up to its end, calling `waiting` every WAIT_EVERY seconds meanwhile."""
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in fds}
+    open_fds = set(fds)
+    last = time.monotonic()
+    while open_fds:
+        ready, _, _ = select.select(list(open_fds), [], [], WAIT_EVERY)
+        if time.monotonic() - last >= WAIT_EVERY:
+            waiting()
+            last = time.monotonic()
+        for fd in ready:
+            chunk = os.read(fd, 1 << 20)
+            if chunk:
+                chunks[fd].append(chunk)
+            else:
+                open_fds.discard(fd)
+    return [b"".join(chunks[fd]) for fd in fds]
 
 
 def _read_all(fd: int) -> bytes:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from dsv.diff import DiffResult
     from dsv.ops import LogEntry
+    from dsv.progress import ProgressFn
 
 __all__ = ["DSV_DIR", "REMOTE_ENVS", "Repository", "remote_short_name"]
 
@@ -351,15 +352,28 @@ class Repository:
 
     # -- the Python API: thin calls into dsv.ops ---------------------------------------
 
-    def add(self, paths: list[str], *, key: tuple[str, ...] | None = None) -> list[str]:
+    def add(
+        self,
+        paths: list[str],
+        *,
+        key: tuple[str, ...] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[str]:
         from dsv import ops
 
-        return ops.add(self, paths, key=key)
+        return ops.add(self, paths, key=key, progress=progress)
 
-    def commit(self, message: str, *, all: bool = False, author: str | None = None) -> bytes:
+    def commit(
+        self,
+        message: str,
+        *,
+        all: bool = False,
+        author: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> bytes:
         from dsv import ops
 
-        return ops.commit(self, message, all=all, author=author)
+        return ops.commit(self, message, all=all, author=author, progress=progress)
 
     def log(
         self,

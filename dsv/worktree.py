@@ -4,6 +4,7 @@ whether a file still holds what the index says."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -40,10 +41,12 @@ def scan_file(
     base: Dataset | None = None,
     base_oids: bytes | None = None,
     collect: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> FileScan:
     """Read a working file; with a writer, store the datapoints the base does not have.
 
-    With `collect` instead, return those datapoints' bodies.
+    With `collect` instead (JSONL), return those datapoints' bodies. `progress` is told the
+    bytes read so far, where a reading can tell (a big JSONL file).
     """
     # Imported here: they pull in csv, decimal…, which status rarely needs.
     from dsv.formats import format_kind, read_dataset
@@ -62,7 +65,13 @@ def scan_file(
                 if cached is not None and cached.content != base.content:
                     cached = None
             result = ingest_jsonl(
-                full, name, writer, cache=cached, base=base_oids or b"", collect=collect
+                full,
+                name,
+                writer,
+                cache=cached,
+                base=base_oids or b"",
+                collect=collect,
+                progress=progress,
             )
             bodies = result.bodies if collect else None
             return FileScan(Format("jsonl"), result.oids, result.groups, result.runs, bodies)
@@ -89,8 +98,12 @@ def stage_file(
     *,
     key: tuple[str, ...] | None,
     base_oid: bytes | None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Entry, Dataset]:
-    """Store a working file's datapoints and manifest; return its index entry and dataset."""
+    """Store a working file's datapoints and manifest; return its index entry and dataset.
+
+    `progress` is told the bytes of the file read so far, where a reading can tell.
+    """
     from dsv.ingest import write_group_cache
 
     full = repo.root / name
@@ -98,7 +111,7 @@ def stage_file(
     base_oids = repo.read_oid_list(base) if base else None
     started = time.time_ns()
     before = stat_file(full)
-    scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids)
+    scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids, progress=progress)
     if key is None:
         key = base.key if base else ()
     if key:
@@ -164,8 +177,17 @@ def check_entry(
     return "modified", None, scan
 
 
-def write_file(repo: Repository, name: str, dataset_oid: bytes) -> Entry:
-    """Write a dataset version as its working file; return its index entry."""
+def write_file(
+    repo: Repository,
+    name: str,
+    dataset_oid: bytes,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> Entry:
+    """Write a dataset version as its working file; return its index entry.
+
+    `progress` is told the datapoints written so far, where the writing can tell (JSONL).
+    """
     from dsv.formats import write_dataset
     from dsv.ingest import gc_paused
     from dsv.materialize import write_jsonl
@@ -180,7 +202,7 @@ def write_file(repo: Repository, name: str, dataset_oid: bytes) -> Entry:
     with gc_paused():
         written = None
         if dataset.format.kind == "jsonl":
-            written = write_jsonl(repo.store, repo.read_oid_list(dataset), full)
+            written = write_jsonl(repo.store, repo.read_oid_list(dataset), full, progress=progress)
         if written is None:
             written = write_dataset(full, dataset.format, iter_datapoints(repo, dataset))
     # The stat proves these bytes when it is the one the written inode had just after the

@@ -29,6 +29,7 @@ from dsv.objects import (
     split_oids,
 )
 from dsv.pack import BLOCK_SIZE
+from dsv.progress import Progress, ProgressFn
 from dsv.refs import BRANCHES, ENVS, MISSING, REMOTES, TAGS
 from dsv.remote import get_remote, missing_from, parse_url
 from dsv.remote.protocol import (
@@ -76,18 +77,6 @@ PACK_TARGET = 8 << 20
 _MIN_PACK = 64 << 10
 _READ_BATCH = 1024
 _TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=10.0)
-
-
-class Progress(msgspec.Struct, frozen=True):
-    """A transfer's state: `phase` (e.g. 'sending'), objects done of `total` (0: unknown)."""
-
-    phase: str
-    objects: int
-    total: int
-    bytes: int
-
-
-ProgressFn = Callable[[Progress], None]
 
 
 def _quiet(_: Progress) -> None:
@@ -671,7 +660,7 @@ def push(
     force: bool = False,
     tags: bool = False,
     envs: bool = False,
-    progress: ProgressFn = _quiet,
+    progress: ProgressFn | None = None,
 ) -> PushResult:
     """Send refs (default: the current branch) and every object they need that the remote lacks.
 
@@ -716,11 +705,11 @@ def push(
         packs = 0
         items: list[tuple[Kind, bytes]] = []
         if updates:
-            progress(Progress("negotiating", 0, 0, 0))
+            (progress or _quiet)(Progress("negotiating", 0, 0, 0))
             known = {o for o in theirs.values() if not missing_from(repo.store, [o])}
             tips = [bytes.fromhex(u.new) for u in updates]
             items = _plan_push(repo, conn, tips, known)
-            packs = _send(repo, conn, items, progress)
+            packs = _send(repo, conn, items, progress or _quiet)
             conn.update_refs(updates, repo.user)
         with repo.lock():
             for r in results:
@@ -922,30 +911,39 @@ def _fetch_with(
 
 
 def fetch(
-    repo: Repository, remote: str = "origin", *, progress: ProgressFn = _quiet
+    repo: Repository, remote: str = "origin", *, progress: ProgressFn | None = None
 ) -> FetchResult:
     """Bring in the remote's refs as `refs/remotes/REMOTE/*` (environments under `envs/`)."""
     with connect(repo, remote) as conn:
-        return _fetch_with(repo, conn, remote, progress)
+        return _fetch_with(repo, conn, remote, progress or _quiet)
 
 
 # -- pull and clone ------------------------------------------------------------------------------
 
 
-def _fast_forward(repo: Repository, branch: str, old: bytes | None, new: bytes, why: str) -> None:
+def _fast_forward(
+    repo: Repository,
+    branch: str,
+    old: bytes | None,
+    new: bytes,
+    why: str,
+    progress: ProgressFn | None = None,
+) -> None:
     """Write the files of `new` and move `branch` there, keeping HEAD on the branch."""
     from dsv import ops
 
     with repo.lock():
         # checkout refuses before touching anything if local changes would be overwritten.
-        ops.checkout(repo, new.hex())
+        ops.checkout(repo, new.hex(), progress=progress)
         repo.refs.update(
             BRANCHES + branch, new, expected=old or MISSING, user=repo.user, reason=why
         )
         repo.refs.set_symbolic("HEAD", BRANCHES + branch)
 
 
-def pull(repo: Repository, remote: str = "origin", *, progress: ProgressFn = _quiet) -> PullResult:
+def pull(
+    repo: Repository, remote: str = "origin", *, progress: ProgressFn | None = None
+) -> PullResult:
     """Fetch, then fast-forward the current branch to its remote-tracking ref."""
     branch = repo.current_branch()
     if branch is None:
@@ -975,7 +973,7 @@ def pull(repo: Repository, remote: str = "origin", *, progress: ProgressFn = _qu
             f"dsv branch -d {branch} && dsv branch {branch} {remote}/{branch} && "
             f"dsv switch {branch}'; or overwrite theirs with 'dsv push --force'",
         )
-    _fast_forward(repo, branch, ours, theirs, f"pull: fast-forward to {remote}/{branch}")
+    _fast_forward(repo, branch, ours, theirs, f"pull: fast-forward to {remote}/{branch}", progress)
     return PullResult(fetched, branch, ours, theirs, "fast-forward")
 
 
@@ -984,7 +982,7 @@ def clone(
     directory: str | os.PathLike[str] | None = None,
     *,
     key_env: str | None = None,
-    progress: ProgressFn = _quiet,
+    progress: ProgressFn | None = None,
 ) -> CloneResult:
     """A new repository in `directory` with remote `origin`, its default branch checked out."""
     parsed = parse_url(url)
@@ -999,11 +997,11 @@ def clone(
         try:
             with Repository.init(target, branch=branch) as repo:
                 repo.save_config(msgspec.structs.replace(repo.config, remotes={"origin": remote}))
-                fetched = _fetch_with(repo, conn, "origin", progress)
+                fetched = _fetch_with(repo, conn, "origin", progress or _quiet)
                 tip = repo.refs.read(f"{REMOTES}origin/{branch}")
                 if tip is None:
                     return CloneResult(target.resolve(), None, fetched)
-                _fast_forward(repo, branch, None, tip, f"clone: from {parsed.url}")
+                _fast_forward(repo, branch, None, tip, f"clone: from {parsed.url}", progress)
                 return CloneResult(repo.root, branch, fetched)
         except BaseException:
             if created:
