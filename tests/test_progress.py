@@ -223,7 +223,7 @@ def test_gc_fsck_and_checkout_show_each_phase_finished(tmp_path: Path, terminal:
     (root / "qa.jsonl").unlink()
     checkout = _dsv(root, "checkout", "HEAD", "--", "qa.jsonl")
     assert _last_lines(checkout.stderr) == ["Writing files: 100% (50/50 datapoints), done."]
-    assert checkout.stdout.startswith("Updated 1 path(s) from ")
+    assert checkout.stdout.startswith("Updated 1 path from ")
     _dsv(root, "switch", "-q", "-c", "other")
     _write(root / "qa.jsonl", RECORDS[:70])
     _dsv(root, "commit", "-q", "-a", "-m", "more")
