@@ -843,6 +843,14 @@ def checkout(
             _refuse_overwrite(sorted(dirty & changing))
             fresh = {n: oid for n, oid in target.items() if n not in index and n not in head}
             _refuse_untracked(repo, fresh)
+        if rev.strip() == "HEAD":
+            # The files of HEAD again: a deleted one has nothing to protect, so it comes back
+            # (a switch to another version leaves such a deletion as it is, as git does).
+            changing |= {
+                n
+                for n, oid in target.items()
+                if n in index and index[n].dataset == oid and not (repo.root / n).exists()
+            }
         new_index = {}
         writes = [n for n in target if force or n in changing]
         step, counts = _writing(repo, writes, target, progress)

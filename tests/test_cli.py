@@ -930,3 +930,15 @@ def test_walkthrough_counts_agree(dsv: Dsv) -> None:
         " rag.jsonl     | +1 -1 ~2",
         " 2 datasets changed, 2 added, 2 removed, 5 modified",
     ]
+
+
+def test_checkout_head_brings_back_a_deleted_file_and_keeps_an_edited_one(dsv: Dsv) -> None:
+    _commit_qa(dsv, QA, "v1")
+    dsv.write("other.jsonl", QA[:2])
+    dsv("add", "other.jsonl")
+    dsv("commit", "-m", "v2")
+    (dsv.root / "qa.jsonl").unlink()
+    dsv.write("other.jsonl", QA[:1])  # an edit: content found nowhere else
+    assert dsv("checkout", "HEAD").stdout.startswith("Restored the files of HEAD (")
+    assert [json.loads(line) for line in (dsv.root / "qa.jsonl").read_text().splitlines()] == QA
+    assert dsv("status", "--porcelain").stdout == "M other.jsonl\n"  # the edit is kept
