@@ -23,13 +23,13 @@ from humanloop.errors import UnprocessableEntityError
 
 from benchmarks.push import Server
 from dsv.cli import main
+from dsv.notebook import Repository
 from dsv.remote.humanloop import DATAPOINT_CHUNK, HumanloopService
 from dsv.remote.humanloop_routes import parse_form
 from dsv.remote.humanloop_types import CreateDatapoint, Unprocessable, UpsertRequest
 from dsv.remote.keys import create_key
 from dsv.remote.storage import SqliteMetaStore, open_storage
 from dsv.remote.stored import StoredObjects
-from dsv.repo import Repository
 
 JSON = {"content-type": "application/json"}
 QA = [

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from benchmarks.push import Server
 from dsv.cli import main
+from dsv.notebook import Repository
 from dsv.objects import Commit, Kind, Tree, TreeEntry, encode_object
 from dsv.paths import (
     MAX_PATH_BYTES,
@@ -29,7 +30,6 @@ from dsv.refs import MISSING
 from dsv.remote.keys import create_key
 from dsv.remote.protocol import encode_pack
 from dsv.remote.storage import RefChange, SqliteMetaStore
-from dsv.repo import Repository
 from dsv.store import ObjectStore
 from dsv.worktree import write_file
 

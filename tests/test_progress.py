@@ -17,10 +17,10 @@ from click.testing import CliRunner, Result
 from benchmarks.push import Server
 from dsv import cli_common, ingest, maintenance, materialize, ops, parallel
 from dsv.cli import main
+from dsv.notebook import Repository
 from dsv.progress import Progress, Step
 from dsv.remote.keys import create_key
 from dsv.remote.storage import SqliteMetaStore
-from dsv.repo import Repository
 
 RECORDS = [{"id": i, "q": f"question {i}", "a": "x" * (i % 50)} for i in range(30_000)]
 

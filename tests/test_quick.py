@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from dsv import quick
 from dsv.index import read_index
+from dsv.notebook import Repository
 from dsv.quick import decode_msgpack, quick_status
-from dsv.repo import Repository
 from tests.conftest import Dsv
 
 ENVIRON = {"DSV_LOCK_TIMEOUT": "0.5"}

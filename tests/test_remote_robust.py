@@ -21,6 +21,7 @@ from benchmarks.push import Server, dsv_command
 from dsv import maintenance, materialize, ops
 from dsv.canonical import canonicalize
 from dsv.cli import main
+from dsv.notebook import Repository
 from dsv.objects import (
     Commit,
     Dataset,
@@ -39,7 +40,6 @@ from dsv.remote.client import RemoteRefused, _send, pull, push
 from dsv.remote.keys import create_key
 from dsv.remote.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.storage import SqliteMetaStore
-from dsv.repo import Repository
 from dsv.store import PACKS_MOST, ObjectStore
 
 LIMIT = 1 << 20
