@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import operator
 import os
 import re
@@ -595,7 +596,10 @@ def json_path(parent: str, step: str | int) -> str:
 
 def _same(a: Any, b: Any) -> bool:
     # JSON tells true from 1 and 1 from 1.0; Python's == does not.
-    return type(a) is type(b) and a == b
+    if type(a) is not type(b) or a != b:
+        return False
+    # 0.0 == -0.0, yet their texts, and so the ids of datapoints holding them, differ.
+    return type(a) is not float or math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -604,12 +608,14 @@ _encode = msgspec.json.Encoder().encode
 def _unchanged(a: Any, b: Any) -> bool:
     """Exactly equal JSON values, decided at C speed for whole subtrees.
 
-    `==` alone takes 1 for 1.0 or true; equal values also equal in their JSON text are the
-    same (decoded records keep their canonical, sorted key order).
+    `==` alone takes 1 for 1.0 or true, and 0.0 for -0.0; equal values also equal in their
+    JSON text are the same (decoded records keep their canonical, sorted key order).
     """
     if type(a) is not type(b) or a != b:
         return False
-    return not isinstance(a, dict | list) or _encode(a) == _encode(b)
+    if isinstance(a, dict | list):
+        return _encode(a) == _encode(b)
+    return type(a) is not float or math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 def field_changes(old: Any, new: Any, path: str = "") -> Iterator[FieldChange]:

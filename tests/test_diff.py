@@ -324,7 +324,7 @@ _json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-3, 3)
-    | st.sampled_from([1.0, 0.5, -0.0])
+    | st.sampled_from([1.0, 0.5, 0.0, -0.0])
     | st.text("ab", max_size=2),
     lambda inner: (
         st.lists(inner, max_size=3)
@@ -353,8 +353,34 @@ def test_body_changes_are_field_changes_of_the_decoded_bodies(
                 new[name] = data.draw(_json_values)
             else:
                 new.pop(name, None)
-    got = list(diff_module.body_changes(encode_canonical(old), encode_canonical(new)))
+    old_body, new_body = encode_canonical(old), encode_canonical(new)
+    got = list(diff_module.body_changes(old_body, new_body))
     assert got == list(diff_module.field_changes(old, new))
+    # Two bodies (two ids) differ exactly when some path differs: no modify without a field.
+    assert bool(got) == (old_body != new_body)
+
+
+@pytest.mark.parametrize(("old", "new"), [(0.0, -0.0), (-0.0, 0.0), ([0.0], [-0.0])])
+def test_zero_and_negative_zero_are_a_field_change(
+    repo: dsv.Repository, old: Any, new: Any
+) -> None:
+    # Canonical JSON keeps -0.0 (docs/format.md §2), so the datapoint's id changes with it.
+    commit(repo, "z.jsonl", [{"id": 1, "x": old}], "v1")
+    commit(repo, "z.jsonl", [{"id": 1, "x": new}], "v2")
+    result = diff(repo, "HEAD~1", "HEAD")
+    [d] = result.datasets
+    assert (d.added, d.removed, d.modified) == (0, 0, 1)
+    [change] = result.changes()
+    path = "x" if isinstance(old, float) else "x[0]"
+    old_value, new_value = (old, new) if isinstance(old, float) else (old[0], new[0])
+    [field] = change.fields
+    assert field.path == path
+    assert repr(field.old) == repr(old_value) and repr(field.new) == repr(new_value)
+    [line] = diffview.render_jsonl(result)
+    assert json.loads(line)["fields"] == [{"path": path, "old": old_value, "new": new_value}]
+    assert f"    {path}: {json.dumps(old_value)} → {json.dumps(new_value)}" in list(
+        diffview.render_human(result, color=False)
+    )
 
 
 def test_field_changes_in_a_diff(repo: dsv.Repository) -> None:
