@@ -426,7 +426,12 @@ def _unique_complete(recs: list[_Rec]) -> bool:
 def _pair(
     removed: list[_Rec], added: list[_Rec]
 ) -> tuple[list[tuple[_Rec, _Rec]], list[_Rec], list[_Rec], int]:
-    """Match by key, k-th old with k-th new of the same key; also count duplicated keys."""
+    """Match by key, k-th old with k-th new of the same key; also count duplicated keys.
+
+    Only changed datapoints are here (identical ones were paired by id before), so the count
+    is of keys that two or more changed datapoints of one side share: unchanged ones are
+    never read, and counting theirs would cost a read of every datapoint.
+    """
     waiting: dict[_KeyRaw, list[_Rec]] = {}
     for rec in reversed(removed):
         if rec[2] is not None:

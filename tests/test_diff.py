@@ -275,7 +275,57 @@ def test_duplicate_keys_are_counted_and_matched_in_order(repo: dsv.Repository) -
         ({"id": "c"}, [("v", 0, 5)]),
     ]
     text = list(diffview.render_human(result, color=False))
-    assert "warning: 2 duplicate keys (matched in order)" in text
+    assert "warning: 2 duplicate keys among the changed datapoints (paired in order)" in text
+
+
+def test_duplicate_keys_pair_identical_copies_first(repo: dsv.Repository) -> None:
+    # Old a:v1, a:v2; new a:v2. The identical copy pairs first, leaving v1 removed: not
+    # "a modified (v 1 -> 2) plus a removed", which k-th-with-k-th by key alone would give.
+    old = [{"id": "a", "v": 1}, {"id": "a", "v": 2}, {"id": "b", "v": 0}]
+    new = [{"id": "a", "v": 2}, {"id": "b", "v": 0}]
+    commit(repo, "dup.jsonl", old, "v1")
+    commit(repo, "dup.jsonl", new, "v2")
+    result = diff(repo, "HEAD~1", "HEAD", key="id")
+    [d] = result.datasets
+    assert (d.added, d.removed, d.modified, d.unchanged, d.duplicate_keys) == (0, 1, 0, 2, 0)
+    [change] = result.changes(records=True)
+    assert (change.status, change.key, change.record) == ("removed", {"id": "a"}, old[0])
+    # With copies, as many pair as both sides hold: two identical copies against one.
+    commit(repo, "dup.jsonl", [new[0], new[0], new[1]], "v3")
+    [d] = diff(repo, "HEAD~1", "HEAD", key="id").datasets
+    assert (d.added, d.removed, d.modified, d.unchanged) == (1, 0, 0, 2)
+
+
+def test_the_duplicate_key_warning_counts_keys_among_changed_datapoints(
+    repo: dsv.Repository,
+) -> None:
+    # 12 records share 6 keys and none changes: unread, so not counted (README "Diffs").
+    same = [{"id": i // 2, "copy": i % 2} for i in range(12)]
+    old = [*same, {"id": "x", "v": 1}, {"id": "y", "v": 1}, {"id": "y", "v": 2}]
+    new = [*same, {"id": "x", "v": 2}, {"id": "y", "v": 10}, {"id": "y", "v": 20}]
+    commit(repo, "dup.jsonl", old, "v1")
+    commit(repo, "dup.jsonl", new, "v2")
+    result = diff(repo, "HEAD~1", "HEAD", key="id")
+    [d] = result.datasets
+    assert (d.modified, d.unchanged, d.duplicate_keys) == (3, 12, 1)
+    text = list(diffview.render_human(result, color=False))
+    assert "warning: 1 duplicate key among the changed datapoints (paired in order)" in text
+    assert list(diffview.render_stat(result)) == [
+        " dup.jsonl | +0 -0 ~3 (1 duplicate key)",
+        " 1 dataset changed, 0 added, 0 removed, 3 modified",
+    ]
+
+
+def test_a_string_key_that_reads_as_a_number_is_shown_quoted(repo: dsv.Repository) -> None:
+    old = [{"id": "2", "v": 1}, {"id": 2, "v": 1}, {"id": "two", "v": 1}, {"id": "true", "v": 1}]
+    new = [{**r, "v": 2} for r in old]
+    commit(repo, "ids.jsonl", old, "v1")
+    commit(repo, "ids.jsonl", new, "v2")
+    result = diff(repo, "HEAD~1", "HEAD")
+    [d] = result.datasets
+    assert (d.key, d.modified) == (("id",), 4)
+    heads = [line for line in diffview.render_human(result, color=False) if line[:2] == "~ "]
+    assert heads == ['~ id="2"', "~ id=2", "~ id=two", '~ id="true"']
 
 
 # -- field paths -----------------------------------------------------------------------------
