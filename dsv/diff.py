@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import operator
 import os
 import re
@@ -425,7 +426,12 @@ def _unique_complete(recs: list[_Rec]) -> bool:
 def _pair(
     removed: list[_Rec], added: list[_Rec]
 ) -> tuple[list[tuple[_Rec, _Rec]], list[_Rec], list[_Rec], int]:
-    """Match by key, k-th old with k-th new of the same key; also count duplicated keys."""
+    """Match by key, k-th old with k-th new of the same key; also count duplicated keys.
+
+    Only changed datapoints are here (identical ones were paired by id before), so the count
+    is of keys that two or more changed datapoints of one side share: unchanged ones are
+    never read, and counting theirs would cost a read of every datapoint.
+    """
     waiting: dict[_KeyRaw, list[_Rec]] = {}
     for rec in reversed(removed):
         if rec[2] is not None:
@@ -595,7 +601,10 @@ def json_path(parent: str, step: str | int) -> str:
 
 def _same(a: Any, b: Any) -> bool:
     # JSON tells true from 1 and 1 from 1.0; Python's == does not.
-    return type(a) is type(b) and a == b
+    if type(a) is not type(b) or a != b:
+        return False
+    # 0.0 == -0.0, yet their texts, and so the ids of datapoints holding them, differ.
+    return type(a) is not float or math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -604,12 +613,14 @@ _encode = msgspec.json.Encoder().encode
 def _unchanged(a: Any, b: Any) -> bool:
     """Exactly equal JSON values, decided at C speed for whole subtrees.
 
-    `==` alone takes 1 for 1.0 or true; equal values also equal in their JSON text are the
-    same (decoded records keep their canonical, sorted key order).
+    `==` alone takes 1 for 1.0 or true, and 0.0 for -0.0; equal values also equal in their
+    JSON text are the same (decoded records keep their canonical, sorted key order).
     """
     if type(a) is not type(b) or a != b:
         return False
-    return not isinstance(a, dict | list) or _encode(a) == _encode(b)
+    if isinstance(a, dict | list):
+        return _encode(a) == _encode(b)
+    return type(a) is not float or math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 def field_changes(old: Any, new: Any, path: str = "") -> Iterator[FieldChange]:

@@ -11,7 +11,7 @@ import click
 import msgspec
 
 from dsv.diff import ADDED, MODIFIED, REMOVED, Change, DatasetDiff, DiffResult, FieldChange
-from dsv.text import change_counts, plural
+from dsv.text import change_counts, key_text, plural
 
 __all__ = [
     "dataset_json",
@@ -33,7 +33,6 @@ _PREVIEW_WIDTH = 120
 _SIGNS = {ADDED: "+", REMOVED: "-", MODIFIED: "~"}
 _COLORS = {ADDED: "green", REMOVED: "red", MODIFIED: "yellow"}
 _LETTERS = {ADDED: "A", REMOVED: "D", MODIFIED: "M"}
-_BARE = re.compile(r"[\w.:/@+-]+\Z")
 _TOKENS = re.compile(r"\s+|\S+")
 _encode = msgspec.json.encode
 
@@ -51,11 +50,8 @@ def _key_text(change: Change) -> str:
     if change.key is None:
         oid = change.new if change.status == ADDED else change.old
         return (oid or b"").hex()[:12]
-    parts = []
-    for name, value in change.key.items():
-        shown = value if isinstance(value, str) and _BARE.match(value) else _json(value)
-        parts.append(f"{name}={shown}")
-    return ", ".join(parts)
+    text = key_text(change.key)
+    return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 1] + "…"
 
 
 def word_diff(old: str, new: str, *, color: bool) -> str:
@@ -115,7 +111,8 @@ def _notes(d: DatasetDiff, *, color: bool) -> Iterator[str]:
     if d.reordered:
         yield f"order changed: {d.moved} moved"
     if d.duplicate_keys:
-        warning = f"warning: {plural(d.duplicate_keys, 'duplicate key')} (matched in order)"
+        count = plural(d.duplicate_keys, "duplicate key")
+        warning = f"warning: {count} among the changed datapoints (paired in order)"
         yield click.style(warning, fg="yellow") if color else warning
 
 

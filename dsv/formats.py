@@ -22,6 +22,7 @@ from dsv.canonical import CanonicalError, canonicalize, decode_canonical, encode
 from dsv.errors import BadInput, BadState
 from dsv.fsutil import WriteResult, atomic_file
 from dsv.objects import Format
+from dsv.text import key_value
 
 __all__ = ["KINDS", "Format", "check_keys", "format_kind", "read_dataset", "write_dataset"]
 
@@ -1000,8 +1001,7 @@ def _where(at: str) -> str:
 
 
 def _key_value(raw: bytes) -> str:
-    value = msgspec.json.decode(raw)
-    return repr(value) if isinstance(value, str) else raw.decode()
+    return key_value(msgspec.json.decode(raw))
 
 
 def _body_key(body: bytes, key: tuple[str, ...]) -> tuple[bytes, ...] | str:

@@ -233,21 +233,20 @@ KEYED: list[tuple[str, bytes, str, str]] = [
         b'{"task_id": "HumanEval/3", "v": 1}\n{"task_id": "HumanEval/4"}\n'
         b'{"task_id": "HumanEval\\/3", "v": 2}\n',
         "task_id",
-        "error: dup.jsonl:3: duplicate key task_id='HumanEval/3' (first at line 1)\n"
+        "error: dup.jsonl:3: duplicate key task_id=HumanEval/3 (first at line 1)\n"
         + DUPLICATE_HINT,
     ),
     (
         "numbers.jsonl",
         b'{"id": 7, "lang": "en", "v": 1}\n{"id": 7, "lang": "fr"}\n{"id": 7, "lang": "en"}\n',
         "id,lang",
-        "error: numbers.jsonl:3: duplicate key id=7, lang='en' (first at line 1)\n"
-        + DUPLICATE_HINT,
+        "error: numbers.jsonl:3: duplicate key id=7, lang=en (first at line 1)\n" + DUPLICATE_HINT,
     ),
     (
         "dup.csv",
         b"id,answer\n1,a\n2,b\n1,c\n",
         "id",
-        "error: dup.csv:4: duplicate key id='1' (first at line 2)\n" + DUPLICATE_HINT,
+        'error: dup.csv:4: duplicate key id="1" (first at line 2)\n' + DUPLICATE_HINT,
     ),
     (
         "column.tsv",
@@ -259,7 +258,7 @@ KEYED: list[tuple[str, bytes, str, str]] = [
         "dup.json",
         b'[{"id": "a"}, {"id": "b"}, {"id": "a", "x": 1}]',
         "id",
-        "error: dup.json: element 2: duplicate key id='a' (first at element 0)\n" + DUPLICATE_HINT,
+        "error: dup.json: element 2: duplicate key id=a (first at element 0)\n" + DUPLICATE_HINT,
     ),
 ]
 

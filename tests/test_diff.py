@@ -275,7 +275,57 @@ def test_duplicate_keys_are_counted_and_matched_in_order(repo: dsv.Repository) -
         ({"id": "c"}, [("v", 0, 5)]),
     ]
     text = list(diffview.render_human(result, color=False))
-    assert "warning: 2 duplicate keys (matched in order)" in text
+    assert "warning: 2 duplicate keys among the changed datapoints (paired in order)" in text
+
+
+def test_duplicate_keys_pair_identical_copies_first(repo: dsv.Repository) -> None:
+    # Old a:v1, a:v2; new a:v2. The identical copy pairs first, leaving v1 removed: not
+    # "a modified (v 1 -> 2) plus a removed", which k-th-with-k-th by key alone would give.
+    old = [{"id": "a", "v": 1}, {"id": "a", "v": 2}, {"id": "b", "v": 0}]
+    new = [{"id": "a", "v": 2}, {"id": "b", "v": 0}]
+    commit(repo, "dup.jsonl", old, "v1")
+    commit(repo, "dup.jsonl", new, "v2")
+    result = diff(repo, "HEAD~1", "HEAD", key="id")
+    [d] = result.datasets
+    assert (d.added, d.removed, d.modified, d.unchanged, d.duplicate_keys) == (0, 1, 0, 2, 0)
+    [change] = result.changes(records=True)
+    assert (change.status, change.key, change.record) == ("removed", {"id": "a"}, old[0])
+    # With copies, as many pair as both sides hold: two identical copies against one.
+    commit(repo, "dup.jsonl", [new[0], new[0], new[1]], "v3")
+    [d] = diff(repo, "HEAD~1", "HEAD", key="id").datasets
+    assert (d.added, d.removed, d.modified, d.unchanged) == (1, 0, 0, 2)
+
+
+def test_the_duplicate_key_warning_counts_keys_among_changed_datapoints(
+    repo: dsv.Repository,
+) -> None:
+    # 12 records share 6 keys and none changes: unread, so not counted (README "Diffs").
+    same = [{"id": i // 2, "copy": i % 2} for i in range(12)]
+    old = [*same, {"id": "x", "v": 1}, {"id": "y", "v": 1}, {"id": "y", "v": 2}]
+    new = [*same, {"id": "x", "v": 2}, {"id": "y", "v": 10}, {"id": "y", "v": 20}]
+    commit(repo, "dup.jsonl", old, "v1")
+    commit(repo, "dup.jsonl", new, "v2")
+    result = diff(repo, "HEAD~1", "HEAD", key="id")
+    [d] = result.datasets
+    assert (d.modified, d.unchanged, d.duplicate_keys) == (3, 12, 1)
+    text = list(diffview.render_human(result, color=False))
+    assert "warning: 1 duplicate key among the changed datapoints (paired in order)" in text
+    assert list(diffview.render_stat(result)) == [
+        " dup.jsonl | +0 -0 ~3 (1 duplicate key)",
+        " 1 dataset changed, 0 added, 0 removed, 3 modified",
+    ]
+
+
+def test_a_string_key_that_reads_as_a_number_is_shown_quoted(repo: dsv.Repository) -> None:
+    old = [{"id": "2", "v": 1}, {"id": 2, "v": 1}, {"id": "two", "v": 1}, {"id": "true", "v": 1}]
+    new = [{**r, "v": 2} for r in old]
+    commit(repo, "ids.jsonl", old, "v1")
+    commit(repo, "ids.jsonl", new, "v2")
+    result = diff(repo, "HEAD~1", "HEAD")
+    [d] = result.datasets
+    assert (d.key, d.modified) == (("id",), 4)
+    heads = [line for line in diffview.render_human(result, color=False) if line[:2] == "~ "]
+    assert heads == ['~ id="2"', "~ id=2", "~ id=two", '~ id="true"']
 
 
 # -- field paths -----------------------------------------------------------------------------
@@ -324,7 +374,7 @@ _json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-3, 3)
-    | st.sampled_from([1.0, 0.5, -0.0])
+    | st.sampled_from([1.0, 0.5, 0.0, -0.0])
     | st.text("ab", max_size=2),
     lambda inner: (
         st.lists(inner, max_size=3)
@@ -353,8 +403,34 @@ def test_body_changes_are_field_changes_of_the_decoded_bodies(
                 new[name] = data.draw(_json_values)
             else:
                 new.pop(name, None)
-    got = list(diff_module.body_changes(encode_canonical(old), encode_canonical(new)))
+    old_body, new_body = encode_canonical(old), encode_canonical(new)
+    got = list(diff_module.body_changes(old_body, new_body))
     assert got == list(diff_module.field_changes(old, new))
+    # Two bodies (two ids) differ exactly when some path differs: no modify without a field.
+    assert bool(got) == (old_body != new_body)
+
+
+@pytest.mark.parametrize(("old", "new"), [(0.0, -0.0), (-0.0, 0.0), ([0.0], [-0.0])])
+def test_zero_and_negative_zero_are_a_field_change(
+    repo: dsv.Repository, old: Any, new: Any
+) -> None:
+    # Canonical JSON keeps -0.0 (docs/format.md §2), so the datapoint's id changes with it.
+    commit(repo, "z.jsonl", [{"id": 1, "x": old}], "v1")
+    commit(repo, "z.jsonl", [{"id": 1, "x": new}], "v2")
+    result = diff(repo, "HEAD~1", "HEAD")
+    [d] = result.datasets
+    assert (d.added, d.removed, d.modified) == (0, 0, 1)
+    [change] = result.changes()
+    path = "x" if isinstance(old, float) else "x[0]"
+    old_value, new_value = (old, new) if isinstance(old, float) else (old[0], new[0])
+    [field] = change.fields
+    assert field.path == path
+    assert repr(field.old) == repr(old_value) and repr(field.new) == repr(new_value)
+    [line] = diffview.render_jsonl(result)
+    assert json.loads(line)["fields"] == [{"path": path, "old": old_value, "new": new_value}]
+    assert f"    {path}: {json.dumps(old_value)} → {json.dumps(new_value)}" in list(
+        diffview.render_human(result, color=False)
+    )
 
 
 def test_field_changes_in_a_diff(repo: dsv.Repository) -> None:

@@ -24,6 +24,7 @@ from dsv.objects import (
     hash_objects,
     split_oids,
 )
+from tests.test_canonical import NUMBERS, spec_number
 
 GOLDEN_DATAPOINTS = [
     (
@@ -41,6 +42,11 @@ GOLDEN_DATAPOINTS = [
         b'{"messages":[{"role":"user","content":"What is 2+2?"}],"target":{"answer":"4"}}',
         b'{"messages":[{"content":"What is 2+2?","role":"user"}],"target":{"answer":"4"}}',
         "1ef8db022b31be9b5ad3d1f545a61e5f393754affb85a5975aefdc2252a2b612",
+    ),
+    (
+        b'{"n": [' + ", ".join(NUMBERS).encode() + b"]}",
+        b'{"n":[' + ",".join(map(spec_number, NUMBERS)).encode() + b"]}",
+        "eaa030d54d38ae09eb7424bdea491feb462bdf23374bf13739258d8ae9ad3db0",
     ),
 ]
 
@@ -159,3 +165,7 @@ def test_format_md_states_the_golden_vectors() -> None:
         body = encode_object(obj)
         expected.append((kind.name.lower(), hash_object(kind, body).hex(), body.hex()))
     assert vectors == expected
+    # The table of numbers is the spec's rule applied to each (tests/test_canonical.py).
+    [table] = re.findall(r"```numbers\n(.*?)```", text, re.S)
+    rows = [tuple(line.split()) for line in table.splitlines()]
+    assert rows == [(n, spec_number(n)) for n in NUMBERS]

@@ -1,8 +1,8 @@
-"""How counts read: one plural rule and one change format for every command."""
+"""How counts and keys read: one plural rule, one change format, one key format."""
 
 from __future__ import annotations
 
-from dsv.text import change_counts, plural
+from dsv.text import change_counts, key_text, plural
 from tests.conftest import Dsv
 
 
@@ -16,6 +16,20 @@ def test_plural() -> None:
 
 def test_change_counts() -> None:
     assert change_counts(1, 0, 12) == "+1 -0 ~12"
+
+
+def test_a_key_string_is_quoted_where_it_could_be_read_as_another_value() -> None:
+    assert key_text({"id": 2}) == "id=2"
+    assert key_text({"id": "2"}) == 'id="2"'
+    assert key_text({"id": "q-7", "lang": "en"}) == "id=q-7, lang=en"
+    assert key_text({"task_id": "HumanEval/3"}) == "task_id=HumanEval/3"
+    quoted = ["1e5", "-1.5", "+3", "nan", "Infinity", "true", "null", "", "a b", 'say "hi"']
+    assert [key_text({"k": s}) for s in quoted] == [
+        'k="1e5"', 'k="-1.5"', 'k="+3"', 'k="nan"', 'k="Infinity"', 'k="true"', 'k="null"',
+        'k=""', 'k="a b"', 'k="say \\"hi\\""',
+    ]  # fmt: skip
+    assert key_text({"k": True}) == "k=true" and key_text({"k": None}) == "k=null"
+    assert key_text({"k": [1, "a"]}) == 'k=[1,"a"]'
 
 
 def test_one_datapoint_is_singular_everywhere(dsv: Dsv) -> None:
