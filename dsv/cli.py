@@ -239,7 +239,7 @@ def status(ctx: click.Context, porcelain: bool, as_json: bool, untracked_mode: s
     Example:
       dsv status --porcelain
     """
-    from dsv.quick import ONLY_UNTRACKED, UNTRACKED_HEADER, quote_path
+    from dsv.listing import ONLY_UNTRACKED, UNTRACKED_HEADER, quote_path
 
     with open_repo(ctx) as repo:
         entries = ops.status(repo)

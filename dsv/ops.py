@@ -96,7 +96,7 @@ def repo_path(
 def _expand_paths(repo: Repository, paths: Iterable[str]) -> list[str]:
     """Dataset names for files and, recursively, the dataset files inside directories."""
     from dsv.formats import format_kind
-    from dsv.quick import SKIPPED_DIRS
+    from dsv.listing import SKIPPED_DIRS
 
     out: list[str] = []
     for path in paths:
@@ -394,7 +394,7 @@ def status(repo: Repository) -> list[DatasetStatus]:
 
 def untracked(repo: Repository) -> list[str]:
     """Dataset files in the working tree that the index does not list (dsv.quick's walk)."""
-    from dsv.quick import untracked_files
+    from dsv.listing import untracked_files
 
     return untracked_files(str(repo.root), read_index(repo.index_path))
 
