@@ -18,6 +18,7 @@ from dsv.index import read_index
 from dsv.objects import Commit, Kind
 from dsv.repo import Repository
 from dsv.text import change_counts, plural
+from dsv.worktree import repo_path
 
 __all__ = ["main"]
 
@@ -190,7 +191,7 @@ def mv(ctx: click.Context, source: str, destination: str) -> None:
     with open_repo(ctx) as repo:
         src, dst = user_paths(ctx, [source, destination])
         # As move takes it: a tracked name from before the path rule is taken as it is.
-        name = ops.repo_path(repo, src, tracked=read_index(repo.index_path))
+        name = repo_path(repo, src, tracked=read_index(repo.index_path))
         click.echo(f"mv {name} -> {ops.move(repo, src, dst)}")
 
 
@@ -424,7 +425,7 @@ def show(ctx: click.Context, rev: str, as_json: bool) -> None:
             version, path = rev.split(":", 1)
             out = sys.stdout.buffer
             dataset = ops.dataset_at(repo, version or "HEAD", path)
-            for body in ops.iter_datapoints(repo, dataset):
+            for body in repo.read_datapoints(dataset):
                 out.write(body + b"\n")
             return
         summary = ops.show(repo, rev)

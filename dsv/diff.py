@@ -27,8 +27,7 @@ from dsv.errors import BadInput
 from dsv.index import Entry, hash_file, read_index, stat_file
 from dsv.manifest import iter_oids, read_oid_list
 from dsv.objects import OID_SIZE, Dataset, Format, Kind, content_id
-from dsv.ops import repo_path
-from dsv.worktree import FileScan, scan_file
+from dsv.worktree import FileScan, repo_path, scan_file
 
 if TYPE_CHECKING:
     from dsv.repo import Repository

@@ -6,7 +6,7 @@ import contextlib
 import heapq
 import os
 import time
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from dsv.progress import ProgressFn, Step
 from dsv.refs import BRANCHES, MISSING
 from dsv.repo import DSV_DIR, Repository
 from dsv.text import plural
-from dsv.worktree import check_entry, stage_file, write_file
+from dsv.worktree import check_entry, repo_path, stage_file, write_file
 
 if TYPE_CHECKING:
     import pyarrow
@@ -50,13 +50,11 @@ __all__ = [
     "checkout",
     "commit",
     "dataset_at",
-    "iter_datapoints",
     "iter_records",
     "log",
     "move",
     "read_table",
     "remove",
-    "repo_path",
     "restore",
     "show",
     "status",
@@ -66,31 +64,6 @@ __all__ = [
 
 
 # -- paths -----------------------------------------------------------------------------
-
-
-def repo_path(
-    repo: Repository, path: str | os.PathLike[str], *, tracked: Container[str] = ()
-) -> str:
-    """A dataset name (POSIX, relative to the root) for an absolute or root-relative path.
-
-    A name in `tracked` is taken as it is: `rm` and `mv` can then undo a name an earlier dsv
-    let in before the path rule was complete (a `\\` in it, say).
-    """
-    text = os.fspath(path)
-    absolute = Path(os.path.normpath(repo.root / text))
-    try:
-        rel = absolute.relative_to(repo.root)
-    except ValueError:
-        shown = os.path.normpath(text) if os.path.isabs(text) else text
-        raise BadInput(f"path '{shown}' is outside the repository {repo.root}") from None
-    parts = rel.parts
-    if not parts:
-        raise BadInput("the repository root is not a dataset file")
-    name = rel.as_posix()
-    if name in tracked:
-        return name
-    # The rule every tree obeys: a name `add` takes is exactly a name a server takes.
-    return check_dataset_path(name)
 
 
 def _expand_paths(repo: Repository, paths: Iterable[str]) -> list[str]:
@@ -702,13 +675,8 @@ def _no_dataset(name: str, rev: str, tree: dict[str, bytes]) -> BadInput:
     return BadInput(f"{name}: no such dataset in {rev}", hint=hint)
 
 
-def iter_datapoints(repo: Repository, dataset: Dataset) -> Iterator[bytes]:
-    """Canonical bytes of each datapoint of a dataset, in order, each re-hashed."""
-    return repo.store.read_many(iter_oids(repo.read_oid_list(dataset)), Kind.DATAPOINT)
-
-
 def iter_records(repo: Repository, rev: str, path: str) -> Iterator[dict[str, Any]]:
-    for body in iter_datapoints(repo, dataset_at(repo, rev, path)):
+    for body in repo.read_datapoints(dataset_at(repo, rev, path)):
         yield decode_canonical(body)
 
 
@@ -725,7 +693,7 @@ def read_table(repo: Repository, rev: str, path: str) -> pyarrow.Table:
     fmt = dataset.format
     if fmt.kind == "parquet" and fmt.schema:
         return _parquet_table(repo, dataset)
-    records = [decode_canonical(body) for body in iter_datapoints(repo, dataset)]
+    records = [decode_canonical(body) for body in repo.read_datapoints(dataset)]
     columns: dict[str, None] = dict.fromkeys(fmt.columns)
     for record in records:
         for name in record:
@@ -757,7 +725,7 @@ def _parquet_table(repo: Repository, dataset: Dataset) -> pyarrow.Table:
 
     with tempfile.TemporaryDirectory(prefix="dsv-read-") as scratch:
         target = Path(scratch) / "dataset.parquet"
-        write_dataset(target, dataset.format, iter_datapoints(repo, dataset))
+        write_dataset(target, dataset.format, repo.read_datapoints(dataset))
         return pq.read_table(target, memory_map=False)
 
 
