@@ -25,7 +25,7 @@ from benchmarks.push import Server
 from dsv.cli import main
 from dsv.remote.humanloop import DATAPOINT_CHUNK, HumanloopService
 from dsv.remote.humanloop_routes import parse_form
-from dsv.remote.humanloop_types import CreateDatapoint, Unprocessable, UpsertRequest
+from dsv.remote.humanloop_types import CreateDatapoint, FieldError, UpsertRequest
 from dsv.remote.keys import create_key
 from dsv.remote.storage import SqliteMetaStore, open_storage
 from dsv.remote.stored import StoredObjects
@@ -666,7 +666,7 @@ def test_a_repeated_key_in_a_body_is_422_naming_it(
 
 def test_a_multipart_boundary_is_matched_whole() -> None:
     body = b"--abc\n\r\nContent-Disposition: form-data; name=file\r\n\r\nq\r\n--abc\n--\r\n"
-    with pytest.raises(Unprocessable, match="no valid boundary"):
+    with pytest.raises(FieldError, match="no valid boundary"):
         parse_form(body, "multipart/form-data")
     assert parse_form(body.replace(b"abc\n", b"abc"), "multipart/form-data") == {"file": b"q"}
 

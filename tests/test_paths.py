@@ -25,9 +25,9 @@ from dsv.paths import (
     check_tree_paths,
     shown_path,
 )
+from dsv.protocol import encode_pack
 from dsv.refs import MISSING
 from dsv.remote.keys import create_key
-from dsv.remote.protocol import encode_pack
 from dsv.remote.storage import RefChange, SqliteMetaStore
 from dsv.repo import Repository
 from dsv.store import ObjectStore

@@ -35,9 +35,9 @@ from dsv.objects import (
     split_oids,
 )
 from dsv.pack import scan_pack
+from dsv.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.client import RemoteRefused, _send, pull, push
 from dsv.remote.keys import create_key
-from dsv.remote.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.storage import SqliteMetaStore
 from dsv.repo import Repository
 from dsv.store import PACKS_MOST, ObjectStore

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dsv.canonical import canonicalize
-from dsv.errors import BadInput, CorruptObject
+from dsv.errors import BadInput, CorruptObject, Forbidden, Unauthorized
 from dsv.objects import (
     Commit,
     Dataset,
@@ -28,14 +28,14 @@ from dsv.objects import (
     hash_object,
 )
 from dsv.pack import PackWriter
-from dsv.remote.keys import AccessDenied, authorize, create_key, key_digest, revoke_key
-from dsv.remote.protocol import (
+from dsv.protocol import (
     MAX_BLOCK_RAW,
     check_datapoints,
     encode_pack,
     iter_pack,
     references,
 )
+from dsv.remote.keys import AccessDenied, authorize, create_key, key_digest, revoke_key
 from dsv.remote.storage import (
     BlobStore,
     DatasetMove,
@@ -311,18 +311,21 @@ def test_keys_are_stored_hashed_and_checked(meta: MetaStore, tmp_path: Path) -> 
     assert authorize(meta, key, "acme/evals", write=False).id == record.id
     with pytest.raises(AccessDenied) as denied:
         authorize(meta, key, "acme/evals", write=True)
-    assert denied.value.status == 403
+    assert isinstance(denied.value, Forbidden)
     with pytest.raises(AccessDenied) as denied:
         authorize(meta, key, "acme/other", write=False)
-    assert denied.value.status == 403 and "is for repository acme/evals" in denied.value.message
+    assert (
+        isinstance(denied.value, Forbidden)
+        and "is for repository acme/evals" in denied.value.message
+    )
     for bad in (None, "", "dsv_nope"):
         with pytest.raises(AccessDenied) as denied:
             authorize(meta, bad, "acme/evals", write=False)
-        assert denied.value.status == 401
+        assert isinstance(denied.value, Unauthorized)
     revoke_key(meta, record.id)
     with pytest.raises(AccessDenied) as denied:
         authorize(meta, key, "acme/evals", write=False)
-    assert denied.value.status == 401 and "revoked" in denied.value.message
+    assert isinstance(denied.value, Unauthorized) and "revoked" in denied.value.message
     with pytest.raises(BadInput, match="revoked already"):
         revoke_key(meta, record.id)
     with pytest.raises(BadInput, match="no key"):

@@ -25,8 +25,8 @@ from click.testing import CliRunner, Result
 from benchmarks.push import Server, dsv_command
 from dsv.cli import main
 from dsv.objects import Kind
+from dsv.protocol import PACK_MEDIA_TYPE, encode_pack
 from dsv.remote.keys import create_key
-from dsv.remote.protocol import PACK_MEDIA_TYPE, encode_pack
 from dsv.remote.storage import SqliteMetaStore
 
 PACK = {"content-type": PACK_MEDIA_TYPE}

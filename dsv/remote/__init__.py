@@ -2,7 +2,7 @@
 
 This module holds what needs no network: remote URLs and the remotes of `.dsv/config`.
 
-- `dsv.remote.protocol`: the wire format shared by both sides;
+- `dsv.protocol`: the wire format shared by both sides;
 - `dsv.remote.client`: push, fetch, pull, clone (httpx);
 - `dsv.remote.server`: the ASGI service (litestar, uvicorn);
 - `dsv.remote.storage`: the server's blob store and ref and metadata store;

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from dsv.canonical import decode_canonical, encode_canonical
+from dsv.errors import Conflict, NotFound, Unprocessable
 from dsv.manifest import build_dataset
 from dsv.objects import (
     Commit,
@@ -40,10 +41,10 @@ from dsv.remote.humanloop_types import (
     CreateDatapoint,
     DatasetResponse,
     EnvironmentResponse,
+    FieldError,
     FileEnvironmentResponse,
     MoveRequest,
     Page,
-    Unprocessable,
     UpsertRequest,
     V4Datapoint,
     VersionUpdate,
@@ -62,7 +63,6 @@ from dsv.remote.humanloop_types import (
     version_id,
 )
 from dsv.remote.keys import AccessDenied, authenticate, permit
-from dsv.remote.protocol import ApiError
 from dsv.remote.storage import (
     DatasetMove,
     DatasetRecord,
@@ -198,8 +198,8 @@ class HumanloopService:
             record = self._record(caller, dataset_id, write=False)
             try:
                 return record, self._versions(record)
-            except ApiError as exc:
-                if exc.status != 404 or self.meta.dataset_by_id(dataset_id) == record:
+            except NotFound:
+                if self.meta.dataset_by_id(dataset_id) == record:
                     raise
         raise not_found(f"Dataset {dataset_id} not found")
 
@@ -366,11 +366,11 @@ class HumanloopService:
     ) -> Page:
         field = sort_by or "updated_at"
         if field not in ("created_at", "updated_at", "name"):
-            raise Unprocessable(
+            raise FieldError(
                 ["query", "sort_by"], "Input should be 'created_at', 'updated_at' or 'name'", "enum"
             )
         if order not in (None, "asc", "desc"):
-            raise Unprocessable(["query", "order"], "Input should be 'asc' or 'desc'", "enum")
+            raise FieldError(["query", "order"], "Input should be 'asc' or 'desc'", "enum")
         found: list[tuple[Any, DatasetRecord, Versions, Version]] = []
         for repo in self.meta.list_repos():
             if self._readable(caller, repo.name):
@@ -399,7 +399,7 @@ class HumanloopService:
             )
             try:
                 versions = self._versions(record)
-            except ApiError:
+            except NotFound:
                 continue  # a push removed it since the branch was read
             version = self._default(versions)
             if user_filter and user_filter.lower() not in version.info.author.lower():
@@ -449,7 +449,7 @@ class HumanloopService:
         self, caller: KeyRecord | None, dataset_id: str, *, include_datapoints: str | None = None
     ) -> list[Streamed]:
         if include_datapoints not in (None, "latest_saved", "latest_committed"):
-            raise Unprocessable(
+            raise FieldError(
                 ["query", "include_datapoints"],
                 "Input should be 'latest_saved' or 'latest_committed'",
                 "enum",
@@ -516,7 +516,7 @@ class HumanloopService:
             built = build(tree, sink)
             if built is None:
                 if head is None:
-                    raise ApiError(409, "conflict", f"{repo} has no versions yet")
+                    raise Conflict(f"{repo} has no versions yet")
                 return head, False
             entries, message = built
             ordered = sorted(entries, key=lambda p: p.encode())
@@ -524,7 +524,7 @@ class HumanloopService:
                 check_tree_paths(ordered)
             except BadPath as exc:
                 # Names were checked where they came in; this guards every route at once.
-                raise ApiError(422, "corrupt", f"{repo}: {exc.message}") from exc
+                raise Unprocessable(f"{repo}: {exc.message}", code="corrupt") from exc
             tree_oid = sink.write(
                 Kind.TREE, encode_object(Tree(tuple(TreeEntry(p, entries[p]) for p in ordered)))
             )
@@ -550,17 +550,13 @@ class HumanloopService:
             except RefConflict:
                 continue
             return commit_oid, True
-        raise ApiError(
-            409, "conflict", f"{repo} kept changing while this request was applied; try again"
-        )
+        raise Conflict(f"{repo} kept changing while this request was applied; try again")
 
     def _check_room(self, record: DatasetRecord, tree: dict[str, bytes], path: str) -> None:
         """A new path must not be a folder of another dataset, nor inside one's file."""
         for other in tree:
             if other.startswith(path + "/") or path.startswith(other + "/"):
-                raise ApiError(
-                    409,
-                    "conflict",
+                raise Conflict(
                     f"{record.repo} has a dataset at {other}, which {path} cannot sit beside",
                     "a dataset's path may not be a folder of another's",
                 )
@@ -574,9 +570,7 @@ class HumanloopService:
         for v in versions.every:
             note = versions.notes.get(v.commit)
             if note and note.name == name and v.commit != besides:
-                raise ApiError(
-                    409,
-                    "conflict",
+                raise Conflict(
                     f"Version name {name!r} is already used by version {version_id(v.commit)}",
                 )
 
@@ -599,14 +593,14 @@ class HumanloopService:
         if request.id:
             repo = self._record(caller, request.id, write=True).repo
             if request.path and split_path(request.path)[0] != repo:
-                raise Unprocessable(
+                raise FieldError(
                     ["body", "path"], f"path {request.path!r} is not the path of {request.id}"
                 )
         elif request.path:
             repo, path = split_path(request.path)
             self._permit(caller, repo, write=True)
         else:
-            raise Unprocessable(["body", "path"], "give the dataset's path or its id", "missing")
+            raise FieldError(["body", "path"], "give the dataset's path or its id", "missing")
         bodies: dict[bytes, bytes] = {}
         given: list[bytes] = []
         for i, point in enumerate(request.datapoints):
@@ -620,7 +614,7 @@ class HumanloopService:
             if request.id:
                 record = self._record(caller, request.id, write=True)
                 if request.path and split_path(request.path)[1] != record.path:
-                    raise Unprocessable(
+                    raise FieldError(
                         ["body", "path"], f"path {request.path!r} is not the path of {request.id}"
                     )
                 versions = self._versions(record)
@@ -630,7 +624,7 @@ class HumanloopService:
                 )
                 try:
                     versions = self._versions(record)
-                except ApiError:
+                except NotFound:
                     versions = None
             action = request.action or "set"
             base: Version | None = None
@@ -762,7 +756,7 @@ class HumanloopService:
         for i, point in enumerate(points):
             loc: list[str | int] = ["body", *([i] if many else [])]
             if point.log_ids is not None:
-                raise Unprocessable(
+                raise FieldError(
                     [*loc, "log_ids"],
                     "dsv keeps no logs to copy datapoints from; send inputs, messages and target",
                 )
@@ -797,14 +791,14 @@ class HumanloopService:
             if request.path:
                 repo, path = split_path(request.path)
                 if repo != record.repo:
-                    raise Unprocessable(
+                    raise FieldError(
                         ["body", "path"],
                         f"cannot move {record.repo}'s dataset to repository {repo}: a dataset "
                         "moves within its repository",
                     )
             if request.name:
                 if "/" in request.name:
-                    raise Unprocessable(["body", "name"], "a name may not contain '/'; set path")
+                    raise FieldError(["body", "name"], "a name may not contain '/'; set path")
                 folder = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
                 path = check_name(folder + request.name, ["body", "name"]) + DATASET_SUFFIX
             if path != record.path:
@@ -814,9 +808,7 @@ class HumanloopService:
                     tree: dict[str, bytes], sink: _Sink
                 ) -> tuple[dict[str, bytes], str] | None:
                     if path in tree:
-                        raise ApiError(
-                            409, "conflict", f"{record.repo} already has a dataset at {path}"
-                        )
+                        raise Conflict(f"{record.repo} already has a dataset at {path}")
                     entry = tree.pop(old_path, None)
                     if entry is None:
                         raise not_found(f"Dataset {dataset_id} not found")
@@ -857,18 +849,14 @@ class HumanloopService:
             versions = self._versions(record)
             version = versions.find(vid, dataset_id)
             if version.commit == versions.latest.commit:
-                raise ApiError(
-                    409,
-                    "conflict",
+                raise Conflict(
                     f"Version {vid} is the latest version of {dataset_id}; the default branch "
                     "needs it",
                     "upsert a new version first",
                 )
             for env, deployed in versions.deployed.items():
                 if deployed.commit == version.commit:
-                    raise ApiError(
-                        409,
-                        "conflict",
+                    raise Conflict(
                         f"Version {vid} is deployed to environment {env}",
                         "remove the deployment first",
                     )
@@ -893,7 +881,7 @@ class HumanloopService:
                     continue
                 break
             else:
-                raise ApiError(409, "conflict", f"{ref} kept moving while this request ran")
+                raise Conflict(f"{ref} kept moving while this request ran")
             return self._response(record, self._versions(record), version)
 
     def remove_deployment(
@@ -910,9 +898,7 @@ class HumanloopService:
                 # Only from the commit just looked at: a newer deployment is not removed blind.
                 self._move_env(record, caller, ref, current, None, "remove deployment")
             except RefConflict as exc:
-                raise ApiError(
-                    409,
-                    "conflict",
+                raise Conflict(
                     f"environment {name} moved while this request ran",
                     "list the environments and try again",
                 ) from exc

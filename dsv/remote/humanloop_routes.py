@@ -16,21 +16,21 @@ import anyio.to_thread
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.response import Stream
 
 from dsv.remote.humanloop import HumanloopService, Streamed
 from dsv.remote.humanloop_types import (
+    FieldError,
     MoveRequest,
-    Unprocessable,
     UpsertRequest,
     VersionUpdate,
     decode_body,
     parse_bool,
     parse_page,
 )
-from dsv.remote.protocol import ApiError
 from dsv.remote.storage import KeyRecord
 
 __all__ = ["HUMANLOOP_PREFIXES", "humanloop_handlers", "parse_form"]
@@ -58,12 +58,12 @@ def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
         first = body.split(b"\r\n", 1)[0]
         boundary = first[2:] if first.startswith(b"--") else b""
     if not _BOUNDARY.fullmatch(boundary):
-        raise Unprocessable(["body"], "not a multipart/form-data body: no valid boundary")
+        raise FieldError(["body"], "not a multipart/form-data body: no valid boundary")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b'Content-Type: multipart/form-data; boundary="' + boundary + b'"\r\n\r\n' + body
     )
     if not message.is_multipart() or message.defects:
-        raise Unprocessable(["body"], "the multipart/form-data body is malformed")
+        raise FieldError(["body"], "the multipart/form-data body is malformed")
     parts: dict[str, bytes] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -104,10 +104,10 @@ def humanloop_handlers(
         if body:
             given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
             if given != _MEDIA[body]:
-                raise ApiError(
-                    415,
-                    "unsupported_media_type",
-                    f"this route takes {_MEDIA[body]}, not {given or 'a body without a type'}",
+                raise HTTPException(
+                    status_code=415,
+                    detail=f"this route takes {_MEDIA[body]}, "
+                    f"not {given or 'a body without a type'}",
                 )
 
     async def run(request: Request[Any, Any, Any], work: Callable[[KeyRecord | None], Any]) -> Any:
@@ -268,7 +268,7 @@ def humanloop_handlers(
         """Upload CSV: its rows added to a version (default: the default environment's)."""
         form = parse_form(await request.body(), request.headers.get("content-type", ""))
         if "file" not in form:
-            raise Unprocessable(["body", "file"], "Field required: a CSV file part", "missing")
+            raise FieldError(["body", "file"], "Field required: a CSV file part", "missing")
         content = form["file"]
         fields = {}
         for name in ("version_name", "version_description"):
@@ -299,7 +299,7 @@ def humanloop_handlers(
         """Deploy Dataset: move the environment's ref to the version's commit."""
         version = version_id
         if not version:
-            raise Unprocessable(["query", "version_id"], "Field required", "missing")
+            raise FieldError(["query", "version_id"], "Field required", "missing")
         return _json(
             await run(
                 request,

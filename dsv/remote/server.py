@@ -34,7 +34,19 @@ from litestar.response import Stream
 
 from dsv import __version__
 from dsv.canonical import find_duplicate_key
-from dsv.errors import BadInput, BadState, CorruptObject
+from dsv.errors import (
+    AccessDenied,
+    BadInput,
+    BadState,
+    Conflict,
+    CorruptObject,
+    DsvError,
+    Forbidden,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    Unprocessable,
+)
 from dsv.manifest import join_slices
 from dsv.objects import (
     Dataset,
@@ -45,16 +57,10 @@ from dsv.objects import (
 )
 from dsv.pack import BLOCK_SIZE, PackWriter
 from dsv.paths import BadPath, check_tree_paths
-from dsv.refs import BRANCHES, ENVS, TAGS, check_ref_name
-from dsv.remote.humanloop import HumanloopService
-from dsv.remote.humanloop_routes import HUMANLOOP_PREFIXES, humanloop_handlers
-from dsv.remote.humanloop_types import DEFAULT_ENVIRONMENTS, Unprocessable
-from dsv.remote.keys import AccessDenied, authorize
-from dsv.remote.protocol import (
+from dsv.protocol import (
     PACK_MEDIA_TYPE,
     REQUEST_ID_HEADER,
     SUPPORTED_VERSIONS,
-    ApiError,
     CommitsRequest,
     ErrorDetail,
     ErrorReply,
@@ -73,13 +79,17 @@ from dsv.remote.protocol import (
     kind_named,
     references,
 )
+from dsv.refs import BRANCHES, ENVS, TAGS, check_ref_name
+from dsv.remote.humanloop import HumanloopService
+from dsv.remote.humanloop_routes import HUMANLOOP_PREFIXES, humanloop_handlers
+from dsv.remote.humanloop_types import DEFAULT_ENVIRONMENTS, FieldError
+from dsv.remote.keys import authorize
 from dsv.remote.storage import (
     BlobStore,
     KeyRecord,
     MetaStore,
     RefChange,
     RefConflict,
-    StorageError,
     check_repo_name,
     open_storage,
     publish_pack,
@@ -88,7 +98,6 @@ from dsv.remote.stored import StoredObjects
 from dsv.text import plural
 
 __all__ = [
-    "ApiError",
     "RemoteService",
     "ServerConfig",
     "create_app",
@@ -244,9 +253,7 @@ class RemoteService:
 
     def _check_ids(self, count: int) -> None:
         if count > self.config.max_ids:
-            raise ApiError(
-                413,
-                "too_large",
+            raise TooLarge(
                 f"{count} ids in one request; this server takes at most {self.config.max_ids}",
                 "split the list; 'limits.max_ids' of /info gives the limit",
             )
@@ -287,11 +294,10 @@ class RemoteService:
         wanted = list(dict.fromkeys(_oids(request.ids)))
         absent = self.blobs.missing(repo, wanted)
         if absent:
-            raise ApiError(
-                404,
-                "object_not_found",
+            raise NotFound(
                 f"{repo} has no {request.kind} {min(absent).hex()}"
                 + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""),
+                code="object_not_found",
             )
         return self._stream(repo, kind, wanted)
 
@@ -317,7 +323,7 @@ class RemoteService:
         wants = _oids(request.wants)
         absent = self.blobs.missing(repo, wants)
         if absent:
-            raise ApiError(404, "object_not_found", f"{repo} has no commit {min(absent).hex()}")
+            raise NotFound(f"{repo} has no commit {min(absent).hex()}", code="object_not_found")
         stop = set(_oids(request.haves))
         limit = max(1, min(request.limit, self.config.max_ids))
         seen = set(wants)
@@ -382,13 +388,12 @@ class RemoteService:
                 check_datapoints(*points)
             absent = self.blobs.missing(repo, needed - have)
             if absent:
-                raise ApiError(
-                    422,
-                    "unconnected",
+                raise Unprocessable(
                     f"the pack refers to {plural(len(absent), 'object')} that neither it nor "
                     f"{repo} "
                     f"holds, e.g. {min(absent).hex()}",
                     "send objects after everything they refer to (docs/protocol.md §4)",
+                    code="unconnected",
                 )
             for oid, dataset in datasets:
                 self._check_content(repo, oid, dataset, pages)
@@ -414,22 +419,21 @@ class RemoteService:
         """Move every ref in the request, or none (docs/protocol.md §5)."""
         updates = request.updates
         if not updates:
-            raise ApiError(400, "bad_request", "no ref updates in the request")
+            raise BadInput("no ref updates in the request")
         self._check_ids(len(updates))
         names = [u.name for u in updates]
         if len(set(names)) != len(names):
-            raise ApiError(400, "bad_request", "a ref is named twice in one update")
+            raise BadInput("a ref is named twice in one update")
         for u in updates:
             _check_pushable(u.name)
         targets = list(dict.fromkeys(bytes.fromhex(u.new) for u in updates))
         absent = self.blobs.missing(repo, targets)
         if absent:
             first = next(u for u in updates if bytes.fromhex(u.new) in absent)
-            raise ApiError(
-                422,
-                "missing_objects",
+            raise Unprocessable(
                 f"{first.name} would point at {first.new[:12]}, which {repo} does not hold",
                 "send the objects first (POST …/packs), then update the refs",
+                code="missing_objects",
             )
         # Reading each target as a commit re-hashes it and checks its kind.
         self.blobs.read(repo, Kind.COMMIT, targets)
@@ -462,37 +466,34 @@ class RemoteService:
         try:
             check_tree_paths(list(self.stored.tree(repo, commit)))
         except BadPath as exc:
-            raise ApiError(
-                422,
-                "corrupt",
+            raise Unprocessable(
                 f"version {commit.hex()[:12]} cannot be pushed: {exc.message}",
                 "dsv refuses to check such a version out",
+                code="corrupt",
             ) from exc
 
     def _check_move(self, repo: str, u: RefUpdate, old: bytes | None) -> None:
         if old is None or u.force or old.hex() == u.new:
             return
         if u.name.startswith(TAGS):
-            raise ApiError(
-                409,
-                "tag_exists",
+            raise Conflict(
                 f"rejected tag {_short(u.name)}: it exists on the remote at {old.hex()[:12]}",
                 "tags do not move; push with --force to move it anyway",
+                code="tag_exists",
             )
         if u.name.startswith(BRANCHES) and not self.is_ancestor(repo, old, bytes.fromhex(u.new)):
             raise self._non_fast_forward(u, old)
 
-    def _non_fast_forward(self, u: RefUpdate, current: bytes) -> ApiError:
-        return ApiError(
-            409,
-            "non_fast_forward",
+    def _non_fast_forward(self, u: RefUpdate, current: bytes) -> Conflict:
+        return Conflict(
             f"rejected {_short(u.name)}: the remote's {_short(u.name)} ({current.hex()[:12]}) "
             f"has versions that {u.new[:12]} does not contain (non-fast-forward)",
             "run 'dsv pull' to bring them in, then push again; or 'dsv push --force' to "
             "overwrite the remote's versions",
+            code="non_fast_forward",
         )
 
-    def _refused(self, repo: str, u: RefUpdate, current: bytes | None) -> ApiError:
+    def _refused(self, repo: str, u: RefUpdate, current: bytes | None) -> Conflict:
         """A compare-and-swap that failed: someone else moved the ref since the client looked."""
         new = bytes.fromhex(u.new)
         if (
@@ -503,11 +504,10 @@ class RemoteService:
         ):
             return self._non_fast_forward(u, current)
         shown = current.hex()[:12] if current else "nothing"
-        return ApiError(
-            409,
-            "ref_moved",
+        return Conflict(
             f"rejected {_short(u.name)}: it moved on the remote (now at {shown}) since it was read",
             "fetch, look at the new state, and push again",
+            code="ref_moved",
         )
 
     def is_ancestor(self, repo: str, ancestor: bytes, descendant: bytes) -> bool:
@@ -531,14 +531,13 @@ def _check_pushable(name: str) -> None:
             try:
                 check_ref_name(name, what="ref name")
             except BadInput as exc:
-                raise ApiError(400, "bad_ref_name", exc.message, exc.hint) from exc
+                raise BadInput(exc.message, exc.hint, code="bad_ref_name") from exc
             if prefix == ENVS and "/" in name[len(prefix) :]:
-                raise ApiError(400, "bad_ref_name", f"invalid environment ref {name!r}")
+                raise BadInput(f"invalid environment ref {name!r}", code="bad_ref_name")
             return
-    raise ApiError(
-        400,
-        "bad_ref_name",
+    raise BadInput(
         f"cannot push {name!r}: only refs/heads/*, refs/tags/* and refs/envs/* are pushed",
+        code="bad_ref_name",
     )
 
 
@@ -596,7 +595,7 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """
     status, code, message, hint = _describe(request, exc)
     if request.url.path.startswith(HUMANLOOP_PREFIXES):
-        detail: Any = exc.detail if isinstance(exc, Unprocessable) else message
+        detail: Any = exc.detail if isinstance(exc, FieldError) else message
         body = {"detail": detail, "hint": hint, "request_id": _request_id()}
         return Response(
             content=msgspec.json.encode(body), status_code=status, media_type="application/json"
@@ -604,19 +603,41 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error_response(status, code, message, hint)
 
 
+# The one place a dsv error becomes an HTTP status: the first class of its MRO found here.
+_STATUS: dict[type[DsvError], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    Unprocessable: 422,
+    CorruptObject: 422,
+    BadInput: 400,
+    # Storage failing under the server (StorageError), or a state it cannot serve from.
+    BadState: 503,
+}
+
+
+def status_of(exc: DsvError) -> int | None:
+    """The HTTP status of a dsv error; None for one no request should cause (a 500)."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return None
+
+
 def _describe(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, str, str, str | None]:
-    if isinstance(exc, ApiError | AccessDenied):
-        return exc.status, exc.code, exc.message, exc.hint
-    if isinstance(exc, CorruptObject):
-        return 422, "corrupt", exc.message, "the data sent was refused whole"
-    if isinstance(exc, BadInput):
-        return 400, "bad_request", exc.message, exc.hint
+    status = status_of(exc) if isinstance(exc, DsvError) else None
+    if isinstance(exc, DsvError) and status is not None:
+        if isinstance(exc, CorruptObject):
+            return status, exc.code, exc.message, "the data sent was refused whole"
+        if status == 503:
+            log.error("request %s: %s", _request_id(), exc.message)
+            return status, "storage_error", exc.message, "try again later"
+        return status, exc.code, exc.message, exc.hint
     if isinstance(exc, RecursionError):
         # The JSON decoder's depth limit: malformed input like any other.
         return 400, "bad_request", "the request's JSON is nested too deeply", None
-    if isinstance(exc, StorageError | BadState):
-        log.error("request %s: %s", _request_id(), exc.message)
-        return 503, "storage_error", exc.message, "try again later"
     if isinstance(exc, HTTPException):
         status = exc.status_code
         message = str(exc.detail)
@@ -718,10 +739,18 @@ class _CheckedRequest(Request[Any, Any, Any]):
                 where = "body" + "".join(_step(p) for p in path)
                 message = f"duplicate key {key!r} in {where}"
                 if self.url.path.startswith(HUMANLOOP_PREFIXES):
-                    raise Unprocessable(["body", *path, key], message)
-                raise ApiError(422, "duplicate_key", message, "send each key once per object")
+                    raise FieldError(["body", *path, key], message)
+                raise Unprocessable(message, "send each key once per object", code="duplicate_key")
             self._checked = True
         return body
+
+
+def wrong_media_type(expected: str, given: str) -> HTTPException:
+    """A 415: a body of another type than the route takes."""
+    return HTTPException(
+        status_code=415,
+        detail=f"this route takes {expected}, not {given or 'a body without a type'}",
+    )
 
 
 def _step(part: str | int) -> str:
@@ -772,11 +801,7 @@ def create_app(service: RemoteService) -> _App:
             expected = PACK_MEDIA_TYPE if handler.opt.get("pack") else "application/json"
             given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
             if given != expected:
-                raise ApiError(
-                    415,
-                    "unsupported_media_type",
-                    f"this route takes {expected}, not {given or 'a body without a type'}",
-                )
+                raise wrong_media_type(expected, given)
 
     base = "/v1/{owner:str}/{name:str}"
 
@@ -821,9 +846,7 @@ def create_app(service: RemoteService) -> _App:
                     size += len(chunk)
                     # litestar checks this too; counted here as well, whatever its version.
                     if size > service.config.max_request_bytes:
-                        raise ApiError(
-                            413, "too_large", "the request body is larger than this server accepts"
-                        )
+                        raise TooLarge("the request body is larger than this server accepts")
                     handle.write(chunk)
             return await anyio.to_thread.run_sync(service.receive_pack, repo, tmp, size)
         finally:

@@ -23,7 +23,6 @@ from dsv.errors import BadInput, BadState
 from dsv.fsutil import fsync_dir
 from dsv.objects import ZERO_OID, Kind
 from dsv.pack import PackWriter, PreparedPack
-from dsv.remote import missing_from
 from dsv.store import ObjectStore
 
 __all__ = [
@@ -268,7 +267,8 @@ class LocalBlobStore:
         if not wanted or not self._objects_dir(repo).is_dir():
             return wanted
         with self._store(repo) as store:
-            return missing_from(store, wanted)
+            # missing() looks for packs it does not know yet before calling an object absent.
+            return store.missing(wanted)
 
     def read(self, repo: str, kind: Kind, oids: Sequence[bytes]) -> list[bytes]:
         if not oids:
