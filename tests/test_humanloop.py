@@ -23,13 +23,16 @@ from humanloop.errors import UnprocessableEntityError
 
 from benchmarks.push import Server
 from dsv.cli import main
-from dsv.remote.humanloop import DATAPOINT_CHUNK, HumanloopService
-from dsv.remote.humanloop_routes import parse_form
-from dsv.remote.humanloop_types import CreateDatapoint, FieldError, UpsertRequest
-from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore, open_storage
-from dsv.remote.stored import StoredObjects
 from dsv.repo import Repository
+from dsv.server.dialects import FieldError
+from dsv.server.dialects.humanloop.routes import parse_form
+from dsv.server.dialects.humanloop.service import DATAPOINT_CHUNK, HumanloopService
+from dsv.server.dialects.humanloop.store import open_store
+from dsv.server.dialects.humanloop.types import CreateDatapoint, UpsertRequest
+from dsv.server.keys import create_key
+from dsv.server.storage import open_storage
+from dsv.server.storage.sqlite import SqliteMetaStore
+from dsv.server.storage.stored import StoredObjects
 
 JSON = {"content-type": "application/json"}
 QA = [
@@ -299,7 +302,7 @@ def test_include_datapoints_streams_every_datapoint_of_a_large_dataset(
 def test_streamed_responses_are_whole_json_in_chunks_of_any_size(tmp_path: Path) -> None:
     blobs, meta = open_storage(tmp_path / "root")
     service = HumanloopService(
-        StoredObjects(blobs), meta, tmp_dir=tmp_path / "root", auth=False, chunk=2
+        StoredObjects(blobs), meta, open_store(meta), tmp_dir=tmp_path / "root", auth=False, chunk=2
     )
     try:
         points = [CreateDatapoint(inputs={"q": str(i)}) for i in range(7)]

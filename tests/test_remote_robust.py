@@ -37,9 +37,9 @@ from dsv.objects import (
 from dsv.pack import scan_pack
 from dsv.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.client import RemoteRefused, _send, pull, push
-from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore
 from dsv.repo import Repository
+from dsv.server.keys import create_key
+from dsv.server.storage.sqlite import SqliteMetaStore
 from dsv.store import PACKS_MOST, ObjectStore
 
 LIMIT = 1 << 20

@@ -26,8 +26,8 @@ from benchmarks.push import Server, dsv_command
 from dsv.cli import main
 from dsv.objects import Kind
 from dsv.protocol import PACK_MEDIA_TYPE, encode_pack
-from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore
+from dsv.server.keys import create_key
+from dsv.server.storage.sqlite import SqliteMetaStore
 
 PACK = {"content-type": PACK_MEDIA_TYPE}
 LIMIT = 1 << 20  # the server's --max-request-size

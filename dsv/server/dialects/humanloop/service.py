@@ -2,8 +2,8 @@
 
 docs/humanloop.md is the mapping: a dataset is a `.jsonl` file of a repository, a version is
 the commit that produced its content, an environment is an environment ref. This module holds
-the rules and knows nothing of HTTP: dsv.remote.humanloop_routes maps it to routes, and
-dsv.remote.humanloop_types holds the shapes.
+the rules and knows nothing of HTTP: dsv.server.dialects.humanloop.routes maps it to routes, and
+dsv.server.dialects.humanloop.types holds the shapes.
 """
 
 from __future__ import annotations
@@ -34,14 +34,20 @@ from dsv.objects import (
 from dsv.pack import PackWriter
 from dsv.paths import BadPath, check_tree_paths
 from dsv.refs import BRANCHES, ENVS
-from dsv.remote.humanloop_history import History, Version, Versions
-from dsv.remote.humanloop_types import (
+from dsv.server.dialects import FieldError
+from dsv.server.dialects.humanloop.history import History, Version, Versions
+from dsv.server.dialects.humanloop.store import (
+    DatasetMove,
+    DatasetRecord,
+    HumanloopStore,
+    VersionNote,
+)
+from dsv.server.dialects.humanloop.types import (
     DATASET_SUFFIX,
     DEFAULT_ENVIRONMENTS,
     CreateDatapoint,
     DatasetResponse,
     EnvironmentResponse,
-    FieldError,
     FileEnvironmentResponse,
     MoveRequest,
     Page,
@@ -62,18 +68,16 @@ from dsv.remote.humanloop_types import (
     split_path,
     version_id,
 )
-from dsv.remote.keys import AccessDenied, authenticate, permit
-from dsv.remote.storage import (
-    DatasetMove,
-    DatasetRecord,
+from dsv.server.dialects.paging import page_window
+from dsv.server.keys import AccessDenied, authenticate, permit
+from dsv.server.storage import (
     KeyRecord,
     MetaStore,
     RefChange,
     RefConflict,
-    VersionNote,
     publish_pack,
 )
-from dsv.remote.stored import StoredObjects
+from dsv.server.storage.stored import StoredObjects
 from dsv.text import plural
 
 __all__ = ["DATAPOINT_CHUNK", "HumanloopService", "Streamed"]
@@ -114,7 +118,8 @@ Build = Callable[[dict[str, bytes], _Sink], tuple[dict[str, bytes], str] | None]
 
 
 class HumanloopService:
-    """The Humanloop Datasets API's rules over a blob store and a metadata store.
+    """The Humanloop Datasets API's rules over the objects, the core metadata store and the
+    dialect's own store; HTTP-free, it raises dsv's errors (dsv.errors).
 
     API writes to one repository are serialised by a lock of this process, so checks such as
     "this version name is free" hold until the write lands; pushes, which do not take it,
@@ -125,6 +130,7 @@ class HumanloopService:
         self,
         objects: StoredObjects,
         meta: MetaStore,
+        store: HumanloopStore,
         *,
         tmp_dir: Any,
         auth: bool = True,
@@ -135,13 +141,14 @@ class HumanloopService:
         self.chunk = chunk
         self.blobs = objects.blobs
         self.meta = meta
+        self.store = store
         self.tmp_dir = tmp_dir
         self.auth = auth
         self.environments = check_environments(environments)
         self._guard = threading.Lock()
         self._streaming = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
-        self.history = History(objects, meta)
+        self.history = History(objects, store)
 
     # -- access ------------------------------------------------------------------------------
 
@@ -161,7 +168,7 @@ class HumanloopService:
         return True
 
     def _record(self, caller: KeyRecord | None, dataset_id: str, *, write: bool) -> DatasetRecord:
-        record = self.meta.dataset_by_id(dataset_id)
+        record = self.store.dataset_by_id(dataset_id)
         # Another repository's dataset is "not found" to a key that may not read it.
         if record is None or not self._readable(caller, record.repo):
             raise not_found(f"Dataset {dataset_id} not found")
@@ -199,7 +206,7 @@ class HumanloopService:
             try:
                 return record, self._versions(record)
             except NotFound:
-                if self.meta.dataset_by_id(dataset_id) == record:
+                if self.store.dataset_by_id(dataset_id) == record:
                     raise
         raise not_found(f"Dataset {dataset_id} not found")
 
@@ -378,9 +385,8 @@ class HumanloopService:
                     found.extend(self._listed(repo.name, field, name, user_filter))
         descending = order == "desc" or (order is None and field != "name")
         found.sort(key=lambda item: item[0], reverse=descending)
-        start = (page - 1) * size
         # Only the page's datasets become responses: a pager walking N datasets stays O(N).
-        shown = [self._response(*item[1:]) for item in found[start : start + size]]
+        shown = [self._response(*item[1:]) for item in found[page_window(page, size)]]
         return Page(shown, page, size, len(found))
 
     def _listed(
@@ -394,7 +400,7 @@ class HumanloopService:
             shown = f"{repo}/{path[: -len(DATASET_SUFFIX)]}"
             if not path.endswith(DATASET_SUFFIX) or (name and name.lower() not in shown.lower()):
                 continue
-            record = self.meta.register_dataset(
+            record = self.store.register_dataset(
                 repo, path, dataset_ids(repo, path), created=int(time.time())
             )
             try:
@@ -441,8 +447,10 @@ class HumanloopService:
         chosen = self._pick(record, versions, version=version, environment=environment)
         chosen = chosen or self._default(versions)
         total = self.objects.dataset(record.repo, chosen.dataset).count
-        start = (page - 1) * size
-        records = self._points(record.repo, chosen.dataset, start, start + size) if size else []
+        window = page_window(page, size)
+        records = []
+        if size:
+            records = self._points(record.repo, chosen.dataset, window.start, window.stop)
         return Page(records, page, size, total)
 
     def list_versions(
@@ -539,7 +547,7 @@ class HumanloopService:
             commit_oid = sink.write(Kind.COMMIT, encode_object(commit))
             self._store(repo, sink)
             try:
-                self.meta.update_refs(
+                self.store.update_refs(
                     repo,
                     [RefChange(branch, head, commit_oid)],
                     user=self._who(caller),
@@ -619,7 +627,7 @@ class HumanloopService:
                     )
                 versions = self._versions(record)
             else:
-                record = self.meta.register_dataset(
+                record = self.store.register_dataset(
                     repo, path, dataset_ids(repo, path), created=int(time.time())
                 )
                 try:
@@ -665,7 +673,7 @@ class HumanloopService:
             made = next((v for v in after.every if v.commit == commit), after.latest)
             if created:
                 attributes = encode_canonical(request.attributes) if request.attributes else b""
-                self.meta.put_version_note(
+                self.store.put_version_note(
                     VersionNote(
                         record.id,
                         made.commit,
@@ -833,7 +841,7 @@ class HumanloopService:
             version = versions.find(vid, dataset_id)
             self._check_version_name(versions, request.name, besides=version.commit)
             old = self._note(versions, dataset_id, version.commit)
-            self.meta.put_version_note(
+            self.store.put_version_note(
                 msgspec.structs.replace(
                     old,
                     name=request.name if request.name is not None else old.name,
@@ -861,7 +869,7 @@ class HumanloopService:
                         "remove the deployment first",
                     )
             old = self._note(versions, dataset_id, version.commit)
-            self.meta.put_version_note(msgspec.structs.replace(old, hidden=True))
+            self.store.put_version_note(msgspec.structs.replace(old, hidden=True))
 
     def set_deployment(
         self, caller: KeyRecord | None, dataset_id: str, environment: str, vid: str

@@ -8,7 +8,7 @@ import secrets
 import time
 
 from dsv.errors import AccessDenied, BadInput, Forbidden, Unauthorized
-from dsv.remote.storage import KeyRecord, MetaStore, Scope, check_repo_name
+from dsv.server.storage import KeyRecord, MetaStore, Scope, check_repo_name
 
 __all__ = [
     "KEY_PREFIX",

@@ -1,5 +1,5 @@
 """The Humanloop Datasets API's shapes: its requests, responses and validation errors, and how
-its names map onto dsv's (docs/humanloop.md). The rules are in dsv.remote.humanloop.
+its names map onto dsv's (docs/humanloop.md). The rules are in its `service` module.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import blake3
 import msgspec
 
 from dsv.canonical import CanonicalError, encode_canonical
-from dsv.errors import BadInput, NotFound, Unprocessable
+from dsv.errors import BadInput, NotFound
 from dsv.paths import BadPath, check_dataset_path, shown_path
 from dsv.refs import ENVS, check_ref_name
-from dsv.remote.storage import check_repo_name
+from dsv.server.dialects import FieldError
+from dsv.server.storage import check_repo_name
 
 __all__ = [
     "DATASET_SUFFIX",
@@ -27,7 +28,6 @@ __all__ = [
     "CreateDatapoint",
     "DatasetResponse",
     "EnvironmentResponse",
-    "FieldError",
     "FileEnvironmentResponse",
     "MoveRequest",
     "Page",
@@ -44,7 +44,6 @@ __all__ = [
     "iso_time",
     "not_found",
     "parse_bool",
-    "parse_page",
     "read_csv",
     "record_of",
     "split_path",
@@ -53,22 +52,12 @@ __all__ = [
 
 DEFAULT_ENVIRONMENTS = ("production", "staging")
 DATASET_SUFFIX = ".jsonl"
-_MAX_PAGE_SIZE = 10_000
 # Well below the JSON decoder's own limit, so that every response holding a datapoint written
 # through the API encodes and decodes.
 MAX_DEPTH = 200
 
 
 # -- errors ---------------------------------------------------------------------------------------
-
-
-class FieldError(Unprocessable):
-    """A 422 whose body is the validation error the SDK reads: `{"detail": [{loc, msg, type}]}`."""
-
-    def __init__(self, loc: Sequence[str | int], msg: str, kind: str = "value_error") -> None:
-        where = ".".join(str(part) for part in loc)
-        super().__init__(f"{where}: {msg}")
-        self.detail = [{"loc": list(loc), "msg": msg, "type": kind}]
 
 
 def not_found(message: str) -> NotFound:
@@ -379,34 +368,6 @@ def _json_cell(cell: str, column: str, line: int, loc: list[str | int]) -> Any:
     if not isinstance(value, wanted):
         shown = "an array" if wanted is list else "an object"
         raise FieldError(loc, f"line {line}: column {column} must hold {shown}")
-    return value
-
-
-def parse_page(page: str | None, size: str | None, *, default_size: int) -> tuple[int, int]:
-    """`page` (>= 1) and `size` (0 to 10,000) query parameters; a 422 naming the bad one."""
-    return (
-        _int_param("page", page, 1, 1, None),
-        _int_param("size", size, default_size, 0, _MAX_PAGE_SIZE),
-    )
-
-
-def _int_param(name: str, text: str | None, default: int, low: int, high: int | None) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise FieldError(
-            ["query", name], "Input should be a valid integer", "int_parsing"
-        ) from None
-    if value < low:
-        raise FieldError(
-            ["query", name], f"Input should be greater than or equal to {low}", "greater_than_equal"
-        )
-    if high is not None and value > high:
-        raise FieldError(
-            ["query", name], f"Input should be less than or equal to {high}", "less_than_equal"
-        )
     return value
 
 
