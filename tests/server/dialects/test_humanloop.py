@@ -456,7 +456,7 @@ def test_upload_csv_adds_rows_to_the_default_environments_version(hl: Humanloop,
 
 
 def test_upload_the_bundled_humanloop_csv(hl: Humanloop, repo: str) -> None:
-    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "humanloop.csv"
+    fixture = Path(__file__).resolve().parents[3] / "fixtures" / "humanloop.csv"
     made = hl.datasets.upsert(path=f"{repo}/support", datapoints=[])
     with fixture.open("rb") as handle:
         uploaded = hl.datasets.upload_csv(made.id, file=("humanloop.csv", handle, "text/csv"))

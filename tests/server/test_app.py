@@ -91,7 +91,8 @@ def error_of(reply: httpx.Response, status: int, code: str | tuple[str, ...]) ->
 def routes(url: str) -> list[tuple[str, str, str]]:
     """(method, path template, last segment) of every dsv-protocol operation in /openapi.json.
 
-    The Humanloop routes (/v5, /v4) have their own matrix in tests/test_humanloop.py.
+    The Humanloop routes (/v5, /v4) have their own matrix in
+    tests/server/dialects/test_humanloop.py.
     """
     spec = httpx.get(f"{url}/openapi.json").json()
     found = []
