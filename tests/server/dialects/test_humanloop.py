@@ -10,7 +10,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from dsv.server.dialects.humanloop.routes import parse_form
 from dsv.server.dialects.humanloop.service import DATAPOINT_CHUNK, HumanloopService
 from dsv.server.dialects.humanloop.store import open_store
 from dsv.server.dialects.humanloop.types import CreateDatapoint, UpsertRequest
-from dsv.server.keys import create_key
 from dsv.server.storage import open_storage
 from dsv.server.storage.sqlite import SqliteMetaStore
 from dsv.server.storage.stored import StoredObjects
@@ -44,23 +43,20 @@ QA = [
 ]
 
 
+KeyMaker = Callable[..., str]
+
+
 class Keys:
-    def __init__(self, root: Path) -> None:
-        meta = SqliteMetaStore(root / "meta.sqlite3")
-        try:
-            self.write = create_key(meta, "write")[1]
-            self.read = create_key(meta, "read")[1]
-            self.other = create_key(meta, "write", "other/repo")[1]
-        finally:
-            meta.close()
+    def __init__(self, make: KeyMaker) -> None:
+        self.write = make("write")
+        self.read = make("read")
+        self.other = make("write", "other/repo")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Keys]]:
-    root = tmp_path_factory.mktemp("humanloop") / "root"
-    root.mkdir()
-    keys = Keys(root)
-    with Server(root) as running:
+def server(server_root: Path, server_keys: KeyMaker) -> Iterator[tuple[Server, Keys]]:
+    keys = Keys(server_keys)
+    with Server(server_root) as running:
         yield running, keys
 
 
