@@ -17,9 +17,9 @@ from click.testing import CliRunner, Result
 from benchmarks.push import Server, dsv_command
 from dsv import maintenance
 from dsv.cli import main
-from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore
 from dsv.repo import Repository
+from dsv.server.keys import create_key
+from dsv.server.storage.sqlite import SqliteMetaStore
 
 
 @pytest.fixture(scope="module")
