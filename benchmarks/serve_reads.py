@@ -61,7 +61,7 @@ def build_dataset_root(root: Path, count: int) -> list[bytes]:
     from dsv.manifest import build_dataset
     from dsv.objects import Commit, Format, Tree, TreeEntry, encode_object
     from dsv.refs import BRANCHES
-    from dsv.remote.storage import RefChange, open_storage, publish_pack
+    from dsv.server.storage import RefChange, open_storage, publish_pack
 
     blobs, meta = open_storage(root)
     tmp = root / "tmp"

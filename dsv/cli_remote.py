@@ -19,7 +19,7 @@ from dsv.text import plural
 
 if TYPE_CHECKING:
     from dsv.remote.client import FetchResult, RefResult
-    from dsv.remote.storage import SqliteMetaStore
+    from dsv.server.storage.sqlite import SqliteMetaStore
 
 __all__ = ["register"]
 
@@ -330,9 +330,9 @@ def serve(
     """
     import logging  # here: only the server logs
 
-    from dsv.remote.humanloop_types import DEFAULT_ENVIRONMENTS, check_environments
-    from dsv.remote.server import ServerConfig
-    from dsv.remote.server import serve as run
+    from dsv.server import ServerConfig
+    from dsv.server import serve as run
+    from dsv.server.dialects.humanloop.types import DEFAULT_ENVIRONMENTS, check_environments
 
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
@@ -359,7 +359,7 @@ def keys() -> None:
 
 def _meta(root: str) -> SqliteMetaStore:
     from dsv.errors import BadInput
-    from dsv.remote.storage import SqliteMetaStore
+    from dsv.server.storage.sqlite import SqliteMetaStore
 
     if not os.path.isdir(root):
         raise BadInput(f"{root}: no such directory", hint="give the --root of 'dsv serve'")
@@ -385,7 +385,7 @@ def keys_create(root: str, scope: str, repo: str | None, note: str) -> None:
     Example:
       dsv keys create --root /srv/dsv --scope write --repo acme/evals | tail -1
     """
-    from dsv.remote.keys import create_key
+    from dsv.server.keys import create_key
 
     Path(root).mkdir(parents=True, exist_ok=True)
     meta = _meta(root)
@@ -430,7 +430,7 @@ def keys_revoke(root: str, key_id: str) -> None:
     Example:
       dsv keys revoke --root /srv/dsv 3fa2c1d9e0b1
     """
-    from dsv.remote.keys import revoke_key
+    from dsv.server.keys import revoke_key
 
     meta = _meta(root)
     try:

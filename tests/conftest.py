@@ -1,10 +1,11 @@
-"""Shared fixtures: a repository in a temp dir and a CliRunner bound to it."""
+"""Shared fixtures: a repository in a temp dir and a CliRunner bound to it; a server root and
+its API keys for the tests that start a real `dsv serve` (benchmarks.push.Server)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from click.testing import CliRunner, Result
 from hypothesis import settings
 
 from dsv.cli import main
+from dsv.server.keys import create_key
+from dsv.server.storage.sqlite import SqliteMetaStore
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -78,3 +81,34 @@ def dsv(tmp_path: Path) -> Iterator[Dsv]:
         yield runner
     finally:
         os.chdir(cwd)
+
+
+# (scope, repo or None for every repository) -> a new API key on the server root.
+KeyMaker = Callable[..., str]
+
+
+def key_maker(root: Path) -> KeyMaker:
+    """Makes API keys on server root `root`, as `dsv keys create` does."""
+
+    def make(scope: str, repo: str | None = None) -> str:
+        meta = SqliteMetaStore(root / "meta.sqlite3")
+        try:
+            return create_key(meta, "write" if scope == "write" else "read", repo)[1]
+        finally:
+            meta.close()
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty root for the module's `dsv serve`."""
+    root = tmp_path_factory.mktemp("server") / "root"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def server_keys(server_root: Path) -> KeyMaker:
+    """Makes keys on `server_root`: `server_keys("write", "acme/evals")`."""
+    return key_maker(server_root)

@@ -26,10 +26,11 @@ from dsv.paths import (
     check_tree_paths,
     shown_path,
 )
+from dsv.protocol import encode_pack
 from dsv.refs import MISSING
-from dsv.remote.keys import create_key
-from dsv.remote.protocol import encode_pack
-from dsv.remote.storage import RefChange, SqliteMetaStore
+from dsv.server.keys import create_key
+from dsv.server.storage import RefChange
+from dsv.server.storage.sqlite import SqliteMetaStore
 from dsv.store import ObjectStore
 from dsv.worktree import write_file
 

@@ -19,8 +19,8 @@ from dsv import cli_common, ingest, maintenance, materialize, ops, parallel
 from dsv.cli import main
 from dsv.notebook import Repository
 from dsv.progress import Progress, Step
-from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore
+from dsv.server.keys import create_key
+from dsv.server.storage.sqlite import SqliteMetaStore
 
 RECORDS = [{"id": i, "q": f"question {i}", "a": "x" * (i % 50)} for i in range(30_000)]
 

@@ -36,10 +36,10 @@ from dsv.objects import (
     split_oids,
 )
 from dsv.pack import scan_pack
+from dsv.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.client import RemoteRefused, _send, pull, push
-from dsv.remote.keys import create_key
-from dsv.remote.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
-from dsv.remote.storage import SqliteMetaStore
+from dsv.server.keys import create_key
+from dsv.server.storage.sqlite import SqliteMetaStore
 from dsv.store import PACKS_MOST, ObjectStore
 
 LIMIT = 1 << 20
@@ -306,9 +306,13 @@ def test_health_errors_request_ids_openapi_and_access_log(server: tuple[Server, 
     assert "kind" in _error(reply, 400, "bad_request")
     spec = httpx.get(f"{running.url}/openapi.json").json()
     assert {"/v1/{owner}/{name}/packs", "/v1/{owner}/{name}/refs"} <= set(spec["paths"])
-    time.sleep(0.1)
+    # The access line is written after the answer is sent: wait for it, not a fixed time.
+    deadline = time.monotonic() + 10
     log = running.log_path.read_text()
-    assert '"GET /nowhere" 404' in log and "rid=trace-42" in log
+    while not ('"GET /nowhere" 404' in log and "rid=trace-42" in log):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.02)
+        log = running.log_path.read_text()
 
 
 def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,8 @@ from benchmarks.push import Server, dsv_command
 from dsv import maintenance
 from dsv.cli import main
 from dsv.notebook import Repository
-from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore
+from dsv.server.keys import create_key
+from dsv.server.storage.sqlite import SqliteMetaStore
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,10 @@
-"""Remote sync: `dsv serve` and push, fetch, pull and clone over HTTP (docs/protocol.md).
+"""Remotes, the client side: push, fetch, pull and clone over HTTP (docs/protocol.md).
 
 This module holds what needs no network: remote URLs and the remotes of `.dsv/config`.
 
-- `dsv.remote.protocol`: the wire format shared by both sides;
 - `dsv.remote.client`: push, fetch, pull, clone (httpx);
-- `dsv.remote.server`: the ASGI service (litestar, uvicorn);
-- `dsv.remote.storage`: the server's blob store and ref and metadata store;
-- `dsv.remote.keys`: API keys.
+- the wire format both sides share is `dsv.protocol`; the server is `dsv.server`, which this
+  package never imports (nor it this one).
 """
 
 from __future__ import annotations

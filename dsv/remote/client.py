@@ -30,9 +30,7 @@ from dsv.objects import (
 )
 from dsv.pack import BLOCK_SIZE
 from dsv.progress import Progress, ProgressFn
-from dsv.refs import BRANCHES, ENVS, MISSING, REMOTES, TAGS
-from dsv.remote import get_remote, missing_from, parse_url
-from dsv.remote.protocol import (
+from dsv.protocol import (
     PACK_MEDIA_TYPE,
     SUPPORTED_VERSIONS,
     CommitsRequest,
@@ -50,6 +48,8 @@ from dsv.remote.protocol import (
     kind_name,
     references,
 )
+from dsv.refs import BRANCHES, ENVS, MISSING, REMOTES, TAGS
+from dsv.remote import get_remote, missing_from, parse_url
 from dsv.repo import Repository
 from dsv.text import plural
 

@@ -2,8 +2,8 @@
 
 docs/humanloop.md is the mapping: a dataset is a `.jsonl` file of a repository, a version is
 the commit that produced its content, an environment is an environment ref. This module holds
-the rules and knows nothing of HTTP: dsv.remote.humanloop_routes maps it to routes, and
-dsv.remote.humanloop_types holds the shapes.
+the rules and knows nothing of HTTP: dsv.server.dialects.humanloop.routes maps it to routes, and
+dsv.server.dialects.humanloop.types holds the shapes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from dsv.canonical import decode_canonical, encode_canonical
+from dsv.errors import Conflict, NotFound, Unprocessable
 from dsv.manifest import build_dataset
 from dsv.objects import (
     Commit,
@@ -33,8 +34,15 @@ from dsv.objects import (
 from dsv.pack import PackWriter
 from dsv.paths import BadPath, check_tree_paths
 from dsv.refs import BRANCHES, ENVS
-from dsv.remote.humanloop_history import History, Version, Versions
-from dsv.remote.humanloop_types import (
+from dsv.server.dialects import FieldError
+from dsv.server.dialects.humanloop.history import History, Version, Versions
+from dsv.server.dialects.humanloop.store import (
+    DatasetMove,
+    DatasetRecord,
+    HumanloopStore,
+    VersionNote,
+)
+from dsv.server.dialects.humanloop.types import (
     DATASET_SUFFIX,
     DEFAULT_ENVIRONMENTS,
     CreateDatapoint,
@@ -43,7 +51,6 @@ from dsv.remote.humanloop_types import (
     FileEnvironmentResponse,
     MoveRequest,
     Page,
-    Unprocessable,
     UpsertRequest,
     V4Datapoint,
     VersionUpdate,
@@ -61,19 +68,16 @@ from dsv.remote.humanloop_types import (
     split_path,
     version_id,
 )
-from dsv.remote.keys import AccessDenied, authenticate, permit
-from dsv.remote.protocol import ApiError
-from dsv.remote.storage import (
-    DatasetMove,
-    DatasetRecord,
+from dsv.server.dialects.paging import page_window
+from dsv.server.keys import AccessDenied, authenticate, permit
+from dsv.server.storage import (
     KeyRecord,
     MetaStore,
     RefChange,
     RefConflict,
-    VersionNote,
     publish_pack,
 )
-from dsv.remote.stored import StoredObjects
+from dsv.server.storage.stored import StoredObjects
 from dsv.text import plural
 
 __all__ = ["DATAPOINT_CHUNK", "HumanloopService", "Streamed"]
@@ -114,7 +118,8 @@ Build = Callable[[dict[str, bytes], _Sink], tuple[dict[str, bytes], str] | None]
 
 
 class HumanloopService:
-    """The Humanloop Datasets API's rules over a blob store and a metadata store.
+    """The Humanloop Datasets API's rules over the objects, the core metadata store and the
+    dialect's own store; HTTP-free, it raises dsv's errors (dsv.errors).
 
     API writes to one repository are serialised by a lock of this process, so checks such as
     "this version name is free" hold until the write lands; pushes, which do not take it,
@@ -125,6 +130,7 @@ class HumanloopService:
         self,
         objects: StoredObjects,
         meta: MetaStore,
+        store: HumanloopStore,
         *,
         tmp_dir: Any,
         auth: bool = True,
@@ -135,13 +141,14 @@ class HumanloopService:
         self.chunk = chunk
         self.blobs = objects.blobs
         self.meta = meta
+        self.store = store
         self.tmp_dir = tmp_dir
         self.auth = auth
         self.environments = check_environments(environments)
         self._guard = threading.Lock()
         self._streaming = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
-        self.history = History(objects, meta)
+        self.history = History(objects, store)
 
     # -- access ------------------------------------------------------------------------------
 
@@ -161,7 +168,7 @@ class HumanloopService:
         return True
 
     def _record(self, caller: KeyRecord | None, dataset_id: str, *, write: bool) -> DatasetRecord:
-        record = self.meta.dataset_by_id(dataset_id)
+        record = self.store.dataset_by_id(dataset_id)
         # Another repository's dataset is "not found" to a key that may not read it.
         if record is None or not self._readable(caller, record.repo):
             raise not_found(f"Dataset {dataset_id} not found")
@@ -198,8 +205,8 @@ class HumanloopService:
             record = self._record(caller, dataset_id, write=False)
             try:
                 return record, self._versions(record)
-            except ApiError as exc:
-                if exc.status != 404 or self.meta.dataset_by_id(dataset_id) == record:
+            except NotFound:
+                if self.store.dataset_by_id(dataset_id) == record:
                     raise
         raise not_found(f"Dataset {dataset_id} not found")
 
@@ -366,11 +373,11 @@ class HumanloopService:
     ) -> Page:
         field = sort_by or "updated_at"
         if field not in ("created_at", "updated_at", "name"):
-            raise Unprocessable(
+            raise FieldError(
                 ["query", "sort_by"], "Input should be 'created_at', 'updated_at' or 'name'", "enum"
             )
         if order not in (None, "asc", "desc"):
-            raise Unprocessable(["query", "order"], "Input should be 'asc' or 'desc'", "enum")
+            raise FieldError(["query", "order"], "Input should be 'asc' or 'desc'", "enum")
         found: list[tuple[Any, DatasetRecord, Versions, Version]] = []
         for repo in self.meta.list_repos():
             if self._readable(caller, repo.name):
@@ -378,9 +385,8 @@ class HumanloopService:
                     found.extend(self._listed(repo.name, field, name, user_filter))
         descending = order == "desc" or (order is None and field != "name")
         found.sort(key=lambda item: item[0], reverse=descending)
-        start = (page - 1) * size
         # Only the page's datasets become responses: a pager walking N datasets stays O(N).
-        shown = [self._response(*item[1:]) for item in found[start : start + size]]
+        shown = [self._response(*item[1:]) for item in found[page_window(page, size)]]
         return Page(shown, page, size, len(found))
 
     def _listed(
@@ -394,12 +400,12 @@ class HumanloopService:
             shown = f"{repo}/{path[: -len(DATASET_SUFFIX)]}"
             if not path.endswith(DATASET_SUFFIX) or (name and name.lower() not in shown.lower()):
                 continue
-            record = self.meta.register_dataset(
+            record = self.store.register_dataset(
                 repo, path, dataset_ids(repo, path), created=int(time.time())
             )
             try:
                 versions = self._versions(record)
-            except ApiError:
+            except NotFound:
                 continue  # a push removed it since the branch was read
             version = self._default(versions)
             if user_filter and user_filter.lower() not in version.info.author.lower():
@@ -441,15 +447,17 @@ class HumanloopService:
         chosen = self._pick(record, versions, version=version, environment=environment)
         chosen = chosen or self._default(versions)
         total = self.objects.dataset(record.repo, chosen.dataset).count
-        start = (page - 1) * size
-        records = self._points(record.repo, chosen.dataset, start, start + size) if size else []
+        window = page_window(page, size)
+        records = []
+        if size:
+            records = self._points(record.repo, chosen.dataset, window.start, window.stop)
         return Page(records, page, size, total)
 
     def list_versions(
         self, caller: KeyRecord | None, dataset_id: str, *, include_datapoints: str | None = None
     ) -> list[Streamed]:
         if include_datapoints not in (None, "latest_saved", "latest_committed"):
-            raise Unprocessable(
+            raise FieldError(
                 ["query", "include_datapoints"],
                 "Input should be 'latest_saved' or 'latest_committed'",
                 "enum",
@@ -516,7 +524,7 @@ class HumanloopService:
             built = build(tree, sink)
             if built is None:
                 if head is None:
-                    raise ApiError(409, "conflict", f"{repo} has no versions yet")
+                    raise Conflict(f"{repo} has no versions yet")
                 return head, False
             entries, message = built
             ordered = sorted(entries, key=lambda p: p.encode())
@@ -524,7 +532,7 @@ class HumanloopService:
                 check_tree_paths(ordered)
             except BadPath as exc:
                 # Names were checked where they came in; this guards every route at once.
-                raise ApiError(422, "corrupt", f"{repo}: {exc.message}") from exc
+                raise Unprocessable(f"{repo}: {exc.message}", code="corrupt") from exc
             tree_oid = sink.write(
                 Kind.TREE, encode_object(Tree(tuple(TreeEntry(p, entries[p]) for p in ordered)))
             )
@@ -539,7 +547,7 @@ class HumanloopService:
             commit_oid = sink.write(Kind.COMMIT, encode_object(commit))
             self._store(repo, sink)
             try:
-                self.meta.update_refs(
+                self.store.update_refs(
                     repo,
                     [RefChange(branch, head, commit_oid)],
                     user=self._who(caller),
@@ -550,17 +558,13 @@ class HumanloopService:
             except RefConflict:
                 continue
             return commit_oid, True
-        raise ApiError(
-            409, "conflict", f"{repo} kept changing while this request was applied; try again"
-        )
+        raise Conflict(f"{repo} kept changing while this request was applied; try again")
 
     def _check_room(self, record: DatasetRecord, tree: dict[str, bytes], path: str) -> None:
         """A new path must not be a folder of another dataset, nor inside one's file."""
         for other in tree:
             if other.startswith(path + "/") or path.startswith(other + "/"):
-                raise ApiError(
-                    409,
-                    "conflict",
+                raise Conflict(
                     f"{record.repo} has a dataset at {other}, which {path} cannot sit beside",
                     "a dataset's path may not be a folder of another's",
                 )
@@ -574,9 +578,7 @@ class HumanloopService:
         for v in versions.every:
             note = versions.notes.get(v.commit)
             if note and note.name == name and v.commit != besides:
-                raise ApiError(
-                    409,
-                    "conflict",
+                raise Conflict(
                     f"Version name {name!r} is already used by version {version_id(v.commit)}",
                 )
 
@@ -599,14 +601,14 @@ class HumanloopService:
         if request.id:
             repo = self._record(caller, request.id, write=True).repo
             if request.path and split_path(request.path)[0] != repo:
-                raise Unprocessable(
+                raise FieldError(
                     ["body", "path"], f"path {request.path!r} is not the path of {request.id}"
                 )
         elif request.path:
             repo, path = split_path(request.path)
             self._permit(caller, repo, write=True)
         else:
-            raise Unprocessable(["body", "path"], "give the dataset's path or its id", "missing")
+            raise FieldError(["body", "path"], "give the dataset's path or its id", "missing")
         bodies: dict[bytes, bytes] = {}
         given: list[bytes] = []
         for i, point in enumerate(request.datapoints):
@@ -620,17 +622,17 @@ class HumanloopService:
             if request.id:
                 record = self._record(caller, request.id, write=True)
                 if request.path and split_path(request.path)[1] != record.path:
-                    raise Unprocessable(
+                    raise FieldError(
                         ["body", "path"], f"path {request.path!r} is not the path of {request.id}"
                     )
                 versions = self._versions(record)
             else:
-                record = self.meta.register_dataset(
+                record = self.store.register_dataset(
                     repo, path, dataset_ids(repo, path), created=int(time.time())
                 )
                 try:
                     versions = self._versions(record)
-                except ApiError:
+                except NotFound:
                     versions = None
             action = request.action or "set"
             base: Version | None = None
@@ -671,7 +673,7 @@ class HumanloopService:
             made = next((v for v in after.every if v.commit == commit), after.latest)
             if created:
                 attributes = encode_canonical(request.attributes) if request.attributes else b""
-                self.meta.put_version_note(
+                self.store.put_version_note(
                     VersionNote(
                         record.id,
                         made.commit,
@@ -762,7 +764,7 @@ class HumanloopService:
         for i, point in enumerate(points):
             loc: list[str | int] = ["body", *([i] if many else [])]
             if point.log_ids is not None:
-                raise Unprocessable(
+                raise FieldError(
                     [*loc, "log_ids"],
                     "dsv keeps no logs to copy datapoints from; send inputs, messages and target",
                 )
@@ -797,14 +799,14 @@ class HumanloopService:
             if request.path:
                 repo, path = split_path(request.path)
                 if repo != record.repo:
-                    raise Unprocessable(
+                    raise FieldError(
                         ["body", "path"],
                         f"cannot move {record.repo}'s dataset to repository {repo}: a dataset "
                         "moves within its repository",
                     )
             if request.name:
                 if "/" in request.name:
-                    raise Unprocessable(["body", "name"], "a name may not contain '/'; set path")
+                    raise FieldError(["body", "name"], "a name may not contain '/'; set path")
                 folder = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
                 path = check_name(folder + request.name, ["body", "name"]) + DATASET_SUFFIX
             if path != record.path:
@@ -814,9 +816,7 @@ class HumanloopService:
                     tree: dict[str, bytes], sink: _Sink
                 ) -> tuple[dict[str, bytes], str] | None:
                     if path in tree:
-                        raise ApiError(
-                            409, "conflict", f"{record.repo} already has a dataset at {path}"
-                        )
+                        raise Conflict(f"{record.repo} already has a dataset at {path}")
                     entry = tree.pop(old_path, None)
                     if entry is None:
                         raise not_found(f"Dataset {dataset_id} not found")
@@ -841,7 +841,7 @@ class HumanloopService:
             version = versions.find(vid, dataset_id)
             self._check_version_name(versions, request.name, besides=version.commit)
             old = self._note(versions, dataset_id, version.commit)
-            self.meta.put_version_note(
+            self.store.put_version_note(
                 msgspec.structs.replace(
                     old,
                     name=request.name if request.name is not None else old.name,
@@ -857,23 +857,19 @@ class HumanloopService:
             versions = self._versions(record)
             version = versions.find(vid, dataset_id)
             if version.commit == versions.latest.commit:
-                raise ApiError(
-                    409,
-                    "conflict",
+                raise Conflict(
                     f"Version {vid} is the latest version of {dataset_id}; the default branch "
                     "needs it",
                     "upsert a new version first",
                 )
             for env, deployed in versions.deployed.items():
                 if deployed.commit == version.commit:
-                    raise ApiError(
-                        409,
-                        "conflict",
+                    raise Conflict(
                         f"Version {vid} is deployed to environment {env}",
                         "remove the deployment first",
                     )
             old = self._note(versions, dataset_id, version.commit)
-            self.meta.put_version_note(msgspec.structs.replace(old, hidden=True))
+            self.store.put_version_note(msgspec.structs.replace(old, hidden=True))
 
     def set_deployment(
         self, caller: KeyRecord | None, dataset_id: str, environment: str, vid: str
@@ -893,7 +889,7 @@ class HumanloopService:
                     continue
                 break
             else:
-                raise ApiError(409, "conflict", f"{ref} kept moving while this request ran")
+                raise Conflict(f"{ref} kept moving while this request ran")
             return self._response(record, self._versions(record), version)
 
     def remove_deployment(
@@ -910,9 +906,7 @@ class HumanloopService:
                 # Only from the commit just looked at: a newer deployment is not removed blind.
                 self._move_env(record, caller, ref, current, None, "remove deployment")
             except RefConflict as exc:
-                raise ApiError(
-                    409,
-                    "conflict",
+                raise Conflict(
                     f"environment {name} moved while this request ran",
                     "list the environments and try again",
                 ) from exc

@@ -1,4 +1,4 @@
-"""dsv.remote.stored: the server's decoded reads, in particular a range of a dataset's
+"""dsv.server.storage.stored: the server's decoded reads, in particular a range of a dataset's
 datapoints read from only the pages that hold them."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dsv.errors import CorruptObject
 from dsv.manifest import build_dataset
 from dsv.objects import Format, Kind, hash_object
 from dsv.pack import PackWriter
-from dsv.remote.storage import LocalBlobStore
-from dsv.remote.stored import StoredObjects
+from dsv.server.storage.local import LocalBlobStore
+from dsv.server.storage.stored import StoredObjects
 
 REPO = "acme/evals"
 

@@ -1,6 +1,7 @@
 """The remote protocol, version 1 (docs/protocol.md): messages, the pack stream, the object graph.
 
-Both sides use these: the server to answer and verify, the client to ask and send.
+Both sides use these: the server (dsv.server) to answer and verify, the client (dsv.remote) to
+ask and send. Below both, it knows nothing of HTTP: it raises dsv's own errors.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REQUEST_ID_HEADER",
     "SUPPORTED_VERSIONS",
-    "ApiError",
     "CommitsRequest",
     "ErrorDetail",
     "ErrorReply",
@@ -87,15 +87,6 @@ _KIND_NAMES: dict[Kind, KindName] = {
     Kind.TREE: "tree",
     Kind.COMMIT: "commit",
 }
-
-
-class ApiError(DsvError):
-    """A refusal with an HTTP status and a stable code (docs/protocol.md §6)."""
-
-    def __init__(self, status: int, code: str, message: str, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.status = status
-        self.code = code
 
 
 def kind_named(name: str) -> Kind:

@@ -7,8 +7,8 @@ import hmac
 import secrets
 import time
 
-from dsv.errors import BadInput, DsvError
-from dsv.remote.storage import KeyRecord, MetaStore, Scope, check_repo_name
+from dsv.errors import AccessDenied, BadInput, Forbidden, Unauthorized
+from dsv.server.storage import KeyRecord, MetaStore, Scope, check_repo_name
 
 __all__ = [
     "KEY_PREFIX",
@@ -28,15 +28,6 @@ _ENV_HINT = (
     "set DSV_API_KEY (or the variable named by 'dsv remote add --key-env') to a key "
     "made with 'dsv keys create' on the server"
 )
-
-
-class AccessDenied(DsvError):
-    """A request without a valid key (401), or with a key that may not do it (403)."""
-
-    def __init__(self, status: int, code: str, message: str, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.status = status
-        self.code = code
 
 
 def key_digest(key: str) -> bytes:
@@ -73,31 +64,27 @@ def authorize(meta: MetaStore, key: str | None, repo: str, *, write: bool) -> Ke
 
 
 def authenticate(meta: MetaStore, key: str | None) -> KeyRecord:
-    """The record of a valid, unrevoked key; otherwise AccessDenied (401)."""
+    """The record of a valid, unrevoked key; otherwise Unauthorized."""
     if not key:
-        raise AccessDenied(401, "unauthenticated", "this server requires an API key", _ENV_HINT)
+        raise Unauthorized("this server requires an API key", _ENV_HINT)
     record = meta.key_by_digest(key_digest(key))
     # compare_digest keeps the check constant-time even though the lookup is by digest.
     if record is None or not hmac.compare_digest(record.digest, key_digest(key)):
-        raise AccessDenied(401, "bad_key", "the API key is not valid on this server", _ENV_HINT)
+        raise Unauthorized("the API key is not valid on this server", _ENV_HINT, code="bad_key")
     if record.revoked is not None:
-        raise AccessDenied(401, "bad_key", f"API key {record.id} has been revoked", _ENV_HINT)
+        raise Unauthorized(f"API key {record.id} has been revoked", _ENV_HINT, code="bad_key")
     return record
 
 
 def permit(record: KeyRecord, repo: str, *, write: bool) -> KeyRecord:
-    """`record` if its key may read (or write) `repo`; otherwise AccessDenied (403)."""
+    """`record` if its key may read (or write) `repo`; otherwise Forbidden."""
     if record.repo is not None and record.repo != repo:
-        raise AccessDenied(
-            403,
-            "forbidden",
+        raise Forbidden(
             f"API key {record.id} is for repository {record.repo}, not {repo}",
             f"use a key made with 'dsv keys create --repo {repo}'",
         )
     if write and record.scope != "write":
-        raise AccessDenied(
-            403,
-            "forbidden",
+        raise Forbidden(
             f"API key {record.id} may only read {repo}; pushing needs a write key",
             f"use a key made with 'dsv keys create --scope write --repo {repo}'",
         )

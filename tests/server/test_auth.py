@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -13,30 +13,14 @@ from click.testing import CliRunner, Result
 from benchmarks.push import Server
 from dsv.cli import main
 from dsv.notebook import Repository
-from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore
 
-
-class Keys:
-    """Creates keys on the running server's root, as `dsv keys create` does."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(self, scope: str, repo: str | None = None) -> str:
-        meta = SqliteMetaStore(self.root / "meta.sqlite3")
-        try:
-            return create_key(meta, "write" if scope == "write" else "read", repo)[1]
-        finally:
-            meta.close()
+Keys = Callable[..., str]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Keys]]:
-    root = tmp_path_factory.mktemp("auth") / "root"
-    root.mkdir()
-    with Server(root) as running:
-        yield running, Keys(root)
+def server(server_root: Path, server_keys: Keys) -> Iterator[tuple[Server, Keys]]:
+    with Server(server_root) as running:
+        yield running, server_keys
 
 
 def dsv(root: Path, *args: str, code: int = 0, key: str | None = None) -> Result:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dsv.canonical import canonicalize
-from dsv.errors import BadInput, CorruptObject
+from dsv.errors import BadInput, CorruptObject, Forbidden, Unauthorized
 from dsv.objects import (
     Commit,
     Dataset,
@@ -28,25 +28,29 @@ from dsv.objects import (
     hash_object,
 )
 from dsv.pack import PackWriter
-from dsv.remote.keys import AccessDenied, authorize, create_key, key_digest, revoke_key
-from dsv.remote.protocol import (
+from dsv.protocol import (
     MAX_BLOCK_RAW,
     check_datapoints,
     encode_pack,
     iter_pack,
     references,
 )
-from dsv.remote.storage import (
-    BlobStore,
+from dsv.server.dialects.humanloop.store import (
     DatasetMove,
-    LocalBlobStore,
+    HumanloopStore,
+    VersionNote,
+    open_store,
+)
+from dsv.server.keys import AccessDenied, authorize, create_key, key_digest, revoke_key
+from dsv.server.storage import (
+    BlobStore,
     MetaStore,
     RefChange,
     RefConflict,
-    SqliteMetaStore,
-    VersionNote,
     check_repo_name,
 )
+from dsv.server.storage.local import LocalBlobStore
+from dsv.server.storage.sqlite import SqliteMetaStore
 
 BlobFactory = Callable[[Path], BlobStore]
 MetaFactory = Callable[[Path], MetaStore]
@@ -66,6 +70,12 @@ def meta(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetaStore]:
     store = factory(tmp_path)
     yield store
     store.close()
+
+
+@pytest.fixture
+def humanloop(meta: MetaStore) -> HumanloopStore:
+    """The Humanloop dialect's store beside `meta`."""
+    return open_store(meta)
 
 
 def _pack(tmp_path: Path, objects: list[tuple[Kind, bytes]]) -> tuple[object, list[bytes]]:
@@ -205,48 +215,51 @@ def test_a_ref_is_deleted_by_compare_and_swap_and_logged(meta: MetaStore) -> Non
     assert [(e.old, e.new, e.reason) for e in log] == [(None, a, "set"), (a, bytes(32), "rm")]
 
 
-def test_datasets_keep_their_id_through_moves(meta: MetaStore) -> None:
-    first = meta.register_dataset("acme/evals", "qa.jsonl", ["ds_a", "ds_b"], created=5)
+def test_datasets_keep_their_id_through_moves(humanloop: HumanloopStore) -> None:
+    first = humanloop.register_dataset("acme/evals", "qa.jsonl", ["ds_a", "ds_b"], created=5)
     assert (first.id, first.path, first.created) == ("ds_a", "qa.jsonl", 5)
     # Registering again finds the record; another path skips the id that is taken.
-    assert meta.register_dataset("acme/evals", "qa.jsonl", ["ds_z"], created=9) == first
-    other = meta.register_dataset("acme/evals", "rag.jsonl", ["ds_a", "ds_b"], created=6)
+    assert humanloop.register_dataset("acme/evals", "qa.jsonl", ["ds_z"], created=9) == first
+    other = humanloop.register_dataset("acme/evals", "rag.jsonl", ["ds_a", "ds_b"], created=6)
     assert other.id == "ds_b"
-    assert meta.dataset_by_id("ds_b") == other and meta.dataset_by_id("ds_x") is None
+    assert humanloop.dataset_by_id("ds_b") == other and humanloop.dataset_by_id("ds_x") is None
     # Moving onto a path whose record is stale drops that record.
     # A move is recorded with the ref update that made it, or not at all.
     commit, later = bytes([7]) * 32, bytes([8]) * 32
     move = DatasetMove("ds_a", "rag.jsonl", commit, "qa.jsonl")
     change = RefChange("refs/heads/main", None, commit)
     with pytest.raises(RefConflict):
-        meta.update_refs(
+        humanloop.update_refs(
             "acme/evals",
             [RefChange("refs/heads/main", later, commit)],
             user="u",
             reason="move",
             move=move,
         )
-    assert meta.dataset_moves("ds_a") == {}
-    meta.update_refs("acme/evals", [change], user="u", reason="move", move=move)
-    moved = meta.dataset_by_id("ds_a")
+    assert humanloop.dataset_moves("ds_a") == {}
+    humanloop.update_refs("acme/evals", [change], user="u", reason="move", move=move)
+    moved = humanloop.dataset_by_id("ds_a")
     assert moved is not None and moved.path == "rag.jsonl"
-    assert meta.dataset_by_id("ds_b") is None
+    assert humanloop.dataset_by_id("ds_b") is None
     back = DatasetMove("ds_a", "qa.jsonl", later, "rag.jsonl")
     change = RefChange("refs/heads/main", commit, later)
-    meta.update_refs("acme/evals", [change], user="u", reason="move", move=back)
+    humanloop.update_refs("acme/evals", [change], user="u", reason="move", move=back)
     # Oldest move first, whatever the commit ids.
-    assert list(meta.dataset_moves("ds_a").items()) == [(commit, "qa.jsonl"), (later, "rag.jsonl")]
-    assert meta.register_dataset("acme/evals", "rag.jsonl", ["ds_c"], created=7).id == "ds_c"
+    assert list(humanloop.dataset_moves("ds_a").items()) == [
+        (commit, "qa.jsonl"),
+        (later, "rag.jsonl"),
+    ]
+    assert humanloop.register_dataset("acme/evals", "rag.jsonl", ["ds_c"], created=7).id == "ds_c"
 
 
-def test_version_notes_are_replaced_whole(meta: MetaStore) -> None:
+def test_version_notes_are_replaced_whole(humanloop: HumanloopStore) -> None:
     c1, c2 = bytes([1]) * 32, bytes([2]) * 32
-    assert meta.version_notes("ds_a") == {}
-    meta.put_version_note(VersionNote("ds_a", c1, "v1", "first", b'{"k":1}'))
-    meta.put_version_note(VersionNote("ds_a", c2, None, None, b"", hidden=True))
-    meta.put_version_note(VersionNote("ds_b", c1, "other"))
-    meta.put_version_note(VersionNote("ds_a", c1, "v1.1", None, b""))
-    assert meta.version_notes("ds_a") == {
+    assert humanloop.version_notes("ds_a") == {}
+    humanloop.put_version_note(VersionNote("ds_a", c1, "v1", "first", b'{"k":1}'))
+    humanloop.put_version_note(VersionNote("ds_a", c2, None, None, b"", hidden=True))
+    humanloop.put_version_note(VersionNote("ds_b", c1, "other"))
+    humanloop.put_version_note(VersionNote("ds_a", c1, "v1.1", None, b""))
+    assert humanloop.version_notes("ds_a") == {
         c1: VersionNote("ds_a", c1, "v1.1", None, b""),
         c2: VersionNote("ds_a", c2, None, None, b"", hidden=True),
     }
@@ -266,7 +279,8 @@ def test_a_schema_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
     meta = SqliteMetaStore(path)
     try:
         assert [r.name for r in meta.list_repos()] == ["acme/evals"]
-        assert meta.register_dataset("acme/evals", "qa.jsonl", ["ds_a"], created=1).id == "ds_a"
+        datasets = open_store(meta)
+        assert datasets.register_dataset("acme/evals", "qa.jsonl", ["ds_a"], created=1).id == "ds_a"
     finally:
         meta.close()
 
@@ -311,18 +325,21 @@ def test_keys_are_stored_hashed_and_checked(meta: MetaStore, tmp_path: Path) -> 
     assert authorize(meta, key, "acme/evals", write=False).id == record.id
     with pytest.raises(AccessDenied) as denied:
         authorize(meta, key, "acme/evals", write=True)
-    assert denied.value.status == 403
+    assert isinstance(denied.value, Forbidden)
     with pytest.raises(AccessDenied) as denied:
         authorize(meta, key, "acme/other", write=False)
-    assert denied.value.status == 403 and "is for repository acme/evals" in denied.value.message
+    assert (
+        isinstance(denied.value, Forbidden)
+        and "is for repository acme/evals" in denied.value.message
+    )
     for bad in (None, "", "dsv_nope"):
         with pytest.raises(AccessDenied) as denied:
             authorize(meta, bad, "acme/evals", write=False)
-        assert denied.value.status == 401
+        assert isinstance(denied.value, Unauthorized)
     revoke_key(meta, record.id)
     with pytest.raises(AccessDenied) as denied:
         authorize(meta, key, "acme/evals", write=False)
-    assert denied.value.status == 401 and "revoked" in denied.value.message
+    assert isinstance(denied.value, Unauthorized) and "revoked" in denied.value.message
     with pytest.raises(BadInput, match="revoked already"):
         revoke_key(meta, record.id)
     with pytest.raises(BadInput, match="no key"):

@@ -10,7 +10,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,14 @@ from humanloop.errors import UnprocessableEntityError
 from benchmarks.push import Server
 from dsv.cli import main
 from dsv.notebook import Repository
-from dsv.remote.humanloop import DATAPOINT_CHUNK, HumanloopService
-from dsv.remote.humanloop_routes import parse_form
-from dsv.remote.humanloop_types import CreateDatapoint, Unprocessable, UpsertRequest
-from dsv.remote.keys import create_key
-from dsv.remote.storage import SqliteMetaStore, open_storage
-from dsv.remote.stored import StoredObjects
+from dsv.server.dialects import FieldError
+from dsv.server.dialects.humanloop.routes import parse_form
+from dsv.server.dialects.humanloop.service import DATAPOINT_CHUNK, HumanloopService
+from dsv.server.dialects.humanloop.store import open_store
+from dsv.server.dialects.humanloop.types import CreateDatapoint, UpsertRequest
+from dsv.server.storage import open_storage
+from dsv.server.storage.sqlite import SqliteMetaStore
+from dsv.server.storage.stored import StoredObjects
 
 JSON = {"content-type": "application/json"}
 QA = [
@@ -41,23 +43,20 @@ QA = [
 ]
 
 
+KeyMaker = Callable[..., str]
+
+
 class Keys:
-    def __init__(self, root: Path) -> None:
-        meta = SqliteMetaStore(root / "meta.sqlite3")
-        try:
-            self.write = create_key(meta, "write")[1]
-            self.read = create_key(meta, "read")[1]
-            self.other = create_key(meta, "write", "other/repo")[1]
-        finally:
-            meta.close()
+    def __init__(self, make: KeyMaker) -> None:
+        self.write = make("write")
+        self.read = make("read")
+        self.other = make("write", "other/repo")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Keys]]:
-    root = tmp_path_factory.mktemp("humanloop") / "root"
-    root.mkdir()
-    keys = Keys(root)
-    with Server(root) as running:
+def server(server_root: Path, server_keys: KeyMaker) -> Iterator[tuple[Server, Keys]]:
+    keys = Keys(server_keys)
+    with Server(server_root) as running:
         yield running, keys
 
 
@@ -299,7 +298,7 @@ def test_include_datapoints_streams_every_datapoint_of_a_large_dataset(
 def test_streamed_responses_are_whole_json_in_chunks_of_any_size(tmp_path: Path) -> None:
     blobs, meta = open_storage(tmp_path / "root")
     service = HumanloopService(
-        StoredObjects(blobs), meta, tmp_dir=tmp_path / "root", auth=False, chunk=2
+        StoredObjects(blobs), meta, open_store(meta), tmp_dir=tmp_path / "root", auth=False, chunk=2
     )
     try:
         points = [CreateDatapoint(inputs={"q": str(i)}) for i in range(7)]
@@ -453,7 +452,7 @@ def test_upload_csv_adds_rows_to_the_default_environments_version(hl: Humanloop,
 
 
 def test_upload_the_bundled_humanloop_csv(hl: Humanloop, repo: str) -> None:
-    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "humanloop.csv"
+    fixture = Path(__file__).resolve().parents[3] / "fixtures" / "humanloop.csv"
     made = hl.datasets.upsert(path=f"{repo}/support", datapoints=[])
     with fixture.open("rb") as handle:
         uploaded = hl.datasets.upload_csv(made.id, file=("humanloop.csv", handle, "text/csv"))
@@ -666,7 +665,7 @@ def test_a_repeated_key_in_a_body_is_422_naming_it(
 
 def test_a_multipart_boundary_is_matched_whole() -> None:
     body = b"--abc\n\r\nContent-Disposition: form-data; name=file\r\n\r\nq\r\n--abc\n--\r\n"
-    with pytest.raises(Unprocessable, match="no valid boundary"):
+    with pytest.raises(FieldError, match="no valid boundary"):
         parse_form(body, "multipart/form-data")
     assert parse_form(body.replace(b"abc\n", b"abc"), "multipart/form-data") == {"file": b"q"}
 

@@ -12,9 +12,9 @@ import threading
 from typing import NamedTuple
 
 from dsv.objects import Commit
-from dsv.remote.humanloop_types import not_found, version_id
-from dsv.remote.storage import DatasetRecord, MetaStore, VersionNote
-from dsv.remote.stored import StoredObjects
+from dsv.server.dialects.humanloop.store import DatasetRecord, HumanloopStore, VersionNote
+from dsv.server.dialects.humanloop.types import not_found, version_id
+from dsv.server.storage.stored import StoredObjects
 
 __all__ = ["Chain", "History", "Version", "Versions"]
 
@@ -52,9 +52,9 @@ class Versions(NamedTuple):
 class History:
     """Versions of datasets, from the objects and the moves recorded in the metadata."""
 
-    def __init__(self, objects: StoredObjects, meta: MetaStore) -> None:
+    def __init__(self, objects: StoredObjects, store: HumanloopStore) -> None:
         self.objects = objects
-        self.meta = meta
+        self.store = store
         self._guard = threading.Lock()
         self._histories: collections.OrderedDict[
             tuple[str, str, str, bytes, int], tuple[Chain, dict[bytes, int], list[Version]]
@@ -113,7 +113,7 @@ class History:
     ) -> tuple[Chain, dict[bytes, int], list[Version]]:
         """The chain from `tip`, each commit's place in it, and the versions along it; kept
         for a few hundred (dataset, tip) pairs, as walking a long history costs."""
-        moves = self.meta.dataset_moves(record.id)
+        moves = self.store.dataset_moves(record.id)
         key = (record.repo, record.id, record.path, tip, len(moves))
         with self._guard:
             found = self._histories.get(key)
@@ -150,7 +150,7 @@ class History:
             found = self._walk(repo, joined[0], first=True)
             if found:
                 deployed[name] = by_commit.get(found[0].commit, found[0])
-        notes = self.meta.version_notes(record.id)
+        notes = self.store.version_notes(record.id)
         extra = {v.commit: v for v in deployed.values() if v.commit not in by_commit}
         every = history + sorted(extra.values(), key=lambda v: v.info.time, reverse=True)
         # A version is hidden once deleted, unless a ref needs it (docs/humanloop.md).

@@ -1,7 +1,7 @@
 """HTTP routes of the Humanloop Datasets API (docs/humanloop.md) inside `dsv serve`.
 
 Paths, query parameters and bodies are the ones the official `humanloop` SDK sends; the
-rules live in dsv.remote.humanloop.
+rules live in dsv.server.dialects.humanloop.service.
 """
 
 from __future__ import annotations
@@ -9,33 +9,32 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.response import Stream
 
-from dsv.remote.humanloop import HumanloopService, Streamed
-from dsv.remote.humanloop_types import (
+from dsv.server.dialects import FieldError, Mount
+from dsv.server.dialects.humanloop.service import HumanloopService, Streamed
+from dsv.server.dialects.humanloop.store import open_store
+from dsv.server.dialects.humanloop.types import (
     MoveRequest,
-    Unprocessable,
     UpsertRequest,
     VersionUpdate,
     decode_body,
     parse_bool,
-    parse_page,
 )
-from dsv.remote.protocol import ApiError
-from dsv.remote.storage import KeyRecord
+from dsv.server.dialects.paging import parse_page
+from dsv.server.storage import KeyRecord
 
-__all__ = ["HUMANLOOP_PREFIXES", "humanloop_handlers", "parse_form"]
-
-HUMANLOOP_PREFIXES = ("/v5/", "/v4/")
+__all__ = ["humanloop_handlers", "parse_form", "routes"]
 
 KeyOf = Callable[[ASGIConnection[Any, Any, Any, Any]], str | None]
 NoteCaller = Callable[[KeyRecord | None], None]
@@ -58,12 +57,12 @@ def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
         first = body.split(b"\r\n", 1)[0]
         boundary = first[2:] if first.startswith(b"--") else b""
     if not _BOUNDARY.fullmatch(boundary):
-        raise Unprocessable(["body"], "not a multipart/form-data body: no valid boundary")
+        raise FieldError(["body"], "not a multipart/form-data body: no valid boundary")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b'Content-Type: multipart/form-data; boundary="' + boundary + b'"\r\n\r\n' + body
     )
     if not message.is_multipart() or message.defects:
-        raise Unprocessable(["body"], "the multipart/form-data body is malformed")
+        raise FieldError(["body"], "the multipart/form-data body is malformed")
     parts: dict[str, bytes] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -88,6 +87,19 @@ def _streamed(body: Iterator[bytes], value: Streamed | list[Streamed]) -> Respon
     return Stream(body, media_type="application/json")
 
 
+def routes(mount: Mount) -> list[HTTPRouteHandler]:
+    """The dialect's routes over the server's storage, with its own store beside the core one."""
+    service = HumanloopService(
+        mount.objects,
+        mount.meta,
+        open_store(mount.meta),
+        tmp_dir=mount.tmp_dir,
+        auth=mount.auth,
+        environments=mount.environments,
+    )
+    return humanloop_handlers(service, mount.key_of, mount.note_caller)
+
+
 def humanloop_handlers(
     service: HumanloopService, key_of: KeyOf, note_caller: NoteCaller
 ) -> list[HTTPRouteHandler]:
@@ -104,20 +116,43 @@ def humanloop_handlers(
         if body:
             given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
             if given != _MEDIA[body]:
-                raise ApiError(
-                    415,
-                    "unsupported_media_type",
-                    f"this route takes {_MEDIA[body]}, not {given or 'a body without a type'}",
+                raise HTTPException(
+                    status_code=415,
+                    detail=f"this route takes {_MEDIA[body]}, "
+                    f"not {given or 'a body without a type'}",
                 )
 
     async def run(request: Request[Any, Any, Any], work: Callable[[KeyRecord | None], Any]) -> Any:
         key = key_of(request)
         return await anyio.to_thread.run_sync(lambda: work(service.authenticate(key)))
 
-    base = "/v5/datasets"
-    item = base + "/{dataset_id:str}"
+    api = _Api(service, keyed, run)
+    return [
+        *_dataset_routes(api),
+        *_datapoint_routes(api),
+        *_version_routes(api),
+        *_environment_routes(api),
+    ]
 
-    @get(base, guards=[keyed])
+
+class _Api(NamedTuple):
+    """What every route of a group needs: the service, the key guard, and `run`, which calls
+    the service in a worker thread with the caller's key record."""
+
+    service: HumanloopService
+    keyed: Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+    run: Callable[[Request[Any, Any, Any], Callable[[KeyRecord | None], Any]], Awaitable[Any]]
+
+
+_BASE = "/v5/datasets"
+_ITEM = _BASE + "/{dataset_id:str}"
+
+
+def _dataset_routes(api: _Api) -> list[HTTPRouteHandler]:
+    """Datasets: list, upsert, get, delete, move."""
+    service, keyed, run = api
+
+    @get(_BASE, guards=[keyed])
     async def list_datasets(
         request: Request[Any, Any, Any],
         page: str | None = None,
@@ -144,7 +179,7 @@ def humanloop_handlers(
             )
         )
 
-    @post(base, guards=[keyed], opt={"body": "json"}, status_code=200)
+    @post(_BASE, guards=[keyed], opt={"body": "json"}, status_code=200)
     async def upsert(
         request: Request[Any, Any, Any],
         version_id: str | None = None,
@@ -166,7 +201,7 @@ def humanloop_handlers(
         )
         return _streamed(service.encode_dataset(made), made)
 
-    @get(item, guards=[keyed])
+    @get(_ITEM, guards=[keyed])
     async def get_dataset(
         request: Request[Any, Any, Any],
         dataset_id: str,
@@ -188,19 +223,26 @@ def humanloop_handlers(
         )
         return _streamed(service.encode_dataset(found), found)
 
-    @delete(item, guards=[keyed], status_code=200)
+    @delete(_ITEM, guards=[keyed], status_code=200)
     async def delete_dataset(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
         """Delete Dataset: a new version of the repository without it."""
         await run(request, lambda caller: service.delete(caller, dataset_id))
         return _json(None)
 
-    @patch(item, guards=[keyed], opt={"body": "json"})
+    @patch(_ITEM, guards=[keyed], opt={"body": "json"})
     async def move(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
         """Move Dataset: rename it within its repository; its id and versions stay."""
         data: MoveRequest = decode_body(await request.body(), MoveRequest)
         return _json(await run(request, lambda caller: service.move(caller, dataset_id, data)))
 
-    @get(item + "/datapoints", guards=[keyed])
+    return [list_datasets, upsert, get_dataset, delete_dataset, move]
+
+
+def _datapoint_routes(api: _Api) -> list[HTTPRouteHandler]:
+    """Datapoints: list them, add a CSV file, v4's Create Datapoint."""
+    service, keyed, run = api
+
+    @get(_ITEM + "/datapoints", guards=[keyed])
     async def list_datapoints(
         request: Request[Any, Any, Any],
         dataset_id: str,
@@ -225,40 +267,7 @@ def humanloop_handlers(
             )
         )
 
-    @get(item + "/versions", guards=[keyed])
-    async def list_versions(
-        request: Request[Any, Any, Any], dataset_id: str, include_datapoints: str | None = None
-    ) -> Response[bytes] | Stream:
-        """List Versions of a Dataset, newest first."""
-        include = include_datapoints or None
-        found: list[Streamed] = await run(
-            request,
-            lambda caller: service.list_versions(caller, dataset_id, include_datapoints=include),
-        )
-        return _streamed(service.encode_versions(found), found)
-
-    @delete(item + "/versions/{version_id:str}", guards=[keyed], status_code=200)
-    async def delete_version(
-        request: Request[Any, Any, Any], dataset_id: str, version_id: str
-    ) -> Response[bytes]:
-        """Delete Dataset Version: hide it from the lists; its commit stays in the history."""
-        await run(request, lambda caller: service.delete_version(caller, dataset_id, version_id))
-        return _json(None)
-
-    @patch(item + "/versions/{version_id:str}", guards=[keyed], opt={"body": "json"})
-    async def update_version(
-        request: Request[Any, Any, Any], dataset_id: str, version_id: str
-    ) -> Response[bytes]:
-        """Update Dataset Version: its name and description; the commit is not rewritten."""
-        data: VersionUpdate = decode_body(await request.body(), VersionUpdate)
-        return _json(
-            await run(
-                request,
-                lambda caller: service.update_version(caller, dataset_id, version_id, data),
-            )
-        )
-
-    @post(item + "/datapoints/csv", guards=[keyed], opt={"body": "multipart"}, status_code=200)
+    @post(_ITEM + "/datapoints/csv", guards=[keyed], opt={"body": "multipart"}, status_code=200)
     async def upload_csv(
         request: Request[Any, Any, Any],
         dataset_id: str,
@@ -268,7 +277,7 @@ def humanloop_handlers(
         """Upload CSV: its rows added to a version (default: the default environment's)."""
         form = parse_form(await request.body(), request.headers.get("content-type", ""))
         if "file" not in form:
-            raise Unprocessable(["body", "file"], "Field required: a CSV file part", "missing")
+            raise FieldError(["body", "file"], "Field required: a CSV file part", "missing")
         content = form["file"]
         fields = {}
         for name in ("version_name", "version_description"):
@@ -289,44 +298,6 @@ def humanloop_handlers(
             )
         )
 
-    @post(item + "/environments/{environment_id:str}", guards=[keyed], status_code=200)
-    async def set_deployment(
-        request: Request[Any, Any, Any],
-        dataset_id: str,
-        environment_id: str,
-        version_id: str | None = None,
-    ) -> Response[bytes]:
-        """Deploy Dataset: move the environment's ref to the version's commit."""
-        version = version_id
-        if not version:
-            raise Unprocessable(["query", "version_id"], "Field required", "missing")
-        return _json(
-            await run(
-                request,
-                lambda caller: service.set_deployment(caller, dataset_id, environment_id, version),
-            )
-        )
-
-    @delete(item + "/environments/{environment_id:str}", guards=[keyed], status_code=200)
-    async def remove_deployment(
-        request: Request[Any, Any, Any], dataset_id: str, environment_id: str
-    ) -> Response[bytes]:
-        """Remove Deployment: delete the environment's ref."""
-        await run(
-            request,
-            lambda caller: service.remove_deployment(caller, dataset_id, environment_id),
-        )
-        return _json(None)
-
-    @get(item + "/environments", guards=[keyed])
-    async def list_environments(
-        request: Request[Any, Any, Any], dataset_id: str
-    ) -> Response[bytes]:
-        """List a Dataset's Environments, with the version deployed to each."""
-        return _json(
-            await run(request, lambda caller: service.list_environments(caller, dataset_id))
-        )
-
     @post(
         "/v4/datasets/{dataset_id:str}/datapoints",
         guards=[keyed],
@@ -344,19 +315,89 @@ def humanloop_handlers(
             )
         )
 
-    return [
-        list_datasets,
-        upsert,
-        get_dataset,
-        delete_dataset,
-        move,
-        list_datapoints,
-        list_versions,
-        delete_version,
-        update_version,
-        upload_csv,
-        set_deployment,
-        remove_deployment,
-        list_environments,
-        create_datapoints,
-    ]
+    return [list_datapoints, upload_csv, create_datapoints]
+
+
+def _version_routes(api: _Api) -> list[HTTPRouteHandler]:
+    """Versions: list, delete (hide), update the name and description."""
+    service, keyed, run = api
+
+    @get(_ITEM + "/versions", guards=[keyed])
+    async def list_versions(
+        request: Request[Any, Any, Any], dataset_id: str, include_datapoints: str | None = None
+    ) -> Response[bytes] | Stream:
+        """List Versions of a Dataset, newest first."""
+        include = include_datapoints or None
+        found: list[Streamed] = await run(
+            request,
+            lambda caller: service.list_versions(caller, dataset_id, include_datapoints=include),
+        )
+        return _streamed(service.encode_versions(found), found)
+
+    @delete(_ITEM + "/versions/{version_id:str}", guards=[keyed], status_code=200)
+    async def delete_version(
+        request: Request[Any, Any, Any], dataset_id: str, version_id: str
+    ) -> Response[bytes]:
+        """Delete Dataset Version: hide it from the lists; its commit stays in the history."""
+        await run(request, lambda caller: service.delete_version(caller, dataset_id, version_id))
+        return _json(None)
+
+    @patch(_ITEM + "/versions/{version_id:str}", guards=[keyed], opt={"body": "json"})
+    async def update_version(
+        request: Request[Any, Any, Any], dataset_id: str, version_id: str
+    ) -> Response[bytes]:
+        """Update Dataset Version: its name and description; the commit is not rewritten."""
+        data: VersionUpdate = decode_body(await request.body(), VersionUpdate)
+        return _json(
+            await run(
+                request,
+                lambda caller: service.update_version(caller, dataset_id, version_id, data),
+            )
+        )
+
+    return [list_versions, delete_version, update_version]
+
+
+def _environment_routes(api: _Api) -> list[HTTPRouteHandler]:
+    """Environments: deploy a version, remove a deployment, list them."""
+    service, keyed, run = api
+
+    @post(_ITEM + "/environments/{environment_id:str}", guards=[keyed], status_code=200)
+    async def set_deployment(
+        request: Request[Any, Any, Any],
+        dataset_id: str,
+        environment_id: str,
+        version_id: str | None = None,
+    ) -> Response[bytes]:
+        """Deploy Dataset: move the environment's ref to the version's commit."""
+        version = version_id
+        if not version:
+            raise FieldError(["query", "version_id"], "Field required", "missing")
+        return _json(
+            await run(
+                request,
+                lambda caller: service.set_deployment(caller, dataset_id, environment_id, version),
+            )
+        )
+
+    @delete(_ITEM + "/environments/{environment_id:str}", guards=[keyed], status_code=200)
+    async def remove_deployment(
+        request: Request[Any, Any, Any], dataset_id: str, environment_id: str
+    ) -> Response[bytes]:
+        """Remove Deployment: delete the environment's ref."""
+        await run(
+            request,
+            lambda caller: service.remove_deployment(caller, dataset_id, environment_id),
+        )
+        return _json(None)
+
+    @get(_ITEM + "/environments", guards=[keyed])
+    async def list_environments(
+        request: Request[Any, Any, Any], dataset_id: str
+    ) -> Response[bytes]:
+        """List a Dataset's Environments, with the version deployed to each."""
+        return _json(
+            await run(request, lambda caller: service.list_environments(caller, dataset_id))
+        )
+
+    return [set_deployment, remove_deployment, list_environments]

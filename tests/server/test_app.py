@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,9 @@ from click.testing import CliRunner, Result
 from benchmarks.push import Server, dsv_command
 from dsv.cli import main
 from dsv.objects import Kind
-from dsv.remote.keys import create_key
-from dsv.remote.protocol import PACK_MEDIA_TYPE, encode_pack
-from dsv.remote.storage import SqliteMetaStore
+from dsv.protocol import PACK_MEDIA_TYPE, encode_pack
+from dsv.server.keys import create_key
+from dsv.server.storage.sqlite import SqliteMetaStore
 
 PACK = {"content-type": PACK_MEDIA_TYPE}
 LIMIT = 1 << 20  # the server's --max-request-size
@@ -49,25 +49,22 @@ WRITE_ROUTES = {"packs", "refs"}
 PUBLIC = ("/healthz", "/openapi", "/schema")
 
 
+KeyMaker = Callable[..., str]
+
+
 class Keys:
-    def __init__(self, root: Path) -> None:
-        meta = SqliteMetaStore(root / "meta.sqlite3")
-        try:
-            self.write = create_key(meta, "write", REPO)[1]
-            self.read = create_key(meta, "read", REPO)[1]
-            self.other = create_key(meta, "write", OTHER)[1]
-            self.other_read = create_key(meta, "read", OTHER)[1]
-            self.admin = create_key(meta, "write")[1]
-        finally:
-            meta.close()
+    def __init__(self, make: KeyMaker) -> None:
+        self.write = make("write", REPO)
+        self.read = make("read", REPO)
+        self.other = make("write", OTHER)
+        self.other_read = make("read", OTHER)
+        self.admin = make("write")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Keys]]:
-    root = tmp_path_factory.mktemp("reliability") / "root"
-    root.mkdir()
-    keys = Keys(root)
-    with Server(root, "--max-request-size", str(LIMIT), "--max-ids", "500") as running:
+def server(server_root: Path, server_keys: KeyMaker) -> Iterator[tuple[Server, Keys]]:
+    keys = Keys(server_keys)
+    with Server(server_root, "--max-request-size", str(LIMIT), "--max-ids", "500") as running:
         yield running, keys
 
 
@@ -91,7 +88,8 @@ def error_of(reply: httpx.Response, status: int, code: str | tuple[str, ...]) ->
 def routes(url: str) -> list[tuple[str, str, str]]:
     """(method, path template, last segment) of every dsv-protocol operation in /openapi.json.
 
-    The Humanloop routes (/v5, /v4) have their own matrix in tests/test_humanloop.py.
+    The Humanloop routes (/v5, /v4) have their own matrix in
+    tests/server/dialects/test_humanloop.py.
     """
     spec = httpx.get(f"{url}/openapi.json").json()
     found = []

@@ -18,7 +18,7 @@ from dsv.objects import (
     decode_dataset,
     decode_tree,
 )
-from dsv.remote.storage import BlobStore
+from dsv.server.storage import BlobStore
 
 __all__ = ["StoredObjects"]
 

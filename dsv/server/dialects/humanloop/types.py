@@ -1,5 +1,5 @@
 """The Humanloop Datasets API's shapes: its requests, responses and validation errors, and how
-its names map onto dsv's (docs/humanloop.md). The rules are in dsv.remote.humanloop.
+its names map onto dsv's (docs/humanloop.md). The rules are in its `service` module.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import blake3
 import msgspec
 
 from dsv.canonical import CanonicalError, encode_canonical
-from dsv.errors import BadInput
+from dsv.errors import BadInput, NotFound
 from dsv.paths import BadPath, check_dataset_path, shown_path
 from dsv.refs import ENVS, check_ref_name
-from dsv.remote.protocol import ApiError
-from dsv.remote.storage import check_repo_name
+from dsv.server.dialects import FieldError
+from dsv.server.storage import check_repo_name
 
 __all__ = [
     "DATASET_SUFFIX",
@@ -31,7 +31,6 @@ __all__ = [
     "FileEnvironmentResponse",
     "MoveRequest",
     "Page",
-    "Unprocessable",
     "UpsertRequest",
     "V4Datapoint",
     "VersionUpdate",
@@ -45,7 +44,6 @@ __all__ = [
     "iso_time",
     "not_found",
     "parse_bool",
-    "parse_page",
     "read_csv",
     "record_of",
     "split_path",
@@ -54,7 +52,6 @@ __all__ = [
 
 DEFAULT_ENVIRONMENTS = ("production", "staging")
 DATASET_SUFFIX = ".jsonl"
-_MAX_PAGE_SIZE = 10_000
 # Well below the JSON decoder's own limit, so that every response holding a datapoint written
 # through the API encodes and decodes.
 MAX_DEPTH = 200
@@ -63,17 +60,8 @@ MAX_DEPTH = 200
 # -- errors ---------------------------------------------------------------------------------------
 
 
-class Unprocessable(ApiError):
-    """A 422 whose body is the validation error the SDK reads: `{"detail": [{loc, msg, type}]}`."""
-
-    def __init__(self, loc: Sequence[str | int], msg: str, kind: str = "value_error") -> None:
-        where = ".".join(str(part) for part in loc)
-        super().__init__(422, "unprocessable", f"{where}: {msg}")
-        self.detail = [{"loc": list(loc), "msg": msg, "type": kind}]
-
-
-def not_found(message: str) -> ApiError:
-    return ApiError(404, "not_found", message)
+def not_found(message: str) -> NotFound:
+    return NotFound(message)
 
 
 # -- requests -------------------------------------------------------------------------------------
@@ -129,7 +117,7 @@ _ERROR_TYPES = (
 def decode_body(data: bytes, kind: type[Any]) -> Any:
     """`data` as a `kind`; a 422 naming the field (`loc`) otherwise."""
     if not data.strip():
-        raise Unprocessable(["body"], "Field required: the request has no JSON body", "missing")
+        raise FieldError(["body"], "Field required: the request has no JSON body", "missing")
     try:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
@@ -146,11 +134,11 @@ def decode_body(data: bytes, kind: type[Any]) -> Any:
         if unknown:
             loc.append(unknown[1])
         code = next((c for text, c in _ERROR_TYPES if text in message), "value_error")
-        raise Unprocessable(loc, message, code) from exc
+        raise FieldError(loc, message, code) from exc
     except msgspec.DecodeError as exc:
-        raise Unprocessable(["body"], f"JSON decode error: {exc}", "json_invalid") from exc
+        raise FieldError(["body"], f"JSON decode error: {exc}", "json_invalid") from exc
     except RecursionError as exc:
-        raise Unprocessable(["body"], "JSON nested too deeply", "json_invalid") from exc
+        raise FieldError(["body"], "JSON nested too deeply", "json_invalid") from exc
 
 
 # -- responses ------------------------------------------------------------------------------------
@@ -263,7 +251,7 @@ def check_name(name: str, loc: Sequence[str | int]) -> str:
         check_dataset_path(name)
         check_dataset_path(name + DATASET_SUFFIX)
     except BadPath as exc:
-        raise Unprocessable(loc, f"invalid dataset name {shown_path(name)}: {exc.reason}") from exc
+        raise FieldError(loc, f"invalid dataset name {shown_path(name)}: {exc.reason}") from exc
     return name
 
 
@@ -271,7 +259,7 @@ def split_path(path: str, loc: Sequence[str | int] = ("body", "path")) -> tuple[
     """`OWNER/REPO/NAME` -> (`OWNER/REPO`, the file `NAME.jsonl`)."""
     parts = path.strip("/").split("/")
     if len(parts) < 3:
-        raise Unprocessable(
+        raise FieldError(
             loc,
             f"dataset path {path!r} must be OWNER/REPO/NAME: the repository, then the dataset",
         )
@@ -279,7 +267,7 @@ def split_path(path: str, loc: Sequence[str | int] = ("body", "path")) -> tuple[
     try:
         check_repo_name(repo)
     except BadInput as exc:
-        raise Unprocessable(loc, exc.message) from exc
+        raise FieldError(loc, exc.message) from exc
     return repo, check_name("/".join(parts[2:]), loc) + DATASET_SUFFIX
 
 
@@ -289,19 +277,19 @@ def record_of(point: CreateDatapoint | V4Datapoint, loc: list[str | int]) -> dic
     if point.inputs is not None:
         for name, value in point.inputs.items():
             if not isinstance(value, str):
-                raise Unprocessable(
+                raise FieldError(
                     [*loc, "inputs", name], "Input should be a valid string", "string_type"
                 )
         record["inputs"] = point.inputs
     if point.messages is not None:
         for j, message in enumerate(point.messages):
             if not isinstance(message.get("role"), str):
-                raise Unprocessable([*loc, "messages", j, "role"], "Field required", "missing")
+                raise FieldError([*loc, "messages", j, "role"], "Field required", "missing")
         record["messages"] = point.messages
     if point.target is not None:
         record["target"] = point.target
     if _depth(record) > MAX_DEPTH:
-        raise Unprocessable(loc, f"the datapoint is nested more than {MAX_DEPTH} levels deep")
+        raise FieldError(loc, f"the datapoint is nested more than {MAX_DEPTH} levels deep")
     return record
 
 
@@ -325,7 +313,7 @@ def encode_record(record: dict[str, Any], loc: list[str | int]) -> bytes:
     try:
         return encode_canonical(record)
     except CanonicalError as exc:
-        raise Unprocessable(loc, exc.message) from exc
+        raise FieldError(loc, exc.message) from exc
 
 
 def read_csv(data: bytes) -> list[dict[str, Any]]:
@@ -334,21 +322,21 @@ def read_csv(data: bytes) -> list[dict[str, Any]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise Unprocessable(loc, f"the CSV file is not UTF-8 (byte {exc.start})") from exc
+        raise FieldError(loc, f"the CSV file is not UTF-8 (byte {exc.start})") from exc
     rows = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(rows, None)
         if not header or not any(h.strip() for h in header):
-            raise Unprocessable(loc, "the CSV file has no header row")
+            raise FieldError(loc, "the CSV file has no header row")
         if len(set(header)) != len(header):
-            raise Unprocessable(loc, "line 1: a column is named twice")
+            raise FieldError(loc, "line 1: a column is named twice")
         records = []
         for row in rows:
             line = rows.line_num
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                raise Unprocessable(
+                raise FieldError(
                     loc, f"line {line}: {len(row)} cells where the header has {len(header)}"
                 )
             record: dict[str, Any] = {}
@@ -365,9 +353,9 @@ def read_csv(data: bytes) -> list[dict[str, Any]]:
             records.append(record_of(point, [*loc, line]))
         return records
     except csv.Error as exc:
-        raise Unprocessable(loc, f"line {rows.line_num}: {exc}") from exc
+        raise FieldError(loc, f"line {rows.line_num}: {exc}") from exc
     except msgspec.ValidationError as exc:
-        raise Unprocessable(loc, f"line {rows.line_num}: {exc}") from exc
+        raise FieldError(loc, f"line {rows.line_num}: {exc}") from exc
 
 
 def _json_cell(cell: str, column: str, line: int, loc: list[str | int]) -> Any:
@@ -375,39 +363,11 @@ def _json_cell(cell: str, column: str, line: int, loc: list[str | int]) -> Any:
         value = msgspec.json.decode(cell)
     except (msgspec.DecodeError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise Unprocessable(loc, f"line {line}: column {column} is not JSON ({reason})") from exc
+        raise FieldError(loc, f"line {line}: column {column} is not JSON ({reason})") from exc
     wanted = list if column == "messages" else dict
     if not isinstance(value, wanted):
         shown = "an array" if wanted is list else "an object"
-        raise Unprocessable(loc, f"line {line}: column {column} must hold {shown}")
-    return value
-
-
-def parse_page(page: str | None, size: str | None, *, default_size: int) -> tuple[int, int]:
-    """`page` (>= 1) and `size` (0 to 10,000) query parameters; a 422 naming the bad one."""
-    return (
-        _int_param("page", page, 1, 1, None),
-        _int_param("size", size, default_size, 0, _MAX_PAGE_SIZE),
-    )
-
-
-def _int_param(name: str, text: str | None, default: int, low: int, high: int | None) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise Unprocessable(
-            ["query", name], "Input should be a valid integer", "int_parsing"
-        ) from None
-    if value < low:
-        raise Unprocessable(
-            ["query", name], f"Input should be greater than or equal to {low}", "greater_than_equal"
-        )
-    if high is not None and value > high:
-        raise Unprocessable(
-            ["query", name], f"Input should be less than or equal to {high}", "less_than_equal"
-        )
+        raise FieldError(loc, f"line {line}: column {column} must hold {shown}")
     return value
 
 
@@ -419,4 +379,4 @@ def parse_bool(name: str, text: str | None) -> bool:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
-    raise Unprocessable(["query", name], "Input should be a valid boolean", "bool_parsing")
+    raise FieldError(["query", name], "Input should be a valid boolean", "bool_parsing")

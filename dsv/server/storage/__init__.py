@@ -1,0 +1,206 @@
+"""Server-side storage: a blob store for objects and a ref and metadata store.
+
+The server speaks only to these two interfaces, so an S3 blob store or a PostgreSQL metadata
+store can replace the embedded ones (`local`: a dsv object store per repository; `sqlite`);
+tests/server/test_storage.py is the contract both pass. A dialect keeps its own metadata
+behind an interface of its own (dsv.server.dialects.humanloop.store), not here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+import msgspec
+
+from dsv.errors import BadInput, BadState
+from dsv.objects import Kind
+from dsv.pack import PackWriter, PreparedPack
+
+if TYPE_CHECKING:
+    from dsv.server.storage.local import LocalBlobStore
+    from dsv.server.storage.sqlite import SqliteMetaStore
+
+__all__ = [
+    "BlobStore",
+    "KeyRecord",
+    "MetaStore",
+    "RefChange",
+    "RefConflict",
+    "RefLogRecord",
+    "RepoRecord",
+    "Scope",
+    "StorageError",
+    "check_repo_name",
+    "open_storage",
+    "publish_pack",
+]
+
+Scope = Literal["read", "write"]
+_REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_repo_name(repo: str) -> str:
+    """`OWNER/NAME`, each part letters, digits, `.`, `_`, `-`, not starting with a symbol."""
+    parts = repo.split("/")
+    if len(parts) != 2 or not all(
+        _REPO_PART.fullmatch(p) and not p.endswith((".lock", ".")) for p in parts
+    ):
+        # A hostile name can be kilobytes long; quote enough of it to recognise.
+        shown = repr(repo) if len(repo) <= 80 else repr(repo[:80]) + "…"
+        raise BadInput(
+            f"invalid repository name {shown}",
+            hint="use OWNER/NAME: letters, digits, '.', '_' and '-', starting with a letter "
+            "or digit",
+        )
+    return repo
+
+
+class StorageError(BadState):
+    """The storage under the server failed (disk, database)."""
+
+
+class RefConflict(BadState):
+    """A compare-and-swap found `name` at `current`, not at the expected value."""
+
+    def __init__(self, name: str, current: bytes | None) -> None:
+        shown = current.hex()[:12] if current else "nothing"
+        super().__init__(f"ref {name} is at {shown}, not where this update expected")
+        self.name = name
+        self.current = current
+
+
+class RefChange(msgspec.Struct, frozen=True):
+    """Move `name` from `old` (None: must not exist) to `new` (None: delete it)."""
+
+    name: str
+    old: bytes | None
+    new: bytes | None
+
+
+class RefLogRecord(msgspec.Struct, frozen=True):
+    """One ref move; a deletion is logged with `new` = ZERO_OID, as in a local ref log."""
+
+    name: str
+    old: bytes | None
+    new: bytes
+    time: int
+    user: str
+    reason: str
+
+
+class RepoRecord(msgspec.Struct, frozen=True):
+    name: str
+    head: str | None
+    created: int
+
+
+class KeyRecord(msgspec.Struct, frozen=True):
+    """An API key as stored: its public id, the SHA-256 of the key, never the key itself."""
+
+    id: str
+    digest: bytes
+    scope: Scope
+    repo: str | None
+    created: int
+    revoked: int | None = None
+    note: str = ""
+
+
+# -- the interfaces ------------------------------------------------------------------------------
+
+
+class BlobStore(Protocol):
+    """Write-once objects of every repository; packs arrive already verified."""
+
+    def missing(self, repo: str, oids: Iterable[bytes]) -> set[bytes]:
+        """Which of `oids` the repository lacks (all of them if it does not exist)."""
+        ...
+
+    def read(self, repo: str, kind: Kind, oids: Sequence[bytes]) -> list[bytes]:
+        """Bodies of `oids`, in order, each re-hashed; CorruptObject if one is missing."""
+        ...
+
+    def put_pack(self, repo: str, pack: PreparedPack) -> None:
+        """Make a complete pack and its index part of the repository, idx last; takes the files."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MetaStore(Protocol):
+    """Repositories, their refs and ref logs, and API keys."""
+
+    def get_repo(self, repo: str) -> RepoRecord | None: ...
+
+    def create_repo(self, repo: str) -> None:
+        """Create `repo` unless it exists."""
+        ...
+
+    def list_repos(self) -> list[RepoRecord]: ...
+
+    def list_refs(self, repo: str) -> dict[str, bytes]: ...
+
+    def update_refs(
+        self,
+        repo: str,
+        changes: Sequence[RefChange],
+        *,
+        user: str,
+        reason: str,
+        head: str | None = None,
+    ) -> None:
+        """Apply every change or none: each ref must be at its `old`, else RefConflict.
+
+        `head` becomes the repository's default branch if it has none yet.
+        """
+        ...
+
+    def ref_log(self, repo: str, name: str) -> list[RefLogRecord]: ...
+
+    def add_key(self, record: KeyRecord) -> None: ...
+
+    def key_by_digest(self, digest: bytes) -> KeyRecord | None: ...
+
+    def list_keys(self) -> list[KeyRecord]: ...
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke key `key_id`; False if there is no such key or it was revoked already."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_storage(root: Path) -> tuple[LocalBlobStore, SqliteMetaStore]:
+    """The embedded storage under a server root: objects in `repos/`, the rest in SQLite."""
+    from dsv.server.storage.local import LocalBlobStore
+    from dsv.server.storage.sqlite import SqliteMetaStore
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {root}: {exc.strerror}") from exc
+    return LocalBlobStore(root), SqliteMetaStore(root / "meta.sqlite3")
+
+
+T = TypeVar("T")
+
+
+def publish_pack(
+    blobs: BlobStore, meta: MetaStore, tmp_dir: Any, repo: str, fill: Callable[[PackWriter], T]
+) -> T:
+    """Let `fill` write a pack, then store it in `repo`, creating the repository: all or
+    nothing, so a `fill` that raises leaves neither a pack nor a repository behind."""
+    writer = PackWriter(tmp_dir)
+    try:
+        result = fill(writer)
+        prepared = writer.prepare()
+    except BaseException:
+        writer.abort()
+        raise
+    meta.create_repo(repo)
+    if prepared is not None:
+        blobs.put_pack(repo, prepared)
+    return result
