@@ -116,7 +116,7 @@ def stage_file(
     if scan.groups is not None:
         groups = msgspec.structs.replace(scan.groups, content=dataset.content)
         write_group_cache(repo.dsv_dir, name, groups)
-    if keys is not None:
+    if keys is not None and before == after:  # keys of these bytes, not of a write since
         write_key_cache(repo.dsv_dir, name, content=dataset.content, key=key, keys=keys)
     # No hash of the bytes: a trusted stat proves the file clean, and hashing it would add a
     # tenth to a recommit. Should the stat change, status reads the file once and keeps both.
