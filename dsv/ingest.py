@@ -801,15 +801,8 @@ def ingest_jsonl(
         pack_dir.mkdir(parents=True, exist_ok=True)
     ranges = _ranges(path, _workers())
     old = _Old(cache, base)
-    read_keys = key_reader(key) if key else None
-    _shared.update(
-        path=path,
-        old=old,
-        pack_dir=pack_dir,
-        collect=collect,
-        size=ranges[-1][1],
-        read_keys=read_keys,
-    )
+    _shared.update(path=path, old=old, pack_dir=pack_dir, collect=collect, size=ranges[-1][1])
+    _shared["read_keys"] = key_reader(key) if key else None
     try:
         if len(ranges) > 1:
             outcomes = fork_map(_ingest_range, ranges, return_exceptions=True)
