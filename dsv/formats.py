@@ -955,15 +955,16 @@ def _write_parquet(path: Path, fmt: Format, records: Iterable[bytes], result: Wr
 _top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
-def check_keys(path: Path, name: str, key: tuple[str, ...]) -> None:
-    """Refuse a file where a record lacks a key field or two records share a key.
+def check_keys(path: Path, name: str, key: tuple[str, ...]) -> list[tuple[bytes, ...]]:
+    """Refuse a file where a record lacks a key field or two records share a key; else
+    return every record's key values, in order (canonical JSON for JSON records).
 
     Called on a file already read once, so its records are known to be valid. Errors name
     the record as the format's other errors do: `FILE:LINE` (JSONL, CSV), `FILE: element I`
     (JSON arrays), `FILE: row I` (Parquet).
     """
     if not key:
-        return
+        return []
     kind = format_kind(name)
     if kind == "jsonl":
         located = _jsonl_keys(path, name, key)
@@ -990,6 +991,7 @@ def check_keys(path: Path, name: str, key: tuple[str, ...]) -> None:
                 f"{_at(name, at)}: duplicate key {shown} (first at {_where(earlier)})",
                 hint="a key identifies one record; make it unique or choose another --key",
             )
+    return list(first)
 
 
 def _at(name: str, at: str) -> str:

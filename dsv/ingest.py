@@ -34,6 +34,7 @@ import msgspec
 from dsv.canonical import CanonicalError, canonicalize_many
 from dsv.errors import BadInput
 from dsv.fsutil import READ_SIZE, write_atomic
+from dsv.keys import key_reader
 from dsv.manifest import Runs
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import PackWriter, PreparedPack
@@ -154,6 +155,7 @@ class IngestResult(msgspec.Struct):
     stored: int
     stored_bytes: int
     bodies: dict[bytes, bytes]  # with `collect`: what would have been stored, by id
+    keys: tuple[bytes, bytes] | None = None  # with `key`: the parsed ids, their keys (dsv.keys)
 
 
 class _Part(msgspec.Struct):
@@ -168,6 +170,8 @@ class _Part(msgspec.Struct):
     pack: tuple[str, str, str] | None = None  # name, pack temp, idx temp
     error: tuple[int, bytes, str, int | None] | None = None  # offset, text, message, column
     bodies: dict[bytes, bytes] = {}  # collected instead of packed (see ingest_jsonl)
+    key_oids: bytes = b""  # with a key: the ids this part canonicalised...
+    key_values: bytes = b""  # ...and their keys, joined by b"\n" (see dsv.keys)
 
 
 class _Old:
@@ -308,6 +312,9 @@ class _Range:
         self.pack_dir: Path | None = _shared["pack_dir"]  # type: ignore[assignment]
         self.collect: bool = _shared["collect"]  # type: ignore[assignment]
         self.collected: dict[bytes, bytes] = {}
+        self.read_keys: Callable[[list[bytes]], bytes] | None = _shared["read_keys"]  # type: ignore[assignment]
+        self.key_oids: list[bytes] = []
+        self.key_values: list[bytes] = []
         self.size: int = _shared["size"]  # type: ignore[assignment]
         self.start, self.end = start, end
         self.oids: list[bytes] = []
@@ -397,6 +404,8 @@ class _Range:
             self.stored_bytes,
             pack,
             bodies=self.collected,
+            key_oids=b"".join(self.key_oids),
+            key_values=b"\n".join(self.key_values),
         )
 
     def _walk(self) -> None:
@@ -595,6 +604,9 @@ class _Range:
                 raise AssertionError("a batch failed but none of its records does") from None
             batch_oids = hash_objects(Kind.DATAPOINT, bodies)
             ids += batch_oids
+            if self.read_keys is not None:
+                self.key_oids += batch_oids
+                self.key_values.append(self.read_keys(bodies))
             if self.pack_dir is not None or self.collect:
                 self._store(batch_oids, bodies, known)
         return ids
@@ -787,6 +799,7 @@ def ingest_jsonl(
     base: bytes = b"",
     collect: bool = False,
     progress: Callable[[int], None] | None = None,
+    key: tuple[str, ...] = (),
 ) -> IngestResult:
     """Read a JSONL file into datapoints; new ones go into packs adopted by `writer`.
 
@@ -794,6 +807,7 @@ def ingest_jsonl(
     `collect` and no writer, the datapoints a writer would have stored come back as bodies
     instead: what a comparison with the base needs, and no more. `progress` is told the
     bytes read so far while workers read (a single process reads small files: no report).
+    With a `key`, the result also holds the keys of the records it parsed, for dsv.keys.
     """
     if not path.exists():
         raise BadInput(f"{name}: no such file")
@@ -803,6 +817,7 @@ def ingest_jsonl(
     ranges = _ranges(path, _workers())
     old = _Old(cache, base)
     _shared.update(path=path, old=old, pack_dir=pack_dir, collect=collect, size=ranges[-1][1])
+    _shared["read_keys"] = key_reader(key) if key else None
     try:
         if len(ranges) > 1:
             waiting = None
@@ -860,7 +875,13 @@ def ingest_jsonl(
         sum(p.stored for p in parts),
         sum(p.stored_bytes for p in parts),
         {oid: body for p in parts for oid, body in p.bodies.items()},
+        _parsed_keys(parts) if key else None,
     )
+
+
+def _parsed_keys(parts: list[_Part]) -> tuple[bytes, bytes]:
+    with_keys = [p for p in parts if p.key_oids]
+    return b"".join(p.key_oids for p in with_keys), b"\n".join(p.key_values for p in with_keys)
 
 
 def _prepared(pack_dir: Path, pack: tuple[str, str, str]) -> PreparedPack:

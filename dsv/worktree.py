@@ -14,7 +14,7 @@ import msgspec
 from dsv.errors import BadInput
 from dsv.index import Entry, file_stat, hash_file, stat_file, trusted_stat
 from dsv.manifest import Runs, build_dataset, iter_oids
-from dsv.objects import Dataset, Format, Kind, content_id, hash_object
+from dsv.objects import OID_SIZE, Dataset, Format, Kind, content_id, hash_object
 from dsv.paths import check_dataset_path
 from dsv.repo import Repository
 from dsv.store import ObjectWriter
@@ -33,6 +33,7 @@ class FileScan(msgspec.Struct):
     groups: GroupCache | None = None
     runs: tuple[Runs, bytes] | None = None  # how oids reuse the base's, when known
     bodies: dict[bytes, bytes] | None = None  # with `collect`: datapoints the base lacks
+    keys: tuple[bytes, bytes] | None = None  # with `key` (JSONL): parsed ids and their keys
 
 
 def scan_file(
@@ -44,11 +45,13 @@ def scan_file(
     base_oids: bytes | None = None,
     collect: bool = False,
     progress: Callable[[int], None] | None = None,
+    key: tuple[str, ...] = (),
 ) -> FileScan:
     """Read a working file; with a writer, store the datapoints the base does not have.
 
     With `collect` instead (JSONL), return those datapoints' bodies. `progress` is told the
-    bytes read so far, where a reading can tell (a big JSONL file).
+    bytes read so far, where a reading can tell (a big JSONL file). With a `key`, a JSONL
+    file's scan also holds the keys of the records it parsed (see dsv.keys).
     """
     # Imported here: they pull in csv, decimal…, which status rarely needs.
     from dsv.formats import format_kind, read_dataset
@@ -74,9 +77,12 @@ def scan_file(
                 base=base_oids or b"",
                 collect=collect,
                 progress=progress,
+                key=key,
             )
             bodies = result.bodies if collect else None
-            return FileScan(Format("jsonl"), result.oids, result.groups, result.runs, bodies)
+            return FileScan(
+                Format("jsonl"), result.oids, result.groups, result.runs, bodies, result.keys
+            )
         fmt, records = read_dataset(full, name=name)
         known = set(iter_oids(base_oids)) if base_oids else set()
         ids = bytearray()
@@ -107,20 +113,20 @@ def stage_file(
     `progress` is told the bytes of the file read so far, where a reading can tell.
     """
     from dsv.ingest import write_group_cache
+    from dsv.keys import write_key_cache
 
     full = repo.root / name
     base = repo.read_dataset(base_oid) if base_oid else None
     base_oids = repo.read_oid_list(base) if base else None
-    started = time.time_ns()
-    before = stat_file(full)
-    scan = scan_file(repo, name, writer=writer, base=base, base_oids=base_oids, progress=progress)
     if key is None:
         key = base.key if base else ()
-    if key:
-        from dsv.formats import check_keys
-
-        # A key is a contract: every record has it, and no two share it (README, "Keys").
-        check_keys(full, name, key)
+    started = time.time_ns()
+    before = stat_file(full)
+    scan = scan_file(
+        repo, name, writer=writer, base=base, base_oids=base_oids, progress=progress, key=key
+    )
+    # A key is a contract: every record has it, and no two share it (README, "Keys").
+    keys = _check_keys(repo, name, key, scan, base, base_oids) if key else None
     after = stat_file(full)
     oid, dataset = build_dataset(
         writer, scan.oids, scan.format, key, base=base, base_oids=base_oids, runs=scan.runs
@@ -128,9 +134,45 @@ def stage_file(
     if scan.groups is not None:
         groups = msgspec.structs.replace(scan.groups, content=dataset.content)
         write_group_cache(repo.dsv_dir, name, groups)
+    if keys is not None and before == after:  # keys of these bytes, not of a write since
+        write_key_cache(repo.dsv_dir, name, content=dataset.content, key=key, keys=keys)
     # No hash of the bytes: a trusted stat proves the file clean, and hashing it would add a
     # tenth to a recommit. Should the stat change, status reads the file once and keeps both.
     return _proven_entry(name, oid, before, after, started), dataset
+
+
+def _check_keys(
+    repo: Repository,
+    name: str,
+    key: tuple[str, ...],
+    scan: FileScan,
+    base: Dataset | None,
+    base_oids: bytes | None,
+) -> list[bytes] | None:
+    """Refuse a file whose records lack a key field or share a key; the keys of a JSONL
+    file's datapoints in order (for the key cache), when known.
+
+    From the keys the scan parsed and the cache of the base's, when they cover every
+    datapoint: a set, not a second reading. The file is read again (`check_keys`) only to
+    name the lines of a problem so found, or when the keys of some datapoint are not known.
+    """
+    from dsv.formats import check_keys
+    from dsv.keys import keys_in_order, keys_ok, read_key_cache
+
+    if scan.keys is not None:
+        cached = None
+        if base is not None and base_oids is not None:
+            count = len(base_oids) // OID_SIZE
+            cached = read_key_cache(repo.dsv_dir, name, content=base.content, key=key, count=count)
+        keys = keys_in_order(
+            scan.oids, scan.keys, base_oids=base_oids, cached=cached, runs=scan.runs
+        )
+        if keys is not None and keys_ok(keys):
+            return keys
+    found = check_keys(repo.root / name, name, key)
+    if scan.keys is None or len(found) * OID_SIZE != len(scan.oids):
+        return None
+    return [b"\0".join(values) for values in found]
 
 
 def _proven_entry(
