@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsv import formats
+from dsv import ingest
 from dsv.canonical import encode_canonical
 from dsv.errors import BadInput
 from dsv.formats import Format, format_kind, read_dataset, write_dataset
@@ -220,7 +220,7 @@ def test_jsonl_streams_across_chunk_boundaries(
     path = tmp_path / "qa.jsonl"
     path.write_bytes(b"\n".join(lines))
     expected = canon({"a": 1}, {"long": "é" * 50}, {"b": [1, 2, 3]}, {"c": "😀"})
-    monkeypatch.setattr(formats, "_CHUNK", chunk)
+    monkeypatch.setattr(ingest, "_READ", chunk)
     assert records_of(path) == expected
 
 
@@ -230,7 +230,7 @@ def test_jsonl_error_line_numbers_survive_chunking(
 ) -> None:
     path = tmp_path / "qa.jsonl"
     path.write_bytes(b'{"a": 1}\n\n{"a": 2}\n{"a": @}\n')
-    monkeypatch.setattr(formats, "_CHUNK", chunk)
+    monkeypatch.setattr(ingest, "_READ", chunk)
     assert error_of(path, "qa.jsonl") == "qa.jsonl:4:7: malformed JSON: invalid character"
 
 
@@ -255,7 +255,7 @@ json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
 def test_jsonl_round_trip_property(
     objs: list[dict[str, Any]], chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(formats, "_CHUNK", chunk)
+    monkeypatch.setattr(ingest, "_READ", chunk)
     records = [encode_canonical(obj) for obj in objs]
     path = tmp_path / "p.jsonl"
     write_dataset(path, Format("jsonl"), records)
