@@ -1,5 +1,5 @@
 """Progress of long steps: the library's reports (dsv.progress) and how the CLI shows them
-(dsv.cli_common.ProgressLine: on a terminal only, after a moment, never with -q)."""
+(dsv.cli.common.ProgressLine: on a terminal only, after a moment, never with -q)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from benchmarks.push import Server
-from dsv import cli_common, ingest, maintenance, materialize, ops, parallel
+from dsv import ingest, maintenance, materialize, ops, parallel
+from dsv.cli import common as cli_common
 from dsv.cli import main
 from dsv.notebook import Repository
 from dsv.progress import Progress, Step
