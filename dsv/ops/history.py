@@ -6,7 +6,7 @@ import heapq
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -109,7 +109,7 @@ class DatasetSummary(msgspec.Struct, frozen=True):
     """A dataset in a version, against the version's first parent."""
 
     path: str
-    status: str  # added | modified | deleted | unchanged
+    status: Literal["added", "modified", "deleted", "unchanged"]
     count: int
     added: int = 0
     removed: int = 0

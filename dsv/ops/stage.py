@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -239,6 +239,10 @@ def move(repo: Repository, source: str, destination: str) -> str:
 # -- status ------------------------------------------------------------------------------
 
 
+# How a dataset changed, between HEAD and the index or between the index and its file.
+Change = Literal["added", "modified", "deleted"]
+
+
 class DatasetStatus(msgspec.Struct, frozen=True):
     """One dataset's change: `staged` is index vs HEAD, `unstaged` is working file vs index.
 
@@ -250,8 +254,8 @@ class DatasetStatus(msgspec.Struct, frozen=True):
     """
 
     path: str
-    staged: str | None
-    unstaged: str | None
+    staged: Change | None
+    unstaged: Change | None
     count: int
     added: int = 0
     removed: int = 0
@@ -302,7 +306,7 @@ def status(repo: Repository) -> list[DatasetStatus]:
             old = None
         else:
             old = staged if head_oid == entry.dataset else repo.read_dataset(head_oid)
-        staged_state = None
+        staged_state: Change | None = None
         staged_counts = (0, 0, 0)
         if old is None:
             staged_state = "added"
@@ -310,7 +314,7 @@ def status(repo: Repository) -> list[DatasetStatus]:
         elif not old.same_as(staged):
             staged_state = "modified"
             staged_counts = _counts(count_change(repo, name, old, staged))
-        unstaged_state = None
+        unstaged_state: Change | None = None
         count, counts = staged.count, staged_counts
         unstaged_counts = (0, 0, 0)
         if state == "deleted":

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import httpx
 import msgspec
@@ -63,6 +63,7 @@ __all__ = [
     "PullResult",
     "PushResult",
     "RefResult",
+    "RefStatus",
     "RemoteRefused",
     "clone",
     "connect",
@@ -356,6 +357,9 @@ def _open(remote: Remote, name: str) -> Connection:
 # -- results ------------------------------------------------------------------------------------
 
 
+RefStatus = Literal["new", "updated", "forced", "deleted", "up-to-date", "rejected"]
+
+
 class RefResult(msgspec.Struct, frozen=True):
     """One ref of a push or fetch: `status` is new, updated, forced, up-to-date, rejected, or
     deleted (a remote-tracking ref whose ref the remote no longer has; `new` is None)."""
@@ -364,7 +368,7 @@ class RefResult(msgspec.Struct, frozen=True):
     target: str
     old: bytes | None
     new: bytes | None
-    status: str
+    status: RefStatus
     reason: str = ""
 
 
@@ -388,7 +392,7 @@ class PullResult(msgspec.Struct, frozen=True):
     branch: str
     old: bytes | None
     new: bytes | None
-    status: str  # fast-forward | up-to-date | ahead
+    status: Literal["fast-forward", "up-to-date", "ahead"]
 
 
 class CloneResult(msgspec.Struct, frozen=True):
@@ -678,7 +682,7 @@ def push(
             new = local[name]
             assert new is not None
             old = theirs.get(name)
-            status = "new" if old is None else "updated"
+            status: RefStatus = "new" if old is None else "updated"
             if old == new:
                 results.append(RefResult(name, name, old, new, "up-to-date"))
                 continue
