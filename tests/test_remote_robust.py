@@ -317,7 +317,7 @@ def test_health_errors_request_ids_openapi_and_access_log(server: tuple[Server, 
 
 def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     from dsv.errors import RemoteError
-    from dsv.remote import client
+    from dsv.remote import connection
 
     info = {
         "versions": [2, 3],
@@ -337,10 +337,10 @@ def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch
             return httpx.Response(200, text="{not json")
         return httpx.Response(502, text="<html>bad gateway</html>")
 
-    monkeypatch.setattr(client.httpx, "HTTPTransport", lambda **_: httpx.MockTransport(answer))
+    monkeypatch.setattr(connection.httpx, "HTTPTransport", lambda **_: httpx.MockTransport(answer))
 
     def connect(url: str) -> None:
-        client.Connection(url, key=None, key_source="DSV_API_KEY", name="origin").close()
+        connection.Connection(url, key=None, key_source="DSV_API_KEY", name="origin").close()
 
     with pytest.raises(RemoteError, match=r"speaks protocol version\(s\) 2, 3; this dsv speaks 1"):
         connect("http://h/future/b")
