@@ -18,6 +18,7 @@ from dsv.errors import (
     NotARepository,
     RemoteError,
 )
+from dsv.version import __version__
 
 # Not `from typing import TYPE_CHECKING`, and the notebook face imported on first use:
 # `import dsv` comes before every command, and a clean `status` (dsv.quick) needs neither
@@ -37,10 +38,9 @@ __all__ = [
     "NotARepository",
     "RemoteError",
     "Repository",
+    "__version__",
     "load",
 ]
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

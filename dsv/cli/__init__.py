@@ -10,9 +10,9 @@ import os
 
 import click
 
-from dsv import __version__
 from dsv.cli import files, history, labels, maintenance, remote, serve
 from dsv.cli.common import DsvGroup
+from dsv.version import __version__
 
 __all__ = ["main"]
 

@@ -14,7 +14,6 @@ from typing import Any, NoReturn
 import httpx
 import msgspec
 
-from dsv import __version__
 from dsv.config import Remote
 from dsv.errors import CorruptObject, RemoteError
 from dsv.objects import (
@@ -39,6 +38,7 @@ from dsv.protocol import (
 from dsv.remote import get_remote, parse_url
 from dsv.repo import Repository
 from dsv.text import plural
+from dsv.version import __version__
 
 __all__ = ["Connection", "RemoteRefused", "connect", "open_remote"]
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import msgspec
 
-from dsv import __version__
 from dsv.errors import AccessDenied, BadInput, Conflict, NotFound, TooLarge, Unprocessable
 from dsv.manifest import join_slices
 from dsv.objects import Dataset, Kind, decode_commit, decode_dataset, hash_object
@@ -53,6 +52,7 @@ from dsv.server.storage import (
 )
 from dsv.server.storage.stored import StoredObjects
 from dsv.text import plural
+from dsv.version import __version__
 
 __all__ = ["DEFAULT_MAX_IDS", "DEFAULT_MAX_REQUEST", "Caller", "RemoteService", "ServerConfig"]
 
