@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import decimal
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from dsv import ingest
 from dsv.canonical import encode_canonical
 from dsv.errors import BadInput
 from dsv.formats import Format, format_kind, read_dataset, write_dataset
+from tests.conftest import Dsv
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -712,3 +714,19 @@ def test_parquet_write_rejects_unknown_struct_field(tmp_path: Path) -> None:
 def test_formats_import_does_not_load_pyarrow() -> None:
     code = "import sys, dsv.formats; sys.exit('pyarrow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_every_format_is_written_byte_stably(dsv: Dsv) -> None:
+    names = ("chat_qa.jsonl", "rag.jsonl", "tool_calling.json", "humanloop.csv", "metrics.parquet")
+    for name in names:
+        shutil.copy(FIXTURES / name, dsv.root / name)
+    dsv("add", *names)
+    dsv("commit", "-m", "fixtures")
+    dsv("checkout", "--force", "HEAD")
+    first = {name: (dsv.root / name).read_bytes() for name in names}
+    for name in names:
+        (dsv.root / name).unlink()
+    dsv("checkout", "--force", "HEAD")
+    assert {name: (dsv.root / name).read_bytes() for name in names} == first
+    assert dsv("status", "--porcelain").stdout == ""
+    assert dsv("status").stdout.startswith("On branch main\n")
