@@ -74,7 +74,7 @@ def serve(
 
     from dsv.server import ServerConfig
     from dsv.server import serve as run
-    from dsv.server.dialects.humanloop.types import DEFAULT_ENVIRONMENTS, check_environments
+    from dsv.server.service import DEFAULT_ENVIRONMENTS, check_environments
 
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
