@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import settings
 
+from benchmarks.push import Server
 from dsv.cli import main
 from dsv.server.keys import create_key
 from dsv.server.storage.sqlite import SqliteMetaStore
@@ -143,3 +144,12 @@ def server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server_keys(server_root: Path) -> KeyMaker:
     """Makes keys on `server_root`: `server_keys("write", "acme/evals")`."""
     return key_maker(server_root)
+
+
+@pytest.fixture(scope="module")
+def server(server_root: Path, server_keys: KeyMaker) -> Iterator[tuple[Server, str]]:
+    """The module's `dsv serve` on 127.0.0.1 with default limits, and a write key for every
+    repository; a module that needs other flags defines its own `server` over `server_root`."""
+    key = server_keys("write")
+    with Server(server_root) as running:
+        yield running, key

@@ -20,8 +20,6 @@ from dsv.cli import common as cli_common
 from dsv.cli import main
 from dsv.notebook import Repository
 from dsv.progress import Progress, Step
-from dsv.server.keys import create_key
-from dsv.server.storage.sqlite import SqliteMetaStore
 
 RECORDS = [{"id": i, "q": f"question {i}", "a": "x" * (i % 50)} for i in range(30_000)]
 
@@ -318,17 +316,6 @@ def test_quiet_silences_the_waiting_notice(
         assert (result.stdout, result.stderr) == ("", "")
     else:
         assert result.stderr == f"waiting for dsv gc (pid {holder.pid})…\n"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    root = tmp_path_factory.mktemp("progress") / "root"
-    root.mkdir()
-    meta = SqliteMetaStore(root / "meta.sqlite3")
-    _, key = create_key(meta, "write")
-    meta.close()
-    with Server(root) as running:
-        yield running, key
 
 
 def test_push_and_clone_show_progress_and_quiet_silences_them(

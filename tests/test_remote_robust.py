@@ -38,22 +38,17 @@ from dsv.objects import (
 from dsv.pack import scan_pack
 from dsv.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.client import RemoteRefused, _send, pull, push
-from dsv.server.keys import create_key
-from dsv.server.storage.sqlite import SqliteMetaStore
 from dsv.store import PACKS_MOST, ObjectStore
+from tests.conftest import KeyMaker
 
 LIMIT = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def server(server_root: Path, server_keys: KeyMaker) -> Iterator[tuple[Server, str]]:
     """A server taking at most 1 MiB and 500 ids a request, so pushes are cut into packs."""
-    root = tmp_path_factory.mktemp("robust") / "root"
-    root.mkdir()
-    meta = SqliteMetaStore(root / "meta.sqlite3")
-    _, key = create_key(meta, "write")
-    meta.close()
-    with Server(root, "--max-request-size", str(LIMIT), "--max-ids", "500") as running:
+    key = server_keys("write")
+    with Server(server_root, "--max-request-size", str(LIMIT), "--max-ids", "500") as running:
         yield running, key
 
 
