@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from dsv.manifest import build_dataset
+from dsv.notebook import Repository
 from dsv.objects import Commit, Format, Kind, Tree, TreeEntry, encode_object
 from dsv.refs import MISSING
-from dsv.repo import Repository
 
 __all__ = ["build_history"]
 

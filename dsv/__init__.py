@@ -18,15 +18,16 @@ from dsv.errors import (
     NotARepository,
     RemoteError,
 )
+from dsv.version import __version__
 
-# Not `from typing import TYPE_CHECKING`, and Repository imported on first use: `import dsv`
-# comes before every command, and a clean `status` (dsv.quick) needs neither typing nor
-# msgspec, which dsv.repo brings (mypy knows the name either way).
+# Not `from typing import TYPE_CHECKING`, and the notebook face imported on first use:
+# `import dsv` comes before every command, and a clean `status` (dsv.quick) needs neither
+# typing nor msgspec nor pyarrow (mypy knows the names either way).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import pyarrow
 
-    from dsv.repo import Repository
+    from dsv.notebook import Repository
 
 __all__ = [
     "BadInput",
@@ -37,15 +38,14 @@ __all__ = [
     "NotARepository",
     "RemoteError",
     "Repository",
+    "__version__",
     "load",
 ]
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
     if name == "Repository":
-        from dsv.repo import Repository
+        from dsv.notebook import Repository
 
         return Repository
     raise AttributeError(f"module 'dsv' has no attribute {name!r}")
@@ -53,11 +53,6 @@ def __getattr__(name: str) -> object:
 
 def load(spec: str, *, cwd: str | os.PathLike[str] = ".") -> pyarrow.Table:
     """A dataset version as an Arrow table: 'PATH@REV' (REV defaults to HEAD)."""
-    path, _, rev = spec.rpartition("@")
-    if not path:
-        path, rev = rev, "HEAD"
-    from dsv.repo import Repository
+    from dsv.notebook import load
 
-    full = os.path.abspath(os.path.join(os.fspath(cwd), path))
-    with Repository.open(os.path.dirname(os.path.abspath(full))) as repo:
-        return repo.read(rev or "HEAD", full)
+    return load(spec, cwd=cwd)

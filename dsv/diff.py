@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
@@ -27,8 +27,7 @@ from dsv.errors import BadInput
 from dsv.index import Entry, hash_file, read_index, stat_file
 from dsv.manifest import iter_oids, read_oid_list
 from dsv.objects import OID_SIZE, Dataset, Format, Kind, content_id
-from dsv.ops import repo_path
-from dsv.worktree import FileScan, scan_file
+from dsv.worktree import FileScan, repo_path, scan_file
 
 if TYPE_CHECKING:
     from dsv.repo import Repository
@@ -42,6 +41,7 @@ __all__ = [
     "DatasetDiff",
     "DiffResult",
     "FieldChange",
+    "Status",
     "body_changes",
     "count_change",
     "diff",
@@ -51,9 +51,11 @@ __all__ = [
     "summarize",
 ]
 
-ADDED = "added"
-REMOVED = "removed"
-MODIFIED = "modified"
+# What happened to a datapoint, or to a whole dataset.
+Status = Literal["added", "removed", "modified"]
+ADDED: Final = "added"
+REMOVED: Final = "removed"
+MODIFIED: Final = "modified"
 
 # Changed datapoints are read in batches: big enough that each pack block is decompressed
 # about once per batch, small enough that a huge change never sits in memory at once.
@@ -78,7 +80,7 @@ class Change(msgspec.Struct, frozen=True):
     """One changed datapoint; `record` (the whole datapoint) only when asked for."""
 
     path: str
-    status: str
+    status: Status
     key: dict[str, Any] | None
     old: bytes | None
     new: bytes | None
@@ -90,7 +92,7 @@ class DatasetDiff(msgspec.Struct, frozen=True):
     """Counts of one changed dataset; `key` is the key fields used to match, () for content."""
 
     path: str
-    status: str
+    status: Status
     added: int
     removed: int
     modified: int
@@ -515,7 +517,9 @@ class _Plan:
     cache: dict[bytes, bytes] = field(default_factory=dict)
 
 
-def _whole(path: str, status: str, side: _Side, key: tuple[str, ...]) -> tuple[DatasetDiff, _Plan]:
+def _whole(
+    path: str, status: Status, side: _Side, key: tuple[str, ...]
+) -> tuple[DatasetDiff, _Plan]:
     added, removed = (side.count, 0) if status == ADDED else (0, side.count)
     summary = DatasetDiff(
         path, status, added, removed, 0, 0, False, 0, 0, key, (),
@@ -718,7 +722,7 @@ class DiffResult:
     def _whole_changes(self, plan: _Plan, limit: int | None, records: bool) -> Iterator[Change]:
         side = plan.new or plan.old
         assert side is not None
-        status = ADDED if plan.old is None else REMOVED
+        status: Status = ADDED if plan.old is None else REMOVED
         ids = side.ids(self._store)
         count = side.count if limit is None else min(limit, side.count)
         for start in range(0, count, _BATCH):
@@ -733,7 +737,7 @@ class DiffResult:
 
     def _changes(self, plan: _Plan, limit: int | None, records: bool) -> Iterator[Change]:
         starts = [p[0] for p in plan.pieces]
-        events: list[tuple[int, int, int, str, _Rec, _Rec | None]] = []
+        events: list[tuple[int, int, int, Status, _Rec, _Rec | None]] = []
         for rec in plan.removed:
             # A removal shows where its old neighbour ended up in the new order.
             i = bisect.bisect_right(starts, rec[0]) - 1

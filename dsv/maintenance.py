@@ -158,8 +158,6 @@ def fsck(repo: Repository, *, progress: ProgressFn | None = None) -> FsckReport:
 class GcReport(msgspec.Struct):
     kept: int
     removed: int
-    packs_before: int
-    loose_before: int
     bytes_before: int
     bytes_after: int | None  # None for a dry run: a repack's size is known only once made
     # Temporary files of interrupted commands that this gc removed (or, dry, would remove),
@@ -205,8 +203,6 @@ def gc(repo: Repository, *, dry_run: bool = False, progress: ProgressFn | None =
         report = GcReport(
             kept=len(reachable & stored),
             removed=len(stored - reachable),
-            packs_before=len(packs),
-            loose_before=len(loose),
             bytes_before=before,
             bytes_after=None,
             temp_files=temp_files,

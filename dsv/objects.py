@@ -28,8 +28,6 @@ __all__ = [
     "encode_object",
     "hash_object",
     "hash_objects",
-    "oid_from_hex",
-    "oid_hex",
     "split_oids",
 ]
 
@@ -80,14 +78,6 @@ def content_id(oids: bytes | memoryview) -> bytes:
     hasher = blake3.blake3(_CONTENT_TAG)
     hasher.update(oids)
     return hasher.digest()
-
-
-def oid_hex(oid: bytes) -> str:
-    return oid.hex()
-
-
-def oid_from_hex(text: str) -> bytes:
-    return bytes.fromhex(text)
 
 
 class Format(msgspec.Struct, frozen=True, array_like=True):

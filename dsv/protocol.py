@@ -251,7 +251,6 @@ class _Source:
         self._chunks = iter(chunks)
         self._buf = bytearray()
         self.eof = False
-        self.consumed = 0
 
     def fill(self, n: int) -> int:
         """Buffer at least `n` bytes if the stream has them; return how many are buffered."""
@@ -269,7 +268,6 @@ class _Source:
             raise CorruptObject("pack stream is truncated")
         data = bytes(self._buf[:n])
         del self._buf[:n]
-        self.consumed += n
         return data
 
 

@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Self
 
 import msgspec
 
@@ -15,7 +15,7 @@ from dsv.config import FORMAT_VERSION, Config, read_config, user_identity, write
 from dsv.errors import BadInput, BadState, NotARepository
 from dsv.fsutil import RepoLock
 from dsv.index import Entry, write_index
-from dsv.manifest import read_oid_list
+from dsv.manifest import iter_oids, read_oid_list
 from dsv.objects import (
     Commit,
     Dataset,
@@ -28,13 +28,6 @@ from dsv.objects import (
 from dsv.refs import BRANCHES, ENVS, REMOTES, TAGS, Refs
 from dsv.store import ObjectStore
 from dsv.text import plural
-
-if TYPE_CHECKING:
-    import pyarrow
-
-    from dsv.diff import DiffResult
-    from dsv.ops import LogEntry
-    from dsv.progress import ProgressFn
 
 __all__ = ["DSV_DIR", "REMOTE_ENVS", "Repository", "remote_short_name"]
 
@@ -86,7 +79,7 @@ class Repository:
     # -- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str] = ".", *, branch: str = "main") -> Repository:
+    def init(cls, path: str | os.PathLike[str] = ".", *, branch: str = "main") -> Self:
         """Create an empty repository at `path`."""
         root = Path(path).resolve()
         dsv_dir = root / DSV_DIR
@@ -104,7 +97,7 @@ class Repository:
         return cls(root)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] = ".") -> Repository:
+    def open(cls, path: str | os.PathLike[str] = ".") -> Self:
         """Open the repository containing `path`, looking upwards for `.dsv`."""
         start = Path(path).resolve()
         for candidate in (start, *start.parents):
@@ -117,7 +110,7 @@ class Repository:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> Repository:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -163,6 +156,10 @@ class Repository:
 
     def read_oid_list(self, dataset: Dataset) -> bytes:
         return read_oid_list(self.store, dataset)
+
+    def read_datapoints(self, dataset: Dataset) -> Iterator[bytes]:
+        """Canonical bytes of each datapoint of a dataset, in order, each re-hashed."""
+        return self.store.read_many(iter_oids(self.read_oid_list(dataset)), Kind.DATAPOINT)
 
     def tree_of(self, commit_oid: bytes | None) -> dict[str, bytes]:
         """path -> dataset oid of a commit (empty for None)."""
@@ -349,56 +346,3 @@ class Repository:
         if hint is None and _SHORT_HEX.fullmatch(name.lower()):
             hint = "an abbreviated id needs at least 4 hex digits"
         return BadInput(f"unknown revision {name!r}", hint=hint)
-
-    # -- the Python API: thin calls into dsv.ops ---------------------------------------
-
-    def add(
-        self,
-        paths: list[str],
-        *,
-        key: tuple[str, ...] | None = None,
-        progress: ProgressFn | None = None,
-    ) -> list[str]:
-        from dsv import ops
-
-        return ops.add(self, paths, key=key, progress=progress)
-
-    def commit(
-        self,
-        message: str,
-        *,
-        all: bool = False,
-        author: str | None = None,
-        progress: ProgressFn | None = None,
-    ) -> bytes:
-        from dsv import ops
-
-        return ops.commit(self, message, all=all, author=author, progress=progress)
-
-    def log(
-        self,
-        rev: str | None = None,
-        *,
-        max_count: int | None = None,
-        paths: list[str] | None = None,
-    ) -> Iterator[LogEntry]:
-        from dsv import ops
-
-        return ops.log(self, rev, max_count=max_count, paths=paths)
-
-    def read(self, rev: str, path: str) -> pyarrow.Table:
-        """A dataset version as an Arrow table."""
-        from dsv import ops
-
-        return ops.read_table(self, rev, path)
-
-    def records(self, rev: str, path: str) -> Iterator[dict[str, Any]]:
-        """A dataset version's records, decoded, in order."""
-        from dsv import ops
-
-        return ops.iter_records(self, rev, path)
-
-    def diff(self, a: str | None = None, b: str | None = None, **options: Any) -> DiffResult:
-        from dsv import diff
-
-        return diff.diff(self, a, b, **options)

@@ -3,8 +3,10 @@ whether a file still holds what the index says."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -20,7 +22,7 @@ from dsv.store import ObjectWriter
 if TYPE_CHECKING:
     from dsv.ingest import GroupCache
 
-__all__ = ["FileScan", "check_entry", "scan_file", "stage_file", "write_file"]
+__all__ = ["FileScan", "check_entry", "repo_path", "scan_file", "stage_file", "write_file"]
 
 
 class FileScan(msgspec.Struct):
@@ -233,7 +235,6 @@ def write_file(
     from dsv.formats import write_dataset
     from dsv.ingest import gc_paused
     from dsv.materialize import write_jsonl
-    from dsv.ops import iter_datapoints
 
     # Again right before the join, whatever the caller checked: a name from a tree is hostile
     # until it passed the rule, and this is where one would leave the working tree.
@@ -246,7 +247,7 @@ def write_file(
         if dataset.format.kind == "jsonl":
             written = write_jsonl(repo.store, repo.read_oid_list(dataset), full, progress=progress)
         if written is None:
-            written = write_dataset(full, dataset.format, iter_datapoints(repo, dataset))
+            written = write_dataset(full, dataset.format, repo.read_datapoints(dataset))
     # The stat proves these bytes when it is the one the written inode had just after the
     # rename (another file renamed over it, or any write or utime since, changes it: ctime)
     # and their last write came a racy margin before the rename (a large file's fsync is
@@ -256,3 +257,28 @@ def write_file(
     if written.stat is None or stat != file_stat(written.stat):
         stat = None
     return Entry(name, dataset_oid, trusted_stat(stat, written.published_ns), written.digest)
+
+
+def repo_path(
+    repo: Repository, path: str | os.PathLike[str], *, tracked: Container[str] = ()
+) -> str:
+    """A dataset name (POSIX, relative to the root) for an absolute or root-relative path.
+
+    A name in `tracked` is taken as it is: `rm` and `mv` can then undo a name an earlier dsv
+    let in before the path rule was complete (a `\\` in it, say).
+    """
+    text = os.fspath(path)
+    absolute = Path(os.path.normpath(repo.root / text))
+    try:
+        rel = absolute.relative_to(repo.root)
+    except ValueError:
+        shown = os.path.normpath(text) if os.path.isabs(text) else text
+        raise BadInput(f"path '{shown}' is outside the repository {repo.root}") from None
+    parts = rel.parts
+    if not parts:
+        raise BadInput("the repository root is not a dataset file")
+    name = rel.as_posix()
+    if name in tracked:
+        return name
+    # The rule every tree obeys: a name `add` takes is exactly a name a server takes.
+    return check_dataset_path(name)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import settings
 
+from benchmarks.push import Server
 from dsv.cli import main
 from dsv.server.keys import create_key
 from dsv.server.storage.sqlite import SqliteMetaStore
@@ -52,6 +55,35 @@ class Dsv:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
         return path
+
+
+QA = [{"id": i, "q": f"question {i}", "a": str(i * 2)} for i in range(1, 6)]
+ONE_ERROR_LINE = re.compile(r"error: [^\n]+\n(hint: [^\n]+\n)?\Z")
+
+
+def head_of(dsv: Dsv, rev: str = "HEAD") -> str:
+    """The full id of the version `rev` names, as `dsv show --json` gives it."""
+    return str(json.loads(dsv("show", "--json", rev).stdout)["oid"])
+
+
+def commit_records(dsv: Dsv, name: str, records: list[dict[str, Any]], message: str) -> str:
+    """Write, add (keyed by `id`) and commit `records` as `name`; the new version's id."""
+    dsv.write(name, records)
+    dsv("add", name, "--key", "id")
+    dsv("commit", "-m", message)
+    return head_of(dsv)
+
+
+def datapoint_oid(record: dict[str, Any]) -> str:
+    """A record's datapoint id, computed from the format's rules, not by dsv."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return blake3.blake3(b"datapoint\x00" + canonical.encode()).hexdigest()
+
+
+def assert_one_error_line(stderr: str) -> None:
+    """What every refused command prints: one `error:` line, maybe a `hint:` line, no traceback."""
+    assert ONE_ERROR_LINE.match(stderr), stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.fixture
@@ -112,3 +144,12 @@ def server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server_keys(server_root: Path) -> KeyMaker:
     """Makes keys on `server_root`: `server_keys("write", "acme/evals")`."""
     return key_maker(server_root)
+
+
+@pytest.fixture(scope="module")
+def server(server_root: Path, server_keys: KeyMaker) -> Iterator[tuple[Server, str]]:
+    """The module's `dsv serve` on 127.0.0.1 with default limits, and a write key for every
+    repository; a module that needs other flags defines its own `server` over `server_root`."""
+    key = server_keys("write")
+    with Server(server_root) as running:
+        yield running, key

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import Dsv
+from tests.conftest import QA, Dsv, assert_one_error_line, commit_records
 
 BIG_LINE = 100 * 2**20
 
@@ -295,3 +295,79 @@ def test_a_stored_key_is_checked_again_on_every_add_and_commit_a(dsv: Dsv) -> No
     assert dsv("log", "--oneline").stdout.count("\n") == 1
     assert dsv("status", "--porcelain").stdout == "M qa.jsonl\n"
     assert dsv("diff", "--staged", "--stat").stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["show", "HEAD~x"], 2, "error: unknown revision 'HEAD~x'"),
+        (["show", "main^^^^^^"], 2, "goes past the first version"),
+        (["show", "@"], 2, "error: unknown revision '@'"),
+        (["show", ""], 2, "error: empty revision"),
+        (["show", "HEAD:"], 2, "error: no dataset path given for HEAD"),
+        (["show", "HEAD:missing.jsonl"], 2, "error: missing.jsonl: no such dataset in HEAD"),
+        (["show", "HEAD:qa.jsonll"], 2, "hint: did you mean 'qa.jsonl'?"),
+        (["checkout", "HEAD", "--", "nothere.jsonl"], 2, "nothere.jsonl: no such dataset"),
+        (["cat-object", "abc"], 2, "hint: an abbreviated id needs at least 4 hex digits"),
+        (["cat-object", ""], 2, "error: empty object id"),
+        (["cat-object", "0000"], 2, "error: unknown revision '0000'"),
+        (["env", "deploy", "a b"], 2, "error: invalid environment name 'a b'"),
+        (["env", "deploy", "a/b"], 2, "'/' is not allowed"),
+        (["env", "deploy", "HEAD"], 2, "error: invalid environment name 'HEAD': it is reserved"),
+        (["env", "deploy", "@"], 2, "error: invalid environment name '@': it is reserved"),
+        (["branch", "HEAD"], 2, "error: invalid branch name 'HEAD': it is reserved"),
+        (["branch", "-d", "nope"], 2, "error: no branch named 'nope'"),
+        (["tag", "-d", "nope"], 2, "error: no tag named 'nope'"),
+        (["rm", "untracked.jsonl"], 2, "error: untracked.jsonl: not tracked by dsv"),
+        (["add", "sub"], 2, "error: sub: no such file or directory"),
+        (["commit", "-m", "  "], 2, "error: empty commit message"),
+        (["diff", "HEAD", "HEAD", "--key", ""], 2, "empty field name"),
+        (["diff", "HEAD", "HEAD", "--key", "id,"], 2, "empty field name"),
+        (["env", "log", "nope"], 2, "no environment named 'nope'"),
+        (["branch", "-d"], 2, "error: -d takes exactly one branch name"),
+        (["tag", "-d"], 2, "error: -d takes exactly one tag name"),
+    ],
+)
+def test_hostile_input_is_one_error_line(
+    dsv: Dsv, args: list[str], code: int, message: str
+) -> None:
+    commit_records(dsv, "qa.jsonl", QA, "v1")
+    (dsv.root / "untracked.jsonl").write_text('{"id": 1}\n')
+    result = dsv(*args, code=code)
+    assert_one_error_line(result.stderr)
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_deeply_nested_jsonl_is_a_one_line_error(dsv: Dsv) -> None:
+    (dsv.root / "deep.jsonl").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    result = dsv("add", "deep.jsonl", code=2)
+    assert result.stderr.startswith("error: deep.jsonl:1:")
+    assert dsv("status", "--porcelain").stdout == "?? deep.jsonl\n"
+
+
+def test_no_half_written_state_after_refused_commands(dsv: Dsv) -> None:
+    commit_records(dsv, "qa.jsonl", QA, "v1")
+    before = {p: p.read_bytes() for p in (dsv.root / ".dsv").rglob("*") if p.is_file()}
+    for args in (
+        ["branch", "main/sub"],
+        ["env", "deploy", "HEAD"],
+        ["tag", "x", "nope"],
+        ["checkout", "nope"],
+        ["mv", "qa.jsonl", "qa.tsv"],
+    ):
+        dsv(*args, code=2)
+    after = {p: p.read_bytes() for p in (dsv.root / ".dsv").rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(os.listdir(dsv.root)) == [".dsv", "qa.jsonl"]
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1"])
+def test_a_bad_lock_timeout_is_one_error_line(
+    dsv: Dsv, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DSV_LOCK_TIMEOUT", value)
+    assert dsv("status", code=2).stderr == (
+        f"error: DSV_LOCK_TIMEOUT='{value}' is not a number of seconds\n"
+        "hint: e.g. DSV_LOCK_TIMEOUT=10\n"
+    )

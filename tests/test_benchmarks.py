@@ -67,7 +67,7 @@ def test_installed_dsv_runs_without_this_machines_start_up_hooks(tmp_path: Path)
     )
     where, hooked = out.stdout.split()
     assert Path(where).is_relative_to(tmp_path / "venv") and hooked == "False"
-    assert list((Path(where).parent / "__pycache__").glob("cli.*.pyc"))  # byte-compiled
+    assert list((Path(where).parent / "cli" / "__pycache__").glob("files.*.pyc"))  # byte-compiled
     version = subprocess.run(
         [python.parent / "dsv", "--version"], capture_output=True, text=True, check=True
     )

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from dsv.cli import main
-from dsv.repo import Repository
+from dsv.notebook import Repository
 from tests.conftest import FIXTURES, Dsv
 
 QA = [{"id": i, "q": f"question {i}", "a": str(i * 2)} for i in range(1, 6)]

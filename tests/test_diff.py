@@ -26,6 +26,7 @@ from dsv import diffview, labels, ops
 from dsv.canonical import encode_canonical
 from dsv.diff import Change, DatasetDiff, FieldChange, diff, summarize
 from dsv.errors import BadInput
+from tests.conftest import Dsv, commit_records
 
 Record = dict[str, Any]
 
@@ -836,3 +837,24 @@ def test_diff_commit_for_show_and_log(repo: dsv.Repository) -> None:
     assert list(diffview.render_stat(diff(repo, "HEAD", "HEAD"))) == []
     # Keys given as text, as the CLI's --key and Python callers may.
     assert diff(repo, "HEAD~1", "HEAD", key="id , target").datasets[0].key == ("id", "target")
+
+
+def test_stat_reports_duplicate_keys(dsv: Dsv) -> None:
+    dsv.write("dup.jsonl", [{"id": "a", "v": 1}, {"id": "a", "v": 2}])
+    dsv("add", "dup.jsonl")
+    dsv("commit", "-m", "v1")
+    dsv.write("dup.jsonl", [{"id": "a", "v": 3}, {"id": "a", "v": 4}])
+    assert dsv("diff", "--stat", "--key", "id").stdout.splitlines()[0] == (
+        " dup.jsonl | +0 -0 ~2 (1 duplicate key)"
+    )
+
+
+def test_jsonl_fields_always_carry_path_old_and_new(dsv: Dsv) -> None:
+    commit_records(dsv, "qa.jsonl", [{"id": 1, "a": "x", "gone": 1}], "v1")
+    dsv.write("qa.jsonl", [{"id": 1, "a": "y", "came": None}])
+    [line] = dsv("diff", "--format", "jsonl").stdout.splitlines()
+    assert json.loads(line)["fields"] == [
+        {"path": "a", "old": "x", "new": "y"},
+        {"path": "came", "old": None, "new": None, "absent": "old"},
+        {"path": "gone", "old": 1, "new": None, "absent": "new"},
+    ]

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import decimal
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsv import formats
+from dsv import ingest
 from dsv.canonical import encode_canonical
 from dsv.errors import BadInput
 from dsv.formats import Format, format_kind, read_dataset, write_dataset
+from tests.conftest import Dsv
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -220,7 +222,7 @@ def test_jsonl_streams_across_chunk_boundaries(
     path = tmp_path / "qa.jsonl"
     path.write_bytes(b"\n".join(lines))
     expected = canon({"a": 1}, {"long": "é" * 50}, {"b": [1, 2, 3]}, {"c": "😀"})
-    monkeypatch.setattr(formats, "_CHUNK", chunk)
+    monkeypatch.setattr(ingest, "_READ", chunk)
     assert records_of(path) == expected
 
 
@@ -230,7 +232,7 @@ def test_jsonl_error_line_numbers_survive_chunking(
 ) -> None:
     path = tmp_path / "qa.jsonl"
     path.write_bytes(b'{"a": 1}\n\n{"a": 2}\n{"a": @}\n')
-    monkeypatch.setattr(formats, "_CHUNK", chunk)
+    monkeypatch.setattr(ingest, "_READ", chunk)
     assert error_of(path, "qa.jsonl") == "qa.jsonl:4:7: malformed JSON: invalid character"
 
 
@@ -255,7 +257,7 @@ json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
 def test_jsonl_round_trip_property(
     objs: list[dict[str, Any]], chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(formats, "_CHUNK", chunk)
+    monkeypatch.setattr(ingest, "_READ", chunk)
     records = [encode_canonical(obj) for obj in objs]
     path = tmp_path / "p.jsonl"
     write_dataset(path, Format("jsonl"), records)
@@ -712,3 +714,19 @@ def test_parquet_write_rejects_unknown_struct_field(tmp_path: Path) -> None:
 def test_formats_import_does_not_load_pyarrow() -> None:
     code = "import sys, dsv.formats; sys.exit('pyarrow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_every_format_is_written_byte_stably(dsv: Dsv) -> None:
+    names = ("chat_qa.jsonl", "rag.jsonl", "tool_calling.json", "humanloop.csv", "metrics.parquet")
+    for name in names:
+        shutil.copy(FIXTURES / name, dsv.root / name)
+    dsv("add", *names)
+    dsv("commit", "-m", "fixtures")
+    dsv("checkout", "--force", "HEAD")
+    first = {name: (dsv.root / name).read_bytes() for name in names}
+    for name in names:
+        (dsv.root / name).unlink()
+    dsv("checkout", "--force", "HEAD")
+    assert {name: (dsv.root / name).read_bytes() for name in names} == first
+    assert dsv("status", "--porcelain").stdout == ""
+    assert dsv("status").stdout.startswith("On branch main\n")

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from dsv import ingest, ops
 from dsv.canonical import encode_canonical
 from dsv.errors import BadInput
+from dsv.notebook import Repository
 from dsv.objects import Kind, hash_object, split_oids
-from dsv.repo import Repository
 
 
 def _expected(records: list[dict[str, object]]) -> bytes:

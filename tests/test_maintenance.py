@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from dsv import maintenance
-from dsv.repo import Repository
+from dsv.notebook import Repository
 
 
 def _packed_repo(tmp_path: Path, *, key: tuple[str, ...] | None = None) -> Repository:

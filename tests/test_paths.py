@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from benchmarks.push import Server
 from dsv.cli import main
+from dsv.notebook import Repository
 from dsv.objects import Commit, Kind, Tree, TreeEntry, encode_object
 from dsv.paths import (
     MAX_PATH_BYTES,
@@ -27,7 +28,6 @@ from dsv.paths import (
 )
 from dsv.protocol import encode_pack
 from dsv.refs import MISSING
-from dsv.repo import Repository
 from dsv.server.keys import create_key
 from dsv.server.storage import RefChange
 from dsv.server.storage.sqlite import SqliteMetaStore

@@ -1,5 +1,5 @@
 """Progress of long steps: the library's reports (dsv.progress) and how the CLI shows them
-(dsv.cli_common.ProgressLine: on a terminal only, after a moment, never with -q)."""
+(dsv.cli.common.ProgressLine: on a terminal only, after a moment, never with -q)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from benchmarks.push import Server
-from dsv import cli_common, ingest, maintenance, materialize, ops, parallel
+from dsv import ingest, maintenance, materialize, ops, parallel
+from dsv.cli import common as cli_common
 from dsv.cli import main
+from dsv.notebook import Repository
 from dsv.progress import Progress, Step
-from dsv.repo import Repository
-from dsv.server.keys import create_key
-from dsv.server.storage.sqlite import SqliteMetaStore
 
 RECORDS = [{"id": i, "q": f"question {i}", "a": "x" * (i % 50)} for i in range(30_000)]
 
@@ -317,17 +316,6 @@ def test_quiet_silences_the_waiting_notice(
         assert (result.stdout, result.stderr) == ("", "")
     else:
         assert result.stderr == f"waiting for dsv gc (pid {holder.pid})…\n"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    root = tmp_path_factory.mktemp("progress") / "root"
-    root.mkdir()
-    meta = SqliteMetaStore(root / "meta.sqlite3")
-    _, key = create_key(meta, "write")
-    meta.close()
-    with Server(root) as running:
-        yield running, key
 
 
 def test_push_and_clone_show_progress_and_quiet_silences_them(

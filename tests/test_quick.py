@@ -14,10 +14,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dsv import quick
+from dsv import listing
 from dsv.index import read_index
+from dsv.notebook import Repository
 from dsv.quick import decode_msgpack, quick_status
-from dsv.repo import Repository
 from tests.conftest import Dsv
 
 ENVIRON = {"DSV_LOCK_TIMEOUT": "0.5"}
@@ -243,7 +243,7 @@ def test_untracked_files_are_answered_as_the_cli_answers(dsv: Dsv) -> None:
 @pytest.mark.parametrize("name", ["a.jsonl", "a.NDJSON", "a.json", "a.csv", "a.TSV", "a.parquet"])
 def test_the_dataset_suffixes_are_those_dsv_reads(name: str) -> None:
     from dsv.formats import format_kind
-    from dsv.quick import DATASET_SUFFIXES
+    from dsv.listing import DATASET_SUFFIXES
 
     format_kind(name)
     assert Path(name).suffix.lower() in DATASET_SUFFIXES
@@ -266,4 +266,4 @@ def test_the_dataset_suffixes_are_those_dsv_reads(name: str) -> None:
 def test_a_file_name_is_shown_quoted_when_a_terminal_could_misread_it(
     name: str, shown: str
 ) -> None:
-    assert quick.quote_path(name) == shown
+    assert listing.quote_path(name) == shown

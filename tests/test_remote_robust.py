@@ -21,6 +21,7 @@ from benchmarks.push import Server, dsv_command
 from dsv import maintenance, materialize, ops
 from dsv.canonical import canonicalize
 from dsv.cli import main
+from dsv.notebook import Repository
 from dsv.objects import (
     Commit,
     Dataset,
@@ -37,23 +38,17 @@ from dsv.objects import (
 from dsv.pack import scan_pack
 from dsv.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.client import RemoteRefused, _send, pull, push
-from dsv.repo import Repository
-from dsv.server.keys import create_key
-from dsv.server.storage.sqlite import SqliteMetaStore
 from dsv.store import PACKS_MOST, ObjectStore
+from tests.conftest import KeyMaker
 
 LIMIT = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def server(server_root: Path, server_keys: KeyMaker) -> Iterator[tuple[Server, str]]:
     """A server taking at most 1 MiB and 500 ids a request, so pushes are cut into packs."""
-    root = tmp_path_factory.mktemp("robust") / "root"
-    root.mkdir()
-    meta = SqliteMetaStore(root / "meta.sqlite3")
-    _, key = create_key(meta, "write")
-    meta.close()
-    with Server(root, "--max-request-size", str(LIMIT), "--max-ids", "500") as running:
+    key = server_keys("write")
+    with Server(server_root, "--max-request-size", str(LIMIT), "--max-ids", "500") as running:
         yield running, key
 
 
@@ -317,7 +312,7 @@ def test_health_errors_request_ids_openapi_and_access_log(server: tuple[Server, 
 
 def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     from dsv.errors import RemoteError
-    from dsv.remote import client
+    from dsv.remote import connection
 
     info = {
         "versions": [2, 3],
@@ -337,10 +332,10 @@ def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch
             return httpx.Response(200, text="{not json")
         return httpx.Response(502, text="<html>bad gateway</html>")
 
-    monkeypatch.setattr(client.httpx, "HTTPTransport", lambda **_: httpx.MockTransport(answer))
+    monkeypatch.setattr(connection.httpx, "HTTPTransport", lambda **_: httpx.MockTransport(answer))
 
     def connect(url: str) -> None:
-        client.Connection(url, key=None, key_source="DSV_API_KEY", name="origin").close()
+        connection.Connection(url, key=None, key_source="DSV_API_KEY", name="origin").close()
 
     with pytest.raises(RemoteError, match=r"speaks protocol version\(s\) 2, 3; this dsv speaks 1"):
         connect("http://h/future/b")

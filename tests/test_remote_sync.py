@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,7 @@ from click.testing import CliRunner, Result
 from benchmarks.push import Server, dsv_command
 from dsv import maintenance
 from dsv.cli import main
-from dsv.repo import Repository
-from dsv.server.keys import create_key
-from dsv.server.storage.sqlite import SqliteMetaStore
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    root = tmp_path_factory.mktemp("sync") / "root"
-    root.mkdir()
-    meta = SqliteMetaStore(root / "meta.sqlite3")
-    _, key = create_key(meta, "write")
-    meta.close()
-    with Server(root) as running:
-        yield running, key
+from dsv.notebook import Repository
 
 
 @pytest.fixture

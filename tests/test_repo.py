@@ -15,7 +15,7 @@ import pytest
 import dsv
 from dsv import ingest, labels, maintenance, ops
 from dsv.errors import BadInput, NotARepository
-from dsv.repo import Repository
+from dsv.notebook import Repository
 from dsv.store import PACKS_MOST
 
 RECORDS = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"q {i}"}]} for i in range(20)]

@@ -8,15 +8,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NoReturn
+from typing import Literal
 
-import httpx
 import msgspec
 
-from dsv import __version__
 from dsv.config import Remote
 from dsv.errors import BadInput, BadState, CorruptObject, RemoteError
 from dsv.objects import (
@@ -25,31 +22,19 @@ from dsv.objects import (
     Kind,
     decode_commit,
     decode_dataset,
-    hash_object,
     split_oids,
 )
 from dsv.pack import BLOCK_SIZE
 from dsv.progress import Progress, ProgressFn
 from dsv.protocol import (
-    PACK_MEDIA_TYPE,
-    SUPPORTED_VERSIONS,
-    CommitsRequest,
-    ErrorReply,
-    IdsRequest,
-    Info,
-    MissingReply,
     PackEncoder,
-    PackReply,
-    RefsReply,
-    RefsRequest,
     RefUpdate,
     block_bound,
-    iter_pack,
-    kind_name,
     references,
 )
 from dsv.refs import BRANCHES, ENVS, MISSING, REMOTES, TAGS
-from dsv.remote import get_remote, missing_from, parse_url
+from dsv.remote import missing_from, parse_url
+from dsv.remote.connection import Connection, RemoteRefused, connect, open_remote
 from dsv.repo import Repository
 from dsv.text import plural
 
@@ -63,6 +48,7 @@ __all__ = [
     "PullResult",
     "PushResult",
     "RefResult",
+    "RefStatus",
     "RemoteRefused",
     "clone",
     "connect",
@@ -76,284 +62,16 @@ __all__ = [
 PACK_TARGET = 8 << 20
 _MIN_PACK = 64 << 10
 _READ_BATCH = 1024
-_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=10.0)
 
 
 def _quiet(_: Progress) -> None:
     pass
 
 
-class RemoteRefused(RemoteError):
-    """The server answered with an error: its HTTP status and stable code are kept."""
-
-    def __init__(self, message: str, hint: str | None, *, status: int, code: str) -> None:
-        super().__init__(message, hint)
-        self.status = status
-        self.code = code
-
-
-# -- HTTP ----------------------------------------------------------------------------------------
-
-
-class _Counted(httpx.SyncByteStream):
-    """A byte stream that adds the size of every chunk to a counter as it passes."""
-
-    def __init__(self, inner: httpx.SyncByteStream, add: Callable[[int], None]) -> None:
-        self._inner = inner
-        self._add = add
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._inner:
-            self._add(len(chunk))
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class _CountingTransport(httpx.BaseTransport):
-    """Counts the bytes of every request and response (start line, headers and body)."""
-
-    def __init__(self) -> None:
-        self._inner = httpx.HTTPTransport(retries=2)
-        self.sent = 0
-        self.received = 0
-
-    def _add_sent(self, n: int) -> None:
-        self.sent += n
-
-    def _add_received(self, n: int) -> None:
-        self.received += n
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent += len(request.method) + len(request.url.raw_path) + 12
-        self.sent += sum(len(k) + len(v) + 4 for k, v in request.headers.raw)
-        assert isinstance(request.stream, httpx.SyncByteStream)
-        request.stream = _Counted(request.stream, self._add_sent)
-        response = self._inner.handle_request(request)
-        self.received += 17 + sum(len(k) + len(v) + 4 for k, v in response.headers.raw)
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _Counted(response.stream, self._add_received)
-        return response
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class Connection:
-    """One remote repository over HTTP; the protocol version is negotiated on open."""
-
-    def __init__(self, url: str, *, key: str | None, key_source: str, name: str) -> None:
-        self.remote = parse_url(url)
-        self.name = name
-        self.key_source = key_source
-        self.has_key = bool(key)
-        headers = {"User-Agent": f"dsv/{__version__}"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self._transport = _CountingTransport()
-        self._http = httpx.Client(
-            base_url=self.remote.base, headers=headers, timeout=_TIMEOUT, transport=self._transport
-        )
-        self._prefix = f"/v1/{self.remote.repo}"
-        try:
-            self.info = self._negotiate()
-        except BaseException:
-            self._http.close()
-            raise
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._transport.sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self._transport.received
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _where(self) -> str:
-        return f"remote {self.name!r} ({self.remote.url})"
-
-    def _translate(self, exc: httpx.HTTPError) -> RemoteError:
-        if isinstance(exc, httpx.ConnectError):
-            return RemoteError(
-                f"cannot reach {self._where()}: {exc}",
-                hint="is 'dsv serve' running there? 'dsv remote list' shows the URL",
-            )
-        if isinstance(exc, httpx.TimeoutException):
-            return RemoteError(f"{self._where()} did not answer in time ({type(exc).__name__})")
-        return RemoteError(
-            f"the connection to {self._where()} failed: {exc or type(exc).__name__}",
-            hint="run the command again: it resumes where the transfer stopped",
-        )
-
-    def _fail(self, response: httpx.Response) -> NoReturn:
-        try:
-            detail = msgspec.json.decode(response.read(), type=ErrorReply).error
-        except (msgspec.DecodeError, httpx.HTTPError):
-            raise RemoteRefused(
-                f"{self._where()} answered HTTP {response.status_code} {response.reason_phrase}",
-                None,
-                status=response.status_code,
-                code=f"http_{response.status_code}",
-            ) from None
-        hint = detail.hint
-        if detail.code == "unauthenticated" or (detail.code == "bad_key" and not self.has_key):
-            hint = f"set {self.key_source} to an API key made with 'dsv keys create' on the server"
-        elif detail.code == "bad_key":
-            hint = f"the key in {self.key_source} was refused; ask for a new one"
-        raise RemoteRefused(
-            f"{self.name}: {detail.message} [request {detail.request_id}]",
-            hint,
-            status=response.status_code,
-            code=detail.code,
-        )
-
-    def _call(self, method: str, path: str, *, body: Any = None, reply: type[Any]) -> Any:
-        content = msgspec.json.encode(body) if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else {}
-        try:
-            response = self._http.request(method, path, content=content, headers=headers)
-            if response.status_code != 200:
-                self._fail(response)
-            return msgspec.json.decode(response.content, type=reply)
-        except httpx.HTTPError as exc:
-            raise self._translate(exc) from exc
-        except msgspec.DecodeError as exc:
-            raise RemoteError(f"{self._where()} sent a malformed answer: {exc}") from exc
-
-    def _negotiate(self) -> Info:
-        info: Info = self._call("GET", f"/v1/{self.remote.repo}/info", reply=Info)
-        common = set(info.versions) & set(SUPPORTED_VERSIONS)
-        if not common:
-            raise RemoteError(
-                f"{self._where()} speaks protocol version(s) "
-                f"{', '.join(map(str, info.versions))}; this dsv speaks "
-                f"{', '.join(map(str, SUPPORTED_VERSIONS))}",
-                hint="use a dsv release that speaks one of the server's versions",
-            )
-        self._prefix = f"/v{max(common)}/{self.remote.repo}"
-        return info
-
-    def _pack_stream(self, path: str, body: Any) -> Iterator[tuple[Kind, bytes]]:
-        try:
-            with self._http.stream(
-                "POST",
-                self._prefix + path,
-                content=msgspec.json.encode(body),
-                headers={"Content-Type": "application/json", "Accept": PACK_MEDIA_TYPE},
-            ) as response:
-                if response.status_code != 200:
-                    self._fail(response)
-                yield from iter_pack(response.iter_raw())
-        except httpx.HTTPError as exc:
-            raise self._translate(exc) from exc
-        except CorruptObject as exc:
-            raise RemoteError(f"{self._where()} sent a damaged pack: {exc.message}") from exc
-
-    # -- the protocol's requests -----------------------------------------------------------
-
-    def _batches(self, oids: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
-        step = max(1, self.info.limits.max_ids)
-        for start in range(0, len(oids), step):
-            yield oids[start : start + step]
-
-    def missing(self, kind: Kind, oids: Sequence[bytes]) -> set[bytes]:
-        """Which of `oids` the remote lacks, asked in batches of the server's limit."""
-        absent: set[bytes] = set()
-        if not self.info.exists:
-            return set(oids)
-        for batch in self._batches(oids):
-            request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batch))
-            reply: MissingReply = self._call(
-                "POST", self._prefix + "/missing", body=request, reply=MissingReply
-            )
-            try:
-                absent.update(batch[i] for i in reply.missing)
-            except IndexError:
-                raise RemoteError(f"{self._where()} answered about ids it was not asked") from None
-        return absent
-
-    def objects(self, kind: Kind, oids: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
-        """(oid, body) of each of `oids`, each re-hashed; anything unasked or absent fails."""
-        for batch in self._batches(oids):
-            asked = set(batch)
-            request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batch))
-            for got, body in self._pack_stream("/objects", request):
-                oid = hash_object(got, body)
-                if got != kind or oid not in asked:
-                    raise RemoteError(f"{self._where()} sent an object that was not asked for")
-                asked.discard(oid)
-                yield oid, body
-            if asked:
-                left = plural(len(asked), "object")
-                raise RemoteError(f"{self._where()} left out {left} asked for")
-
-    def commits(
-        self, wants: Sequence[bytes], haves: Sequence[bytes]
-    ) -> Iterator[tuple[bytes, bytes]]:
-        limit = self.info.limits.max_ids
-        room = max(0, limit - len(wants))
-        request = CommitsRequest(
-            tuple(o.hex() for o in wants[:limit]), tuple(o.hex() for o in haves[:room]), limit
-        )
-        for kind, body in self._pack_stream("/commits", request):
-            if kind != Kind.COMMIT:
-                raise RemoteError(f"{self._where()} sent a {kind.name.lower()} as a commit")
-            yield hash_object(kind, body), body
-
-    def send_pack(self, chunks: Iterable[bytes]) -> PackReply:
-        try:
-            response = self._http.post(
-                self._prefix + "/packs",
-                content=chunks,
-                headers={"Content-Type": PACK_MEDIA_TYPE},
-            )
-            if response.status_code != 200:
-                self._fail(response)
-            return msgspec.json.decode(response.content, type=PackReply)
-        except httpx.HTTPError as exc:
-            raise self._translate(exc) from exc
-        except msgspec.DecodeError as exc:
-            raise RemoteError(f"{self._where()} sent a malformed answer: {exc}") from exc
-
-    def update_refs(self, updates: Sequence[RefUpdate], user: str) -> RefsReply:
-        reply: RefsReply = self._call(
-            "POST", self._prefix + "/refs", body=RefsRequest(tuple(updates), user), reply=RefsReply
-        )
-        return reply
-
-    def require_write(self) -> None:
-        """Fail early, with the server's own message, when the key may not write."""
-        if not self.info.can_write:
-            self._call("POST", self._prefix + "/refs", body=RefsRequest(()), reply=RefsReply)
-            raise RemoteError(f"{self._where()} does not let this key push")
-
-
-def connect(repo: Repository, name: str) -> Connection:
-    """A connection to remote `name` of `repo`, with the key from its environment variable."""
-    remote = get_remote(repo, name)
-    return _open(remote, name)
-
-
-def _open(remote: Remote, name: str) -> Connection:
-    source = remote.key_env or "DSV_API_KEY"
-    return Connection(remote.url, key=os.environ.get(source) or None, key_source=source, name=name)
-
-
 # -- results ------------------------------------------------------------------------------------
+
+
+RefStatus = Literal["new", "updated", "forced", "deleted", "up-to-date", "rejected"]
 
 
 class RefResult(msgspec.Struct, frozen=True):
@@ -364,7 +82,7 @@ class RefResult(msgspec.Struct, frozen=True):
     target: str
     old: bytes | None
     new: bytes | None
-    status: str
+    status: RefStatus
     reason: str = ""
 
 
@@ -388,7 +106,7 @@ class PullResult(msgspec.Struct, frozen=True):
     branch: str
     old: bytes | None
     new: bytes | None
-    status: str  # fast-forward | up-to-date | ahead
+    status: Literal["fast-forward", "up-to-date", "ahead"]
 
 
 class CloneResult(msgspec.Struct, frozen=True):
@@ -678,7 +396,7 @@ def push(
             new = local[name]
             assert new is not None
             old = theirs.get(name)
-            status = "new" if old is None else "updated"
+            status: RefStatus = "new" if old is None else "updated"
             if old == new:
                 results.append(RefResult(name, name, old, new, "up-to-date"))
                 continue
@@ -991,7 +709,7 @@ def clone(
         raise BadInput(f"destination {str(target)!r} exists and is not an empty directory")
     remote = Remote(url=url.strip().rstrip("/"), key_env=key_env)
     created = not target.exists()
-    with _open(remote, "origin") as conn:
+    with open_remote(remote, "origin") as conn:
         head = conn.info.head
         branch = head[len(BRANCHES) :] if head and head.startswith(BRANCHES) else "main"
         try:

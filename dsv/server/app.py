@@ -32,7 +32,6 @@ from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Stream
 
-from dsv import __version__
 from dsv.canonical import find_duplicate_key
 from dsv.errors import (
     BadInput,
@@ -65,6 +64,7 @@ from dsv.server.dialects import Dialect, FieldError, Mount
 from dsv.server.dialects.humanloop import HUMANLOOP
 from dsv.server.service import Caller, RemoteService, ServerConfig
 from dsv.server.storage import KeyRecord, open_storage
+from dsv.version import __version__
 
 __all__ = [
     "DIALECTS",

@@ -11,12 +11,11 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
 
-from dsv import __version__
 from dsv.errors import AccessDenied, BadInput, Conflict, NotFound, TooLarge, Unprocessable
 from dsv.manifest import join_slices
 from dsv.objects import Dataset, Kind, decode_commit, decode_dataset, hash_object
@@ -40,7 +39,6 @@ from dsv.protocol import (
     references,
 )
 from dsv.refs import BRANCHES, ENVS, TAGS, check_ref_name
-from dsv.server.dialects.humanloop.types import DEFAULT_ENVIRONMENTS
 from dsv.server.keys import authorize
 from dsv.server.storage import (
     BlobStore,
@@ -53,8 +51,17 @@ from dsv.server.storage import (
 )
 from dsv.server.storage.stored import StoredObjects
 from dsv.text import plural
+from dsv.version import __version__
 
-__all__ = ["DEFAULT_MAX_IDS", "DEFAULT_MAX_REQUEST", "Caller", "RemoteService", "ServerConfig"]
+__all__ = [
+    "DEFAULT_ENVIRONMENTS",
+    "DEFAULT_MAX_IDS",
+    "DEFAULT_MAX_REQUEST",
+    "Caller",
+    "RemoteService",
+    "ServerConfig",
+    "check_environments",
+]
 
 DEFAULT_MAX_REQUEST = 64 << 20
 DEFAULT_MAX_IDS = 10_000
@@ -63,6 +70,24 @@ _DATAPOINT_BATCH = 2048
 _STALE_TMP_SECONDS = 3600
 # `.recv-PID-…` (received packs) and `.tmp-PID-…` (packs being written, dsv.pack): PID owns it.
 _TMP_NAME = re.compile(r"\.(?:recv|tmp)-(?:(\d+)-)?.*")
+
+
+# The environments a server offers unless `dsv serve --environment` names others; the first is
+# the default one every dialect reads when a request names none.
+DEFAULT_ENVIRONMENTS = ("production", "staging")
+
+
+def check_environments(names: Sequence[str]) -> tuple[str, ...]:
+    """Environment names for `dsv serve --environment`: the first is the default."""
+    if not names:
+        raise BadInput("at least one environment is needed")
+    for name in names:
+        check_ref_name(ENVS + name, what="environment name")
+        if "/" in name:
+            raise BadInput(f"invalid environment name {name!r}: it may not contain '/'")
+    if len(set(names)) != len(names):
+        raise BadInput("an environment is named twice")
+    return tuple(names)
 
 
 class ServerConfig(msgspec.Struct, frozen=True):

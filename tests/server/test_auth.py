@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from benchmarks.push import Server
 from dsv.cli import main
-from dsv.repo import Repository
+from dsv.notebook import Repository
 
 Keys = Callable[..., str]
 

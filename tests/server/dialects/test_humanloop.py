@@ -23,7 +23,7 @@ from humanloop.errors import UnprocessableEntityError
 
 from benchmarks.push import Server
 from dsv.cli import main
-from dsv.repo import Repository
+from dsv.notebook import Repository
 from dsv.server.dialects import FieldError
 from dsv.server.dialects.humanloop.routes import parse_form
 from dsv.server.dialects.humanloop.service import DATAPOINT_CHUNK, HumanloopService

@@ -44,7 +44,6 @@ from dsv.server.dialects.humanloop.store import (
 )
 from dsv.server.dialects.humanloop.types import (
     DATASET_SUFFIX,
-    DEFAULT_ENVIRONMENTS,
     CreateDatapoint,
     DatasetResponse,
     EnvironmentResponse,
@@ -54,7 +53,6 @@ from dsv.server.dialects.humanloop.types import (
     UpsertRequest,
     V4Datapoint,
     VersionUpdate,
-    check_environments,
     check_name,
     datapoint_id,
     dataset_ids,
@@ -70,6 +68,7 @@ from dsv.server.dialects.humanloop.types import (
 )
 from dsv.server.dialects.paging import page_window
 from dsv.server.keys import AccessDenied, authenticate, permit
+from dsv.server.service import DEFAULT_ENVIRONMENTS, check_environments
 from dsv.server.storage import (
     KeyRecord,
     MetaStore,

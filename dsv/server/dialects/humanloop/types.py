@@ -17,13 +17,11 @@ import msgspec
 from dsv.canonical import CanonicalError, encode_canonical
 from dsv.errors import BadInput, NotFound
 from dsv.paths import BadPath, check_dataset_path, shown_path
-from dsv.refs import ENVS, check_ref_name
 from dsv.server.dialects import FieldError
 from dsv.server.storage import check_repo_name
 
 __all__ = [
     "DATASET_SUFFIX",
-    "DEFAULT_ENVIRONMENTS",
     "MAX_DEPTH",
     "CreateDatapoint",
     "DatasetResponse",
@@ -34,7 +32,6 @@ __all__ = [
     "UpsertRequest",
     "V4Datapoint",
     "VersionUpdate",
-    "check_environments",
     "check_name",
     "datapoint_id",
     "dataset_ids",
@@ -50,7 +47,6 @@ __all__ = [
     "version_id",
 ]
 
-DEFAULT_ENVIRONMENTS = ("production", "staging")
 DATASET_SUFFIX = ".jsonl"
 # Well below the JSON decoder's own limit, so that every response holding a datapoint written
 # through the API encodes and decodes.
@@ -194,19 +190,6 @@ class Page(msgspec.Struct, frozen=True):
 
 
 # -- the mapping ----------------------------------------------------------------------------------
-
-
-def check_environments(names: Sequence[str]) -> tuple[str, ...]:
-    """Environment names for `dsv serve --environment`: the first is the default."""
-    if not names:
-        raise BadInput("at least one environment is needed")
-    for name in names:
-        check_ref_name(ENVS + name, what="environment name")
-        if "/" in name:
-            raise BadInput(f"invalid environment name {name!r}: it may not contain '/'")
-    if len(set(names)) != len(names):
-        raise BadInput("an environment is named twice")
-    return tuple(names)
 
 
 def env_id(name: str) -> str:

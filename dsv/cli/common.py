@@ -3,6 +3,7 @@ expects, `--quiet`, and progress on a terminal."""
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import os
 import sys
@@ -12,19 +13,28 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import click
+import msgspec
 
 from dsv.errors import DsvError
 from dsv.progress import Progress
 from dsv.repo import Repository
 
 __all__ = [
+    "SHORT",
     "DsvGroup",
+    "PathsAfterDashes",
     "ProgressLine",
+    "emit_json",
     "format_size",
+    "format_time",
     "is_quiet",
+    "iso_time",
     "open_repo",
     "progress_line",
     "quiet_option",
+    "short",
+    "split_key",
+    "user_paths",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -243,3 +253,50 @@ class ProgressLine:
 def progress_line(ctx: click.Context) -> ProgressLine:
     """The progress renderer for this command: enabled on a terminal without --quiet."""
     return ProgressLine(enabled=not is_quiet(ctx) and _on_terminal())
+
+
+SHORT = 12
+
+
+def short(oid: bytes) -> str:
+    return oid.hex()[:SHORT]
+
+
+def format_time(when: int, tz: int) -> str:
+    zone = dt.timezone(dt.timedelta(minutes=tz))
+    stamp = dt.datetime.fromtimestamp(when, zone)
+    sign = "-" if tz < 0 else "+"
+    return stamp.strftime("%Y-%m-%d %H:%M:%S ") + f"{sign}{abs(tz) // 60:02d}{abs(tz) % 60:02d}"
+
+
+def iso_time(when: int, tz: int) -> str:
+    return dt.datetime.fromtimestamp(when, dt.timezone(dt.timedelta(minutes=tz))).isoformat()
+
+
+def emit_json(value: Any) -> None:
+    click.echo(msgspec.json.encode(value).decode())
+
+
+class PathsAfterDashes(click.Command):
+    """A command taking `[ARGS] -- PATH...`: what follows `--` lands in ctx.meta['paths']."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            at = args.index("--")
+            ctx.meta["paths"] = args[at + 1 :]
+            args = args[:at]
+        else:
+            ctx.meta["paths"] = []
+        return super().parse_args(ctx, args)
+
+
+def user_paths(ctx: click.Context, paths: list[str] | tuple[str, ...]) -> list[str]:
+    """Paths as typed, made absolute against the directory dsv runs in (`-C` or the cwd)."""
+    base = os.path.abspath(ctx.obj.get("cwd") or ".")
+    return [os.path.join(base, path) for path in paths]
+
+
+def split_key(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(part.strip() for part in value.split(","))

@@ -6,22 +6,18 @@ uvicorn) are imported inside the commands, so other commands start as fast as be
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from dsv.cli_common import DsvGroup, format_size, is_quiet, open_repo, progress_line, quiet_option
+from dsv.cli.common import DsvGroup, format_size, is_quiet, open_repo, progress_line, quiet_option
 from dsv.text import plural
 
 if TYPE_CHECKING:
     from dsv.remote.client import FetchResult, RefResult
-    from dsv.server.storage.sqlite import SqliteMetaStore
 
-__all__ = ["register"]
+__all__ = ["COMMANDS", "clone", "fetch", "pull", "push", "remote"]
 
 SHORT = 12
 
@@ -273,178 +269,4 @@ def clone(ctx: click.Context, url: str, directory: str | None, key_env: str | No
         click.echo(f"Checked out branch {result.branch} in {result.path}")
 
 
-# -- serve and keys -----------------------------------------------------------------------------
-
-
-@click.command("serve")
-@click.option(
-    "--root", required=True, metavar="DIR", help="Where repositories, refs and keys live."
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--no-auth", is_flag=True, help="Accept requests without keys (loopback only).")
-@click.option(
-    "--max-request-size",
-    "max_request",
-    default=64 << 20,
-    show_default=True,
-    type=click.IntRange(min=1 << 20),
-    metavar="BYTES",
-    help="Largest request body (at least 1 MiB, so the largest page fits); bigger get 413.",
-)
-@click.option(
-    "--max-ids",
-    default=10_000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="Most ids in one request.",
-)
-@click.option(
-    "--environment",
-    "environments",
-    multiple=True,
-    metavar="NAME",
-    help="An environment of the Humanloop API (repeat; the first is the default). "
-    "Default: production, staging.",
-)
-def serve(
-    root: str,
-    host: str,
-    port: int,
-    no_auth: bool,
-    max_request: int,
-    max_ids: int,
-    environments: tuple[str, ...],
-) -> None:
-    """Serve the repositories under DIR over HTTP (protocol: docs/protocol.md).
-
-    A repository OWNER/NAME is created by its first push. Keys: 'dsv keys create'.
-    Also serves the Humanloop Datasets API under /v5 and /v4 (docs/humanloop.md).
-    Logs one access line per request, with its request id, on stderr.
-
-    \b
-    Example:
-      dsv keys create --root /srv/dsv --scope write --repo acme/evals
-      dsv serve --root /srv/dsv --port 8080
-    """
-    import logging  # here: only the server logs
-
-    from dsv.server import ServerConfig
-    from dsv.server import serve as run
-    from dsv.server.dialects.humanloop.types import DEFAULT_ENVIRONMENTS, check_environments
-
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
-    )
-    config = ServerConfig(
-        root=str(Path(root).resolve()),
-        auth=not no_auth,
-        max_request_bytes=max_request,
-        max_ids=max_ids,
-        environments=check_environments(environments or DEFAULT_ENVIRONMENTS),
-    )
-    run(config, host=host, port=port, announce=lambda line: click.echo(line))
-
-
-@click.group("keys", cls=DsvGroup)
-def keys() -> None:
-    """Manage the API keys of a server root.
-
-    \b
-    Example:
-      dsv keys create --root /srv/dsv --scope read --repo acme/evals
-    """
-
-
-def _meta(root: str) -> SqliteMetaStore:
-    from dsv.errors import BadInput
-    from dsv.server.storage.sqlite import SqliteMetaStore
-
-    if not os.path.isdir(root):
-        raise BadInput(f"{root}: no such directory", hint="give the --root of 'dsv serve'")
-    return SqliteMetaStore(Path(root) / "meta.sqlite3")
-
-
-_root_option = click.option(
-    "--root", required=True, metavar="DIR", help="The server root ('dsv serve --root')."
-)
-
-
-@keys.command("create")
-@_root_option
-@click.option(
-    "--scope", required=True, type=click.Choice(["read", "write"]), help="What it may do."
-)
-@click.option("--repo", metavar="OWNER/NAME", help="Limit the key to one repository.")
-@click.option("--note", default="", help="Whose key it is, for 'keys list'.")
-def keys_create(root: str, scope: str, repo: str | None, note: str) -> None:
-    """Create an API key; it is printed once, as the last line.
-
-    \b
-    Example:
-      dsv keys create --root /srv/dsv --scope write --repo acme/evals | tail -1
-    """
-    from dsv.server.keys import create_key
-
-    Path(root).mkdir(parents=True, exist_ok=True)
-    meta = _meta(root)
-    try:
-        record, key = create_key(meta, "write" if scope == "write" else "read", repo, note=note)
-    finally:
-        meta.close()
-    where = f"repository {repo}" if repo else "every repository"
-    click.echo(f"Created {scope} key {record.id} for {where}.")
-    click.echo("It is shown only now; only its SHA-256 is stored. The key:")
-    click.echo(key)
-
-
-@keys.command("list")
-@_root_option
-def keys_list(root: str) -> None:
-    """List keys: id, scope, repository, creation time and whether revoked.
-
-    \b
-    Example:
-      dsv keys list --root /srv/dsv
-    """
-    meta = _meta(root)
-    try:
-        records = meta.list_keys()
-    finally:
-        meta.close()
-    for k in records:
-        created = dt.datetime.fromtimestamp(k.created, dt.UTC).strftime("%Y-%m-%d %H:%M")
-        state = "revoked" if k.revoked is not None else "active"
-        note = f"  {k.note}" if k.note else ""
-        click.echo(f"{k.id}  {k.scope:<5}  {k.repo or '*':<24}  {created}  {state}{note}")
-
-
-@keys.command("revoke")
-@_root_option
-@click.argument("key_id", metavar="ID")
-def keys_revoke(root: str, key_id: str) -> None:
-    """Revoke key ID at once: requests with it get 401.
-
-    \b
-    Example:
-      dsv keys revoke --root /srv/dsv 3fa2c1d9e0b1
-    """
-    from dsv.server.keys import revoke_key
-
-    meta = _meta(root)
-    try:
-        revoke_key(meta, key_id)
-    finally:
-        meta.close()
-    click.echo(f"Revoked key {key_id}")
-
-
-_COMMANDS = (remote, push, fetch, pull, clone, serve, keys)
-
-
-def register(main: click.Group) -> None:
-    """Add the remote commands to `main` (once)."""
-    for command in _COMMANDS:
-        if command.name not in main.commands:
-            main.add_command(command)
+COMMANDS = (remote, push, fetch, pull, clone)

@@ -1,0 +1,70 @@
+"""Commands that check and tidy a repository: fsck, gc."""
+
+from __future__ import annotations
+
+import click
+
+from dsv import maintenance
+from dsv.cli.common import (
+    is_quiet,
+    open_repo,
+    progress_line,
+    quiet_option,
+)
+from dsv.text import plural
+
+__all__ = ["fsck", "gc"]
+
+
+@click.command()
+@quiet_option
+@click.pass_context
+def fsck(ctx: click.Context) -> None:
+    """Check every pack's checksum, re-hash every reachable object and check every tree's
+    dataset paths; exit 1 on a problem.
+
+    \b
+    Example:
+      dsv fsck
+    """
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        report = maintenance.fsck(repo, progress=progress.fn)
+    for item in report.missing:
+        click.echo(f"missing {item}")
+    for item in report.corrupt:
+        click.echo(f"corrupt {item}")
+    if not (report.ok and is_quiet(ctx)):
+        verdict = "ok" if report.ok else "PROBLEMS FOUND"
+        click.echo(f"checked {plural(report.checked, 'object')}: {verdict}")
+    if not report.ok:
+        ctx.exit(1)
+
+
+@click.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Only report what would be removed.")
+@quiet_option
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool) -> None:
+    """Drop objects nothing reaches and repack the rest into one pack.
+
+    \b
+    Example:
+      dsv gc --dry-run
+    """
+    with open_repo(ctx) as repo, progress_line(ctx) as progress:
+        report = maintenance.gc(repo, dry_run=dry_run, progress=progress.fn)
+    if is_quiet(ctx) and not dry_run:
+        return  # a dry run's report is its result, not chatter
+    verb = "would remove" if dry_run else "removed"
+    for name in report.temp_files:
+        click.echo(f"{verb} {name} (a temporary file of an interrupted command)")
+    if report.bytes_after is None:
+        click.echo(
+            f"would remove {plural(report.removed, 'unreachable object')}, keep {report.kept} "
+            f"(the store takes {report.bytes_before} bytes now)"
+        )
+    else:
+        click.echo(
+            f"removed {plural(report.removed, 'unreachable object')}, kept {report.kept}; "
+            f"{report.bytes_before} -> {report.bytes_after} bytes"
+        )
