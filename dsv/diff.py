@@ -27,7 +27,7 @@ from dsv.errors import BadInput
 from dsv.index import Entry, hash_file, read_index, stat_file
 from dsv.manifest import iter_oids, read_oid_list
 from dsv.objects import OID_SIZE, Dataset, Format, Kind, content_id
-from dsv.worktree import FileScan, repo_path, scan_file
+from dsv.worktree import FileScan, repo_path, scan_against
 
 if TYPE_CHECKING:
     from dsv.repo import Repository
@@ -793,15 +793,7 @@ def _worktree(repo: Repository, entry: Entry) -> _Side | None:
         return _Side.stored(staged)
     # The recommit's reader (for JSONL: cached groups and lines, both cores). The bodies it
     # returns are those the staged version lacks; any other id is in the store.
-    scan = scan_file(
-        repo,
-        entry.path,
-        writer=None,
-        base=staged,
-        base_oids=repo.read_oid_list(staged),
-        collect=True,
-    )
-    return _Side.scanned(scan, staged.key)
+    return _Side.scanned(scan_against(repo, entry.path, staged, collect=True), staged.key)
 
 
 def _path_filter(repo: Repository, paths: list[str] | None) -> Callable[[str], bool]:

@@ -22,7 +22,15 @@ from dsv.store import ObjectWriter
 if TYPE_CHECKING:
     from dsv.ingest import GroupCache
 
-__all__ = ["FileScan", "check_entry", "repo_path", "scan_file", "stage_file", "write_file"]
+__all__ = [
+    "FileScan",
+    "check_entry",
+    "repo_path",
+    "scan_against",
+    "scan_file",
+    "stage_file",
+    "write_file",
+]
 
 
 class FileScan(msgspec.Struct):
@@ -97,6 +105,14 @@ def scan_file(
                 elif collect:
                     fresh[oid] = body
         return FileScan(fmt, bytes(ids), bodies=fresh if collect else None)
+
+
+def scan_against(repo: Repository, name: str, staged: Dataset, *, collect: bool) -> FileScan:
+    """Read a working file against its staged version, storing nothing: with `collect`, the
+    bodies of the datapoints the staged version lacks (any other id is in the store)."""
+    return scan_file(
+        repo, name, writer=None, base=staged, base_oids=repo.read_oid_list(staged), collect=collect
+    )
 
 
 def stage_file(
@@ -206,14 +222,7 @@ def check_entry(
             return "clean", Entry(entry.path, entry.dataset, stat, entry.file_hash), None
         return "clean", None, None
     staged = repo.read_dataset(entry.dataset)
-    scan = scan_file(
-        repo,
-        entry.path,
-        writer=None,
-        base=staged,
-        base_oids=repo.read_oid_list(staged),
-        collect=collect,
-    )
+    scan = scan_against(repo, entry.path, staged, collect=collect)
     if scan.format == staged.format and content_id(scan.oids) == staged.content:
         digest = hash_file(full)  # before the second stat, so that it vouches for these bytes
         after = stat_file(full)
