@@ -101,11 +101,11 @@ def keys() -> None:
 
 def _meta(root: str) -> SqliteMetaStore:
     from dsv.errors import BadInput
-    from dsv.server.storage.sqlite import SqliteMetaStore
+    from dsv.server.storage import open_meta
 
     if not os.path.isdir(root):
         raise BadInput(f"{root}: no such directory", hint="give the --root of 'dsv serve'")
-    return SqliteMetaStore(Path(root) / "meta.sqlite3")
+    return open_meta(Path(root))
 
 
 _root_option = click.option(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from dsv.server.storage.sqlite import SqliteMetaStore
 
 __all__ = [
+    "META_FILE",
     "BlobStore",
     "KeyRecord",
     "MetaStore",
@@ -34,6 +35,7 @@ __all__ = [
     "Scope",
     "StorageError",
     "check_repo_name",
+    "open_meta",
     "open_storage",
     "publish_pack",
 ]
@@ -173,16 +175,26 @@ class MetaStore(Protocol):
     def close(self) -> None: ...
 
 
+META_FILE = "meta.sqlite3"
+
+
 def open_storage(root: Path) -> tuple[LocalBlobStore, SqliteMetaStore]:
     """The embedded storage under a server root: objects in `repos/`, the rest in SQLite."""
     from dsv.server.storage.local import LocalBlobStore
-    from dsv.server.storage.sqlite import SqliteMetaStore
 
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create {root}: {exc.strerror}") from exc
-    return LocalBlobStore(root), SqliteMetaStore(root / "meta.sqlite3")
+    return LocalBlobStore(root), open_meta(root)
+
+
+def open_meta(root: Path) -> SqliteMetaStore:
+    """The metadata store of the embedded storage under a server root (repositories, refs,
+    keys): the one place that names its file."""
+    from dsv.server.storage.sqlite import SqliteMetaStore
+
+    return SqliteMetaStore(root / META_FILE)
 
 
 T = TypeVar("T")
