@@ -105,7 +105,7 @@ def test_diff_after_checkout_never_parses_the_written_files(
     def no_parsing(*args: object, **kwargs: object) -> None:
         raise AssertionError("diff parsed a file dsv itself just wrote")
 
-    monkeypatch.setattr(diff_module, "scan_file", no_parsing)  # how JSONL is read
+    monkeypatch.setattr(diff_module, "scan_against", no_parsing)  # how JSONL is read
     monkeypatch.setattr(formats_module, "read_dataset", no_parsing)  # how the rest is
     assert dsv("diff").stdout == ""
     assert dsv("diff", "main", "--stat").stdout.splitlines()[0] == " qa.jsonl | +3 -0 ~0"
