@@ -89,7 +89,8 @@ FILES: list[tuple[str, bytes | None, str]] = [
     (
         "notes.txt",
         b"x",
-        "notes.txt: unsupported file type '.txt' (expected .jsonl, .json, .csv, .tsv or .parquet)",
+        "notes.txt: unsupported file type '.txt' "
+        "(expected .jsonl, .ndjson, .json, .csv, .tsv or .parquet)",
     ),
 ]
 

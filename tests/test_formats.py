@@ -84,7 +84,8 @@ def test_unsupported_extension(name: str, ext: str) -> None:
     with pytest.raises(BadInput) as info:
         format_kind(name)
     assert info.value.message == (
-        f"{name}: unsupported file type '{ext}' (expected .jsonl, .json, .csv, .tsv or .parquet)"
+        f"{name}: unsupported file type '{ext}' "
+        "(expected .jsonl, .ndjson, .json, .csv, .tsv or .parquet)"
     )
 
 

@@ -171,7 +171,7 @@ def test_diverged_pushes_to_one_branch_one_wins_nothing_lost(tmp_path: Path, url
     loser = b if winner == a else a
     code, err = results[loser]
     assert code == 5 and "non-fast-forward" in err, err
-    assert "hint: run 'dsv pull'" in err
+    assert "hint: 'dsv pull' takes them if your branch has none of its own" in err
     dsv(tmp_path, "clone", url, "check")
     assert Repository.open(tmp_path / "check").head() == tips[winner]
     assert Repository.open(loser).head() == tips[loser]  # the loser keeps its version
@@ -282,3 +282,48 @@ def test_library_api_returns_data(tmp_path: Path, url: str) -> None:
         again = fetch(repo)
         assert again.objects == 0 and {r.status for r in again.refs} == {"up-to-date"}
         assert maintenance.fsck(repo).ok
+
+
+def test_a_teammate_joins_from_a_git_project_whose_files_differ(tmp_path: Path, url: str) -> None:
+    """README, "dsv in your project repo": init, remote add, pull (--force where git's copy of
+    a file differs from dsv's version); a clone inside a git project keeps .dsv out of git."""
+    a = new_repo(tmp_path, "a", url, count=20)
+    dsv(a, "push")
+    mate = tmp_path / "mate"
+    mate.mkdir()
+    subprocess.run(["git", "-C", str(mate), "init", "-q"], check=True)
+    write(mate / "qa.jsonl", [{"id": 0, "q": "an older copy from git"}])
+    assert dsv(mate, "init").stdout.endswith("(--no-gitignore to skip)\n")
+    dsv(mate, "remote", "add", "origin", url)
+    refused = dsv(mate, "pull", code=3).stderr
+    assert refused == (
+        "error: checkout would overwrite untracked files: qa.jsonl\n"
+        "hint: move them away or add and commit them first, or use --force to overwrite them\n"
+    )
+    dsv(mate, "pull", "--force")
+    records = [json.loads(line) for line in (mate / "qa.jsonl").read_text().splitlines()]
+    assert records == [json.loads(line) for line in (a / "qa.jsonl").read_text().splitlines()]
+    assert dsv(mate, "status", "--porcelain").stdout == ""
+    # A clone into a directory of a git project: git sees the datasets, never .dsv.
+    out = dsv(mate, "clone", url, "evals").stdout
+    assert f"Added /.dsv/ to {mate / 'evals' / '.gitignore'} (--no-gitignore to skip)\n" in out
+    seen = subprocess.run(
+        ["git", "-C", str(mate), "status", "--porcelain", "--untracked-files=all"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert sorted(seen) == [
+        "?? .gitignore",
+        "?? evals/.gitignore",
+        "?? evals/qa.jsonl",
+        "?? qa.jsonl",
+    ]
+
+
+def test_a_url_where_a_remote_name_goes_gets_a_hint_that_names_it(tmp_path: Path, url: str) -> None:
+    a = new_repo(tmp_path, "a", url, count=3)
+    assert dsv(a, "push", url, code=2).stderr == (
+        f"error: no remote named {url!r}\n"
+        f"hint: name it first: 'dsv remote add NAME {url}', then use NAME\n"
+    )

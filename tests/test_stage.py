@@ -98,3 +98,11 @@ def test_status_of_a_staged_file_deleted_from_disk(dsv: Dsv) -> None:
     assert "  deleted:  b.jsonl (4 datapoints)\n" in human
     assert "  deleted:  qa.jsonl (5 datapoints)\n" in human
     assert dsv("status", "--porcelain").stdout == "A b.jsonl\nD qa.jsonl\n"
+
+
+def test_restoring_a_path_nothing_staged_says_how_to_stage_it(dsv: Dsv) -> None:
+    commit_records(dsv, "qa.jsonl", QA, "v1")
+    assert dsv("restore", "other/z.csv", code=2).stderr == (
+        "error: other/z.csv: no such dataset in the index\n"
+        "hint: it is not staged: 'dsv add other/z.csv' stages it\n"
+    )

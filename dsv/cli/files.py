@@ -67,7 +67,7 @@ def init(ctx: click.Context, path: str, branch: str, no_gitignore: bool) -> None
 @quiet_option
 @click.pass_context
 def add(ctx: click.Context, paths: tuple[str, ...], key: str | None) -> None:
-    """Stage dataset files (.jsonl .json .csv .tsv .parquet) or directories of them.
+    """Stage dataset files (.jsonl .ndjson .json .csv .tsv .parquet) or directories of them.
 
     A key is a contract, checked on every add and commit -a of the dataset: a record
     without a key field, or two records with the same key, is an error naming the

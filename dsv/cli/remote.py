@@ -7,11 +7,13 @@ uvicorn) are imported inside the commands, so other commands start as fast as be
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from dsv.cli.common import DsvGroup, format_size, is_quiet, open_repo, progress_line, quiet_option
+from dsv.project import ignore_in_git
 from dsv.text import plural
 
 if TYPE_CHECKING:
@@ -208,10 +210,16 @@ def fetch(ctx: click.Context, remote_name: str) -> None:
 
 @click.command("pull")
 @click.argument("remote_name", metavar="[REMOTE]", required=False, default="origin")
+@click.option(
+    "--force", "-f", is_flag=True, help="Replace working files that differ from the new version."
+)
 @quiet_option
 @click.pass_context
-def pull(ctx: click.Context, remote_name: str) -> None:
+def pull(ctx: click.Context, remote_name: str, force: bool) -> None:
     """Fetch from REMOTE and fast-forward the current branch, writing the new files.
+
+    Working files that differ from the new version are refused, unless --force (in a git
+    project, git still holds them).
 
     \b
     Example:
@@ -220,7 +228,7 @@ def pull(ctx: click.Context, remote_name: str) -> None:
     from dsv.remote.client import pull as pull_branch
 
     with open_repo(ctx) as repo, progress_line(ctx) as progress:
-        result = pull_branch(repo, remote_name, progress=progress.fn)
+        result = pull_branch(repo, remote_name, force=force, progress=progress.fn)
         url = repo.config.remotes[remote_name].url
     if is_quiet(ctx):
         return
@@ -238,10 +246,17 @@ def pull(ctx: click.Context, remote_name: str) -> None:
 @click.argument("url")
 @click.argument("directory", required=False)
 @click.option("--key-env", metavar="VAR", help="Read the API key from $VAR, not $DSV_API_KEY.")
+@click.option(
+    "--no-gitignore", is_flag=True, help="Inside a git work tree, leave .gitignore alone."
+)
 @quiet_option
 @click.pass_context
-def clone(ctx: click.Context, url: str, directory: str | None, key_env: str | None) -> None:
+def clone(
+    ctx: click.Context, url: str, directory: str | None, key_env: str | None, no_gitignore: bool
+) -> None:
     """Copy the repository at URL into DIRECTORY (default: its NAME) and check it out.
+
+    Inside a git work tree, `/.dsv/` is added to the clone's .gitignore, as `dsv init` does.
 
     \b
     Example:
@@ -260,8 +275,11 @@ def clone(ctx: click.Context, url: str, directory: str | None, key_env: str | No
         result = clone_repo(url, target, key_env=key_env, progress=progress.fn)
     if result.branch is None:
         click.echo("warning: the repository has no branches yet", err=True)
+    ignored = None if no_gitignore else ignore_in_git(Path(result.path))
     if quiet:
         return
+    if ignored is not None:
+        click.echo(f"Added /.dsv/ to {ignored} (--no-gitignore to skip)")
     if result.fetch.objects:
         objects = plural(result.fetch.objects, "object")
         click.echo(f"Received {objects}, {format_size(result.fetch.bytes_received)}")

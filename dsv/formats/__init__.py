@@ -43,7 +43,7 @@ def format_kind(path: str) -> str:
     if kind is None:
         raise BadInput(
             f"{path}: unsupported file type '{ext}' "
-            "(expected .jsonl, .json, .csv, .tsv or .parquet)"
+            "(expected .jsonl, .ndjson, .json, .csv, .tsv or .parquet)"
         )
     return kind
 

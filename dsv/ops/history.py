@@ -217,7 +217,9 @@ def no_dataset(name: str, rev: str, tree: dict[str, bytes]) -> BadInput:
 
     close = difflib.get_close_matches(name, list(tree), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
-    if hint is None and tree:
+    if hint is None and rev == "the index":
+        hint = f"it is not staged: 'dsv add {name}' stages it"
+    elif hint is None and tree:
         hint = f"{rev} has {plural(len(tree), 'dataset')}; 'dsv show {rev}' lists them"
     return BadInput(f"{name}: no such dataset in {rev}", hint=hint)
 

@@ -105,10 +105,11 @@ def list_remotes(repo: Repository) -> dict[str, Remote]:
 def get_remote(repo: Repository, name: str) -> Remote:
     remote = repo.config.remotes.get(name)
     if remote is None:
-        raise BadInput(
-            f"no remote named {name!r}",
-            hint=f"add it with 'dsv remote add {name} http://HOST:PORT/OWNER/NAME'",
-        )
+        if "://" in name:  # a URL where a remote's name goes
+            hint = f"name it first: 'dsv remote add NAME {name}', then use NAME"
+        else:
+            hint = f"add it with 'dsv remote add {name} http://HOST:PORT/OWNER/NAME'"
+        raise BadInput(f"no remote named {name!r}", hint=hint)
     return remote
 
 

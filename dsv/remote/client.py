@@ -417,8 +417,9 @@ def push(
         if rejected:
             raise RemoteError(
                 f"rejected: {'; '.join(rejected)}; nothing was pushed",
-                hint="run 'dsv pull' to bring in the remote's versions, then push again; "
-                "or 'dsv push --force' to overwrite them",
+                hint="the remote has versions you do not: 'dsv pull' takes them if your branch "
+                "has none of its own (else it says how to keep yours); or 'dsv push --force' "
+                "overwrites them",
             )
         packs = 0
         items: list[tuple[Kind, bytes]] = []
@@ -646,13 +647,15 @@ def _fast_forward(
     new: bytes,
     why: str,
     progress: ProgressFn | None = None,
+    *,
+    force: bool = False,
 ) -> None:
     """Write the files of `new` and move `branch` there, keeping HEAD on the branch."""
     from dsv import ops
 
     with repo.lock():
         # checkout refuses before touching anything if local changes would be overwritten.
-        ops.checkout(repo, new.hex(), progress=progress)
+        ops.checkout(repo, new.hex(), force=force, progress=progress)
         repo.refs.update(
             BRANCHES + branch, new, expected=old or MISSING, user=repo.user, reason=why
         )
@@ -660,9 +663,14 @@ def _fast_forward(
 
 
 def pull(
-    repo: Repository, remote: str = "origin", *, progress: ProgressFn | None = None
+    repo: Repository,
+    remote: str = "origin",
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> PullResult:
-    """Fetch, then fast-forward the current branch to its remote-tracking ref."""
+    """Fetch, then fast-forward the current branch to its remote-tracking ref; with `force`,
+    the new files replace working files that differ (as `checkout --force`)."""
     branch = repo.current_branch()
     if branch is None:
         raise BadState(
@@ -691,7 +699,15 @@ def pull(
             f"dsv branch -d {branch} && dsv branch {branch} {remote}/{branch} && "
             f"dsv switch {branch}'; or overwrite theirs with 'dsv push --force'",
         )
-    _fast_forward(repo, branch, ours, theirs, f"pull: fast-forward to {remote}/{branch}", progress)
+    _fast_forward(
+        repo,
+        branch,
+        ours,
+        theirs,
+        f"pull: fast-forward to {remote}/{branch}",
+        progress,
+        force=force,
+    )
     return PullResult(fetched, branch, ours, theirs, "fast-forward")
 
 

@@ -414,8 +414,8 @@ class RemoteService:
         return Conflict(
             f"rejected {_short(u.name)}: the remote's {_short(u.name)} ({current.hex()[:12]}) "
             f"has versions that {u.new[:12]} does not contain (non-fast-forward)",
-            "run 'dsv pull' to bring them in, then push again; or 'dsv push --force' to "
-            "overwrite the remote's versions",
+            "'dsv pull' takes them if your branch has none of its own (else it says how to "
+            "keep yours); or 'dsv push --force' overwrites the remote's versions",
             code="non_fast_forward",
         )
 
