@@ -708,12 +708,13 @@ def test_an_environment_never_shows_another_datasets_version(hl: Humanloop, repo
     hl.datasets.delete(z.id)
     moved = hl.datasets.move(x.id, path=f"{repo}/b")
     assert moved.datapoints_count == 1
-    # staging holds the commit made when z was created: x was at a then, with its first
-    # version; z's datapoints, now at x's path b, are not x's.
+    # staging holds z alone (a deployment is per dataset): z's datapoints, now at x's path b,
+    # are not x's, and x was never deployed there.
     envs = {e.name: e.file and e.file.version_id for e in hl.datasets.list_environments(x.id)}
-    assert envs == {"production": None, "staging": x.version_id}
-    staged = hl.datasets.list_datapoints(x.id, environment="staging")
-    assert content(staged) == QA[:1]
+    assert envs == {"production": None, "staging": None}
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.list_datapoints(x.id, environment="staging")
+    assert exc.value.status_code == 404
     assert [v.version_id for v in hl.datasets.list_versions(x.id).records] == [x.version_id]
 
 
