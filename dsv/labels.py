@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
-from dsv.errors import BadInput, BadState
-from dsv.objects import ZERO_OID
+from dsv.deployment import deployment_message, deployment_tree, source_of
+from dsv.errors import BadInput, BadState, DsvError
+from dsv.objects import ZERO_OID, Commit, Kind, Tree, TreeEntry, encode_object
+from dsv.ops.stage import now_and_tz
+from dsv.paths import BadPath, check_tree_paths
 from dsv.refs import BRANCHES, ENVS, MISSING, TAGS, RefLogEntry, check_ref_name
 from dsv.repo import Repository
+from dsv.worktree import repo_path
 
 __all__ = [
+    "Deployment",
     "EnvInfo",
     "create_branch",
     "create_tag",
     "delete_branch",
     "delete_tag",
     "deploy",
+    "deployed_version",
     "env_log",
+    "env_path_log",
     "list_branches",
     "list_envs",
     "list_remote_branches",
     "list_remote_envs",
     "list_tags",
     "remove_env",
+    "undeploy",
 ]
 
 
@@ -100,22 +110,117 @@ class EnvInfo(msgspec.Struct, frozen=True):
     remote: str | None = None
 
 
-def deploy(repo: Repository, name: str, rev: str | None = None) -> tuple[bytes, bytes]:
-    """Point environment `name` at version `rev` (default HEAD); return (old, new)."""
+def _check_env_name(name: str) -> None:
     check_ref_name(name, what="environment name")
     if "/" in name:
         raise BadInput(f"invalid environment name {name!r}: '/' is not allowed")
-    with repo.lock():
-        oid = repo.resolve(rev or "HEAD")
-        old = repo.refs.read(ENVS + name)
-        repo.refs.update(
-            ENVS + name,
-            oid,
-            expected=old or MISSING,
-            user=repo.user,
-            reason=f"deploy: {rev or 'HEAD'}",
+
+
+def _dataset_names(repo: Repository, paths: Sequence[str]) -> list[str]:
+    return sorted(dict.fromkeys(repo_path(repo, p) for p in paths), key=str.encode)
+
+
+def _write_deployment(
+    repo: Repository, tree: dict[str, bytes], parents: tuple[bytes, ...], message: str
+) -> bytes:
+    """Store a deployment commit (docs/format.md §5) of `tree`; return its oid."""
+    ordered = sorted(tree, key=str.encode)
+    try:
+        check_tree_paths(ordered)
+    except BadPath as exc:
+        raise BadInput(
+            f"cannot deploy: {exc.message}", hint="deploy the clashing datasets together"
+        ) from exc
+    when, tz = now_and_tz()
+    with repo.store.writer() as writer:
+        tree_oid = writer.write(
+            Kind.TREE, encode_object(Tree(tuple(TreeEntry(p, tree[p]) for p in ordered)))
         )
-    return old or ZERO_OID, oid
+        return writer.write(
+            Kind.COMMIT, encode_object(Commit(tree_oid, parents, repo.user, when, tz, message))
+        )
+
+
+def deploy(
+    repo: Repository, name: str, rev: str | None = None, *, paths: Sequence[str] = ()
+) -> tuple[bytes, bytes]:
+    """Point environment `name` at version `rev` (default HEAD); return (old, new).
+
+    With `paths`, deploy only those datasets: the environment moves to a deployment commit
+    holding them from `rev` and every other dataset as it was (docs/format.md §5).
+    """
+    _check_env_name(name)
+    shown = rev or "HEAD"
+    with repo.lock():
+        oid = repo.resolve(shown)
+        old = repo.refs.read(ENVS + name)
+        target = oid
+        reason = f"deploy: {shown}"
+        if paths:
+            names = _dataset_names(repo, paths)
+            version = repo.tree_of(oid)
+            for path in names:
+                if path not in version:
+                    raise BadInput(
+                        f"{shown} has no dataset {path}",
+                        hint=f"'dsv show {shown}' lists its datasets",
+                    )
+            previous = repo.tree_of(old)
+            tree = deployment_tree(previous, version, deployed=names)
+            reason = f"deploy: {', '.join(names)} from {shown}"
+            if old is not None and all(
+                deployed_version(repo, old, p) == deployed_version(repo, oid, p) for p in names
+            ):
+                target = old
+            elif old is not None or tree != version:
+                # An environment that had nothing keeps the version itself when it is all
+                # there is to deploy; otherwise the previous tip is the first parent, so an
+                # environment's history only ever grows and a push can check it.
+                title = f"deploy {', '.join(names)} to {name} from {shown} ({oid.hex()[:12]})"
+                target = _write_deployment(
+                    repo,
+                    tree,
+                    (old, oid) if old is not None else (oid,),
+                    deployment_message(title, deployed=names),
+                )
+        repo.refs.update(
+            ENVS + name, target, expected=old or MISSING, user=repo.user, reason=reason
+        )
+    return old or ZERO_OID, target
+
+
+def undeploy(repo: Repository, name: str, paths: Sequence[str]) -> tuple[bytes, bytes]:
+    """Remove the deployment of `paths` from environment `name`, keeping every other
+    dataset's; return (old, new), new ZERO_OID when nothing is left deployed."""
+    with repo.lock():
+        old = repo.refs.read(ENVS + name)
+        if old is None:
+            raise BadInput(f"no environment named {name!r}")
+        names = _dataset_names(repo, paths)
+        previous = repo.tree_of(old)
+        for path in names:
+            if path not in previous:
+                raise BadInput(f"environment {name} holds no dataset {path}")
+        tree = deployment_tree(previous, {}, removed=names)
+        reason = f"deployment removed: {', '.join(names)}"
+        if not tree:
+            repo.refs.delete(ENVS + name, expected=old, user=repo.user, reason=reason)
+            return old, ZERO_OID
+        title = f"remove {', '.join(names)} from {name}"
+        new = _write_deployment(repo, tree, (old,), deployment_message(title, removed=names))
+        repo.refs.update(ENVS + name, new, expected=old, user=repo.user, reason=reason)
+    return old, new
+
+
+def deployed_version(repo: Repository, commit: bytes | None, path: str) -> bytes | None:
+    """The version dataset `path` of environment commit `commit` was deployed from; None when
+    it holds no such dataset, or the commits are gone (an old log entry's, after a gc)."""
+    if commit is None or commit == ZERO_OID:
+        return None
+    try:
+        return source_of(commit, path, repo.read_commit, repo.tree_of)
+    except DsvError:
+        return None
 
 
 def list_envs(repo: Repository) -> list[EnvInfo]:
@@ -156,3 +261,25 @@ def env_log(repo: Repository, name: str) -> list[RefLogEntry]:
     if not entries:
         raise BadInput(f"no environment named {name!r} has ever been deployed")
     return entries
+
+
+class Deployment(msgspec.Struct, frozen=True):
+    """A move of an environment that changed which version of one dataset it holds: the
+    version deployed (None: removed) and the one it replaced (None: none)."""
+
+    entry: RefLogEntry
+    version: bytes | None
+    previous: bytes | None
+
+
+def env_path_log(repo: Repository, name: str, path: str) -> list[Deployment]:
+    """The moves of environment `name` that changed its version of dataset `path`, oldest
+    first."""
+    dataset = repo_path(repo, path)
+    out = []
+    for entry in env_log(repo, name):
+        previous = deployed_version(repo, entry.old, dataset)
+        version = deployed_version(repo, entry.new, dataset)
+        if version != previous:
+            out.append(Deployment(entry, version, previous))
+    return out

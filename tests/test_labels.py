@@ -143,3 +143,95 @@ def test_diff_between_two_environments_from_the_cli(dsv: Dsv) -> None:
     )
     counts = by_messages["datasets"][0]
     assert (counts["added"], counts["removed"], counts["modified"]) == (1, 2, 0)
+
+
+# -- per-dataset deployments (issue 30) --------------------------------------------------------
+
+
+def _two_datasets(dsv: Dsv) -> dict[str, str]:
+    """qa.jsonl at versions 1-3 and rag.jsonl at versions 1-2 in one repository, each commit
+    changing one of them; the ids by name (`qa1`..., `rag2`)."""
+    ids = {"qa1": commit_records(dsv, "qa.jsonl", QA[:1], "qa 1")}
+    ids["rag1"] = commit_records(dsv, "rag.jsonl", QA[3:4], "rag 1")
+    ids["qa2"] = commit_records(dsv, "qa.jsonl", QA[:2], "qa 2")
+    ids["qa3"] = commit_records(dsv, "qa.jsonl", QA[:3], "qa 3")
+    ids["rag2"] = commit_records(dsv, "rag.jsonl", QA[3:5], "rag 2")
+    return ids
+
+
+def _shown(dsv: Dsv, rev: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in dsv("show", rev).stdout.splitlines()]
+
+
+def test_deploying_one_dataset_leaves_the_others_where_they_were(dsv: Dsv) -> None:
+    ids = _two_datasets(dsv)
+    out = dsv("env", "deploy", "production", "main", "--", "rag.jsonl").stdout
+    assert out.startswith("Deployed rag.jsonl of main to production: now ")
+    # The rollback of issue 30: qa goes back to an older commit, rag stays at its newest.
+    dsv("env", "deploy", "production", ids["qa1"][:12], "--", "qa.jsonl")
+    assert _shown(dsv, "production:rag.jsonl") == QA[3:5]
+    assert _shown(dsv, "production:qa.jsonl") == QA[:1]
+    # The environment is a revision like any other: diff, checkout and fsck read it.
+    diff = json.loads(dsv("diff", "--stat", "--json", "production", "main").stdout)
+    assert [d["path"] for d in diff["datasets"]] == ["qa.jsonl"]
+    dsv("checkout", "production")
+    assert [json.loads(x) for x in (dsv.root / "rag.jsonl").read_text().splitlines()] == QA[3:5]
+    assert [json.loads(x) for x in (dsv.root / "qa.jsonl").read_text().splitlines()] == QA[:1]
+    dsv("switch", "main")
+    assert dsv("fsck").stdout.endswith(": ok\n")
+    # Each dataset's history: which version, replacing which.
+    qa = json.loads(dsv("env", "log", "production", "--json", "--", "qa.jsonl").stdout)
+    assert [(h["version"], h["previous"]) for h in qa] == [(ids["qa1"], None)]
+    rag = json.loads(dsv("env", "log", "production", "--json", "--", "rag.jsonl").stdout)
+    assert [(h["version"], h["previous"]) for h in rag] == [(ids["rag2"], None)]
+    # Deploying qa again, at its newest: rag is untouched still, and the log says what qa was.
+    dsv("env", "deploy", "production", "main", "--", "qa.jsonl")
+    assert _shown(dsv, "production:rag.jsonl") == QA[3:5]
+    [line, _] = dsv("env", "log", "production", "--", "qa.jsonl").stdout.splitlines()
+    assert line.startswith(ids["rag2"][:12] + "  ")
+    assert line.endswith(f"deploy: qa.jsonl from main  (was {ids['qa1'][:12]})")
+    again = dsv("env", "deploy", "production", "main", "--", "qa.jsonl").stdout
+    assert again == "production already holds qa.jsonl of main\n"
+
+
+def test_a_whole_deploy_still_moves_every_dataset(dsv: Dsv) -> None:
+    ids = _two_datasets(dsv)
+    dsv("env", "deploy", "production", "main", "--", "rag.jsonl")
+    dsv("env", "deploy", "production", ids["qa2"][:12])
+    [row] = json.loads(dsv("env", "list", "--json").stdout)
+    assert row["oid"] == ids["qa2"]
+    assert _shown(dsv, "production:rag.jsonl") == QA[3:4]
+    # On top of a whole deploy, one dataset moves alone again.
+    dsv("env", "deploy", "production", "main", "--", "qa.jsonl")
+    assert _shown(dsv, "production:rag.jsonl") == QA[3:4]
+    assert _shown(dsv, "production:qa.jsonl") == QA[:3]
+    rag = json.loads(dsv("env", "log", "production", "--json", "--", "rag.jsonl").stdout)
+    assert [(h["version"], h["previous"]) for h in rag] == [
+        (ids["qa2"], ids["rag2"]),
+        (ids["rag2"], None),
+    ]
+
+
+def test_removing_one_datasets_deployment_keeps_the_others(dsv: Dsv) -> None:
+    ids = _two_datasets(dsv)
+    dsv("env", "deploy", "staging", ids["qa2"][:12])
+    out = dsv("env", "rm", "staging", "--", "qa.jsonl").stdout
+    assert out.startswith("Removed 1 dataset(s) from staging (now ")
+    assert _shown(dsv, "staging:rag.jsonl") == QA[3:4]
+    err = dsv("show", "staging:qa.jsonl", code=2).stderr
+    assert "qa.jsonl" in err
+    err = dsv("env", "rm", "staging", "--", "qa.jsonl", code=2).stderr
+    assert err == "error: environment staging holds no dataset qa.jsonl\n"
+    # The last one gone, the environment is gone; its history stays.
+    assert "nothing left deployed" in dsv("env", "rm", "staging", "--", "rag.jsonl").stdout
+    assert dsv("env", "list").stdout == ""
+    log = json.loads(dsv("env", "log", "staging", "--json", "--", "qa.jsonl").stdout)
+    assert [(h["version"], h["previous"]) for h in log] == [(None, ids["qa2"]), (ids["qa2"], None)]
+
+
+def test_deploying_a_dataset_the_version_lacks_is_refused(dsv: Dsv) -> None:
+    ids = _two_datasets(dsv)
+    err = dsv("env", "deploy", "production", ids["qa1"][:12], "--", "rag.jsonl", code=2).stderr
+    assert_one_error_line(err)
+    assert err.startswith(f"error: {ids['qa1'][:12]} has no dataset rag.jsonl\n")
+    assert dsv("env", "list").stdout == ""

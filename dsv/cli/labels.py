@@ -7,11 +7,13 @@ import click
 from dsv import labels
 from dsv.cli.common import (
     DsvGroup,
+    PathsAfterDashes,
     emit_json,
     format_time,
     iso_time,
     open_repo,
     short,
+    user_paths,
 )
 
 __all__ = ["branch", "env", "tag"]
@@ -99,29 +101,39 @@ def tag(ctx: click.Context, name: str | None, rev: str | None, delete: bool) -> 
 
 @click.group(cls=DsvGroup)
 def env() -> None:
-    """Deploy versions to environments (production, staging, ...).
+    """Deploy versions to environments (production, staging, ...), all datasets at once or
+    one at a time.
 
     \b
     Example:
       dsv env deploy production HEAD
+      dsv env deploy production v3 -- qa.jsonl
     """
 
 
-@env.command("deploy")
+@env.command("deploy", cls=PathsAfterDashes)
 @click.argument("name")
 @click.argument("rev", default="HEAD")
 @click.pass_context
 def env_deploy(ctx: click.Context, name: str, rev: str) -> None:
-    """Point environment NAME at version REV.
+    """Point environment NAME at version REV; with `-- PATH...`, deploy only those datasets
+    of REV and keep every other dataset of NAME as it was.
 
     \b
     Example:
       dsv env deploy staging main~1
+      dsv env deploy production v3 -- evals/qa.jsonl
     """
+    typed = ctx.meta.get("paths") or []
     with open_repo(ctx) as repo:
-        old, new = labels.deploy(repo, name, rev)
+        old, new = labels.deploy(repo, name, rev, paths=user_paths(ctx, typed))
     was = f" (was {short(old)})" if any(old) else ""
-    click.echo(f"Deployed {short(new)} to {name}{was}")
+    if not typed:
+        click.echo(f"Deployed {short(new)} to {name}{was}")
+    elif old == new:
+        click.echo(f"{name} already holds {', '.join(typed)} of {rev}")
+    else:
+        click.echo(f"Deployed {', '.join(typed)} of {rev} to {name}: now {short(new)}{was}")
 
 
 @env.command("list")
@@ -171,32 +183,50 @@ def env_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{f'{r.remote}/{r.name}':<{width}}{short(r.oid)}  (remote)")
 
 
-@env.command("rm")
+@env.command("rm", cls=PathsAfterDashes)
 @click.argument("name")
 @click.pass_context
 def env_rm(ctx: click.Context, name: str) -> None:
-    """Remove the deployment of environment NAME (its history stays).
+    """Remove the deployment of environment NAME (its history stays); with `-- PATH...`,
+    only that of those datasets.
 
     \b
     Example:
       dsv env rm staging
+      dsv env rm production -- evals/qa.jsonl
     """
+    paths = user_paths(ctx, ctx.meta.get("paths") or [])
     with open_repo(ctx) as repo:
+        if paths:
+            old, new = labels.undeploy(repo, name, paths)
+            now = f"now {short(new)}" if any(new) else "nothing left deployed"
+            click.echo(f"Removed {len(paths)} dataset(s) from {name} ({now}; was {short(old)})")
+            return
         old = labels.remove_env(repo, name)
     click.echo(f"Removed {name} (was {short(old)})")
 
 
-@env.command("log")
+@env.command("log", cls=PathsAfterDashes)
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of deployments.")
 @click.pass_context
 def env_log(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Show the deployment history of environment NAME, newest first.
+    """Show the deployment history of environment NAME, newest first; with `-- PATH`, the
+    deployments of that dataset: which version, replacing which, when and by whom.
 
     \b
     Example:
       dsv env log production
+      dsv env log production -- evals/qa.jsonl
     """
+    paths = user_paths(ctx, ctx.meta.get("paths") or [])
+    if len(paths) > 1:
+        raise click.UsageError("env log takes one dataset path after --")
+    if paths:
+        with open_repo(ctx) as repo:
+            deployments = list(reversed(labels.env_path_log(repo, name, paths[0])))
+        _print_path_log(deployments, as_json)
+        return
     with open_repo(ctx) as repo:
         rows = list(reversed(labels.env_log(repo, name)))
     if as_json:
@@ -216,3 +246,26 @@ def env_log(ctx: click.Context, name: str, as_json: bool) -> None:
     for r in rows:
         target = short(r.new) if any(r.new) else "(removed)"
         click.echo(f"{target}  {format_time(r.time, r.tz)}  {r.user}  {r.reason}")
+
+
+def _print_path_log(deployments: list[labels.Deployment], as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            [
+                {
+                    "version": d.version.hex() if d.version else None,
+                    "previous": d.previous.hex() if d.previous else None,
+                    "commit": d.entry.new.hex() if any(d.entry.new) else None,
+                    "time": iso_time(d.entry.time, d.entry.tz),
+                    "user": d.entry.user,
+                    "reason": d.entry.reason,
+                }
+                for d in deployments
+            ]
+        )
+        return
+    for d in deployments:
+        target = short(d.version) if d.version else "(removed)"
+        was = f"  (was {short(d.previous)})" if d.previous else ""
+        when = format_time(d.entry.time, d.entry.tz)
+        click.echo(f"{target}  {when}  {d.entry.user}  {d.entry.reason}{was}")

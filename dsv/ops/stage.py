@@ -36,6 +36,7 @@ __all__ = [
     "add",
     "commit",
     "move",
+    "now_and_tz",
     "remove",
     "status",
     "untracked",
@@ -376,7 +377,8 @@ def _refresh_index(repo: Repository, updates: dict[str, Entry]) -> None:
 # -- commit and log ------------------------------------------------------------------------
 
 
-def _now_and_tz() -> tuple[int, int]:
+def now_and_tz() -> tuple[int, int]:
+    """The time and UTC offset (minutes) a new commit records; `DSV_DATE` fixes them."""
     forced = os.environ.get("DSV_DATE")
     if forced:
         try:
@@ -445,7 +447,7 @@ def commit(
                     hint="stage changes with 'dsv add', or use -a for every tracked file",
                 )
             tree_oid = writer.write(Kind.TREE, encode_object(Tree(entries)))
-            when, tz = _now_and_tz()
+            when, tz = now_and_tz()
             new = Commit(
                 tree=tree_oid,
                 parents=(head,) if head else (),

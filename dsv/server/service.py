@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from dsv.deployment import deployment_paths
 from dsv.errors import AccessDenied, BadInput, Conflict, NotFound, TooLarge, Unprocessable
 from dsv.manifest import join_slices
 from dsv.objects import Dataset, Kind, decode_commit, decode_dataset, hash_object
@@ -409,6 +410,28 @@ class RemoteService:
             )
         if u.name.startswith(BRANCHES) and not self.is_ancestor(repo, old, bytes.fromhex(u.new)):
             raise self._non_fast_forward(u, old)
+        if self._undoes_deployments(repo, u, old):
+            raise self._env_non_fast_forward(u, old)
+
+    def _undoes_deployments(self, repo: str, u: RefUpdate, current: bytes) -> bool:
+        """Would this move of an environment to a deployment commit drop deployments made
+        meanwhile? (docs/protocol.md §7: such a move must contain the environment's tip.)"""
+        if u.force or not u.name.startswith(ENVS):
+            return False
+        new = bytes.fromhex(u.new)
+        if deployment_paths(self.stored.commit(repo, new)) is None:
+            return False
+        return not self.is_ancestor(repo, current, new)
+
+    def _env_non_fast_forward(self, u: RefUpdate, current: bytes) -> Conflict:
+        env = _short(u.name)
+        return Conflict(
+            f"rejected {env}: the remote's {env} ({current.hex()[:12]}) holds deployments that "
+            f"{u.new[:12]} does not contain (non-fast-forward); pushing it would undo them",
+            f"fetch, take the remote's deployments ('dsv env deploy {env} REMOTE/envs/{env}'), "
+            "deploy your datasets again and push; or 'dsv push --force' to overwrite them",
+            code="non_fast_forward",
+        )
 
     def _non_fast_forward(self, u: RefUpdate, current: bytes) -> Conflict:
         return Conflict(
@@ -429,6 +452,8 @@ class RemoteService:
             and not self.is_ancestor(repo, current, new)
         ):
             return self._non_fast_forward(u, current)
+        if current is not None and self._undoes_deployments(repo, u, current):
+            return self._env_non_fast_forward(u, current)
         shown = current.hex()[:12] if current else "nothing"
         return Conflict(
             f"rejected {_short(u.name)}: it moved on the remote (now at {shown}) since it was read",

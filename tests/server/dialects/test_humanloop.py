@@ -708,12 +708,13 @@ def test_an_environment_never_shows_another_datasets_version(hl: Humanloop, repo
     hl.datasets.delete(z.id)
     moved = hl.datasets.move(x.id, path=f"{repo}/b")
     assert moved.datapoints_count == 1
-    # staging holds the commit made when z was created: x was at a then, with its first
-    # version; z's datapoints, now at x's path b, are not x's.
+    # staging holds z alone (a deployment is per dataset): z's datapoints, now at x's path b,
+    # are not x's, and x was never deployed there.
     envs = {e.name: e.file and e.file.version_id for e in hl.datasets.list_environments(x.id)}
-    assert envs == {"production": None, "staging": x.version_id}
-    staged = hl.datasets.list_datapoints(x.id, environment="staging")
-    assert content(staged) == QA[:1]
+    assert envs == {"production": None, "staging": None}
+    with pytest.raises(ApiError) as exc:
+        hl.datasets.list_datapoints(x.id, environment="staging")
+    assert exc.value.status_code == 404
     assert [v.version_id for v in hl.datasets.list_versions(x.id).records] == [x.version_id]
 
 
@@ -1046,3 +1047,106 @@ def test_dsv_push_is_read_by_the_api(hl: Humanloop, repo: str, local: Path) -> N
     dsv(local, "pull")
     assert records(local / "evals/qa.jsonl") == [QA[1], {"inputs": {"q": "pushed"}}]
     assert (local / "notes.csv").read_text() == "a,b\n1,2\n"
+
+
+# -- per-dataset deployments (issue 30) --------------------------------------------------------
+
+
+def _deployed(hl: Humanloop, dataset_id: str) -> dict[str, str | None]:
+    return {e.name: e.file and e.file.version_id for e in hl.datasets.list_environments(dataset_id)}
+
+
+def test_deploying_one_dataset_leaves_the_others_deployed(hl: Humanloop, repo: str) -> None:
+    qa1 = hl.datasets.upsert(path=f"{repo}/qa", datapoints=QA[:1])
+    qa2 = hl.datasets.upsert(id=qa1.id, datapoints=QA)
+    rag1 = hl.datasets.upsert(path=f"{repo}/rag", datapoints=[{"inputs": {"q": "r1"}}])
+    rag2 = hl.datasets.upsert(id=rag1.id, action="add", datapoints=[{"inputs": {"q": "r2"}}])
+    hl.datasets.set_deployment(rag1.id, "production", version_id=rag2.version_id)
+    # qa's first version is a commit from before rag existed: rag stays at its own version.
+    deployed = hl.datasets.set_deployment(qa1.id, "production", version_id=qa1.version_id)
+    assert deployed.version_id == qa1.version_id
+    assert _deployed(hl, rag1.id) == {"production": rag2.version_id, "staging": None}
+    assert _deployed(hl, qa1.id) == {"production": qa1.version_id, "staging": None}
+    assert hl.datasets.get(rag1.id, environment="production").datapoints_count == 2
+    assert content(hl.datasets.list_datapoints(qa1.id, environment="production")) == QA[:1]
+    # A deployment commit changes no dataset: it is no version of either.
+    assert [v.version_id for v in hl.datasets.list_versions(qa1.id).records] == [
+        qa2.version_id,
+        qa1.version_id,
+    ]
+    assert [v.version_id for v in hl.datasets.list_versions(rag1.id).records] == [
+        rag2.version_id,
+        rag1.version_id,
+    ]
+    # Each version says where it is deployed, per dataset.
+    assert [e.name for e in hl.datasets.get(rag1.id).environments or []] == ["production"]
+    assert hl.datasets.get(qa1.id, version_id=qa2.version_id).environments == []
+    # Removing qa's deployment leaves rag's.
+    hl.datasets.remove_deployment(qa1.id, "production")
+    assert _deployed(hl, qa1.id) == {"production": None, "staging": None}
+    assert _deployed(hl, rag1.id) == {"production": rag2.version_id, "staging": None}
+    hl.datasets.remove_deployment(rag1.id, "production")
+    assert _deployed(hl, rag1.id) == {"production": None, "staging": None}
+
+
+def test_concurrent_api_deploys_of_two_datasets_both_land(hl: Humanloop, repo: str) -> None:
+    made = [
+        hl.datasets.upsert(path=f"{repo}/d{i}", datapoints=[{"inputs": {"q": str(i)}}])
+        for i in range(4)
+    ]
+    errors: list[BaseException] = []
+
+    def deploy(d: Any) -> None:
+        try:
+            hl.datasets.set_deployment(d.id, "staging", version_id=d.version_id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deploy, args=(d,)) for d in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for d in made:
+        assert _deployed(hl, d.id)["staging"] == d.version_id
+
+
+def test_concurrent_env_pushes_of_two_datasets_never_undo_each_other(
+    hl: Humanloop, repo: str, server: tuple[Server, Keys], tmp_path: Path, monkeypatch: Any
+) -> None:
+    running, keys = server
+    monkeypatch.setenv("DSV_API_KEY", keys.write)
+    qa = hl.datasets.upsert(path=f"{repo}/qa", datapoints=QA[:1])
+    rag = hl.datasets.upsert(path=f"{repo}/rag", datapoints=[{"inputs": {"q": "r1"}}])
+    qa2 = hl.datasets.upsert(id=qa.id, datapoints=QA)
+    hl.datasets.set_deployment(qa.id, "production", version_id=qa.version_id)
+    ada, bob = tmp_path / "ada", tmp_path / "bob"
+    for who in (ada, bob):
+        dsv(tmp_path, "clone", f"{running.url}/{repo}", str(who))
+        dsv(who, "env", "deploy", "production", "origin/envs/production")
+    # Each deploys another dataset to production from the same starting point.
+    dsv(ada, "env", "deploy", "production", "main", "--", "qa.jsonl")
+    dsv(bob, "env", "deploy", "production", "main", "--", "rag.jsonl")
+    dsv(ada, "push", "--envs", "origin", "main")
+    refused = dsv(bob, "push", "--envs", "origin", "main", code=5).stderr
+    assert "rejected production: the remote's production" in refused
+    assert "pushing it would undo them" in refused
+    assert _deployed(hl, qa.id)["production"] == qa2.version_id
+    assert _deployed(hl, rag.id)["production"] is None
+    # Bob takes Ada's deployments, deploys rag again on top, and both hold.
+    dsv(bob, "fetch")
+    dsv(bob, "env", "deploy", "production", "origin/envs/production")
+    dsv(bob, "env", "deploy", "production", "main", "--", "rag.jsonl")
+    dsv(bob, "push", "--envs", "origin", "main")
+    assert _deployed(hl, qa.id)["production"] == qa2.version_id
+    assert _deployed(hl, rag.id)["production"] == rag.version_id
+    # An API deploy lands on top of the pushed environment, and a clone reads it all.
+    hl.datasets.set_deployment(qa.id, "production", version_id=qa.version_id)
+    assert _deployed(hl, rag.id)["production"] == rag.version_id
+    clone = tmp_path / "clone"
+    dsv(tmp_path, "clone", f"{running.url}/{repo}", str(clone))
+    dsv(clone, "checkout", "origin/envs/production")
+    assert records(clone / "qa.jsonl") == QA[:1]
+    assert records(clone / "rag.jsonl") == [{"inputs": {"q": "r1"}}]
+    dsv(clone, "fsck")

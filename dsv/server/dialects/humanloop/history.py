@@ -11,6 +11,7 @@ import collections
 import threading
 from typing import NamedTuple
 
+from dsv.deployment import source_of
 from dsv.objects import Commit
 from dsv.server.dialects.humanloop.store import DatasetRecord, HumanloopStore, VersionNote
 from dsv.server.dialects.humanloop.types import not_found, version_id
@@ -41,6 +42,8 @@ class Versions(NamedTuple):
     visible: list[Version]
     deployed: dict[str, Version]
     notes: dict[bytes, VersionNote]
+    # Environment -> the path its commit holds the dataset at (the deployed ones only).
+    deployed_paths: dict[str, str]
 
     def find(self, vid: str, dataset_id: str) -> Version:
         for v in self.visible:
@@ -143,13 +146,29 @@ class History:
         oldest = at[history[-1].commit]
         by_commit = {v.commit: v for v in history}
         deployed: dict[str, Version] = {}
+        deployed_paths: dict[str, str] = {}
         for name, target in environments.items():
             joined = self._joined(repo, target, chain, at) if target else None
+            path = joined[0][0][1] if joined else ""
+            if joined is not None and target is not None:
+                # An environment of deployment commits holds each dataset at the version it
+                # was deployed from (docs/format.md §5): the walk starts there.
+                source = source_of(
+                    target,
+                    path,
+                    lambda oid: self.objects.commit(repo, oid),
+                    lambda oid: self.objects.tree(repo, oid),
+                )
+                if source is None:
+                    continue
+                if source != target:
+                    joined = self._joined(repo, source, chain, at)
             if joined is None or joined[1] > oldest:
                 continue
             found = self._walk(repo, joined[0], first=True)
             if found:
                 deployed[name] = by_commit.get(found[0].commit, found[0])
+                deployed_paths[name] = path
         notes = self.store.version_notes(record.id)
         extra = {v.commit: v for v in deployed.values() if v.commit not in by_commit}
         every = history + sorted(extra.values(), key=lambda v: v.info.time, reverse=True)
@@ -158,4 +177,4 @@ class History:
         visible = [
             v for v in every if v.commit in needed or not getattr(notes.get(v.commit), "hidden", 0)
         ]
-        return Versions(history[0], history[-1], every, visible, deployed, notes)
+        return Versions(history[0], history[-1], every, visible, deployed, notes, deployed_paths)

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from dsv.canonical import decode_canonical, encode_canonical
+from dsv.deployment import deployment_message, deployment_tree
 from dsv.errors import Conflict, NotFound, Unprocessable
 from dsv.manifest import build_dataset
 from dsv.objects import (
@@ -873,6 +874,8 @@ class HumanloopService:
     def set_deployment(
         self, caller: KeyRecord | None, dataset_id: str, environment: str, vid: str
     ) -> DatasetResponse:
+        """Deploy one version of one dataset: the environment's other datasets stay as they
+        were (a deployment commit, docs/format.md §5), whoever moved it meanwhile."""
         with self._writing(caller, dataset_id) as record:
             versions = self._versions(record)
             name = self._environment(record, environment)
@@ -880,10 +883,20 @@ class HumanloopService:
             ref = ENVS + name
             for _ in range(_ATTEMPTS):
                 current = self.meta.list_refs(record.repo).get(ref)
-                if current == version.commit:
+                held = self._versions(record).deployed.get(name) if current else None
+                if held is not None and held.commit == version.commit:
                     break
+                chosen = self.objects.tree(record.repo, version.commit)
+                previous = self.objects.tree(record.repo, current) if current else {}
+                tree = deployment_tree(previous, chosen, deployed=[version.path])
+                new = version.commit
+                if current is not None or tree != chosen:
+                    title = f"deploy {version.path} to {name} from {vid} (Humanloop API)"
+                    message = deployment_message(title, deployed=[version.path])
+                    parents = (current, version.commit) if current else (version.commit,)
+                    new = self._deployment_commit(record, caller, tree, parents, message)
                 try:
-                    self._move_env(record, caller, ref, current, version.commit, f"deploy {vid}")
+                    self._move_env(record, caller, ref, current, new, f"deploy {vid}")
                 except RefConflict:
                     continue
                 break
@@ -894,21 +907,58 @@ class HumanloopService:
     def remove_deployment(
         self, caller: KeyRecord | None, dataset_id: str, environment: str
     ) -> None:
+        """Remove one dataset's deployment; the environment keeps the others' (its ref goes
+        when none is left)."""
         with self._writing(caller, dataset_id) as record:
             name = self._environment(record, environment)
             ref = ENVS + name
             # Read before deciding: if a push moves the ref after this, the swap below fails.
             current = self.meta.list_refs(record.repo).get(ref)
-            if self._versions(record).deployed.get(name) is None:
+            versions = self._versions(record)
+            if current is None or versions.deployed.get(name) is None:
                 raise not_found(f"Dataset {dataset_id} is not deployed to environment {name}")
+            path = versions.deployed_paths[name]
+            tree = deployment_tree(self.objects.tree(record.repo, current), {}, removed=[path])
+            new = None
+            if tree:
+                message = deployment_message(
+                    f"remove {path} from {name} (Humanloop API)", removed=[path]
+                )
+                new = self._deployment_commit(record, caller, tree, (current,), message)
             try:
                 # Only from the commit just looked at: a newer deployment is not removed blind.
-                self._move_env(record, caller, ref, current, None, "remove deployment")
+                self._move_env(record, caller, ref, current, new, "remove deployment")
             except RefConflict as exc:
                 raise Conflict(
                     f"environment {name} moved while this request ran",
                     "list the environments and try again",
                 ) from exc
+
+    def _deployment_commit(
+        self,
+        record: DatasetRecord,
+        caller: KeyRecord | None,
+        tree: dict[str, bytes],
+        parents: tuple[bytes, ...],
+        message: str,
+    ) -> bytes:
+        """Store a deployment commit of `tree` (docs/format.md §5); return its oid."""
+        ordered = sorted(tree, key=str.encode)
+        try:
+            check_tree_paths(ordered)
+        except BadPath as exc:
+            raise Conflict(
+                f"cannot deploy to this environment: {exc.message}",
+                "remove the deployment of the clashing dataset first",
+            ) from exc
+        sink = _Sink()
+        tree_oid = sink.write(
+            Kind.TREE, encode_object(Tree(tuple(TreeEntry(p, tree[p]) for p in ordered)))
+        )
+        commit = Commit(tree_oid, parents, self._author(caller), int(time.time()), 0, message)
+        oid = sink.write(Kind.COMMIT, encode_object(commit))
+        self._store(record.repo, sink)
+        return oid
 
     def _move_env(
         self,
