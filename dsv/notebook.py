@@ -272,12 +272,12 @@ def to_polars(table: pyarrow.Table) -> Any:
 
 
 def to_hf(table: pyarrow.Table) -> Any:
-    """A Hugging Face `datasets.Dataset` of a loaded table (install the `hf` extra)."""
+    """A Hugging Face `datasets.Dataset` of a loaded table (`datasets` is not a dsv dependency)."""
     try:
         import datasets
     except ImportError as exc:
         raise BadState(
-            "the Hugging Face datasets package is not installed", hint="pip install 'dsv[hf]'"
+            "the Hugging Face datasets package is not installed", hint="pip install datasets"
         ) from exc
     return datasets.Dataset(table)
 
