@@ -35,6 +35,12 @@ def _identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSV_LOCK_TIMEOUT", "0.5")
 
 
+@pytest.fixture(autouse=True)
+def _user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """dsv.load's user cache in the test run's temp directory, never the user's own."""
+    monkeypatch.setenv("DSV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "user-cache"))
+
+
 class Dsv:
     """Runs `dsv` commands in one directory, as a user would type them."""
 

@@ -99,3 +99,12 @@ def test_serve_reads_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     # Four whole streams of ~900-byte datapoints were read while pages were timed.
     assert result["stream_bytes"] > 5000 * 600 and result["page_busy_requests"] >= 1
     assert 0 < result["rss_idle_mib"] <= result["hwm_mib"]
+
+
+def test_load_benchmark_runs(tmp_path: Path) -> None:
+    from benchmarks.load import measure_load, measure_stream
+
+    load = measure_load(tmp_path / "load", 300, 1)
+    assert load["count"] == 300 and load["ratio"] > 0
+    stream = measure_stream(tmp_path / "stream", 300)
+    assert stream["peak_rss_mib"] >= stream["after_imports_mib"] > 0

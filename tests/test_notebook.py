@@ -85,3 +85,50 @@ def test_python_api_diff_and_errors(tmp_path: Path) -> None:
     assert [(c.status, c.key) for c in result.changes()] == [("removed", {"id": 1})]
     with pytest.raises(BadInput, match="empty field name"):
         repo.diff("HEAD~1", "HEAD", key=("id", ""))
+
+
+def test_repository_environments_deploy_and_diff_records(tmp_path: Path) -> None:
+    repo = dsv.Repository.init(tmp_path)
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA))
+    repo.add(["qa.jsonl"], key=("id",))
+    first = repo.commit("first")
+    assert repo.deploy("production") == first
+    assert [(e.name, e.oid) for e in repo.environments()] == [("production", first)]
+    changed = [{**QA[0], "a": "changed"}, *QA[1:]]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changed))
+    repo.add(["qa.jsonl"])
+    repo.commit("second")
+    records = list(repo.diff_records("production", "HEAD"))
+    assert [(r["path"], r["status"], r["key"]) for r in records] == [
+        ("qa.jsonl", "modified", {"id": QA[0]["id"]})
+    ]
+
+
+def test_load_into_polars_pandas_and_hf(tmp_path: Path) -> None:
+    repo = dsv.Repository.init(tmp_path)
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA))
+    repo.add(["qa.jsonl"])
+    commit = repo.commit("first")
+    table = dsv.load("qa.jsonl", cwd=tmp_path)
+    again = dsv.load("qa.jsonl@HEAD", cwd=tmp_path)  # the second from the table cache
+    assert table.to_pylist() == again.to_pylist() == QA
+    assert again.schema.metadata[b"dsv.commit"] == commit.hex().encode()
+    assert dsv.load("qa.jsonl", cwd=tmp_path, into="polars").to_dicts() == QA
+    assert dsv.load("qa.jsonl", cwd=tmp_path, into="pandas").to_dict("records") == QA
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(dsv.BadState, match="datasets package is not installed"):
+            dsv.load("qa.jsonl", cwd=tmp_path, into="hf")
+    else:
+        assert dsv.load("qa.jsonl", cwd=tmp_path, into="hf").to_list() == QA
+
+
+def test_iter_records_streams_in_order(tmp_path: Path) -> None:
+    repo = dsv.Repository.init(tmp_path)
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA))
+    repo.add(["qa.jsonl"])
+    repo.commit("first")
+    records = dsv.iter_records("qa.jsonl", cwd=tmp_path)
+    assert next(records) == QA[0]
+    assert list(records) == QA[1:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -236,13 +236,18 @@ def read_table(repo: Repository, rev: str, path: str) -> pyarrow.Table:
     with its columns in file order, as strings; JSONL and JSON with one column per
     top-level field, in order of first appearance, typed as Arrow infers them.
     """
+    dataset = dataset_at(repo, rev, path)
+    return dataset_table(dataset, repo.read_datapoints(dataset), path)
+
+
+def dataset_table(dataset: Dataset, datapoints: Iterable[bytes], path: str) -> pyarrow.Table:
+    """The Arrow table of `dataset` given its datapoints in order (see `read_table`)."""
     import pyarrow as pa
 
-    dataset = dataset_at(repo, rev, path)
     fmt = dataset.format
     if fmt.kind == "parquet" and fmt.schema:
-        return _parquet_table(repo, dataset)
-    records = [decode_canonical(body) for body in repo.read_datapoints(dataset)]
+        return _parquet_table(dataset, datapoints)
+    records = [decode_canonical(body) for body in datapoints]
     columns: dict[str, None] = dict.fromkeys(fmt.columns)
     for record in records:
         for name in record:
@@ -264,7 +269,7 @@ def read_table(repo: Repository, rev: str, path: str) -> pyarrow.Table:
     return pa.Table.from_arrays(arrays, names=list(columns))
 
 
-def _parquet_table(repo: Repository, dataset: Dataset) -> pyarrow.Table:
+def _parquet_table(dataset: Dataset, datapoints: Iterable[bytes]) -> pyarrow.Table:
     """A Parquet dataset rebuilt with its stored schema, by writing it as dsv would."""
     import tempfile
 
@@ -274,5 +279,5 @@ def _parquet_table(repo: Repository, dataset: Dataset) -> pyarrow.Table:
 
     with tempfile.TemporaryDirectory(prefix="dsv-read-") as scratch:
         target = Path(scratch) / "dataset.parquet"
-        write_dataset(target, dataset.format, repo.read_datapoints(dataset))
+        write_dataset(target, dataset.format, datapoints)
         return pq.read_table(target, memory_map=False)

@@ -264,12 +264,16 @@ class Connection:
                 raise RemoteError(f"{self._where()} left out {left} asked for")
 
     def commits(
-        self, wants: Sequence[bytes], haves: Sequence[bytes]
+        self, wants: Sequence[bytes], haves: Sequence[bytes], *, limit: int | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
-        limit = self.info.limits.max_ids
-        room = max(0, limit - len(wants))
+        """Commits reachable from `wants`, not past `haves`, at most `limit` (default: the
+        server's `max_ids`); each re-hashed."""
+        most = self.info.limits.max_ids
+        room = max(0, most - len(wants))
         request = CommitsRequest(
-            tuple(o.hex() for o in wants[:limit]), tuple(o.hex() for o in haves[:room]), limit
+            tuple(o.hex() for o in wants[:most]),
+            tuple(o.hex() for o in haves[:room]),
+            min(limit or most, most),
         )
         for kind, body in self._pack_stream("/commits", request):
             if kind != Kind.COMMIT:
