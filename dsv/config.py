@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import msgspec
 
-from dsv.errors import BadState
+from dsv.errors import BadInput, BadState
 from dsv.fsutil import write_atomic
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "READABLE_FORMATS",
     "Config",
     "Remote",
+    "now_and_tz",
     "read_config",
     "user_identity",
     "write_config",
@@ -104,3 +106,24 @@ def user_identity(config: Config | None = None) -> str:
     if not email:
         email = f"{name}@{socket.gethostname()}"
     return f"{name} <{email}>"
+
+
+def now_and_tz() -> tuple[int, int]:
+    """The time and UTC offset (minutes) a new commit records; `DSV_DATE` fixes them."""
+    forced = os.environ.get("DSV_DATE")
+    if forced:
+        try:
+            when, _, zone = forced.partition(" ")
+            return int(when), _parse_tz(zone or "+0000")
+        except ValueError:
+            raise BadInput(f"DSV_DATE={forced!r}: expected 'UNIXTIME +HHMM'") from None
+    now = time.time()
+    return int(now), round(time.localtime(now).tm_gmtoff / 60)
+
+
+def _parse_tz(text: str) -> int:
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    if len(digits) != 4 or not digits.isdigit():
+        raise ValueError(text)
+    return sign * (int(digits[:2]) * 60 + int(digits[2:]))

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import msgspec
 
+from dsv.config import now_and_tz
 from dsv.deployment import deployment_message, deployment_tree, source_of
 from dsv.errors import BadInput, BadState, DsvError
 from dsv.objects import ZERO_OID, Commit, Kind, Tree, TreeEntry, encode_object
-from dsv.ops.stage import now_and_tz
 from dsv.paths import BadPath, check_tree_paths
 from dsv.refs import BRANCHES, ENVS, MISSING, TAGS, RefLogEntry, check_ref_name
 from dsv.repo import Repository

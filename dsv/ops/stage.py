@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from dsv.config import now_and_tz
 from dsv.errors import BadInput, BadState
 from dsv.index import Entry, read_index, stat_file
 from dsv.objects import (
@@ -36,7 +36,6 @@ __all__ = [
     "add",
     "commit",
     "move",
-    "now_and_tz",
     "remove",
     "status",
     "untracked",
@@ -375,27 +374,6 @@ def _refresh_index(repo: Repository, updates: dict[str, Entry]) -> None:
 
 
 # -- commit and log ------------------------------------------------------------------------
-
-
-def now_and_tz() -> tuple[int, int]:
-    """The time and UTC offset (minutes) a new commit records; `DSV_DATE` fixes them."""
-    forced = os.environ.get("DSV_DATE")
-    if forced:
-        try:
-            when, _, zone = forced.partition(" ")
-            return int(when), _parse_tz(zone or "+0000")
-        except ValueError:
-            raise BadInput(f"DSV_DATE={forced!r}: expected 'UNIXTIME +HHMM'") from None
-    now = time.time()
-    return int(now), round(time.localtime(now).tm_gmtoff / 60)
-
-
-def _parse_tz(text: str) -> int:
-    sign = -1 if text.startswith("-") else 1
-    digits = text.lstrip("+-")
-    if len(digits) != 4 or not digits.isdigit():
-        raise ValueError(text)
-    return sign * (int(digits[:2]) * 60 + int(digits[2:]))
 
 
 def commit(
