@@ -13,6 +13,7 @@ from dsv.objects import (
     Format,
     Kind,
     Slice,
+    content_hasher,
     content_id,
     encode_object,
     split_oids,
@@ -33,6 +34,7 @@ __all__ = [
     "Runs",
     "build_dataset",
     "chunk_pages",
+    "iter_datapoint_oids",
     "iter_oids",
     "join_slices",
     "read_oid_list",
@@ -237,6 +239,33 @@ def join_slices(dataset: Dataset, pages: Mapping[bytes, bytes], oid: bytes | Non
     if len(data) != dataset.count * OID_SIZE or content_id(data) != dataset.content:
         raise CorruptObject(f"{what}: its pages do not give its content id")
     return data
+
+
+def iter_datapoint_oids(store: ObjectStore, dataset: Dataset) -> Iterator[bytes]:
+    """The dataset's datapoint ids one by one, checked against its content id before the first
+    is given, holding one page at a time (a million ids are 32 MB joined)."""
+    what = "corrupt dataset manifest"
+    hasher = content_hasher()
+    total = 0
+    for s, page in _slice_pages(store, dataset):
+        if s.stop * OID_SIZE > len(page) or s.start > s.stop:
+            raise CorruptObject(f"{what}: slice outside its page {s.page.hex()}")
+        hasher.update(page[s.start * OID_SIZE : s.stop * OID_SIZE])
+        total += s.stop - s.start
+    if total != dataset.count or hasher.digest() != dataset.content:
+        raise CorruptObject(f"{what}: its pages do not give its content id")
+    for s, page in _slice_pages(store, dataset):
+        for i in range(s.start * OID_SIZE, s.stop * OID_SIZE, OID_SIZE):
+            yield page[i : i + OID_SIZE]
+
+
+def _slice_pages(store: ObjectStore, dataset: Dataset) -> Iterator[tuple[Slice, bytes]]:
+    """Each slice of `dataset` with its page, read once per run of slices of one page."""
+    page_oid, page = b"", b""
+    for s in dataset.slices:
+        if s.page != page_oid:
+            page_oid, page = s.page, store.read_body(s.page, Kind.PAGE)
+        yield s, page
 
 
 def iter_oids(data: bytes) -> Iterator[bytes]:

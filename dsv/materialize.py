@@ -4,26 +4,23 @@ Each worker verifies its share of the datapoints and writes it to a part file; t
 joined in the kernel (copy_file_range) into one temporary file, which then replaces the working
 file atomically.
 
-A version's datapoints mostly lie in its packs in the order it lists them (add, push and fetch
-write them so). A worker therefore hashes each block it touches whole, once: the hashes verify
-every body, and a run of the version's ids that equals a run of the block's hashes is taken in
-one slice, without looking each id up. Where the order is scattered (few ids per block), that
-would hash much more than it writes, so the worker goes on id by id through a map of the packs.
+A worker reads its share as runs of pack blocks (dsv.blockruns). Where the order is scattered
+(few ids per block), that would hash much more than it writes, so the worker goes on id by id
+through a map of the packs: faster than bisecting, and a checkout can afford its memory.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import mmap
 import os
 import struct
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from dsv.errors import BadState, CorruptObject
+from dsv.blockruns import BlockRuns, mismatch
+from dsv.errors import BadState
 from dsv.fsutil import WriteResult, digest_fd, fsync_dir, note_temp, publish
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import Pack
@@ -35,7 +32,6 @@ __all__ = ["PARALLEL_MIN", "write_jsonl"]
 # Below this many datapoints, starting workers costs more than it saves.
 PARALLEL_MIN = 20_000
 _WRITE_EVERY = 8192  # bodies joined per write
-_CACHED_BLOCKS = 8
 # Hashes a worker may spend beyond the bodies it writes before it gives up on runs.
 _HASH_SLACK = 8192
 
@@ -48,109 +44,6 @@ def _digest_into(fd: int, result: list[bytes | OSError]) -> None:
         result.append(digest_fd(fd))
     except OSError as exc:
         result.append(exc)
-
-
-def _mismatch(oid: bytes) -> CorruptObject:
-    return CorruptObject(f"corrupt object {oid.hex()}: content does not match its id")
-
-
-class _Block:
-    """One decompressed block: its entries' start offsets, bodies and datapoint hashes."""
-
-    __slots__ = ("bodies", "hashes", "positions", "starts")
-
-    def __init__(self, starts: list[int], bodies: list[bytes]) -> None:
-        self.starts = starts
-        self.bodies = bodies
-        # Another kind's body never hashes to a datapoint id: the tag is part of the hash.
-        self.hashes = hash_objects(Kind.DATAPOINT, bodies)
-        self.positions: dict[bytes, int] | None = None
-
-    def position(self, oid: bytes) -> int:
-        if self.positions is None:
-            self.positions = dict(zip(self.hashes, range(len(self.hashes)), strict=True))
-        return self.positions.get(oid, -1)
-
-
-class _Runs:
-    """Bodies of a list of datapoint ids, read as runs of the blocks that hold them."""
-
-    def __init__(self, store: ObjectStore, packs: list[Pack]) -> None:
-        self.store = store
-        self.packs = packs
-        self.blocks: OrderedDict[tuple[int, int], _Block] = OrderedDict()
-        self.current: _Block | None = None
-        self.previous: _Block | None = None
-        self.hashed = 0
-
-    def take(self, wanted: list[bytes], at: int) -> list[bytes]:
-        """Verified bodies of `wanted[at:at + k]` for some k >= 1."""
-        oid = wanted[at]
-        block, q = self.current, -1
-        if block is not None:
-            q = block.position(oid)
-        if q < 0 and self.previous is not None:
-            # An edited datapoint sits in a newer pack, and the run goes on in this block after
-            # it: switching back should not cost a lookup.
-            q = self.previous.position(oid)
-            if q >= 0:
-                block, self.previous = self.previous, block
-                self.current = block
-        if q < 0 or block is None:
-            located = self._locate(oid)
-            if located is None:  # not packed: a small fetch leaves datapoints loose
-                return [self.store.read(oid, Kind.DATAPOINT)[1]]
-            block, q = located
-            if block is not self.current:
-                self.previous, self.current = self.current, block
-        hashes = block.hashes
-        if hashes[q] != oid:
-            raise _mismatch(oid)
-        # The run is as long as the ids go on equal to the block's hashes. Galloping (runs
-        # of 1, 2, 4... more) then bisecting the last step keeps a short run as cheap as a
-        # long one per id, whatever the order (a reversed version has runs of one).
-        n = min(len(wanted) - at, len(hashes) - q)
-        good, step = 1, 1
-        while good < n:
-            probe = min(good + step, n)
-            if wanted[at + good : at + probe] == hashes[q + good : q + probe]:
-                good, step = probe, step * 2
-                continue
-            low, high = good, probe - 1  # ids good..probe differ somewhere
-            while low < high:
-                middle = (low + high + 1) // 2
-                if wanted[at + good : at + middle] == hashes[q + good : q + middle]:
-                    low = middle
-                else:
-                    high = middle - 1
-            good = low
-            break
-        return block.bodies[q : q + good]
-
-    def _locate(self, oid: bytes) -> tuple[_Block, int] | None:
-        for number, pack in enumerate(self.packs):
-            i = pack.find(oid)
-            if i < 0:
-                continue
-            index, offset, _ = pack.location(i)
-            key = (number, index)
-            block = self.blocks.get(key)
-            if block is None:
-                block = self.blocks[key] = _Block(*pack.block_bodies(index))
-                self.hashed += len(block.bodies)
-                if len(self.blocks) > _CACHED_BLOCKS:
-                    self.blocks.popitem(last=False)
-            else:
-                self.blocks.move_to_end(key)
-            starts = block.starts
-            q = bisect.bisect_left(starts, offset)
-            if q == len(starts) or starts[q] != offset:
-                raise CorruptObject(f"pack {pack.name}: index places {oid.hex()} off an entry")
-            # An empty body starts where the next one does: the entry is the one that hashes.
-            while q + 1 < len(starts) and starts[q + 1] == offset and block.hashes[q] != oid:
-                q += 1
-            return block, q
-        return None
 
 
 class _Mapped:
@@ -178,7 +71,7 @@ class _Mapped:
             bodies.append(self.pack.body_at(position))
         hashes = hash_objects(Kind.DATAPOINT, bodies)
         if hashes != chunk:
-            raise _mismatch(next(w for w, h in zip(chunk, hashes, strict=True) if w != h))
+            raise mismatch(next(w for w, h in zip(chunk, hashes, strict=True) if w != h))
         return bodies
 
 
@@ -189,15 +82,15 @@ def _write_range(first: int, stop: int, part: str, slot: int) -> None:
     store: ObjectStore = _shared["store"]  # type: ignore[assignment]
     packs = store.packs
     wanted = split_oids(oids[first * OID_SIZE : stop * OID_SIZE])
-    reader: _Runs | _Mapped = _Runs(store, packs)
+    reader: BlockRuns | _Mapped = BlockRuns(packs, Kind.DATAPOINT)
     with open(part, "wb") as out:
         pending: list[bytes] = []
         at = 0
         while at < len(wanted):
-            bodies = reader.take(wanted, at)
+            bodies = reader.take(wanted, at) or [store.read(wanted[at], Kind.DATAPOINT)[1]]
             at += len(bodies)
             pending += bodies
-            if isinstance(reader, _Runs) and reader.hashed > 2 * at + _HASH_SLACK:
+            if isinstance(reader, BlockRuns) and reader.hashed > 2 * at + _HASH_SLACK:
                 reader = _Mapped(store, packs)
             if len(pending) >= _WRITE_EVERY:
                 pending.append(b"")

@@ -15,7 +15,7 @@ from dsv.config import FORMAT_VERSION, Config, read_config, user_identity, write
 from dsv.errors import BadInput, BadState, NotARepository
 from dsv.fsutil import RepoLock
 from dsv.index import Entry, write_index
-from dsv.manifest import iter_oids, read_oid_list
+from dsv.manifest import iter_datapoint_oids, read_oid_list
 from dsv.objects import (
     Commit,
     Dataset,
@@ -159,7 +159,7 @@ class Repository:
 
     def read_datapoints(self, dataset: Dataset) -> Iterator[bytes]:
         """Canonical bytes of each datapoint of a dataset, in order, each re-hashed."""
-        return self.store.read_many(iter_oids(self.read_oid_list(dataset)), Kind.DATAPOINT)
+        return self.store.read_many(iter_datapoint_oids(self.store, dataset), Kind.DATAPOINT)
 
     def tree_of(self, commit_oid: bytes | None) -> dict[str, bytes]:
         """path -> dataset oid of a commit (empty for None)."""

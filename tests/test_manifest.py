@@ -6,11 +6,20 @@ import random
 from pathlib import Path
 
 import blake3
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsv.manifest import PAGE_MAX, PAGE_MIN, build_dataset, chunk_pages, read_oid_list
+from dsv.errors import CorruptObject
+from dsv.manifest import (
+    PAGE_MAX,
+    PAGE_MIN,
+    build_dataset,
+    chunk_pages,
+    iter_datapoint_oids,
+    read_oid_list,
+)
 from dsv.objects import OID_SIZE, Format
 from dsv.store import ObjectStore
 
@@ -136,7 +145,32 @@ def test_any_edited_version_reads_back_exactly(
             writer, b"".join(new), Format("jsonl"), base=base, base_oids=b"".join(old)
         )
     assert read_oid_list(store, second) == b"".join(new)
+    assert b"".join(iter_datapoint_oids(store, second)) == b"".join(new)
     assert second.count == len(new)
+
+
+@pytest.mark.parametrize("damage", ["a slice dropped", "a slice past its page", "count"])
+def test_streamed_ids_are_checked_before_the_first_is_given(tmp_path: Path, damage: str) -> None:
+    # iter_records streams a dataset's ids a page at a time; a manifest whose pages do not
+    # give its content id must fail before any datapoint is yielded, as the joined read does.
+    store = ObjectStore(tmp_path)
+    ids = b"".join(_ids(9000))
+    with store.writer() as writer:
+        _, dataset = build_dataset(writer, ids, Format("jsonl"))
+    assert len(dataset.slices) > 1
+    if damage == "a slice dropped":
+        bad = msgspec.structs.replace(dataset, slices=dataset.slices[1:])
+    elif damage == "a slice past its page":
+        last = dataset.slices[-1]
+        moved = msgspec.structs.replace(last, stop=last.stop + 1)
+        bad = msgspec.structs.replace(dataset, slices=(*dataset.slices[:-1], moved))
+    else:
+        bad = msgspec.structs.replace(dataset, count=dataset.count + 1)
+    message = "slice outside its page" if damage == "a slice past its page" else "content id"
+    with pytest.raises(CorruptObject, match=f"corrupt dataset manifest: .*{message}"):
+        next(iter_datapoint_oids(store, bad))
+    with pytest.raises(CorruptObject, match=message):
+        read_oid_list(store, bad)
 
 
 def test_runs_that_do_not_rebuild_the_ids_are_not_trusted(tmp_path: Path) -> None:

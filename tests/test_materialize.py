@@ -9,6 +9,7 @@ import blake3
 import pytest
 
 from dsv import materialize
+from dsv.blockruns import BlockRuns
 from dsv.errors import BadState, CorruptObject
 from dsv.objects import Kind, hash_object
 from dsv.pack import Pack, PackWriter
@@ -76,7 +77,7 @@ def test_a_version_read_in_order_is_taken_a_block_at_a_time(tmp_path: Path) -> N
     store, oids = _store(tmp_path, 1, shuffled=False)
     version = [oid for i, oid in enumerate(oids) if i % 100 != 7]  # some deleted
     version[1500:1500] = [oids[42], oids[2999]]  # and some from elsewhere
-    runs = materialize._Runs(store, store.packs)
+    runs = BlockRuns(store.packs, Kind.DATAPOINT)
     taken: list[bytes] = []
     calls = 0
     while len(taken) < len(version):
@@ -195,7 +196,7 @@ def test_matching_runs_costs_a_few_ids_per_id_whatever_the_order(
         version.reverse()
     elif order == "pairs swapped":
         version[0::2], version[1::2] = version[1::2], version[0::2]
-    runs = materialize._Runs(store, store.packs)
+    runs = BlockRuns(store.packs, Kind.DATAPOINT)
     wanted = _CountingList(version)
     _CountingList.copied = 0
     taken: list[bytes] = []

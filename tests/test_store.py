@@ -58,6 +58,46 @@ def test_round_trip_and_lookup(filled: tuple[ObjectStore, list[bytes]]) -> None:
     assert store.find_prefix(oids[3].hex()[:10]) == {oids[3]}
 
 
+@pytest.mark.parametrize("order", ["stored", "reversed", "shuffled", "repeats and loose"])
+def test_read_many_streams_any_order_without_a_map_of_every_pack(
+    tmp_path: Path, order: str
+) -> None:
+    # iter_records over a million datapoints must stay in bounded memory: a map of every
+    # pack's ids costs ~130 MB per million, so read_many reads runs of blocks instead, and
+    # id by id where the order is scattered.
+    import random
+
+    store = ObjectStore(tmp_path / "objects")
+    bodies = _varied(3000)
+    with store.writer() as writer:
+        oids = [writer.write(Kind.DATAPOINT, body) for body in bodies]
+    assert store.packs
+    wanted = list(range(len(oids)))
+    if order == "reversed":
+        wanted.reverse()
+    elif order == "shuffled":
+        random.Random(3).shuffle(wanted)
+    loose = b'{"loose":true}'
+    loose_oid = hash_object(Kind.DATAPOINT, loose)
+    by_index = {**dict(enumerate(oids)), -1: loose_oid}
+    if order == "repeats and loose":
+        store.write_loose(Kind.DATAPOINT, loose_oid, loose)
+        wanted = [5, 5, -1, *range(100, 3000, 3), -1, 0]
+    got = list(store.read_many(iter([by_index[i] for i in wanted]), Kind.DATAPOINT))
+    assert got == [loose if i == -1 else bodies[i] for i in wanted]
+    assert all(pack._positions is None for pack in store.packs)
+
+
+def test_read_many_refuses_a_body_that_does_not_match_its_id(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    with store.writer() as writer:
+        oids = [writer.write(Kind.DATAPOINT, body) for body in _bodies(LOOSE_LIMIT * 40)]
+    with pytest.raises(
+        CorruptObject, match=f"object {oids[0].hex()} is a datapoint, expected a page"
+    ):
+        list(store.read_many(oids[:3], Kind.PAGE))
+
+
 def test_missing_and_wrong_kind(filled: tuple[ObjectStore, list[bytes]]) -> None:
     store, oids = filled
     with pytest.raises(CorruptObject, match=f"missing object {'ab' * 32}"):

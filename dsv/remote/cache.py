@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from dsv.errors import BadInput, CorruptObject, RemoteError
-from dsv.manifest import iter_oids, join_slices, read_oid_list
+from dsv.manifest import iter_datapoint_oids, iter_oids, join_slices
 from dsv.objects import OID_SIZE, Dataset, Kind, decode_commit, decode_dataset, decode_tree
 from dsv.protocol import references
 from dsv.refs import BRANCHES, ENVS, TAGS
@@ -207,4 +207,4 @@ def _fetch_points(conn: Connection, store: ObjectStore, dataset: Dataset, oid: b
 
 def iter_datapoints(store: ObjectStore, dataset: Dataset) -> Iterator[bytes]:
     """A cached dataset's datapoints, in order, each re-hashed."""
-    return store.read_many(iter_oids(read_oid_list(store, dataset)), Kind.DATAPOINT)
+    return store.read_many(iter_datapoint_oids(store, dataset), Kind.DATAPOINT)
