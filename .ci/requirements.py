@@ -23,9 +23,10 @@ from pathlib import Path
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 RANGE = re.compile(r"^([A-Za-z0-9_.-]+)>=(\d+(?:\.\d+)+),<(\d+)$")
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\d+(?:\.\d+)+)$")
-# Not in the lowest run: oxenai requires pyarrow>=22, far above dsv's lower bound. It is only
-# the benchmarks' peer (tests/test_benchmarks.py::test_harness_runs_every_tool), not used by dsv.
-NOT_IN_LOWEST = {"oxenai"}
+# Not in the lowest run, as they need a pyarrow far above dsv's lower bound: oxenai (>=22) is
+# only the benchmarks' peer (tests/test_benchmarks.py::test_harness_runs_every_tool), and
+# datasets (>=24) is the optional `hf` extra, whose absence tests/test_notebook.py then checks.
+NOT_IN_LOWEST = {"oxenai", "datasets"}
 
 
 def read_rules() -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
