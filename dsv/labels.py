@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import msgspec
 
 from dsv.config import now_and_tz
-from dsv.deployment import deployment_message, deployment_tree, source_of
+from dsv.deployment import deployment_message, deployment_paths, deployment_tree, source_of
 from dsv.errors import BadInput, BadState, DsvError
 from dsv.objects import ZERO_OID, Commit, Kind, Tree, TreeEntry, encode_object
 from dsv.paths import BadPath, check_tree_paths
@@ -31,6 +31,7 @@ __all__ = [
     "list_remote_branches",
     "list_remote_envs",
     "list_tags",
+    "rebase_deployments",
     "remove_env",
     "undeploy",
 ]
@@ -210,6 +211,64 @@ def undeploy(repo: Repository, name: str, paths: Sequence[str]) -> tuple[bytes, 
         new = _write_deployment(repo, tree, (old,), deployment_message(title, removed=names))
         repo.refs.update(ENVS + name, new, expected=old, user=repo.user, reason=reason)
     return old, new
+
+
+def rebase_deployments(repo: Repository, name: str, onto: bytes) -> bytes:
+    """Replay environment `name`'s deployments that `onto` (a remote's tip of it, held here)
+    lacks on top of `onto`, move the environment there and return the new tip.
+
+    BadState, naming why, unless every such commit is a deployment commit (docs/format.md
+    §5) and none of the datasets they deploy or remove was changed on `onto`'s side since:
+    then the two sides touched different datasets, and both hold after the replay.
+    """
+    refused = f"environment {name}: cannot replay its deployments on the remote's"
+    with repo.lock():
+        tip = repo.refs.read(ENVS + name)
+        if tip is None:
+            raise BadState(f"no environment named {name!r}")
+        behind = _ancestry(repo, onto)
+        chain: list[tuple[Commit, frozenset[str], frozenset[str]]] = []
+        at: bytes | None = tip
+        while at is not None and at not in behind:
+            commit = repo.read_commit(at)
+            paths = deployment_paths(commit)
+            if paths is None:
+                raise BadState(
+                    f"{refused}: {at.hex()[:12]} deploys a whole version, not some datasets"
+                )
+            chain.append((commit, *paths))
+            deployed, removed = paths
+            # A deploy's first parent is the environment before it, unless it had none.
+            at = commit.parents[0] if removed or len(commit.parents) == 2 else None
+        base, theirs = repo.tree_of(at), repo.tree_of(onto)
+        changed = {p for p in base.keys() | theirs.keys() if base.get(p) != theirs.get(p)}
+        ours = {p for _, deployed, removed in chain for p in deployed | removed}
+        if clash := sorted(changed & ours):
+            raise BadState(f"{refused}: both sides changed {', '.join(clash)}")
+        new = onto
+        for commit, deployed, removed in reversed(chain):
+            version = commit.parents[-1]
+            tree = deployment_tree(
+                repo.tree_of(new), repo.tree_of(version), deployed=deployed, removed=removed
+            )
+            parents = (new,) if removed else (new, version)
+            new = _write_deployment(repo, tree, parents, commit.message)
+        repo.refs.update(
+            ENVS + name, new, expected=tip, user=repo.user, reason=f"rebase: onto {onto.hex()}"
+        )
+    return new
+
+
+def _ancestry(repo: Repository, oid: bytes) -> set[bytes]:
+    """`oid` and every commit it descends from."""
+    seen = {oid}
+    queue = [oid]
+    while queue:
+        for parent in repo.read_commit(queue.pop()).parents:
+            if parent not in seen:
+                seen.add(parent)
+                queue.append(parent)
+    return seen
 
 
 def deployed_version(repo: Repository, commit: bytes | None, path: str) -> bytes | None:

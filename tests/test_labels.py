@@ -235,3 +235,43 @@ def test_deploying_a_dataset_the_version_lacks_is_refused(dsv: Dsv) -> None:
     assert_one_error_line(err)
     assert err.startswith(f"error: {ids['qa1'][:12]} has no dataset rag.jsonl\n")
     assert dsv("env", "list").stdout == ""
+
+
+def test_deployments_replay_on_anothers_when_they_touch_other_datasets(dsv: Dsv) -> None:
+    # What `dsv push --envs` does when someone deployed to the environment meanwhile.
+    from dsv.errors import BadState
+    from dsv.labels import rebase_deployments
+    from dsv.repo import Repository
+
+    ids = _two_datasets(dsv)
+    for env in ("production", "staging", "canary"):
+        dsv("env", "deploy", env, ids["qa2"][:12])
+    # Theirs (staging): rag at its newest. Ours (production): qa twice, then as it was.
+    dsv("env", "deploy", "staging", "main", "--", "rag.jsonl")
+    dsv("env", "deploy", "production", ids["qa3"][:12], "--", "qa.jsonl")
+    dsv("env", "deploy", "production", ids["qa1"][:12], "--", "qa.jsonl")
+    with Repository.open(dsv.root) as repo:
+        theirs = repo.resolve("staging")
+        new = rebase_deployments(repo, "production", theirs)
+        assert repo.resolve("production") == new
+        assert repo.read_commit(repo.read_commit(new).parents[0]).parents[0] == theirs
+    assert _shown(dsv, "production:rag.jsonl") == QA[3:5]
+    assert _shown(dsv, "production:qa.jsonl") == QA[:1]
+    qa = json.loads(dsv("env", "log", "production", "--json", "--", "qa.jsonl").stdout)
+    assert qa[0]["version"] == ids["qa1"]
+    assert dsv("fsck").stdout.endswith(": ok\n")
+    # Both sides deploying rag, or ours a whole version: refused, nothing moved.
+    dsv("env", "deploy", "canary", ids["rag1"][:12], "--", "rag.jsonl")
+    commit_records(dsv, "qa.jsonl", QA[:4], "qa 4")  # a version staging does not hold
+    dsv("env", "deploy", "whole", "main")
+    with Repository.open(dsv.root) as repo:
+        canary, whole = repo.resolve("canary"), repo.resolve("whole")
+        with pytest.raises(BadState) as refused:
+            rebase_deployments(repo, "canary", theirs)
+        assert refused.value.message == (
+            "environment canary: cannot replay its deployments on the remote's: "
+            "both sides changed rag.jsonl"
+        )
+        with pytest.raises(BadState, match=r"deploys a whole version, not some datasets$"):
+            rebase_deployments(repo, "whole", theirs)
+        assert (repo.resolve("canary"), repo.resolve("whole")) == (canary, whole)

@@ -33,6 +33,7 @@ def _print_refs(refs: list[RefResult], remote: str | None) -> None:
         "new": "*",
         "updated": " ",
         "forced": "+",
+        "rebased": "*",
         "up-to-date": "=",
         "rejected": "!",
         "deleted": "-",
@@ -51,6 +52,8 @@ def _print_refs(refs: list[RefResult], remote: str | None) -> None:
             change = _short(r.new)
         else:
             change = f"{_short(r.old)}..{_short(r.new)}"
+        if r.status == "rebased":
+            change += " (your deployments replayed on the remote's)"
         click.echo(f" {marks.get(r.status, ' ')} {r.status:<11} {name}  {change}")
 
 

@@ -15,7 +15,9 @@ from typing import Literal
 import msgspec
 
 from dsv.config import Remote
+from dsv.deployment import deployment_paths
 from dsv.errors import BadInput, BadState, CorruptObject, RemoteError
+from dsv.labels import rebase_deployments
 from dsv.objects import (
     OID_SIZE,
     Commit,
@@ -71,12 +73,13 @@ def _quiet(_: Progress) -> None:
 # -- results ------------------------------------------------------------------------------------
 
 
-RefStatus = Literal["new", "updated", "forced", "deleted", "up-to-date", "rejected"]
+RefStatus = Literal["new", "updated", "forced", "rebased", "deleted", "up-to-date", "rejected"]
 
 
 class RefResult(msgspec.Struct, frozen=True):
-    """One ref of a push or fetch: `status` is new, updated, forced, up-to-date, rejected, or
-    deleted (a remote-tracking ref whose ref the remote no longer has; `new` is None)."""
+    """One ref of a push or fetch: `status` is new, updated, forced, up-to-date, rejected,
+    rebased (an environment whose deployments were replayed on the remote's), or deleted (a
+    remote-tracking ref whose ref the remote no longer has; `new` is None)."""
 
     name: str
     target: str
@@ -129,6 +132,13 @@ def _reach(repo: Repository, start: bytes) -> set[bytes]:
                 seen.add(parent)
                 queue.append(parent)
     return seen
+
+
+def _deployed_meanwhile(repo: Repository, old: bytes, new: bytes) -> bool:
+    """Is `new` an environment's deployment commit that lacks the remote's tip `old`?"""
+    if missing_from(repo.store, [new]) or deployment_paths(repo.read_commit(new)) is None:
+        return False
+    return not _is_ancestor(repo, old, new)
 
 
 def _is_ancestor(repo: Repository, ancestor: bytes, descendant: bytes) -> bool:
@@ -392,6 +402,7 @@ def push(
         results: list[RefResult] = []
         updates: list[RefUpdate] = []
         rejected: list[str] = []
+        env_rejected: list[str] = []
         for name in names:
             new = local[name]
             assert new is not None
@@ -410,14 +421,29 @@ def push(
                         "you do not have)"
                     )
                     continue
+                if name.startswith(ENVS) and _deployed_meanwhile(repo, old, new):
+                    # Someone deployed to this environment since it was fetched: replay ours
+                    # on top when the two touched different datasets, so both hold.
+                    _receive_objects(repo, conn, [old], progress or _quiet)
+                    try:
+                        new = local[name] = rebase_deployments(repo, _short(name), old)
+                    except BadState as exc:
+                        rejected.append(f"{_short(name)} ({exc.message})")
+                        env_rejected.append(_short(name))
+                        continue
+                    status = "rebased"
             if old is not None and force:
                 status = "forced"
             results.append(RefResult(name, name, old, new, status))
             updates.append(RefUpdate(name, old.hex() if old else None, new.hex(), force))
         if rejected:
+            env = env_rejected[0] if len(env_rejected) == len(rejected) else None
             raise RemoteError(
                 f"rejected: {'; '.join(rejected)}; nothing was pushed",
-                hint="the remote has versions you do not: 'dsv pull' takes them if your branch "
+                hint=f"take the remote's deployments ('dsv env deploy {env} {remote}/envs/{env}'"
+                "), deploy your datasets again and push; or 'dsv push --force' overwrites them"
+                if env
+                else "the remote has versions you do not: 'dsv pull' takes them if your branch "
                 "has none of its own (else it says how to keep yours); or 'dsv push --force' "
                 "overwrites them",
             )

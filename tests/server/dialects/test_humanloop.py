@@ -1129,17 +1129,27 @@ def test_concurrent_env_pushes_of_two_datasets_never_undo_each_other(
     dsv(ada, "env", "deploy", "production", "main", "--", "qa.jsonl")
     dsv(bob, "env", "deploy", "production", "main", "--", "rag.jsonl")
     dsv(ada, "push", "--envs", "origin", "main")
-    refused = dsv(bob, "push", "--envs", "origin", "main", code=5).stderr
-    assert "rejected production: the remote's production" in refused
-    assert "pushing it would undo them" in refused
     assert _deployed(hl, qa.id)["production"] == qa2.version_id
     assert _deployed(hl, rag.id)["production"] is None
-    # Bob takes Ada's deployments, deploys rag again on top, and both hold.
-    dsv(bob, "fetch")
-    dsv(bob, "env", "deploy", "production", "origin/envs/production")
-    dsv(bob, "env", "deploy", "production", "main", "--", "rag.jsonl")
-    dsv(bob, "push", "--envs", "origin", "main")
+    # Bob's push finds Ada's deployment there: his is replayed on top, and both hold.
+    pushed = dsv(bob, "push", "--envs", "origin", "main").stdout
+    assert "* rebased     env production" in pushed
+    assert "(your deployments replayed on the remote's)" in pushed
     assert _deployed(hl, qa.id)["production"] == qa2.version_id
+    assert _deployed(hl, rag.id)["production"] == rag.version_id
+    # Deploying the same dataset differently on both sides is refused, never undone.
+    dsv(ada, "fetch")
+    dsv(ada, "env", "deploy", "production", "origin/envs/production")
+    dsv(ada, "env", "deploy", "production", "main~2", "--", "qa.jsonl")
+    dsv(bob, "env", "deploy", "production", "main~1", "--", "qa.jsonl")
+    dsv(ada, "push", "--envs", "origin", "main")
+    refused = dsv(bob, "push", "--envs", "origin", "main", code=5).stderr
+    assert refused.startswith(
+        "error: rejected: production (environment production: cannot replay its deployments "
+        "on the remote's: both sides changed qa.jsonl); nothing was pushed\n"
+    )
+    assert "hint: take the remote's deployments ('dsv env deploy production " in refused
+    assert _deployed(hl, qa.id)["production"] == qa.version_id
     assert _deployed(hl, rag.id)["production"] == rag.version_id
     # An API deploy lands on top of the pushed environment, and a clone reads it all.
     hl.datasets.set_deployment(qa.id, "production", version_id=qa.version_id)
