@@ -443,9 +443,9 @@ def push(
                 hint=f"take the remote's deployments ('dsv env deploy {env} {remote}/envs/{env}'"
                 "), deploy your datasets again and push; or 'dsv push --force' overwrites them"
                 if env
-                else "the remote has versions you do not: 'dsv pull' takes them if your branch "
-                "has none of its own (else it says how to keep yours); or 'dsv push --force' "
-                "overwrites them",
+                # Word for word the server's hint: which side refuses depends on timing.
+                else "'dsv pull' takes them if your branch has none of its own (else it says "
+                "how to keep yours); or 'dsv push --force' overwrites the remote's versions",
             )
         packs = 0
         items: list[tuple[Kind, bytes]] = []
