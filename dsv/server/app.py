@@ -368,6 +368,7 @@ def create_app(service: RemoteService) -> _App:
         service.config.environments,
         _key_of,
         _note_caller,
+        service.config.api_repo,
     )
     guard = _repo_guard(service)
     app = Litestar(
