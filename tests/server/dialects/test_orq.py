@@ -136,6 +136,10 @@ def test_the_sdk_flow_is_versioned_in_dsv(
     # List, rename (the id stays), clear, delete -> 404.
     listed = orq.datasets.list()
     assert [d.id for d in listed.data] == [made.id] and not listed.has_more
+    assert orq.datasets.list(updated_by=listed.data[0].updated_by_id).data == listed.data
+    assert orq.datasets.list(updated_by="nobody").data == []
+    assert orq.datasets.list(search="Q").data == listed.data
+    assert orq.datasets.list(search="x").data == []
     assert listed.data[0].metadata.datapoints_count == 22
     renamed = orq.datasets.update(dataset_id=made.id, display_name="capitals")
     assert renamed.id == made.id and renamed.display_name == "capitals"

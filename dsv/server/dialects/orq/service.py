@@ -187,9 +187,12 @@ class OrqService(FileDatasets):
         ending_before: str | None,
         search: str | None,
         project_id: str | None,
+        updated_by: str | None = None,
     ) -> dict[str, Any]:
         repo = self.repo(caller, write=False)
         found = [] if project_id and project_id != repo else self._datasets(repo, search)
+        if updated_by:
+            found = [(r, v) for r, v in found if _author_id(v.latest.info.author) == updated_by]
         window, more = cursor_window(
             [r.id for r, _ in found],
             limit=limit,

@@ -223,6 +223,11 @@ class TensorZeroService(FileDatasets):
 
     def _read(self, caller: KeyRecord | None, name: str) -> tuple[DatasetRecord, Versions]:
         repo = self.repo(caller, write=False)
+        path = self._path(name)
+        _, tip = self.core.branch_of(repo)
+        # Only a file the branch holds gets a record: a read of any name would add one.
+        if tip is None or path not in self.objects.tree(repo, tip):
+            raise NotFound(f"dataset {name!r} not found")
         record = self._record(repo, name)
         try:
             return record, self.core.versions_of(record)
