@@ -41,7 +41,8 @@ def _times(
         reply = request(at)
         times.append(time.perf_counter() - started)
         reply.raise_for_status()
-        assert reply.content.count(b'"dataset_') >= min(PAGE, count - at), reply.text[:200]
+        shown = reply.content.count(b'"dataset_') or reply.content.count(b'"id":"dp_')
+        assert shown >= min(PAGE, count - at), reply.text[:200]
     return times
 
 
@@ -60,8 +61,15 @@ def measure(count: int, workdir: Path | None = None, *, requests: int = 200) -> 
 
     with _workdir(workdir) as work:
         root = work / "server"
+        kept = work / f"oids-{count}.bin"
         started = time.perf_counter()
-        oids = build_dataset_root(root, count)
+        if kept.exists():
+            # A kept --workdir: the dataset is built once, measured as often as wanted.
+            data = kept.read_bytes()
+            oids = [data[i : i + 32] for i in range(0, len(data), 32)]
+        else:
+            oids = build_dataset_root(root, count)
+            kept.write_bytes(b"".join(oids))
         built = time.perf_counter() - started
         meta = SqliteMetaStore(root / "meta.sqlite3")
         try:
@@ -109,16 +117,33 @@ def measure(count: int, workdir: Path | None = None, *, requests: int = 200) -> 
             got = client.post("/v1/datasets/evals/get_datapoints", json={"ids": ids})
             out["tz_get_2_ids_ms"] = (time.perf_counter() - started) * 1000
             assert len(got.json()["datapoints"]) == 2
-            for name, request in (
+            hl = client.get("/v5/datasets").json()["records"][0]["id"]
+
+            def humanloop(at: int) -> httpx.Response:
+                # The peer: the Humanloop dialect's page-numbered page at the same depth.
+                params = {"page": at // PAGE + 1, "size": PAGE}
+                return client.get(f"/v5/datasets/{hl}/datapoints", params=params)
+
+            out["load_average"] = os.getloadavg()[0]
+            modes: list[tuple[str, Callable[[int], httpx.Response]]] = [
+                ("humanloop_page", humanloop),
                 ("orq_first_page", lambda _: client.get(points, params={"limit": PAGE})),
                 ("orq_starting_after", orq_after),
                 ("orq_ending_before", orq_before),
                 ("tz_first_page", lambda _: tz_offset(0)),
                 ("tz_offset", tz_offset),
                 ("tz_older_offset", tz_old),
-            ):
+            ]
+            for _, request in modes:
                 _times(request, count, deep[:10])  # warm
-                out |= _figures(name, _times(request, count, deep))
+            # Interleaved, a position at a time: the machine's load falls on every mode alike.
+            times: dict[str, list[float]] = {name: [] for name, _ in modes}
+            for at in deep:
+                for name, request in modes:
+                    times[name] += _times(request, count, [at])
+            for name, _ in modes:
+                out |= _figures(name, times[name])
+            out["load_average_after"] = os.getloadavg()[0]
     return out
 
 

@@ -8,9 +8,10 @@ at a time for the whole process), under the dialect's own name.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from dsv.objects import OID_SIZE
 from dsv.server.dialects import Mount
@@ -22,20 +23,55 @@ from dsv.server.dialects.ownerless import repo_for
 from dsv.server.keys import authenticate, permit
 from dsv.server.storage import KeyRecord
 
-__all__ = ["FileDatasets", "find_oid"]
+__all__ = ["FileDatasets", "OidIndex"]
 
-# Datasets whose id list a cursor or id lookup keeps: a pager walks one dataset at a time.
+# Datasets whose sorted id list a cursor or id lookup keeps (40 bytes an id): a pager walks
+# one dataset at a time.
 _OIDS_CACHED = 8
 
 
-def find_oid(oids: bytes, prefix: bytes, start: int = 0) -> int:
-    """The position of the first id in `oids` (concatenated ids) from `start` that begins
-    with `prefix`, or -1; found by a byte search, so a deep position costs a scan in C."""
-    at = oids.find(prefix, start * OID_SIZE)
-    # A match must start on an id's boundary, not inside two neighbouring ids.
-    while at >= 0 and at % OID_SIZE:
-        at = oids.find(prefix, at + 1)
-    return at // OID_SIZE if at >= 0 else -1
+class OidIndex:
+    """A dataset's datapoint ids, sorted once, so the position of an id (or of the ids that
+    start with a prefix) is a binary search: a deep cursor costs what the first page does."""
+
+    def __init__(self, oids: bytes) -> None:
+        import pyarrow as pa  # here: only a server with these dialects in use needs it
+        import pyarrow.compute as pc
+
+        self.oids = oids
+        count = len(oids) // OID_SIZE
+        column = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(OID_SIZE), count, [None, pa.py_buffer(oids)]
+        )
+        self._count = count
+        self._order = memoryview(b"").cast("Q")
+        if count:
+            # A stable sort: equal ids (copies of one datapoint) stay in file order.
+            order = pc.sort_indices(column)
+            values = memoryview(order.buffers()[1]).cast("Q")
+            self._order = values[order.offset : order.offset + count]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, rank: int) -> bytes:
+        at = self._order[rank] * OID_SIZE
+        return self.oids[at : at + OID_SIZE]
+
+    def positions(self, prefix: bytes) -> Iterator[tuple[int, bytes]]:
+        """(position, id) of every id that starts with `prefix`, in id order (copies of one
+        id in file order)."""
+        rank = bisect.bisect_left(self, prefix)
+        while rank < self._count:
+            oid = self[rank]
+            if not oid.startswith(prefix):
+                break
+            yield self._order[rank], oid
+            rank += 1
+
+    def position(self, oid: bytes) -> int:
+        """Where the first copy of `oid` sits; -1 if the dataset lacks it."""
+        return next((at for at, _ in self.positions(oid)), -1)
 
 
 class FileDatasets:
@@ -56,7 +92,9 @@ class FileDatasets:
         self.objects = mount.objects
         self.store = store
         self._guard = threading.Lock()
-        self._oids: collections.OrderedDict[tuple[str, bytes], bytes] = collections.OrderedDict()
+        self._indexes: collections.OrderedDict[tuple[str, bytes], OidIndex] = (
+            collections.OrderedDict()
+        )
 
     def authenticate(self, key: str | None) -> KeyRecord | None:
         """The caller's key record (None on a server without auth); 401 without a valid key."""
@@ -69,20 +107,20 @@ class FileDatasets:
             permit(caller, repo, write=write)
         return repo
 
-    def oids_of(self, repo: str, dataset: bytes) -> bytes:
-        """A dataset's datapoint ids, concatenated; the last few read are kept."""
+    def index_of(self, repo: str, dataset: bytes) -> OidIndex:
+        """A dataset's datapoint ids, sorted for lookups; the last few read are kept."""
         key = (repo, dataset)
         with self._guard:
-            found = self._oids.get(key)
+            found = self._indexes.get(key)
             if found is not None:
-                self._oids.move_to_end(key)
+                self._indexes.move_to_end(key)
                 return found
-        found = self.objects.oids(repo, dataset)
+        made = OidIndex(self.objects.oids(repo, dataset))
         with self._guard:
-            self._oids[key] = found
-            while len(self._oids) > _OIDS_CACHED:
-                self._oids.popitem(last=False)
-        return found
+            self._indexes[key] = made
+            while len(self._indexes) > _OIDS_CACHED:
+                self._indexes.popitem(last=False)
+        return made
 
     def change(
         self,

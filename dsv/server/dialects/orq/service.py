@@ -16,7 +16,7 @@ from dsv.canonical import decode_canonical
 from dsv.errors import Conflict, NotFound
 from dsv.objects import OID_SIZE, Kind, hash_object, split_oids
 from dsv.server.dialects import FieldError, Mount
-from dsv.server.dialects.files import FileDatasets, find_oid
+from dsv.server.dialects.files import FileDatasets
 from dsv.server.dialects.humanloop.history import Version, Versions
 from dsv.server.dialects.humanloop.service import Sink
 from dsv.server.dialects.humanloop.store import DatasetRecord, HumanloopStore
@@ -328,7 +328,7 @@ class OrqService(FileDatasets):
         oid = parse_datapoint_id(point_id)
         if oid is None:
             return None
-        at = find_oid(self.oids_of(repo, dataset), oid)
+        at = self.index_of(repo, dataset).position(oid)
         return (oid, at) if at >= 0 else None
 
     def _position(self, record: DatasetRecord, dataset: bytes, name: str, cursor: str) -> int:

@@ -20,7 +20,7 @@ from dsv.canonical import decode_canonical, encode_canonical
 from dsv.errors import NotFound
 from dsv.objects import OID_SIZE, Kind, hash_object, split_oids
 from dsv.server.dialects import FieldError, Mount
-from dsv.server.dialects.files import FileDatasets, find_oid
+from dsv.server.dialects.files import FileDatasets, OidIndex
 from dsv.server.dialects.humanloop.history import Version, Versions
 from dsv.server.dialects.humanloop.service import Sink
 from dsv.server.dialects.humanloop.store import DatasetRecord, HumanloopStore
@@ -60,14 +60,15 @@ def datapoint_uuid(oid: bytes) -> str:
     return str(uuid.UUID(bytes=bytes(raw)))
 
 
-def find_uuid(oids: bytes, text: str, start: int = 0) -> int:
-    """Where the datapoint with TensorZero id `text` sits in `oids` from `start`, or -1: the
-    id's first 6 bytes are its object id's, so a byte search finds the candidates."""
-    prefix = uuid.UUID(text).bytes[:6]
-    at = find_oid(oids, prefix, start)
-    while at >= 0 and datapoint_uuid(oids[at * OID_SIZE : (at + 1) * OID_SIZE]) != text:
-        at = find_oid(oids, prefix, at + 1)
-    return at
+def find_uuid(index: OidIndex, text: str) -> tuple[int, bytes] | None:
+    """Where the first copy of the datapoint with TensorZero id `text` sits, and its object
+    id: the id's first 6 bytes are the object id's, so the index finds the candidates."""
+    found = [
+        (at, oid)
+        for at, oid in index.positions(uuid.UUID(text).bytes[:6])
+        if datapoint_uuid(oid) == text
+    ]
+    return min(found) if found else None
 
 
 def _parse_uuid(text: str, loc: list[str | int]) -> str:
@@ -392,13 +393,13 @@ class TensorZeroService(FileDatasets):
         found: dict[str, tuple[bytes, Version | None]] = {}
         newer: Version | None = None
         for version in versions.every:
-            oids = self.oids_of(record.repo, version.dataset)
+            index = self.index_of(record.repo, version.dataset)
             for text in wanted:
                 if text in found:
                     continue
-                at = find_uuid(oids, text)
-                if at >= 0:
-                    found[text] = (oids[at * OID_SIZE : (at + 1) * OID_SIZE], newer)
+                hit = find_uuid(index, text)
+                if hit is not None:
+                    found[text] = (hit[1], newer)
             if len(found) == len(wanted):
                 break
             newer = version
@@ -487,17 +488,17 @@ class TensorZeroService(FileDatasets):
         with self.core.locked(repo):
             record, versions = self._read(caller, name)
             latest = versions.latest
-            oids = self.oids_of(repo, latest.dataset)
+            index = self.index_of(repo, latest.dataset)
             replaced: dict[bytes, bytes] = {}
             bodies: dict[bytes, bytes] = {}
             new_ids = []
             for i, text in enumerate(ids):
                 loc: list[str | int] = ["body", "datapoints", i]
                 target = _parse_uuid(text, [*loc, "id"])
-                at = find_uuid(oids, target)
-                if at < 0:
+                hit = find_uuid(index, target)
+                if hit is None:
                     raise self.gone(name, text)
-                old = oids[at * OID_SIZE : (at + 1) * OID_SIZE]
+                old = hit[1]
                 (body,) = self.objects.blobs.read(repo, Kind.DATAPOINT, [old])
                 new_body = encode_record(edit(i, decode_canonical(body), loc), loc)
                 new = hash_object(Kind.DATAPOINT, new_body)
