@@ -108,3 +108,13 @@ def test_load_benchmark_runs(tmp_path: Path) -> None:
     assert load["count"] == 300 and load["ratio"] > 0
     stream = measure_stream(tmp_path / "stream", 300)
     assert stream["peak_rss_mib"] >= stream["after_imports_mib"] > 0
+
+
+def test_dialect_pages_benchmark_runs(tmp_path: Path) -> None:
+    # Tiny; figures are not asserted here (docs/performance.md has the 1M run).
+    from benchmarks.dialect_pages import measure
+
+    result = measure(1000, tmp_path / "work", requests=5)
+    assert result["datapoints"] == 1000
+    for name in ("orq_starting_after", "orq_ending_before", "tz_offset", "tz_older_offset"):
+        assert result[f"{name}_p50_ms"] > 0
