@@ -17,7 +17,7 @@ import msgspec
 from dsv.canonical import decode_canonical, encode_canonical
 from dsv.diff import _CACHE_BYTES, _compare, _Plan, _same, _Side, json_path
 from dsv.manifest import Runs, build_dataset
-from dsv.objects import OID_SIZE, Dataset, Format, Kind
+from dsv.objects import OID_SIZE, Dataset, Format, Kind, split_oids
 
 if TYPE_CHECKING:
     from dsv.repo import Repository
@@ -363,6 +363,13 @@ class _DatasetMerger:
         else:
             self._multiset(po, pt, build)
         oids, runs, fresh = build.ids(ours_ids, self.ours.count)
+        if self.slots:
+            # Conflicts are listed in the order of the merged dataset.
+            markers = {s.marker for s in self.slots}
+            where = {oid: i for i, oid in enumerate(split_oids(oids)) if oid in markers}
+            self.slots.sort(key=lambda s: where[s.marker])
+            rank = {msgspec.json.encode(s.key): i for i, s in enumerate(self.slots)}
+            self.conflicts.sort(key=lambda c: rank[msgspec.json.encode(c.key)])
         oid, _ = build_dataset(
             self.writer, oids, fmt, key, base=self.ours, base_oids=ours_ids, runs=(runs, fresh)
         )

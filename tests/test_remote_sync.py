@@ -171,15 +171,24 @@ def test_diverged_pushes_to_one_branch_one_wins_nothing_lost(tmp_path: Path, url
     loser = b if winner == a else a
     code, err = results[loser]
     assert code == 5 and "non-fast-forward" in err, err
-    assert "hint: 'dsv pull' takes them if your branch has none of its own" in err
+    assert "hint: the remote has versions you do not: 'dsv pull' takes them (merging them" in err
     dsv(tmp_path, "clone", url, "check")
     assert Repository.open(tmp_path / "check").head() == tips[winner]
     assert Repository.open(loser).head() == tips[loser]  # the loser keeps its version
     # Trying again now is refused on the client before anything is sent.
     assert "non-fast-forward" in dsv(loser, "push", code=5).stderr
-    err = dsv(loser, "pull", code=3).stderr
+    err = dsv(loser, "pull", "--ff-only", code=3).stderr
     assert "have diverged: 1 version here not on origin, and 1 there not here" in err
-    assert "hint: keep yours on another branch" in err
+    assert "hint: merge them with 'dsv pull' (without --ff-only) or 'dsv merge origin/main'" in err
+    assert Repository.open(loser).head() == tips[loser]
+    # Both edited datapoint 1: pull merges and stops at that conflict; abort takes it back.
+    mine, theirs = ("from-a", "from-b") if loser == a else ("from-b", "from-a")
+    out = dsv(loser, "pull", code=1).stdout
+    assert (
+        f'CONFLICT (content) qa.jsonl id=1 q: base "question 1", ours "edited: {mine}", '
+        f'theirs "edited: {theirs}"\n'
+    ) in out
+    dsv(loser, "merge", "--abort")
     assert Repository.open(loser).head() == tips[loser]
     # --force overwrites, and the winner's version stays readable on its side.
     dsv(loser, "push", "--force")
