@@ -9,6 +9,7 @@ before any working file changes, so a merge killed part way is still taken back 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import msgspec
@@ -90,7 +91,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(MergeState)
 
 
-def _state_path(repo: Repository) -> Any:
+def _state_path(repo: Repository) -> Path:
     return repo.dsv_dir / STATE_FILE
 
 
@@ -113,9 +114,7 @@ def read_state(repo: Repository) -> MergeState | None:
 
 
 def _write_state(repo: Repository, state: MergeState) -> None:
-    path = _state_path(repo)
-    repo.lock().note(path.with_name(f".{path.name}.tmp"))
-    write_atomic(path, _encoder.encode(state))
+    write_atomic(_state_path(repo), _encoder.encode(state))
 
 
 def _clear_state(repo: Repository) -> None:
@@ -534,15 +533,21 @@ def _refuse_records(repo: Repository, p: PathState, dataset_oid: bytes) -> None:
     )
     markers = {s.marker: s for s in p.slots}
     fresh = [oid for oid in ids if oid not in known]
+    edited: dict[bytes, dict[str, Any]] = {}
+    if fresh:
+        marker = f'"{MARKER}":'.encode()
+        for oid, body in zip(fresh, repo.store.read_bulk(fresh, Kind.DATAPOINT), strict=True):
+            if marker in body:
+                record = decode_canonical(body)
+                if MARKER in record:
+                    edited[oid] = record
     for position, oid in enumerate(ids):
         if oid in markers:
             _still_conflict(p.path, position, markers[oid].key)
-    if fresh:
-        bodies = repo.store.read_bulk(fresh, Kind.DATAPOINT)
-        positions = {oid: i for i, oid in enumerate(ids)}
-        for oid, body in zip(fresh, bodies, strict=True):
-            if f'"{MARKER}":'.encode() in body and MARKER in decode_canonical(body):
-                _still_conflict(p.path, positions[oid], None)
+        if oid in edited:
+            record = edited[oid]
+            key = {f: record[f] for f in dataset.key if f in record}
+            _still_conflict(p.path, position, key if len(key) == len(dataset.key) else None)
 
 
 def _still_conflict(path: str, position: int, key: dict[str, Any] | None) -> None:

@@ -1,0 +1,289 @@
+"""`dsv merge`, `conflicts`, `resolve`, `--continue`, `--abort`, `revert` and `cherry-pick`,
+as a user runs them: exact text and exit codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conftest import Dsv, head_of
+
+from dsv.repo import Repository
+
+
+def rec(i: int, **fields: Any) -> dict[str, Any]:
+    return {"id": i, "q": f"q{i}", "a": {"x": i, "y": i}, **fields}
+
+
+BASE = [rec(i) for i in range(6)]
+
+
+def edited(rows: list[dict[str, Any]], i: int, **fields: Any) -> list[dict[str, Any]]:
+    return [({**r, **fields} if r["id"] == i else r) for r in rows]
+
+
+def diverge(dsv: Dsv, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> None:
+    """main at ours, branch other at theirs, both from BASE; HEAD on main."""
+    dsv.write("qa.jsonl", BASE)
+    dsv("add", "qa.jsonl", "--key", "id")
+    dsv("commit", "-m", "base")
+    dsv("branch", "other")
+    dsv.write("qa.jsonl", ours)
+    dsv("commit", "-a", "-m", "ours")
+    dsv("switch", "other")
+    dsv.write("qa.jsonl", theirs)
+    dsv("commit", "-a", "-m", "theirs")
+    dsv("switch", "main")
+
+
+def rows(dsv: Dsv, name: str = "qa.jsonl") -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (dsv.root / name).read_text().splitlines()]
+
+
+def parents(dsv: Dsv, rev: str = "HEAD") -> list[str]:
+    return list(json.loads(dsv("show", "--json", rev).stdout)["parents"])
+
+
+CONFLICTED_OURS = [r for r in edited(edited(BASE, 1, q="ours"), 3, q="ours3") if r["id"] != 2]
+CONFLICTED_OURS.append(rec(7, q="ours7"))
+CONFLICTED_THEIRS = [
+    r for r in edited(edited(BASE, 1, q="theirs"), 2, q="theirs2") if r["id"] != 3
+] + [rec(7, q="theirs7"), rec(8)]
+
+
+def test_a_clean_merge_commits_with_two_parents(dsv: Dsv) -> None:
+    diverge(
+        dsv,
+        edited(BASE, 1, a={"x": 10, "y": 1}),
+        [*edited(BASE, 1, a={"x": 1, "y": 11}), rec(9)],
+    )
+    ours, theirs = head_of(dsv, "main"), head_of(dsv, "other")
+    out = dsv("merge", "other").stdout
+    merged = head_of(dsv)
+    assert out == f"[main {merged[:12]}] Merge other\n  merged qa.jsonl\n"
+    assert parents(dsv) == [ours, theirs]
+    assert rows(dsv) == [*edited(BASE, 1, a={"x": 10, "y": 11}), rec(9)]
+    assert dsv("status").stdout == "On branch main\nnothing to commit, working tree clean\n"
+    assert dsv("merge", "other").stdout == "Already up to date.\n"
+
+
+def test_fast_forward_and_ff_only(dsv: Dsv) -> None:
+    dsv.write("qa.jsonl", BASE)
+    dsv("add", "qa.jsonl", "--key", "id")
+    dsv("commit", "-m", "base")
+    dsv("switch", "-c", "other")
+    dsv.write("qa.jsonl", edited(BASE, 1, q="new"))
+    dsv("commit", "-a", "-m", "new")
+    dsv("switch", "main")
+    tip = head_of(dsv, "other")
+    assert dsv("merge", "--ff-only", "other").stdout == f"Fast-forward to {tip[:12]}\n"
+    assert head_of(dsv, "main") == tip and rows(dsv) == edited(BASE, 1, q="new")
+
+
+def test_ff_only_refuses_diverged_branches(dsv: Dsv) -> None:
+    diverge(dsv, edited(BASE, 1, q="a"), edited(BASE, 2, q="b"))
+    err = dsv("merge", "--ff-only", "other", code=3).stderr
+    assert err == (
+        "error: cannot fast-forward to other: the histories have diverged\n"
+        "hint: merge them with 'dsv merge other'\n"
+    )
+
+
+def test_every_kind_of_datapoint_conflict_is_listed(dsv: Dsv) -> None:
+    diverge(dsv, CONFLICTED_OURS, CONFLICTED_THEIRS)
+    result = dsv("merge", "other", code=1)
+    assert result.stdout == (
+        'CONFLICT (content) qa.jsonl id=1 q: base "q1", ours "ours", theirs "theirs"\n'
+        "CONFLICT (delete/modify) qa.jsonl id=2: base "
+        '{"a":{"x":2,"y":2},"id":2,"q":"q2"}, ours (none), theirs '
+        '{"a":{"x":2,"y":2},"id":2,"q":"theirs2"}\n'
+        "CONFLICT (modify/delete) qa.jsonl id=3: base "
+        '{"a":{"x":3,"y":3},"id":3,"q":"q3"}, ours {"a":{"x":3,"y":3},"id":3,"q":"ours3"}, '
+        "theirs (none)\n"
+        'CONFLICT (add/add) qa.jsonl id=7: base (none), ours {"a":{"x":7,"y":7},"id":7,"q":'
+        '"ours7"}, theirs {"a":{"x":7,"y":7},"id":7,"q":"theirs7"}\n'
+        "merge stopped at 4 conflicts in 1 dataset: resolve them (edit and 'dsv add', or "
+        "'dsv resolve --ours|--theirs'), then 'dsv merge --continue'; or 'dsv merge --abort'\n"
+    )
+    assert json.loads(dsv("conflicts", "--json").stdout)[:2] == [
+        {"path": "qa.jsonl", "kind": "content", "key": {"id": 1}, "field": "q",
+         "base": "q1", "ours": "ours", "theirs": "theirs"},
+        {"path": "qa.jsonl", "kind": "delete/modify", "key": {"id": 2},
+         "base": rec(2), "theirs": rec(2, q="theirs2")},
+    ]  # fmt: skip
+    assert dsv("conflicts").stdout == result.stdout.rsplit("merge stopped", 1)[0]
+    status = dsv("status").stdout
+    theirs = head_of(dsv, "other")[:12]
+    assert status.startswith(
+        f"On branch main\nMerging {theirs}: fix the conflicts, then 'dsv merge --continue' "
+        "(or 'dsv merge --abort')\n"
+        "Unresolved conflicts (dsv conflicts lists them; edit and dsv add, or dsv resolve):\n"
+        "  both:     qa.jsonl (4 conflicts)\n"
+    )
+    assert dsv("status", "--porcelain").stdout.splitlines()[0] == "U qa.jsonl"
+    # The clean part is merged; each conflict is a record in the file where it stands.
+    got = rows(dsv)
+    assert [r.get("id") for r in got] == [0, 1, 2, 3, 4, 5, 7, 8]
+    assert got[1] == {
+        "id": 1,
+        "dsv-conflict": {"base": rec(1), "ours": rec(1, q="ours"), "theirs": rec(1, q="theirs")},
+    }
+
+
+def test_a_file_holding_a_conflict_cannot_be_added_or_committed(dsv: Dsv) -> None:
+    diverge(dsv, CONFLICTED_OURS, CONFLICTED_THEIRS)
+    dsv("merge", "other", code=1)
+    err = dsv("commit", "-m", "too soon", code=3).stderr
+    assert err == (
+        "error: cannot commit: qa.jsonl holds 4 unresolved conflicts\n"
+        "hint: edit it and 'dsv add qa.jsonl', or 'dsv resolve --ours|--theirs qa.jsonl'; "
+        "'dsv conflicts' lists them\n"
+    )
+    err = dsv("add", "qa.jsonl", code=3).stderr
+    assert err == (
+        "error: qa.jsonl: datapoint id=1 is still a conflict record ('dsv-conflict')\n"
+        "hint: edit it into the one datapoint you want, or run "
+        "'dsv resolve --ours|--theirs qa.jsonl --key id=1'\n"
+    )
+    # Edited by hand, and an edited conflict record is still one.
+    fixed = [r for r in rows(dsv) if "dsv-conflict" not in r or r["id"] != 1]
+    fixed.insert(1, rec(1, q="by hand"))
+    half = [r if r.get("id") != 2 else {**r, "note": "x"} for r in fixed]
+    dsv.write("qa.jsonl", half)
+    err = dsv("add", "qa.jsonl", code=3).stderr
+    assert err.startswith("error: qa.jsonl: datapoint id=2 is still a conflict record")
+    done = [r["dsv-conflict"]["theirs"] or r["dsv-conflict"]["ours"] if "dsv-conflict" in r else r
+            for r in fixed]  # fmt: skip
+    dsv.write("qa.jsonl", done)
+    dsv("add", "qa.jsonl")
+    assert dsv("conflicts").stdout == ""
+    out = dsv("merge", "--continue").stdout
+    assert out == f"[main {head_of(dsv)[:12]}] Merge other\n"
+    assert len(parents(dsv)) == 2
+    assert [r["q"] for r in rows(dsv)] == ["q0", "by hand", "theirs2", "ours3", "q4", "q5",
+                                          "theirs7", "q8"]  # fmt: skip
+
+
+def test_resolve_takes_a_side_for_one_datapoint_a_file_or_all(dsv: Dsv) -> None:
+    diverge(dsv, CONFLICTED_OURS, CONFLICTED_THEIRS)
+    dsv("merge", "other", code=1)
+    out = dsv("resolve", "--theirs", "qa.jsonl", "--key", "id=1").stdout
+    assert out == "resolved qa.jsonl id=1 (theirs)\n3 conflicts left\n"
+    assert rows(dsv)[1] == rec(1, q="theirs")
+    out = dsv("resolve", "--ours", "qa.jsonl", "--key", "2").stdout
+    assert out == "resolved qa.jsonl id=2 (ours)\n2 conflicts left\n"
+    err = dsv("resolve", "--ours", "qa.jsonl", "--key", "id=2", code=2).stderr
+    assert err == "error: --key id=2: no unresolved conflict of that datapoint\n"
+    out = dsv("resolve", "--theirs").stdout
+    assert out == (
+        "resolved qa.jsonl id=3 (theirs)\nresolved qa.jsonl id=7 (theirs)\n"
+        "all conflicts resolved: dsv merge --continue\n"
+    )
+    assert [r["q"] for r in rows(dsv)] == ["q0", "theirs", "q4", "q5", "theirs7", "q8"]
+    dsv("merge", "--continue")
+    assert dsv("status").stdout == "On branch main\nnothing to commit, working tree clean\n"
+
+
+def test_resolve_keeps_the_fields_that_merged(dsv: Dsv) -> None:
+    ours = edited(BASE, 1, q="ours", a={"x": 10, "y": 1})
+    theirs = edited(BASE, 1, q="theirs", a={"x": 1, "y": 11})
+    diverge(dsv, ours, theirs)
+    out = dsv("merge", "other", code=1).stdout
+    assert out.splitlines()[0] == (
+        'CONFLICT (content) qa.jsonl id=1 q: base "q1", ours "ours", theirs "theirs"'
+    )
+    dsv("resolve", "--ours")
+    assert rows(dsv)[1] == rec(1, q="ours", a={"x": 10, "y": 11})
+
+
+def test_abort_restores_exactly_the_state_before(dsv: Dsv) -> None:
+    diverge(dsv, CONFLICTED_OURS, CONFLICTED_THEIRS)
+    dsv.write("untracked.jsonl", [{"x": 1}])
+    before = {
+        p: p.read_bytes()
+        for p in (dsv.root / "qa.jsonl", dsv.root / ".dsv/index", dsv.root / ".dsv/HEAD")
+    }
+    head = head_of(dsv)
+    dsv("merge", "other", code=1)
+    dsv("resolve", "--theirs", "qa.jsonl", "--key", "id=1")
+    assert dsv("merge", "--abort").stdout == f"merge aborted: back at {head[:12]}\n"
+    assert head_of(dsv) == head
+    assert (dsv.root / "qa.jsonl").read_bytes() == before[dsv.root / "qa.jsonl"]
+    assert (dsv.root / ".dsv/HEAD").read_bytes() == before[dsv.root / ".dsv/HEAD"]
+    assert not (dsv.root / ".dsv/MERGE").exists()
+    assert dsv("status", "--porcelain").stdout == "?? untracked.jsonl\n"
+    err = dsv("merge", "--abort", code=3).stderr
+    assert err == "error: no merge in progress\n"
+
+
+def test_a_merge_refuses_uncommitted_changes_and_a_second_merge(dsv: Dsv) -> None:
+    diverge(dsv, CONFLICTED_OURS, CONFLICTED_THEIRS)
+    dsv.write("qa.jsonl", BASE)
+    err = dsv("merge", "other", code=3).stderr
+    assert err == (
+        "error: cannot merge: uncommitted changes in qa.jsonl\n"
+        "hint: commit them first, or discard them with 'dsv restore'\n"
+    )
+    dsv("restore", "qa.jsonl", "--force")
+    dsv("merge", "other", code=1)
+    err = dsv("merge", "other", code=3).stderr
+    assert err == (
+        "error: a merge is in progress\nhint: finish it with 'dsv merge --continue' or --abort\n"
+    )
+    assert dsv("merge", code=2).stderr == (
+        "error: give REV, or --continue, or --abort\nhint: see 'dsv merge --help'\n"
+    )
+
+
+def test_dataset_level_conflicts(dsv: Dsv) -> None:
+    dsv.write("qa.jsonl", BASE)
+    dsv.write("gone.jsonl", BASE[:3])
+    dsv("add", "qa.jsonl", "gone.jsonl", "--key", "id")
+    dsv("commit", "-m", "base")
+    dsv("branch", "other")
+    dsv("mv", "qa.jsonl", "ours.jsonl")
+    dsv("rm", "gone.jsonl")
+    dsv("commit", "-m", "ours")
+    dsv("switch", "other")
+    dsv("mv", "qa.jsonl", "theirs.jsonl")
+    dsv.write("gone.jsonl", edited(BASE[:3], 1, q="kept"))
+    dsv("commit", "-a", "-m", "theirs")
+    dsv("switch", "main")
+    out = dsv("merge", "other", code=1).stdout
+    assert out.splitlines()[:2] == [
+        "CONFLICT (delete/modify) gone.jsonl: base (dataset), ours (deleted), theirs (dataset)",
+        "CONFLICT (rename) ours.jsonl: base qa.jsonl, ours ours.jsonl, theirs theirs.jsonl",
+    ]
+    assert rows(dsv, "gone.jsonl") == edited(BASE[:3], 1, q="kept")
+    out = dsv("resolve", "--ours", "gone.jsonl").stdout
+    assert out == "resolved gone.jsonl (ours)\n1 conflict left\n"
+    assert not (dsv.root / "gone.jsonl").exists()
+    dsv("resolve", "--theirs", "ours.jsonl")
+    assert rows(dsv, "theirs.jsonl") == BASE and not (dsv.root / "ours.jsonl").exists()
+    dsv("merge", "--continue")
+    shown = json.loads(dsv("show", "--json").stdout)["datasets"]
+    assert [d["path"] for d in shown] == ["ours.jsonl", "theirs.jsonl"]  # against ours
+    assert sorted(Repository.open(dsv.root).tree_of(bytes.fromhex(head_of(dsv)))) == [
+        "theirs.jsonl"
+    ]
+
+
+def test_revert_and_cherry_pick_are_three_way(dsv: Dsv) -> None:
+    dsv.write("qa.jsonl", BASE)
+    dsv("add", "qa.jsonl", "--key", "id")
+    dsv("commit", "-m", "base")
+    dsv.write("qa.jsonl", edited(BASE, 1, q="one"))
+    dsv("commit", "-a", "-m", "edit one")
+    dsv.write("qa.jsonl", edited(edited(BASE, 1, q="one"), 4, q="four"))
+    dsv("commit", "-a", "-m", "edit four")
+    out = dsv("revert", "HEAD~1").stdout
+    assert out == f'[main {head_of(dsv)[:12]}] Revert "edit one"\n  merged qa.jsonl\n'
+    assert rows(dsv) == edited(BASE, 4, q="four")
+    assert parents(dsv) == [head_of(dsv, "HEAD~1")]
+    dsv("branch", "side", "HEAD~3")
+    dsv("switch", "side")
+    out = dsv("cherry-pick", "main~1").stdout
+    assert out.startswith(f"[side {head_of(dsv)[:12]}] edit four\n")
+    assert rows(dsv) == edited(BASE, 4, q="four")
+    message = json.loads(dsv("show", "--json").stdout)["message"]
+    assert message == f"edit four\n\n(cherry picked from commit {head_of(dsv, 'main~1')})\n"
