@@ -287,3 +287,42 @@ def test_revert_and_cherry_pick_are_three_way(dsv: Dsv) -> None:
     assert rows(dsv) == edited(BASE, 4, q="four")
     message = json.loads(dsv("show", "--json").stdout)["message"]
     assert message == f"edit four\n\n(cherry picked from commit {head_of(dsv, 'main~1')})\n"
+
+
+def test_log_graph_and_merges_against_each_parent(dsv: Dsv) -> None:
+    diverge(dsv, edited(BASE, 1, q="ours"), [*BASE, rec(9)])
+    dsv("merge", "other")
+    ids = {name: head_of(dsv, name)[:12] for name in ("HEAD", "HEAD^1", "HEAD^2", "HEAD~2")}
+    out = dsv("log", "--graph", "--oneline", "--no-decorate").stdout
+    assert out == (
+        f"* {ids['HEAD']} Merge other\n"
+        "|\\\n"
+        f"* | {ids['HEAD^1']} ours\n"
+        f"| * {ids['HEAD^2']} theirs\n"
+        "|/\n"
+        f"* {ids['HEAD~2']} base\n"
+    )
+    # show, diff and log --stat: against the first parent, -m against each.
+    assert dsv("show").stdout.endswith("\n M qa.jsonl  7 datapoints (+1 -0 ~0)\n")
+    assert dsv("show", "-m").stdout.endswith(
+        f"\nagainst parent 1 ({ids['HEAD^1']}):\n M qa.jsonl  7 datapoints (+1 -0 ~0)\n"
+        f"\nagainst parent 2 ({ids['HEAD^2']}):\n M qa.jsonl  7 datapoints (+0 -0 ~1)\n"
+    )
+    assert dsv("diff", "--change", "HEAD", "--name-status").stdout == "M\tqa.jsonl\n"
+    out = dsv("diff", "--change", "HEAD", "-m", "--stat").stdout
+    assert out == (
+        f"against parent 1 ({ids['HEAD^1']}):\n qa.jsonl | +1 -0 ~0\n"
+        " 1 dataset changed, 1 added, 0 removed, 0 modified\n"
+        f"against parent 2 ({ids['HEAD^2']}):\n qa.jsonl | +0 -0 ~1\n"
+        " 1 dataset changed, 0 added, 0 removed, 1 modified\n"
+    )
+    lines = dsv("diff", "--change", "HEAD", "-m", "--format", "jsonl", code=2).stderr
+    assert "-m goes with --change, in human, --stat or --name-status output" in lines
+    out = dsv("log", "-n", "1", "--oneline", "--stat", "-m", "--no-decorate").stdout
+    assert out == (
+        f"{ids['HEAD']} Merge other\n"
+        f"against parent 1 ({ids['HEAD^1']}):\n qa.jsonl | +1 -0 ~0\n"
+        " 1 dataset changed, 1 added, 0 removed, 0 modified\n"
+        f"against parent 2 ({ids['HEAD^2']}):\n qa.jsonl | +0 -0 ~1\n"
+        " 1 dataset changed, 0 added, 0 removed, 1 modified\n"
+    )
