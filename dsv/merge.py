@@ -17,11 +17,12 @@ import msgspec
 from dsv.canonical import decode_canonical, encode_canonical
 from dsv.diff import _CACHE_BYTES, _compare, _Plan, _same, _Side, json_path
 from dsv.manifest import Runs, build_dataset
-from dsv.objects import OID_SIZE, Dataset, Format, Kind, split_oids
+from dsv.objects import OID_SIZE, Dataset, Format, Kind
+from dsv.parallel import can_fork, fork_map
 
 if TYPE_CHECKING:
     from dsv.repo import Repository
-    from dsv.store import ObjectWriter
+    from dsv.store import ObjectStore, ObjectWriter
 
 __all__ = [
     "MARKER",
@@ -39,6 +40,9 @@ __all__ = [
 MARKER: Final = "dsv-conflict"
 
 ABSENT: Final = msgspec.UNSET
+# Datapoints (ours and theirs together) from which the two alignments run in two processes:
+# below it a fork costs more than it saves.
+_FORK_AT = 50_000
 
 
 class Conflict(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -352,10 +356,17 @@ class _DatasetMerger:
             base_side = _Side(empty.format, key, 0, _empty_content(), None, b"")
         ours_side, theirs_side = _Side.stored(self.ours), _Side.stored(self.theirs)
         # Both alignments share the base's ids, read once.
-        budget = [_CACHE_BYTES]
-        po = _align(store, base_side, ours_side, key, budget)
         base_side._ids = base_side.ids(store)
-        pt = _align(store, base_side, theirs_side, key, budget)
+        if can_fork() and self.ours.count + self.theirs.count >= _FORK_AT:
+            # The two sides' alignments are independent: one core each.
+            po, pt = fork_map(
+                _slim_align,
+                [(store, base_side, side, key) for side in (ours_side, theirs_side)],
+            )
+        else:
+            budget = [_CACHE_BYTES]
+            po = _align(store, base_side, ours_side, key, budget)
+            pt = _align(store, base_side, theirs_side, key, budget)
         ours_ids = ours_side.ids(store)
         build = _Build()
         if key:
@@ -365,8 +376,11 @@ class _DatasetMerger:
         oids, runs, fresh = build.ids(ours_ids, self.ours.count)
         if self.slots:
             # Conflicts are listed in the order of the merged dataset.
-            markers = {s.marker for s in self.slots}
-            where = {oid: i for i, oid in enumerate(split_oids(oids)) if oid in markers}
+            where: dict[bytes, tuple[int, int]] = {
+                oid: (at, 0) for at, oid in build.replace.items()
+            }
+            for at, placed in build.after.items():
+                where.update((oid, (at, 1 + i)) for i, oid in enumerate(placed))
             self.slots.sort(key=lambda s: where[s.marker])
             rank = {msgspec.json.encode(s.key): i for i, s in enumerate(self.slots)}
             self.conflicts.sort(key=lambda c: rank[msgspec.json.encode(c.key)])
@@ -540,12 +554,21 @@ def _empty_content() -> bytes:
 
 
 def _align(
-    store: Any, old: _Side, new: _Side, key: tuple[str, ...], budget: list[int]
+    store: ObjectStore, old: _Side, new: _Side, key: tuple[str, ...], budget: list[int]
 ) -> _Plan | None:
     if old.content == new.content:
         return None
     found = _compare(store, "", old, new, key, budget)
     return found[1] if found is not None else None
+
+
+def _slim_align(store: ObjectStore, old: _Side, new: _Side, key: tuple[str, ...]) -> _Plan | None:
+    """`_align` in a forked worker: what the merge reads of it, without the sides and bodies
+    (sent back pickled)."""
+    plan = _align(store, old, new, key, [_CACHE_BYTES])
+    if plan is None:
+        return None
+    return _Plan(plan.path, None, None, plan.key, plan.removed, plan.added, plan.pairs, plan.pieces)
 
 
 def _changes(plan: _Plan | None) -> dict[Any, tuple[Any, Any]]:
