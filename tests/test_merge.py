@@ -370,3 +370,26 @@ def test_merge_reads_only_what_changed(repo: Repository, monkeypatch: pytest.Mon
         merged = merge_datasets(repo, writer, "qa.jsonl", b, o, t)
     assert sum(read) <= 4
     assert by_key(records(repo, merged.dataset))[5]["q"] == "ours"
+
+
+def test_large_merges_align_in_two_workers_to_the_same_result(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dsv.merge
+
+    base = [rec(k) for k in range(40)]
+    ours = [r for r in edited(edited(base, 3, q="o"), 7, q="o7") if r["id"] != 9] + [rec(50)]
+    theirs = [*edited(edited(base, 3, a={"x": 0, "y": 9}), 7, q="t7")[:20], rec(60), *base[20:]]
+    alone = merge3(repo, base, ours, theirs)
+    monkeypatch.setattr(dsv.merge, "_FORK_AT", 0)
+    forked: list[int] = []
+    real = dsv.merge.fork_map
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        forked.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dsv.merge, "fork_map", counting)
+    assert merge3(repo, base, ours, theirs) == alone
+    assert forked == [1]
+    assert [c.field for c in alone[1]] == ["q"]

@@ -230,6 +230,11 @@ def test_a_merge_refuses_uncommitted_changes_and_a_second_merge(dsv: Dsv) -> Non
     assert err == (
         "error: a merge is in progress\nhint: finish it with 'dsv merge --continue' or --abort\n"
     )
+    err = dsv("switch", "other", code=3).stderr
+    assert err == (
+        "error: a merge is in progress: it would be left behind\n"
+        "hint: finish it with 'dsv merge --continue' or 'dsv merge --abort' first\n"
+    )
     assert dsv("merge", code=2).stderr == (
         "error: give REV, or --continue, or --abort\nhint: see 'dsv merge --help'\n"
     )
