@@ -31,25 +31,36 @@ def _run(root: Path, *args: str, codes: tuple[int, ...] = (0,)) -> None:
         raise SystemExit(f"dsv {' '.join(args)} exited {done.returncode}")
 
 
-def _ours(v1: Path, out: Path, count: int) -> None:
-    """v1 with another 1% of datapoints edited (their question), none of theirs' fields."""
-    edited = set(random.Random(7).sample(range(count), count // 100))
+def _side(v1: Path, out: Path, count: int, *, seed: int, edit: str, churn: bool) -> None:
+    """v1 with 1% of its datapoints changed: all edited (field `edit`), or with `churn`
+    0.6% edited, 0.2% deleted and 0.2% added (new ids)."""
+    rng = random.Random(seed)
+    picked = rng.sample(range(count), count // 100)
+    cut = len(picked) * 6 // 10 if churn else len(picked)
+    edited = set(picked[:cut])
+    deleted = set(picked[cut : cut + (len(picked) - cut) // 2]) if churn else set()
+    added = set(picked[cut + len(deleted) :]) if churn else set()
     with v1.open() as src, out.open("w") as dst:
         for i, line in enumerate(src):
             if i in edited:
                 record = json.loads(line)
-                record["inputs"]["question"] = f"edited on ours {i}"
+                record["target"][edit] = f"edited {seed} {i}"
                 line = json.dumps(record) + "\n"
-            dst.write(line)
+            if i not in deleted:
+                dst.write(line)
+            if i in added:
+                record = json.loads(line)
+                record["id"] = f"new-{seed}-{i}"
+                dst.write(json.dumps(record) + "\n")
 
 
 def prepare(work: Path, count: int) -> Path:
     """A repository whose main and `other` each changed 1% of `count` datapoints since their
-    base: main edited questions, other (benchmarks.generate's v2) edited answers, deleted
-    0.5% and added 0.5%."""
-    v1, v2 = generate(count, work / "gen")
-    ours = work / "gen" / "ours.jsonl"
-    _ours(v1, ours, count)
+    base: main edited answers, other edited scores, deleted and added some."""
+    v1, _ = generate(count, work / "gen")
+    ours, theirs = work / "gen" / "ours.jsonl", work / "gen" / "theirs.jsonl"
+    _side(v1, ours, count, seed=7, edit="answer", churn=False)
+    _side(v1, theirs, count, seed=8, edit="score", churn=True)
     root = work / "repo"
     root.mkdir()
     data = root / "data.jsonl"
@@ -61,7 +72,7 @@ def prepare(work: Path, count: int) -> Path:
     data.write_bytes(ours.read_bytes())
     _run(root, "commit", "-a", "-m", "ours")
     _run(root, "switch", "other")
-    data.write_bytes(v2.read_bytes())
+    data.write_bytes(theirs.read_bytes())
     _run(root, "commit", "-a", "-m", "theirs")
     _run(root, "switch", "main")
     return root

@@ -331,3 +331,33 @@ def test_log_graph_and_merges_against_each_parent(dsv: Dsv) -> None:
         f"against parent 2 ({ids['HEAD^2']}):\n qa.jsonl | +0 -0 ~1\n"
         " 1 dataset changed, 0 added, 0 removed, 1 modified\n"
     )
+
+
+def test_a_format_conflict_takes_a_whole_side(dsv: Dsv) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(columns: dict[str, list[Any]]) -> None:
+        pq.write_table(pa.table(columns), dsv.root / "t.parquet")
+
+    write({"id": [1, 2], "q": ["a", "b"]})
+    dsv("add", "t.parquet", "--key", "id")
+    dsv("commit", "-m", "base")
+    dsv("branch", "other")
+    write({"id": [1, 2], "q": ["a", "b"], "x": ["1", "2"]})
+    dsv("commit", "-a", "-m", "ours")
+    dsv("switch", "other")
+    write({"id": [1, 2], "q": ["a", "b"], "y": [1.5, 2.5]})
+    dsv("commit", "-a", "-m", "theirs")
+    dsv("switch", "main")
+    out = dsv("merge", "other", code=1).stdout
+    assert out.splitlines()[0] == (
+        "CONFLICT (format) t.parquet: base parquet columns id,q, ours parquet columns id,q,x, "
+        "theirs parquet columns id,q,y"
+    )
+    assert dsv("resolve", "--theirs").stdout == (
+        "resolved t.parquet (theirs)\nall conflicts resolved: dsv merge --continue\n"
+    )
+    assert pq.read_table(dsv.root / "t.parquet").column_names == ["id", "q", "y"]
+    dsv("merge", "--continue")
+    assert len(parents(dsv)) == 2

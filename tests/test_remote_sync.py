@@ -336,3 +336,33 @@ def test_a_url_where_a_remote_name_goes_gets_a_hint_that_names_it(tmp_path: Path
         f"error: no remote named {url!r}\n"
         f"hint: name it first: 'dsv remote add NAME {url}', then use NAME\n"
     )
+
+
+def test_pull_merges_diverged_branches_and_the_push_then_goes_through(
+    tmp_path: Path, url: str
+) -> None:
+    a = new_repo(tmp_path, "a", url, count=50)
+    dsv(a, "push")
+    dsv(tmp_path, "clone", url, "b")
+    b = tmp_path / "b"
+
+    def change(root: Path, i: int, text: str) -> None:
+        path = root / "qa.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows[i]["q"] = text
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        dsv(root, "commit", "-a", "-m", text)
+
+    change(a, 5, "from a")
+    dsv(a, "push")
+    change(b, 7, "from b")
+    assert "non-fast-forward" in dsv(b, "push", code=5).stderr
+    out = dsv(b, "pull").stdout
+    merged = Repository.open(b).head()
+    assert merged is not None
+    assert out.endswith(f"Merged origin/main into main: {merged.hex()[:12]}\n")
+    assert len(Repository.open(b).read_commit(merged).parents) == 2
+    dsv(b, "push")
+    dsv(a, "pull")
+    rows = [json.loads(line) for line in (a / "qa.jsonl").read_text().splitlines()]
+    assert (rows[5]["q"], rows[7]["q"]) == ("from a", "from b")
