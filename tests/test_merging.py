@@ -361,3 +361,32 @@ def test_a_format_conflict_takes_a_whole_side(dsv: Dsv) -> None:
     assert pq.read_table(dsv.root / "t.parquet").column_names == ["id", "q", "y"]
     dsv("merge", "--continue")
     assert len(parents(dsv)) == 2
+
+
+def test_a_merge_killed_after_its_record_is_finished_or_taken_back(
+    dsv: Dsv, monkeypatch: Any
+) -> None:
+    from dsv.ops import merging
+
+    diverge(dsv, edited(BASE, 1, q="ours"), edited(BASE, 2, q="theirs"))
+    before, head = (dsv.root / "qa.jsonl").read_bytes(), head_of(dsv)
+    real = merging._apply
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt  # as a kill between the record and the first file
+
+    for finish in ("--abort", "--continue"):
+        monkeypatch.setattr(merging, "_apply", killed)
+        dsv("merge", "other", code=130)
+        monkeypatch.setattr(merging, "_apply", real)
+        assert (dsv.root / ".dsv/MERGE").exists()
+        assert head_of(dsv) == head and (dsv.root / "qa.jsonl").read_bytes() == before
+        assert dsv("status").stdout.splitlines()[1] == (
+            f"Merging {head_of(dsv, 'other')[:12]}: all conflicts resolved: "
+            "'dsv merge --continue' (or 'dsv merge --abort')"
+        )
+        dsv("merge", finish)
+        assert not (dsv.root / ".dsv/MERGE").exists()
+    assert parents(dsv) == [head, head_of(dsv, "other")]
+    assert rows(dsv) == edited(edited(BASE, 1, q="ours"), 2, q="theirs")
+    assert dsv("status").stdout == "On branch main\nnothing to commit, working tree clean\n"

@@ -74,7 +74,8 @@ class MergeState(msgspec.Struct, frozen=True):
     message: str
     before: tuple[tuple[str, bytes | None], ...]  # each path the merge writes, as it was
     paths: tuple[PathState, ...]
-    parents: tuple[bytes, ...] = ()  # of the commit to make; () means (head, theirs)
+    parents: tuple[bytes, ...] = ()  # of the commit to make
+    commit: bytes | None = None  # a clean merge's commit, made before any file was written
 
 
 class MergeOutcome(msgspec.Struct, frozen=True):
@@ -262,6 +263,7 @@ def _start(
         tuple((p, head_tree.get(p)) for p in sorted(touched)),
         paths,
         parents,
+        commit,
     )
     # Recorded before the first file changes: from here, abort takes it all back.
     _write_state(repo, state)
@@ -369,6 +371,17 @@ def continue_merge(repo: Repository, *, message: str | None = None) -> bytes:
             # Killed after the merge commit moved HEAD: only the record was left to remove.
             _clear_state(repo)
             return head
+        if state.commit is not None:
+            # A clean merge killed while writing its files: write them all, then move HEAD.
+            tree = repo.tree_of(state.commit)
+            index = read_index(repo.index_path)
+            _apply(repo, index, {p: tree.get(p) for p, _ in state.before}, new_head=state.commit)
+            repo.refs.update(
+                "HEAD", state.commit, expected=head or MISSING, user=repo.user, reason="merge"
+            )
+            repo.write_index(read_index(repo.index_path))
+            _clear_state(repo)
+            return state.commit
         return commit(repo, message or state.message)
 
 
