@@ -41,8 +41,9 @@ MARKER: Final = "dsv-conflict"
 
 ABSENT: Final = msgspec.UNSET
 # Datapoints (ours and theirs together) from which the two alignments run in two processes:
-# below it a fork costs more than it saves.
-_FORK_AT = 50_000
+# at 2 x 1M they took 1.55 s against 2.07 s in one, at 2 x 100k 0.29 s against 0.24 s
+# (docs/performance.md).
+_FORK_AT = 400_000
 
 
 class Conflict(msgspec.Struct, frozen=True, omit_defaults=True):
