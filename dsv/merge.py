@@ -32,6 +32,8 @@ __all__ = [
     "Slot",
     "merge_base",
     "merge_commits",
+    "merge_datasets",
+    "merge_records",
     "merge_trees",
 ]
 
@@ -351,10 +353,9 @@ class _DatasetMerger:
             base_key = self.base.key if self.base is not None else ()
             key = self.theirs.key if self.ours.key == base_key else self.ours.key
         store = self.repo.store
-        empty = Dataset(fmt, key, 0, b"", ())
         base_side = _Side.stored(self.base) if self.base is not None else None
         if base_side is None:
-            base_side = _Side(empty.format, key, 0, _empty_content(), None, b"")
+            base_side = _Side(fmt, key, 0, _empty_content(), None, b"")
         ours_side, theirs_side = _Side.stored(self.ours), _Side.stored(self.theirs)
         # Both alignments share the base's ids, read once.
         base_side._ids = base_side.ids(store)
