@@ -302,6 +302,31 @@ class _DatasetMerger:
         self.base, self.ours, self.theirs = base, ours, theirs
         self.conflicts: list[Conflict] = []
         self.slots: list[Slot] = []
+        # Bodies written here: not readable from the store until the writer publishes them.
+        self.written: dict[bytes, bytes] = {}
+
+    def _write(self, record: dict[str, Any]) -> bytes:
+        body = encode_canonical(record)
+        oid = self.writer.write(Kind.DATAPOINT, body)
+        self.written[oid] = body
+        return oid
+
+    def _fit_columns(self, oids: bytes, columns: tuple[str, ...]) -> bytes:
+        """A CSV result whose columns both sides changed: each datapoint with exactly the
+        merged columns (a missing one empty, as a CSV file reads back; a removed one gone),
+        so that the file written reads back as the version stored."""
+        ids = [oids[i : i + OID_SIZE] for i in range(0, len(oids), OID_SIZE)]
+        stored = [oid for oid in dict.fromkeys(ids) if oid not in self.written]
+        bodies = dict(self.written)
+        bodies.update(zip(stored, self.repo.store.read_bulk(stored, Kind.DATAPOINT), strict=True))
+        fitted: dict[bytes, bytes] = {}
+        for oid in dict.fromkeys(ids):
+            record = decode_canonical(bodies[oid])
+            if MARKER in record or sorted(record) == sorted(columns):
+                fitted[oid] = oid
+            else:
+                fitted[oid] = self._write({c: record.get(c, "") for c in columns})
+        return b"".join(fitted[oid] for oid in ids)
 
     def _bodies(self, oids: list[bytes], *plans: _Plan | None) -> dict[bytes, bytes]:
         found: dict[bytes, bytes] = {}
@@ -386,6 +411,10 @@ class _DatasetMerger:
             self.slots.sort(key=lambda s: where[s.marker])
             rank = {msgspec.json.encode(s.key): i for i, s in enumerate(self.slots)}
             self.conflicts.sort(key=lambda c: rank[msgspec.json.encode(c.key)])
+        both = (self.ours.format.columns, self.theirs.format.columns)
+        if fmt.kind == "csv" and any(columns != fmt.columns for columns in both):
+            oids = self._fit_columns(oids, fmt.columns)
+            runs, fresh = [], b""  # not a cover of the new list: build_dataset finds its own
         oid, _ = build_dataset(
             self.writer, oids, fmt, key, base=self.ours, base_oids=ours_ids, runs=(runs, fresh)
         )
@@ -446,17 +475,11 @@ class _DatasetMerger:
             if b is not None and o is not None and t is not None:
                 with_ours, with_theirs, found = merge_records(b, o, t, path=self.path)
                 if not found:
-                    build.replace[on[0]] = self.writer.write(
-                        Kind.DATAPOINT, encode_canonical(with_ours)
-                    )
+                    build.replace[on[0]] = self._write(with_ours)
                     continue
                 self.conflicts += [msgspec.structs.replace(c, key=keyd) for c in found]
-                ours_oid: bytes | None = self.writer.write(
-                    Kind.DATAPOINT, encode_canonical(with_ours)
-                )
-                theirs_oid: bytes | None = self.writer.write(
-                    Kind.DATAPOINT, encode_canonical(with_theirs)
-                )
+                ours_oid: bytes | None = self._write(with_ours)
+                theirs_oid: bytes | None = self._write(with_theirs)
             else:
                 kind = (
                     "add/add"
@@ -480,7 +503,7 @@ class _DatasetMerger:
                 theirs_oid = tn[1] if tn is not None else None
             record: dict[str, Any] = dict(keyd)
             record[MARKER] = {"base": b, "ours": o, "theirs": t}
-            marker = self.writer.write(Kind.DATAPOINT, encode_canonical(record))
+            marker = self._write(record)
             self.slots.append(Slot(keyd, marker, ours_oid, theirs_oid))
             if on is not None:
                 build.replace[on[0]] = marker

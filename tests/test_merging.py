@@ -390,3 +390,23 @@ def test_a_merge_killed_after_its_record_is_finished_or_taken_back(
     assert parents(dsv) == [head, head_of(dsv, "other")]
     assert rows(dsv) == edited(edited(BASE, 1, q="ours"), 2, q="theirs")
     assert dsv("status").stdout == "On branch main\nnothing to commit, working tree clean\n"
+
+
+def test_csv_columns_added_on_one_side_fill_the_other_sides_new_rows(dsv: Dsv) -> None:
+    (dsv.root / "t.csv").write_text("id,q\n1,x\n2,y\n")
+    dsv("add", "t.csv", "--key", "id")
+    dsv("commit", "-m", "base")
+    dsv("branch", "other")
+    (dsv.root / "t.csv").write_text("id,q,a\n1,x,A\n2,y,\n")
+    dsv("commit", "-a", "-m", "ours")
+    dsv("switch", "other")
+    (dsv.root / "t.csv").write_text("id,q\n1,x\n2,y\n3,z\n")
+    dsv("commit", "-a", "-m", "theirs")
+    dsv("switch", "main")
+    dsv("merge", "other")
+    assert (dsv.root / "t.csv").read_text() == "id,q,a\n1,x,A\n2,y,\n3,z,\n"
+    assert dsv("show", "HEAD:t.csv").stdout.splitlines()[2] == '{"a":"","id":"3","q":"z"}'
+    # The file reads back as the version stored: adding it again changes nothing.
+    (dsv.root / "t.csv").write_text("id,q,a\n1,x,A\n2,y,\n3,z,\n")
+    dsv("add", "t.csv")
+    assert dsv("status", "--porcelain").stdout == ""
