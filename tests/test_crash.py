@@ -69,15 +69,21 @@ def test_kill_9_during_a_merge_leaves_before_or_after(tmp_path: Path) -> None:
     repo.refs.update("refs/heads/main", bytes.fromhex(before_head), user="t", reason="test")
     repo.close()
     dsv("checkout", "--force", "main")
+    command = [sys.executable, "-m", "dsv", "-C", str(tmp_path), "merge", "other"]
+    # Kill within the time a whole merge takes on this machine now, loaded or quiet: fixed
+    # delays let a fast run finish before every kill.
+    started = time.monotonic()
+    subprocess.run(command, check=True, capture_output=True)
+    took = time.monotonic() - started
+    repo = Repository.open(tmp_path)
+    repo.refs.update("refs/heads/main", bytes.fromhex(before_head), user="t", reason="test")
+    repo.close()
+    dsv("checkout", "--force", "main")
     killed = 0
     for trial in range(8):
         assert head_of(dsv) == before_head
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dsv", "-C", str(tmp_path), "merge", "other"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(0.05, 0.6))
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.1, 0.9) * took)
         if proc.poll() is None:
             proc.kill()
             killed += 1
