@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio.to_thread
 import msgspec
@@ -49,6 +50,14 @@ def _json(value: Any, status: int = 200) -> Response[bytes]:
     return Response(
         content=msgspec.json.encode(value), status_code=status, media_type="application/json"
     )
+
+
+def _url(request: Request[Any, Any, Any]) -> str:
+    """The URL the client asked for: litestar's drops the path's trailing slash, which every
+    Overmind Lab path has."""
+    parts = urlsplit(str(request.url))
+    raw = request.scope.get("raw_path")
+    return urlunsplit(parts._replace(path=raw.decode("latin-1"))) if raw else str(request.url)
 
 
 def _filters(
@@ -119,7 +128,7 @@ def overmind_handlers(service: OvermindService, mount: Mount) -> list[HTTPRouteH
             request,
             lambda caller: service.list_datasets(caller, filters, ordering=ordering, page=page),
         )
-        following, previous = page_links(str(request.url), number, count)
+        following, previous = page_links(_url(request), number, count)
         return _json({"count": count, "next": following, "previous": previous, "results": shown})
 
     @post(_BASE + "/", guards=[keyed], opt={"json": True}, status_code=201)
@@ -178,7 +187,7 @@ def overmind_handlers(service: OvermindService, mount: Mount) -> list[HTTPRouteH
                 caller, id, filters, ordering=ordering, page=page, search=search or None
             ),
         )
-        following, previous = page_links(str(request.url), number, count)
+        following, previous = page_links(_url(request), number, count)
         return _json({"count": count, "next": following, "previous": previous, "results": results})
 
     return [
