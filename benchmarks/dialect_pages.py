@@ -74,7 +74,7 @@ def _overmind(target: Target, ordering: str = "order") -> Fetch:
     (version,) = target.client.get("/api/datasets/").json()["results"]
 
     def fetch(at: int) -> list[Any]:
-        params = {"page": at // PAGE + 1, "ordering": ordering}
+        params: dict[str, str | int] = {"page": at // PAGE + 1, "ordering": ordering}
         reply = target.client.get(f"/api/datasets/{version['id']}/datapoints/", params=params)
         reply.raise_for_status()
         results: list[Any] = reply.json()["results"]

@@ -71,7 +71,8 @@ def serve(
     """Serve the repositories under DIR over HTTP (protocol: docs/protocol.md).
 
     A repository OWNER/NAME is created by its first push. Keys: 'dsv keys create'.
-    Also serves the Humanloop Datasets API under /v5 and /v4 (docs/humanloop.md).
+    Also serves the Humanloop Datasets API under /v5 and /v4 (docs/humanloop.md) and
+    orq.ai's under /v2 (docs/orq.md), in --api-repo unless the key is for one repository.
     Logs one access line per request, with its request id, on stderr.
 
     \b

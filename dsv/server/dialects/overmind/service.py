@@ -20,7 +20,7 @@ from dsv.errors import Conflict, NotFound
 from dsv.objects import Kind, hash_object
 from dsv.server.dialects import Mount
 from dsv.server.dialects.humanloop.history import Version, Versions
-from dsv.server.dialects.humanloop.service import HumanloopService
+from dsv.server.dialects.humanloop.service import HumanloopService, Sink
 from dsv.server.dialects.humanloop.store import DatasetRecord
 from dsv.server.dialects.humanloop.types import dataset_ids, encode_record, iso_time, version_id
 from dsv.server.dialects.overmind.store import OvermindStore, VersionRow
@@ -46,7 +46,10 @@ from dsv.server.keys import permit
 from dsv.server.storage import KeyRecord
 from dsv.text import plural
 
-__all__ = ["Detail", "Filters", "Listed", "OvermindService"]
+__all__ = ["API", "Detail", "Filters", "Listed", "OvermindService"]
+
+# Who writes, in commit authors, messages and ref logs.
+API = "Overmind Lab API"
 
 # Datapoints read and encoded at a time in a streamed response.
 _CHUNK = 512
@@ -119,13 +122,13 @@ class OvermindService:
     # -- datasets and their versions ---------------------------------------------------------
 
     def _tree(self, repo: str) -> dict[str, bytes]:
-        tip = self.hl._branch(repo)[1]
+        tip = self.hl.branch_of(repo)[1]
         return dict(self.objects.tree(repo, tip)) if tip else {}
 
     def _records(self, repo: str) -> list[DatasetRecord]:
         """The records of the `.jsonl` datasets at the default branch's tip."""
         paths = [p for p in self._tree(repo) if p.endswith(DATASET_SUFFIX)]
-        with self.hl._locked(repo):
+        with self.hl.locked(repo):
             return [self._register(repo, p) for p in paths]
 
     def _register(self, repo: str, path: str) -> DatasetRecord:
@@ -153,10 +156,10 @@ class OvermindService:
         """The dataset's visible versions, newest first, numbered from 1 along the default
         branch; none if the branch no longer holds it."""
         try:
-            versions: Versions = self.hl._versions(record)
+            versions: Versions = self.hl.versions_of(record)
         except NotFound:
             return []
-        tip = self.hl._branch(record.repo)[1]
+        tip = self.hl.branch_of(record.repo)[1]
         line = self.hl.history.line(record, tip) if tip else []
         visible = {v.commit for v in versions.visible}
         active = versions.deployed.get(self.hl.environments[0])
@@ -343,23 +346,23 @@ class OvermindService:
         bodies = {oid: encoded for _, _, oid, encoded in ordered}
         # Identical datapoints are one datapoint (one id), as in the Humanloop dialect.
         joined = b"".join(dict.fromkeys(oid for _, _, oid, _ in ordered))
-        with self.hl._locked(repo):
+        with self.hl.locked(repo):
             record = self._agent_record(repo, body.agent, create=True)
             assert record is not None
 
-            def build(tree: dict[str, bytes], sink: Any) -> tuple[dict[str, bytes], str] | None:
+            def build(tree: dict[str, bytes], sink: Sink) -> tuple[dict[str, bytes], str] | None:
                 current = tree.get(record.path)
                 current_oids = self.objects.oids(repo, current) if current else None
                 if joined == current_oids:
                     return None
                 if current is None:
-                    self.hl._check_room(record, tree, record.path)
+                    self.hl.check_room(record, tree, record.path)
                 base = self.objects.dataset(repo, current) if current else None
-                tree[record.path] = self.hl._new_dataset(sink, joined, bodies, base, current_oids)
+                tree[record.path] = self.hl.new_dataset(sink, joined, bodies, base, current_oids)
                 summary = f"set {plural(len(bodies), 'datapoint')} of {record.path}"
-                return tree, f"{body.name or summary} (Overmind Lab API)"
+                return tree, f"{body.name or summary} ({API})"
 
-            commit, created = self.hl._write(
+            commit, created = self.hl.write_tree(
                 repo, caller, build, reason=f"overmind: create {record.path}"
             )
             listed = self._listed(record)
