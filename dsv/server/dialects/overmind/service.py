@@ -158,8 +158,7 @@ class OvermindService:
             versions: Versions = self.hl.versions_of(record)
         except NotFound:
             return []
-        tip = self.hl.branch_of(record.repo)[1]
-        line = self.hl.history.line(record, tip) if tip else []
+        line = versions.every[: versions.on_branch]
         visible = {v.commit for v in versions.visible}
         active = versions.deployed.get(self.hl.environments[0])
         rows = self.store.versions_of(record.id)
