@@ -123,21 +123,24 @@ def measure(count: int, root: Path) -> dict[str, dict[str, float]]:
         httpx.Client(base_url=server.url, timeout=120) as client,
     ):
         target = Target(server.url, client, oids)
-        for name, paging in PAGINGS.items():
-            fetch = paging(target)
+        fetches = {name: paging(target) for name, paging in PAGINGS.items()}
+        for fetch in fetches.values():
             for at in range(0, min(20 * PAGE, len(oids)), PAGE):  # warm the caches
                 fetch(at)
-            every: list[float] = []
-            for depth, starts in _depths(len(oids)).items():
-                times = []
-                for at in starts:
+        # The pagings take turns at each page, so a machine busy with others' work weighs on
+        # each alike (this one is shared): their ratios hold where the milliseconds do not.
+        times: dict[str, dict[str, list[float]]] = {name: {} for name in fetches}
+        for depth, starts in _depths(len(oids)).items():
+            for at in starts:
+                for name, fetch in fetches.items():
                     begun = time.perf_counter()
                     items = fetch(at)
-                    times.append(time.perf_counter() - begun)
+                    times[name].setdefault(depth, []).append(time.perf_counter() - begun)
                     if len(items) != min(PAGE, len(oids) - at):
                         raise RuntimeError(f"{name}: {len(items)} items at {at}")
-                every.extend(times)
-                out.setdefault(name, {})[f"{depth} p50 ms"] = statistics.median(times) * 1000
+        for name, by_depth in times.items():
+            every = [t for depth_times in by_depth.values() for t in depth_times]
+            out[name] = {f"{d} p50 ms": statistics.median(t) * 1000 for d, t in by_depth.items()}
             out[name]["p50 ms"] = statistics.median(every) * 1000
             out[name]["p95 ms"] = _p95(every) * 1000
     return out
