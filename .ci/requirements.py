@@ -25,7 +25,9 @@ RANGE = re.compile(r"^([A-Za-z0-9_.-]+)>=(\d+(?:\.\d+)+),<(\d+)$")
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\d+(?:\.\d+)+)$")
 # Not in the lowest run: oxenai requires pyarrow>=22, far above dsv's lower bound. It is only
 # the benchmarks' peer (tests/test_benchmarks.py::test_harness_runs_every_tool), not used by dsv.
-NOT_IN_LOWEST = {"oxenai"}
+# orq-ai-sdk requires httpx>=0.28.1, above dsv's lower bound (0.27.0); it is only the client
+# tests/server/dialects/test_orq.py drives, not used by dsv.
+NOT_IN_LOWEST = {"oxenai", "orq-ai-sdk"}
 
 
 def read_rules() -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
