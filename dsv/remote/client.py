@@ -54,7 +54,9 @@ __all__ = [
     "RemoteRefused",
     "clone",
     "connect",
+    "fast_forward_to_tracking",
     "fetch",
+    "is_ancestor",
     "pull",
     "push",
 ]
@@ -138,10 +140,11 @@ def _deployed_meanwhile(repo: Repository, old: bytes, new: bytes) -> bool:
     """Is `new` an environment's deployment commit that lacks the remote's tip `old`?"""
     if missing_from(repo.store, [new]) or deployment_paths(repo.read_commit(new)) is None:
         return False
-    return not _is_ancestor(repo, old, new)
+    return not is_ancestor(repo, old, new)
 
 
-def _is_ancestor(repo: Repository, ancestor: bytes, descendant: bytes) -> bool:
+def is_ancestor(repo: Repository, ancestor: bytes, descendant: bytes) -> bool:
+    """Is `ancestor` `descendant` or one of its ancestors (False when it is not held here)?"""
     if ancestor == descendant:
         return True
     if missing_from(repo.store, [ancestor]):
@@ -415,7 +418,7 @@ def push(
                 if name.startswith(TAGS):
                     rejected.append(f"{_short(name)} (the remote has this tag at another version)")
                     continue
-                if name.startswith(BRANCHES) and not _is_ancestor(repo, old, new):
+                if name.startswith(BRANCHES) and not is_ancestor(repo, old, new):
                     rejected.append(
                         f"{_short(name)} (non-fast-forward: the remote has versions "
                         "you do not have)"
@@ -703,6 +706,19 @@ def pull(
             "HEAD is detached: pull updates the current branch", hint="dsv switch BRANCH"
         )
     fetched = fetch(repo, remote, progress=progress)
+    return fast_forward_to_tracking(repo, remote, branch, fetched, force=force, progress=progress)
+
+
+def fast_forward_to_tracking(
+    repo: Repository,
+    remote: str,
+    branch: str,
+    fetched: FetchResult,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> PullResult:
+    """Fast-forward `branch` (the current one) to `REMOTE/BRANCH` after a fetch."""
     theirs = repo.refs.read(f"{REMOTES}{remote}/{branch}")
     if theirs is None:
         raise BadState(
@@ -712,9 +728,9 @@ def pull(
     ours = repo.head()
     if ours == theirs:
         return PullResult(fetched, branch, ours, theirs, "up-to-date")
-    if ours is not None and _is_ancestor(repo, theirs, ours):
+    if ours is not None and is_ancestor(repo, theirs, ours):
         return PullResult(fetched, branch, ours, ours, "ahead")
-    if ours is not None and not _is_ancestor(repo, ours, theirs):
+    if ours is not None and not is_ancestor(repo, ours, theirs):
         mine = _reach(repo, ours)
         other = _reach(repo, theirs)
         here = plural(len(mine - other), "version")
