@@ -195,6 +195,15 @@ def test_a_record_humanloop_cannot_hold_is_refused_naming_it(
     assert_one_error_line(result.stderr)
     assert platform.find(f"{owner}/n") is None  # nothing of the push was written
 
+    commit(
+        repo, "n.jsonl", [{"messages": [{"role": "user", "content": "x", "name": None}]}], "null"
+    )
+    result = repo("push", "hl", "--drop", "id", code=2)
+    assert result.stderr.startswith(
+        "error: n.jsonl line 1: field 'messages[0].name' is null: Humanloop does not tell a "
+        "null message field from an absent one\n"
+    )
+
 
 def test_repeated_records_are_refused(repo: Dsv, platform: Platform, owner: str) -> None:
     commit(repo, "qa.jsonl", [*qa(3), qa(1, start=1)[0]], "repeat")

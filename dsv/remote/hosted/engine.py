@@ -380,7 +380,8 @@ def _plan_file(
         )
     # A version not linked here: someone else's, or this push's own, cut short before the
     # link was saved. Only the second is taken as it is.
-    if _platform_keys(plat, found, latest.id) == keys:
+    ours = [encode_canonical(plat.from_platform(p)) for p in points]
+    if _platform_keys(plat, found, latest.id) == ours:
         return _Planned(
             file,
             path,

@@ -234,10 +234,25 @@ class Humanloop:
                 for j, message in enumerate(value):
                     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
                         raise BadInput(f"{where}: field 'messages[{j}]' has no string 'role'")
+                    for name, item in message.items():
+                        if item is None:
+                            raise BadInput(
+                                f"{where}: field 'messages[{j}].{name}' is null: Humanloop "
+                                "does not tell a null message field from an absent one",
+                                hint="leave the field out of the message",
+                            )
             elif not isinstance(value, dict):
                 raise BadInput(f"{where}: field 'target' is {_kind(value)}, not an object")
             out[field] = value
         return out
 
     def from_platform(self, datapoint: dict[str, Any]) -> dict[str, Any]:
-        return {f: datapoint[f] for f in FIELDS if datapoint.get(f) is not None}
+        out = {f: datapoint[f] for f in FIELDS if datapoint.get(f) is not None}
+        if isinstance(out.get("messages"), list):
+            # Humanloop answers every optional field of a message (`name`, `tool_calls`, …),
+            # null when unset: those nulls are the platform's, not the record's.
+            out["messages"] = [
+                {k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m
+                for m in out["messages"]
+            ]
+        return out
