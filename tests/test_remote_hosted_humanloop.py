@@ -425,3 +425,37 @@ def test_kill_9_mid_push_then_push_again_leaves_no_duplicates(
         assert len(platform.versions(path)) == 1, path
         assert platform.points(path) == records
     assert repo("push", "hl").stdout.endswith("Everything up to date\n")
+
+
+def test_a_first_push_onto_a_dataset_made_elsewhere_is_refused(
+    repo: Dsv, platform: Platform, owner: str
+) -> None:
+    path = f"{owner}/qa"
+    platform.sdk.datasets.upsert(path=path, datapoints=[{"inputs": {"q": "theirs"}}])
+    commit(repo, "qa.jsonl", qa(2), "mine")
+    result = repo("push", "hl", code=5)
+    assert result.stderr == (
+        f"error: rejected: qa.jsonl: hl has a dataset {path} already, never synced with this "
+        f"repository; nothing was pushed\nhint: clone it ('dsv clone humanloop+{platform.url} "
+        f"--path {path}'), or map qa.jsonl to another dataset: 'dsv push hl --path "
+        "qa.jsonl=OTHER/PATH'\n"
+    )
+    assert len(platform.versions(path)) == 1
+    repo("push", "hl", "--path", f"qa.jsonl={owner}/mine")
+    assert platform.points(f"{owner}/mine") == qa(2)
+
+
+def test_push_reports_progress(repo: Dsv, platform: Platform) -> None:
+    from dsv.progress import Progress
+    from dsv.remote.hosted import engine
+
+    commit(repo, "a.jsonl", qa(2), "a")
+    commit(repo, "b.jsonl", qa(3), "b")
+    seen: list[Progress] = []
+    with Repository.open(repo.root) as opened:
+        engine.push(opened, "hl", progress=seen.append)
+    phases = [(p.phase, p.done, p.total) for p in seen]
+    assert phases[0] == ("comparing datasets", 0, 2)
+    assert ("comparing datasets", 2, 2) in phases
+    assert phases[-1] == ("writing versions", 2, 2)
+    assert all(p.unit == "datasets" for p in seen)

@@ -182,3 +182,25 @@ def test_clone_of_a_recorded_history(tmp_path: Path) -> None:
         ]
         assert list(repo.records("HEAD~1", "qa.jsonl")) == first
         assert list(repo.records("HEAD", "qa.jsonl")) == first[:1]
+
+
+def test_a_dropped_connection_is_retried() -> None:
+    calls: list[int] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) < 3:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, json={"records": []})
+
+    slept: list[float] = []
+    platform = Humanloop(
+        "https://h/v5",
+        name="hl",
+        key="k",
+        key_source="K",
+        transport=httpx.MockTransport(flaky),
+        sleep=slept.append,
+    )
+    assert platform.versions(DATASET) == []
+    assert len(calls) == 3 and len(slept) == 2

@@ -391,6 +391,13 @@ def _plan_file(
             DatasetPush(file, found.path, "adopted", len(points), version=latest.id),
             adopt=latest.id,
         )
+    if known is None:
+        raise RemoteError(
+            f"rejected: {file}: {remote} has a dataset {found.path} already, never synced with "
+            "this repository; nothing was pushed",
+            hint=f"clone it ('dsv clone {config.url} --path {found.path}'), or map {file} to "
+            f"another dataset: 'dsv push {remote} --path {file}=OTHER/PATH'",
+        )
     raise RemoteError(
         f"rejected: {file}: {found.path} on {remote} has changed since the last sync (version "
         f"{latest.id}); nothing was pushed (non-fast-forward)",
