@@ -96,6 +96,9 @@ class Platform(Protocol):
     title: str
     # which fields a datapoint holds, for messages and docs
     carries: str
+    # Does the platform keep a dataset's datapoints in the order written? If not, a fetched
+    # version keeps the order the branch had, new datapoints last.
+    ordered: bool
 
     def find_dataset(self, name: str) -> PlatformDataset | None:
         """The dataset with this path (or id), None if the platform has none."""
@@ -162,6 +165,9 @@ class DatasetState(msgspec.Struct):
     path: str
     synced: str | None = None
     versions: dict[str, VersionLink] = {}
+    # The local dataset a push was writing when it stopped: a platform whose writes take
+    # several requests may hold part of it, which the next push of it completes.
+    pending: str | None = None
 
 
 class SyncState(msgspec.Struct):

@@ -22,7 +22,7 @@ from dsv.canonical import CanonicalError, decode_canonical, encode_canonical
 from dsv.config import Remote, now_and_tz
 from dsv.errors import BadInput, BadState, NotFound, RemoteError
 from dsv.manifest import build_dataset
-from dsv.objects import Commit, Dataset, Format, Kind, Tree, TreeEntry, encode_object
+from dsv.objects import Commit, Dataset, Format, Kind, Tree, TreeEntry, encode_object, split_oids
 from dsv.paths import BadPath, check_dataset_path, check_tree_paths
 from dsv.progress import Progress, ProgressFn
 from dsv.refs import BRANCHES, ENVS, MISSING, REMOTES
@@ -381,7 +381,8 @@ def _plan_file(
     # A version not linked here: someone else's, or this push's own, cut short before the
     # link was saved. Only the second is taken as it is.
     ours = [encode_canonical(plat.from_platform(p)) for p in points]
-    if _platform_keys(plat, found, latest.id) == ours:
+    theirs = _platform_keys(plat, found, latest.id)
+    if theirs == ours or (not plat.ordered and sorted(theirs) == sorted(ours)):
         return _Planned(
             file,
             path,
@@ -391,6 +392,22 @@ def _plan_file(
             DatasetPush(file, found.path, "adopted", len(points), version=latest.id),
             adopt=latest.id,
         )
+    if known is not None and known.pending == dataset_oid.hex() and known.synced in known.versions:
+        # This push, cut short midway on a platform whose writes take several requests: the
+        # platform holds the synced version with part of the change; the rest is sent.
+        synced = known.versions[known.synced]
+        _, old = _translate(plat, file, _read_records(repo, bytes.fromhex(synced.dataset)), drop)
+        old_set = {encode_canonical(plat.from_platform(decode_canonical(k))) for k in old}
+        if set(theirs) <= old_set | set(ours) and set(ours) & old_set <= set(theirs):
+            change = Change("set", points, message)
+            return _Planned(
+                file,
+                path,
+                dataset_oid,
+                found,
+                change,
+                DatasetPush(file, found.path, "set", len(points), len(points), 0),
+            )
     if known is None:
         raise RemoteError(
             f"rejected: {file}: {remote} has a dataset {found.path} already, never synced with "
@@ -414,6 +431,7 @@ def _link(
         known = state.datasets[file] = DatasetState(found.id, found.path)
     known.versions[version] = VersionLink(head.hex(), oid.hex())
     known.synced = version
+    known.pending = None
 
 
 def _execute(
@@ -431,6 +449,10 @@ def _execute(
     todo = [p for p in plans if p.change is not None]
     for plan in plans:
         if plan.change is not None:
+            if plan.file in state.datasets:
+                with repo.lock():
+                    state.datasets[plan.file].pending = plan.dataset_oid.hex()
+                    write_state(repo, remote, state)
             report(
                 Progress(
                     "writing versions", todo.index(plan), len(todo), plat.bytes_sent, "datasets"
@@ -621,6 +643,8 @@ def _version_commit(
         fmt = base.format if base is not None else _JSONL
         key = base.key if base is not None else ()
         base_oids = repo.read_oid_list(base) if base is not None else None
+        if not plat.ordered and base_oids:
+            oids = bytearray(_keep_order(base_oids, bytes(oids)))
         dataset_oid, dataset = build_dataset(
             writer, bytes(oids), fmt, key, base=base, base_oids=base_oids
         )
@@ -636,6 +660,23 @@ def _version_commit(
         message = version.message or f"{plat.title} version {version.id} of {found.path}"
         commit = Commit(tree_oid, (tip,) if tip else (), author, when, tz, message)
         return writer.write(Kind.COMMIT, encode_object(commit)), 1
+
+
+def _keep_order(base: bytes, got: bytes) -> bytes:
+    """`got`'s ids in `base`'s order where base has them, the others after, as they came."""
+    left: dict[bytes, int] = {}
+    for oid in split_oids(got):
+        left[oid] = left.get(oid, 0) + 1
+    kept = bytearray()
+    for oid in split_oids(base):
+        if left.get(oid):
+            left[oid] -= 1
+            kept += oid
+    for oid in split_oids(got):
+        if left.get(oid):
+            left[oid] -= 1
+            kept += oid
+    return bytes(kept)
 
 
 def fetch(

@@ -54,6 +54,7 @@ class Humanloop:
     kind = "humanloop"
     title = "Humanloop"
     carries = "inputs (strings), messages and target"
+    ordered = True
 
     def __init__(
         self,
