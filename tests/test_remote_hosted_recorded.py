@@ -14,19 +14,22 @@ from typing import Any
 import httpx
 import pytest
 
-from dsv.errors import NotFound, RemoteError
+from dsv.errors import BadInput, NotFound, RemoteError
 from dsv.notebook import Repository
 from dsv.remote.hosted import PlatformDataset
 from dsv.remote.hosted.engine import clone
 from dsv.remote.hosted.http import retry_delay
 from dsv.remote.hosted.humanloop import Humanloop
+from dsv.remote.hosted.orq import Orq
+from tests.conftest import Dsv
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
 DATASET = PlatformDataset("ds_b0baF1ca7652", "evals/qa")
 
 
 class Replay:
-    """Answers each request with the next recorded exchange, checking it is the one recorded."""
+    """Answers each request with the next recorded exchange, checking it is the one recorded
+    (method, path, the query's recorded parameters, `absent` ones, and the `json` body)."""
 
     def __init__(self, name: str) -> None:
         self.exchanges: list[dict[str, Any]] = json.loads((RECORDED / name).read_text())[
@@ -34,17 +37,25 @@ class Replay:
         ]
         self.at = 0
         self.slept: list[float] = []
+        self.key_header = ("X-API-KEY", "k")
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         assert self.at < len(self.exchanges), f"unrecorded request {request.method} {request.url}"
         want = self.exchanges[self.at]
         self.at += 1
         asked = want["request"]
-        assert (request.method, request.url.path) == (asked["method"], asked["path"])
+        assert (request.method, request.url.path) == (asked["method"], asked["path"]), self.at
         for k, v in asked.get("query", {}).items():
             assert request.url.params.get(k) == v, (k, request.url)
-        assert request.headers["X-API-KEY"] == "k"
+        for k in asked.get("absent", []):
+            assert k not in request.url.params, (k, request.url)
+        if "json" in asked:
+            assert json.loads(request.content) == asked["json"], self.at
+        name, value = self.key_header
+        assert request.headers[name] == value
         answer = want["response"]
+        if answer.get("drop"):
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
         return httpx.Response(
             answer["status"], headers=answer.get("headers", {}), json=answer.get("body")
         )
@@ -55,6 +66,17 @@ class Replay:
             name="hl",
             key="k",
             key_source="HUMANLOOP_API_KEY",
+            transport=httpx.MockTransport(self.handle),
+            sleep=self.slept.append,
+        )
+
+    def orq(self) -> Orq:
+        self.key_header = ("Authorization", "Bearer k")
+        return Orq(
+            "https://api.orq.ai",
+            name="orq",
+            key="k",
+            key_source="ORQ_API_KEY",
             transport=httpx.MockTransport(self.handle),
             sleep=self.slept.append,
         )
@@ -204,3 +226,75 @@ def test_a_dropped_connection_is_retried() -> None:
     )
     assert platform.versions(DATASET) == []
     assert len(calls) == 3 and len(slept) == 2
+
+
+# -- orq.ai ------------------------------------------------------------------------------------
+
+
+def test_orq_pages_by_cursor_until_has_more_is_false() -> None:
+    replay = Replay("orq/list_datapoints_cursor.json")
+    orq = replay.orq()
+    dataset = PlatformDataset("01JJ1HDHN79XAS7A01WB3HYSDB", "evals/qa")
+    [version] = orq.versions(dataset)
+    records = [orq.from_platform(p) for p in orq.datapoints(dataset, version.id)]
+    assert replay.done()
+    # Only what a datapoint carries: evaluations, ids and times are the platform's own.
+    assert records == [
+        {
+            "inputs": {"city": "Paris"},
+            "messages": [{"role": "user", "content": "Capital of France?"}],
+            "expected_output": "Paris",
+        },
+        {"inputs": {"city": "Rome"}, "expected_output": "Rome"},
+        {"messages": [{"role": "user", "content": "hi"}]},
+    ]
+    # The version is the content: the same datapoints in another order are the same version.
+    assert version.id.startswith("snap_")
+
+
+def test_orq_push_after_a_dropped_insert_inserts_nothing_twice(
+    dsv: Dsv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dsv.remote.hosted import engine
+
+    replay = Replay("orq/push_dropped_insert.json")
+    orq = replay.orq()
+    dsv("remote", "add", "orq", "orq+https://api.orq.ai", "--prefix", "evals")
+    paris = {"inputs": {"city": "Paris"}, "expected_output": "Paris"}
+    rome = {"inputs": {"city": "Rome"}, "expected_output": "Rome"}
+    dsv.write("qa.jsonl", [paris, rome])
+    dsv("add", "qa.jsonl")
+    dsv("commit", "-m", "two cities")
+    with Repository.open(dsv.root) as repo:
+        first = engine.push(repo, "orq", platform=orq)
+        assert [(d.action, d.path) for d in first.datasets] == [("create", "evals/qa")]
+        assert replay.at == 5  # the insert was not sent again after the drop
+        again = engine.push(repo, "orq", platform=orq)
+        assert [d.action for d in again.datasets] == ["up-to-date"]
+    dsv.write("qa.jsonl", [paris])
+    dsv("commit", "-a", "-m", "no Rome")
+    with Repository.open(dsv.root) as repo:
+        third = engine.push(repo, "orq", platform=orq)
+        assert [(d.action, d.removed) for d in third.datasets] == [("remove", 1)]
+        with pytest.raises(RemoteError) as caught:
+            engine.push(repo, "orq", platform=orq)
+    assert replay.done()
+    assert caught.value.message == (
+        "remote 'orq' (https://api.orq.ai) answered HTTP 401: Invalid API key"
+    )
+    assert caught.value.hint == "set ORQ_API_KEY to an API key of the platform"
+
+
+def test_orq_refuses_what_it_cannot_hold() -> None:
+    orq = Replay("orq/list_datapoints_cursor.json").orq()
+    with pytest.raises(BadInput) as caught:
+        orq.to_platform({"expected_output": {"answer": 4}}, "qa.jsonl line 2", frozenset())
+    assert caught.value.message == (
+        "qa.jsonl line 2: field 'expected_output' is an object: orq.ai's expected_output is a "
+        "string"
+    )
+    with pytest.raises(BadInput, match=r"field 'target' has no place in an orq\.ai datapoint"):
+        orq.to_platform({"target": {}}, "qa.jsonl line 1", frozenset())
+    assert orq.to_platform({"target": {}, "inputs": {}}, "x", frozenset({"target"})) == {
+        "inputs": {}
+    }

@@ -30,12 +30,13 @@ __all__ = [
     "SyncState",
     "VersionLink",
     "is_hosted",
+    "json_kind",
     "parse_hosted_url",
     "read_state",
     "write_state",
 ]
 
-KINDS = ("humanloop",)
+KINDS = ("humanloop", "orq")
 
 
 class HostedUrl(msgspec.Struct, frozen=True):
@@ -64,6 +65,19 @@ def parse_hosted_url(url: str) -> HostedUrl:
     return HostedUrl(kind, f"{transport}://{parts.netloc}{parts.path.rstrip('/')}")
 
 
+def json_kind(value: Any) -> str:
+    """What a JSON value is, for messages: `a number`, `an object`…"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 # -- what a platform module offers --------------------------------------------------------------
 
 
@@ -82,11 +96,13 @@ class PlatformVersion(msgspec.Struct, frozen=True):
 
 
 class Change(msgspec.Struct, frozen=True):
-    """What one push writes: the whole version (`set`) or only records added or removed."""
+    """What one push writes: the whole version (`set`) or only records added or removed;
+    `full` is the whole new version, for platforms that work out the change themselves."""
 
     action: Literal["set", "add", "remove"]
     records: list[dict[str, Any]]
     message: str
+    full: list[dict[str, Any]] = []
 
 
 class Platform(Protocol):

@@ -86,6 +86,12 @@ def open_platform(
         return Humanloop(
             url.base, name=name, key=key, key_source=source, transport=transport, sleep=sleep
         )
+    if url.kind == "orq":
+        from dsv.remote.hosted.orq import Orq
+
+        return Orq(
+            url.base, name=name, key=key, key_source=source, transport=transport, sleep=sleep
+        )
     raise BadInput(f"remote {name!r}: no platform of kind {url.kind!r}")  # pragma: no cover
 
 
@@ -185,14 +191,16 @@ def _plan_change(
 ) -> tuple[Change, int, int]:
     """The smallest write that turns `old` into `new`: an append, a removal or the whole set."""
     if len(new) > len(old) and new[: len(old)] == old:
-        return Change("add", points[len(old) :], message), len(new) - len(old), 0
+        return Change("add", points[len(old) :], message, points), len(new) - len(old), 0
     if len(new) < len(old):
         kept = set(new)
         it = iter(old)
         if all(any(o == n for o in it) for n in new):  # new is old with some left out
             gone = [o for o in old if o not in kept]
-            return Change("remove", [decode_canonical(g) for g in gone], message), 0, len(gone)
-    return Change("set", points, message), len(set(new) - set(old)), len(set(old) - set(new))
+            removal = Change("remove", [decode_canonical(g) for g in gone], message, points)
+            return removal, 0, len(gone)
+    whole = Change("set", points, message, points)
+    return whole, len(set(new) - set(old)), len(set(old) - set(new))
 
 
 def _platform_keys(platform: Platform, dataset: PlatformDataset, version: str) -> list[bytes]:
@@ -325,7 +333,7 @@ def _plan_file(
     path = mapping.get(file) or (known.path if known else plat.default_path(file, config.prefix))
     found = PlatformDataset(known.id, known.path) if known else plat.find_dataset(path)
     if found is None:
-        change = Change("set", points, message)
+        change = Change("set", points, message, points)
         return _Planned(
             file,
             path,
@@ -337,7 +345,7 @@ def _plan_file(
     versions = plat.versions(found)
     latest = versions[-1] if versions else None
     if latest is None:
-        change = Change("set", points, message)
+        change = Change("set", points, message, points)
         return _Planned(
             file,
             path,
@@ -399,7 +407,7 @@ def _plan_file(
         _, old = _translate(plat, file, _read_records(repo, bytes.fromhex(synced.dataset)), drop)
         old_set = {encode_canonical(plat.from_platform(decode_canonical(k))) for k in old}
         if set(theirs) <= old_set | set(ours) and set(ours) & old_set <= set(theirs):
-            change = Change("set", points, message)
+            change = Change("set", points, message, points)
             return _Planned(
                 file,
                 path,

@@ -16,7 +16,7 @@ import msgspec
 from dsv.errors import NotFound, RemoteError
 from dsv.version import __version__
 
-__all__ = ["RETRY_STATUSES", "HostedHttp", "retry_delay"]
+__all__ = ["RETRY_STATUSES", "HostedHttp", "Interrupted", "retry_delay"]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=10.0)
@@ -40,6 +40,11 @@ def retry_delay(attempt: int, retry_after: str | None, *, now: float | None = No
             return max(0.0, when - (time.time() if now is None else now))
     base: float = min(30.0, 0.5 * 2 ** (attempt - 1))
     return base * (0.5 + random.random() / 2)
+
+
+class Interrupted(RemoteError):
+    """A write that is not safe to repeat failed in a way that may have left it applied (a
+    dropped connection, a 5xx): the caller reads the platform's state before going on."""
 
 
 class _Counting(httpx.BaseTransport):
@@ -114,11 +119,13 @@ class HostedHttp:
         params: Mapping[str, str | int] | None = None,
         body: Any = None,
         missing_ok: bool = False,
+        idempotent: bool = True,
     ) -> Any:
         """The decoded JSON answer (None for a 404 when `missing_ok`).
 
-        Retrying a write is safe on the platforms dsv talks to: a repeated upsert or insert
-        of the same datapoints makes no second version or datapoint (docs/remotes.md).
+        A request that is not `idempotent` (an insert the platform would make twice) is
+        retried only when refused outright (429); a dropped connection or a 5xx raises
+        Interrupted at once.
         """
         content = msgspec.json.encode(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else {}
@@ -129,6 +136,11 @@ class HostedHttp:
                     method, path, params=params, content=content, headers=headers
                 )
             except (httpx.TransportError, httpx.TimeoutException) as exc:
+                if not idempotent:
+                    raise Interrupted(
+                        f"the connection to {self._where()} failed during a write: "
+                        f"{exc or type(exc).__name__}"
+                    ) from exc
                 if last:
                     raise RemoteError(
                         f"cannot reach {self._where()}: {exc or type(exc).__name__}",
@@ -136,6 +148,11 @@ class HostedHttp:
                     ) from exc
                 self._pause(retry_delay(attempt, None))
                 continue
+            if response.status_code >= 500 and not idempotent:
+                try:
+                    self._fail(response)
+                except RemoteError as exc:
+                    raise Interrupted(exc.message, exc.hint) from exc
             if response.status_code in RETRY_STATUSES and not last:
                 delay = retry_delay(attempt, response.headers.get("Retry-After"))
                 if delay > _LONGEST_WAIT:

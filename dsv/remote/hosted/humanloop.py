@@ -14,25 +14,13 @@ from typing import Any
 import httpx
 
 from dsv.errors import BadInput, RemoteError
-from dsv.remote.hosted import Change, PlatformDataset, PlatformVersion
+from dsv.remote.hosted import Change, PlatformDataset, PlatformVersion, json_kind
 from dsv.remote.hosted.http import HostedHttp
 
-__all__ = ["FIELDS", "Humanloop"]
+__all__ = ["FIELDS", "Humanloop", "parse_time"]
 
 FIELDS = ("inputs", "messages", "target")
 _PAGE = 500
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def parse_time(text: Any) -> int:
@@ -221,17 +209,17 @@ class Humanloop:
                 )
             if field == "inputs":
                 if not isinstance(value, dict):
-                    raise BadInput(f"{where}: field 'inputs' is {_kind(value)}, not an object")
+                    raise BadInput(f"{where}: field 'inputs' is {json_kind(value)}, not an object")
                 for name, item in value.items():
                     if not isinstance(item, str):
                         raise BadInput(
-                            f"{where}: field 'inputs.{name}' is {_kind(item)}: Humanloop inputs "
-                            "are strings",
+                            f"{where}: field 'inputs.{name}' is {json_kind(item)}: Humanloop "
+                            "inputs are strings",
                             hint="store it as a string, or under target",
                         )
             elif field == "messages":
                 if not isinstance(value, list):
-                    raise BadInput(f"{where}: field 'messages' is {_kind(value)}, not an array")
+                    raise BadInput(f"{where}: field 'messages' is {json_kind(value)}, not an array")
                 for j, message in enumerate(value):
                     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
                         raise BadInput(f"{where}: field 'messages[{j}]' has no string 'role'")
@@ -243,7 +231,7 @@ class Humanloop:
                                 hint="leave the field out of the message",
                             )
             elif not isinstance(value, dict):
-                raise BadInput(f"{where}: field 'target' is {_kind(value)}, not an object")
+                raise BadInput(f"{where}: field 'target' is {json_kind(value)}, not an object")
             out[field] = value
         return out
 
