@@ -21,6 +21,7 @@ from dsv.remote.hosted.engine import clone
 from dsv.remote.hosted.http import retry_delay
 from dsv.remote.hosted.humanloop import Humanloop
 from dsv.remote.hosted.orq import Orq
+from dsv.remote.hosted.tensorzero import TensorZero
 from tests.conftest import Dsv
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
@@ -77,6 +78,17 @@ class Replay:
             name="orq",
             key="k",
             key_source="ORQ_API_KEY",
+            transport=httpx.MockTransport(self.handle),
+            sleep=self.slept.append,
+        )
+
+    def tensorzero(self) -> TensorZero:
+        self.key_header = ("Accept", "*/*")  # no key: the gateway is open
+        return TensorZero(
+            "http://gateway:3000",
+            name="tz",
+            key=None,
+            key_source="DSV_API_KEY",
             transport=httpx.MockTransport(self.handle),
             sleep=self.slept.append,
         )
@@ -298,3 +310,56 @@ def test_orq_refuses_what_it_cannot_hold() -> None:
     assert orq.to_platform({"target": {}, "inputs": {}}, "x", frozenset({"target"})) == {
         "inputs": {}
     }
+
+
+# -- TensorZero ----------------------------------------------------------------------------------
+
+
+def test_tensorzero_pages_to_an_empty_page_and_skips_stale_datapoints() -> None:
+    replay = Replay("tensorzero/list_capped_pages.json")
+    tz = replay.tensorzero()
+    dataset = PlatformDataset("qa", "qa")
+    [version] = tz.versions(dataset)
+    records = [tz.from_platform(p) for p in tz.datapoints(dataset, version.id)]
+    assert replay.done()
+    assert records == [
+        {
+            "function_name": "answer",
+            "input": {
+                "system": "be brief",
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "2+2?"}]}],
+            },
+            "output": [{"type": "text", "text": "4"}],
+            "tags": {"source": "seed"},
+        },
+        # The function's own output_schema and the platform's defaults are not carried.
+        {
+            "function_name": "extract",
+            "input": {
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "Ada, 36"}]}]
+            },
+            "output": {"name": "Ada", "age": 36},
+        },
+    ]
+
+
+def test_tensorzero_error_body_and_refusals() -> None:
+    replay = Replay("tensorzero/gateway_error.json")
+    tz = replay.tensorzero()
+    with pytest.raises(RemoteError) as caught:
+        tz.create_points(PlatformDataset("qa", "qa"), [{"function_name": "answr", "input": {}}])
+    assert caught.value.message == (
+        "remote 'tz' (http://gateway:3000) answered HTTP 400: Unknown function: `answr`"
+    )
+    assert replay.done() and replay.slept == []
+    with pytest.raises(BadInput) as refused:
+        tz.to_platform({"input": {}}, "qa.jsonl line 7", frozenset())
+    assert refused.value.message == (
+        "qa.jsonl line 7: no field 'function_name': a TensorZero datapoint needs one"
+    )
+    with pytest.raises(BadInput, match=r"qa.jsonl line 1: field 'tags\.n' is a number"):
+        tz.to_platform(
+            {"function_name": "f", "input": {}, "tags": {"n": 1}}, "qa.jsonl line 1", frozenset()
+        )
+    with pytest.raises(BadInput, match="field 'output_schema' has no place"):
+        tz.to_platform({"function_name": "f", "input": {}, "output_schema": {}}, "x", frozenset())

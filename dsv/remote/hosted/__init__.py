@@ -36,7 +36,7 @@ __all__ = [
     "write_state",
 ]
 
-KINDS = ("humanloop", "orq")
+KINDS = ("humanloop", "orq", "tensorzero")
 
 
 class HostedUrl(msgspec.Struct, frozen=True):

@@ -92,6 +92,12 @@ def open_platform(
         return Orq(
             url.base, name=name, key=key, key_source=source, transport=transport, sleep=sleep
         )
+    if url.kind == "tensorzero":
+        from dsv.remote.hosted.tensorzero import TensorZero
+
+        return TensorZero(
+            url.base, name=name, key=key, key_source=source, transport=transport, sleep=sleep
+        )
     raise BadInput(f"remote {name!r}: no platform of kind {url.kind!r}")  # pragma: no cover
 
 
