@@ -137,6 +137,9 @@ def test_remote_show_lists_the_mapping(repo: Dsv, platform: Platform, owner: str
         in (shown)
     )
     assert "synced branch: main" in shown
+    # Removing the remote forgets its sync state and tracking branch too.
+    assert repo("remote", "remove", "hl").stdout == "Removed remote hl (1 remote-tracking ref)\n"
+    assert not (repo.root / ".dsv" / "hosted" / "hl.json").exists()
 
 
 def test_a_push_sends_only_the_change_where_humanloop_allows_it(

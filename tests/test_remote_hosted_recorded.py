@@ -281,8 +281,14 @@ def test_orq_push_after_a_dropped_insert_inserts_nothing_twice(
         first = engine.push(repo, "orq", platform=orq)
         assert [(d.action, d.path) for d in first.datasets] == [("create", "evals/qa")]
         assert replay.at == 5  # the insert was not sent again after the drop
-        again = engine.push(repo, "orq", platform=orq)
+    dsv("env", "deploy", "production")
+    with Repository.open(dsv.root) as repo:
+        again = engine.push(repo, "orq", envs=True, platform=orq)
         assert [d.action for d in again.datasets] == ["up-to-date"]
+        # orq.ai has no environments: said, not an error.
+        assert [(e.environment, e.status, e.reason) for e in again.envs] == [
+            ("production", "skipped", "orq.ai has no environments")
+        ]
     dsv.write("qa.jsonl", [paris])
     dsv("commit", "-a", "-m", "no Rome")
     with Repository.open(dsv.root) as repo:

@@ -110,7 +110,7 @@ def _print_hosted_push(result: HostedPushResult) -> None:
         mark = _HOSTED_MARKS[d.action]
         click.echo(f" {mark} {d.action:<11} {d.file} -> {d.path}  {change}")
     for e in result.envs:
-        mark = {"deployed": "*", "up-to-date": "=", "rejected": "!"}[e.status]
+        mark = {"deployed": "*", "up-to-date": "=", "rejected": "!", "skipped": "-"}[e.status]
         why = f"  ({e.reason})" if e.reason else ""
         click.echo(f" {mark} {e.status:<11} env {e.environment}: {e.file} {e.version or ''}{why}")
     if result.dry_run:

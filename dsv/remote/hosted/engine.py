@@ -124,7 +124,7 @@ class DatasetPush(msgspec.Struct, frozen=True):
 class EnvPush(msgspec.Struct, frozen=True):
     environment: str
     file: str
-    status: Literal["deployed", "up-to-date", "rejected"]
+    status: Literal["deployed", "up-to-date", "rejected", "skipped"]
     version: str | None = None
     reason: str = ""
 
@@ -544,7 +544,7 @@ def _push_envs(repo: Repository, plat: Platform, state: SyncState, dry_run: bool
             deployed = plat.environments(found)
             if deployed is None:
                 out.append(
-                    EnvPush(env, file, "rejected", version, "the platform has no environments")
+                    EnvPush(env, file, "skipped", version, f"{plat.title} has no environments")
                 )
                 continue
             if env not in deployed:
