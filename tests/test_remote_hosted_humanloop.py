@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +53,9 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(server_root: Path, server_keys: KeyMaker) -> Iterator[Platform]:
-    key = server_keys("write")
-    with Server(server_root) as running:
-        yield Platform(running, key)
+def platform(hosted_server: tuple[Server, KeyMaker]) -> Platform:
+    running, keys = hosted_server
+    return Platform(running, keys("write"))
 
 
 @pytest.fixture
