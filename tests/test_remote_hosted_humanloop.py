@@ -382,7 +382,12 @@ def test_a_push_cut_short_after_the_platform_took_it_makes_no_second_version(
     commit(repo, "qa.jsonl", qa(3), "three")
     real = engine.write_state
 
+    calls: list[int] = []
+
     def crash(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # the push notes what it is about to create
+            return real(*args)
         raise KeyboardInterrupt  # the process dies between the platform's write and the link
 
     monkeypatch.setattr(engine, "write_state", crash)
@@ -414,12 +419,18 @@ def test_kill_9_mid_push_then_push_again_leaves_no_duplicates(
     )
     # Killed once the first dataset is on the platform and linked, the others not yet.
     deadline = time.monotonic() + 60
-    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+
+    def linked() -> int:
+        try:
+            return len(json.loads(state.read_text())["datasets"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    while not linked() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    linked = json.loads(state.read_text())["datasets"]
-    assert 1 <= len(linked) < len(files)
+    assert 1 <= linked() < len(files)
     repo("push", "hl")
     for name, records in files.items():
         path = f"{owner}/{name.removesuffix('.jsonl')}"

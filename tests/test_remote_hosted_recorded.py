@@ -369,3 +369,29 @@ def test_tensorzero_error_body_and_refusals() -> None:
         )
     with pytest.raises(BadInput, match="field 'output_schema' has no place"):
         tz.to_platform({"function_name": "f", "input": {}, "output_schema": {}}, "x", frozenset())
+
+
+def test_orq_a_creation_cut_short_is_completed_by_the_next_push(dsv: Dsv) -> None:
+    from dsv.remote.hosted import engine
+
+    replay = Replay("orq/push_create_resumed.json")
+    orq = replay.orq()
+    dsv("remote", "add", "orq", "orq+https://api.orq.ai", "--prefix", "evals")
+    dsv.write(
+        "qa.jsonl",
+        [
+            {"inputs": {"city": "Paris"}, "expected_output": "Paris"},
+            {"inputs": {"city": "Rome"}, "expected_output": "Rome"},
+        ],
+    )
+    dsv("add", "qa.jsonl")
+    dsv("commit", "-m", "two cities")
+    with Repository.open(dsv.root) as repo:
+        with pytest.raises(RemoteError, match="answered HTTP 400: Workspace datapoint quota"):
+            engine.push(repo, "orq", platform=orq)
+        resumed = engine.push(repo, "orq", platform=orq)
+    assert replay.done()
+    assert [(d.action, d.path, d.records) for d in resumed.datasets] == [("create", "evals/qa", 2)]
+    state = json.loads((dsv.root / ".dsv" / "hosted" / "orq.json").read_text())
+    assert state["creating"] == {}
+    assert state["datasets"]["qa.jsonl"]["id"] == "01JJ1HDHN79XAS7A01WB3HYSDB"

@@ -191,6 +191,8 @@ class SyncState(msgspec.Struct):
 
     branch: str = "main"
     datasets: dict[str, DatasetState] = {}
+    # file -> the local dataset a push was creating on the platform when it stopped
+    creating: dict[str, str] = {}
 
 
 def _state_path(repo: Repository, remote: str) -> Any:

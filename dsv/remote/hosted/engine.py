@@ -422,6 +422,17 @@ def _plan_file(
                 change,
                 DatasetPush(file, found.path, "set", len(points), len(points), 0),
             )
+    if known is None and state.creating.get(file) == dataset_oid.hex() and set(theirs) <= set(ours):
+        # This push's own creation of the dataset, cut short before all of it was written.
+        change = Change("set", points, message, points)
+        return _Planned(
+            file,
+            path,
+            dataset_oid,
+            found,
+            change,
+            DatasetPush(file, found.path, "create", len(points), len(points)),
+        )
     if known is None:
         raise RemoteError(
             f"rejected: {file}: {remote} has a dataset {found.path} already, never synced with "
@@ -446,6 +457,7 @@ def _link(
     known.versions[version] = VersionLink(head.hex(), oid.hex())
     known.synced = version
     known.pending = None
+    state.creating.pop(file, None)
 
 
 def _execute(
@@ -463,10 +475,12 @@ def _execute(
     todo = [p for p in plans if p.change is not None]
     for plan in plans:
         if plan.change is not None:
-            if plan.file in state.datasets:
-                with repo.lock():
+            with repo.lock():
+                if plan.file in state.datasets:
                     state.datasets[plan.file].pending = plan.dataset_oid.hex()
-                    write_state(repo, remote, state)
+                else:
+                    state.creating[plan.file] = plan.dataset_oid.hex()
+                write_state(repo, remote, state)
             report(
                 Progress(
                     "writing versions", todo.index(plan), len(todo), plat.bytes_sent, "datasets"
