@@ -471,3 +471,25 @@ def test_push_reports_progress(repo: Dsv, platform: Platform) -> None:
     assert ("comparing datasets", 2, 2) in phases
     assert phases[-1] == ("writing versions", 2, 2)
     assert all(p.unit == "datasets" for p in seen)
+
+
+def test_options_that_do_not_fit_the_remote_are_refused(
+    repo: Dsv, tmp_path: Path, platform: Platform
+) -> None:
+    commit(repo, "qa.jsonl", qa(1), "one")
+    result = repo("push", "hl", "main", code=2)
+    assert result.stderr == (
+        "error: remote hl is a hosted platform: it takes the current branch only (no REF, "
+        "--force or --tags)\n"
+    )
+    repo("remote", "add", "origin", "http://127.0.0.1:9/acme/evals")
+    result = repo("push", "origin", "--dry-run", code=2)
+    assert result.stderr == (
+        "error: --path, --drop and --dry-run are for hosted platforms' remotes only\n"
+    )
+    result = repo("remote", "add", "x", "humanloop+ftp://h/v5", code=2)
+    assert result.stderr.startswith("error: invalid remote URL 'humanloop+ftp://h/v5'\nhint: a ")
+    result = Dsv(tmp_path)("clone", f"humanloop+{platform.url}", code=2)
+    assert result.stderr.startswith(
+        "error: name the platform datasets to clone: --path PLATFORM_PATH (repeatable)\n"
+    )

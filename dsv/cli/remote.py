@@ -442,7 +442,12 @@ def clone(
     base = (ctx.obj or {}).get("cwd") or "."
     hosted = is_hosted(url)
     if hosted:
-        file, sep, _ = paths[0].partition("=") if paths else ("", "", "")
+        if not paths:
+            raise BadInput(
+                "name the platform datasets to clone: --path PLATFORM_PATH (repeatable)",
+                hint="e.g. dsv clone humanloop+https://api.humanloop.com/v5 --path evals/qa",
+            )
+        file, sep, _ = paths[0].partition("=")
         leaf = file if sep else file.strip("/").rsplit("/", 1)[-1]
         name = directory or leaf.rsplit(".", 1)[0] or "dataset"
     else:
