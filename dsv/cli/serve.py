@@ -50,6 +50,14 @@ __all__ = ["keys", "serve"]
     help="An environment of the Humanloop API (repeat; the first is the default). "
     "Default: production, staging.",
 )
+@click.option(
+    "--api-repo",
+    default="api/datasets",
+    show_default=True,
+    metavar="OWNER/NAME",
+    help="Where the orq.ai, TensorZero and Overmind Lab APIs keep datasets for a key not "
+    "limited to one repository (docs/dialects.md).",
+)
 def serve(
     root: str,
     host: str,
@@ -58,11 +66,13 @@ def serve(
     max_request: int,
     max_ids: int,
     environments: tuple[str, ...],
+    api_repo: str,
 ) -> None:
     """Serve the repositories under DIR over HTTP (protocol: docs/protocol.md).
 
     A repository OWNER/NAME is created by its first push. Keys: 'dsv keys create'.
-    Also serves the Humanloop Datasets API under /v5 and /v4 (docs/humanloop.md).
+    Also serves the Humanloop Datasets API under /v5 and /v4 (docs/humanloop.md) and
+    orq.ai's under /v2 (docs/orq.md), in --api-repo unless the key is for one repository.
     Logs one access line per request, with its request id, on stderr.
 
     \b
@@ -75,6 +85,7 @@ def serve(
     from dsv.server import ServerConfig
     from dsv.server import serve as run
     from dsv.server.service import DEFAULT_ENVIRONMENTS, check_environments
+    from dsv.server.storage import check_repo_name
 
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
@@ -85,6 +96,7 @@ def serve(
         max_request_bytes=max_request,
         max_ids=max_ids,
         environments=check_environments(environments or DEFAULT_ENVIRONMENTS),
+        api_repo=check_repo_name(api_repo),
     )
     run(config, host=host, port=port, announce=lambda line: click.echo(line))
 

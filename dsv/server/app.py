@@ -62,6 +62,7 @@ from dsv.protocol import (
 )
 from dsv.server.dialects import Dialect, FieldError, Mount
 from dsv.server.dialects.humanloop import HUMANLOOP
+from dsv.server.dialects.orq import ORQ
 from dsv.server.service import Caller, RemoteService, ServerConfig
 from dsv.server.storage import KeyRecord, open_storage
 from dsv.version import __version__
@@ -77,7 +78,7 @@ __all__ = [
 ]
 
 # The hosted-platform APIs served beside dsv's own protocol, each under its own prefixes.
-DIALECTS: tuple[Dialect, ...] = (HUMANLOOP,)
+DIALECTS: tuple[Dialect, ...] = (HUMANLOOP, ORQ)
 
 log = logging.getLogger("dsv.serve")
 access_log = logging.getLogger("dsv.serve.access")
@@ -368,6 +369,7 @@ def create_app(service: RemoteService) -> _App:
         service.config.environments,
         _key_of,
         _note_caller,
+        service.config.api_repo,
     )
     guard = _repo_guard(service)
     app = Litestar(

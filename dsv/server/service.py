@@ -55,6 +55,7 @@ from dsv.text import plural
 from dsv.version import __version__
 
 __all__ = [
+    "DEFAULT_API_REPO",
     "DEFAULT_ENVIRONMENTS",
     "DEFAULT_MAX_IDS",
     "DEFAULT_MAX_REQUEST",
@@ -76,6 +77,8 @@ _TMP_NAME = re.compile(r"\.(?:recv|tmp)-(?:(\d+)-)?.*")
 # The environments a server offers unless `dsv serve --environment` names others; the first is
 # the default one every dialect reads when a request names none.
 DEFAULT_ENVIRONMENTS = ("production", "staging")
+# The repository of `dsv serve --api-repo` when none is given (docs/dialects.md).
+DEFAULT_API_REPO = "api/datasets"
 
 
 def check_environments(names: Sequence[str]) -> tuple[str, ...]:
@@ -98,6 +101,8 @@ class ServerConfig(msgspec.Struct, frozen=True):
     max_ids: int = DEFAULT_MAX_IDS
     # The Humanloop API's environments (docs/humanloop.md); the first is the default one.
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
+    # The repository of the dialects without owners in their paths (docs/dialects.md).
+    api_repo: str = DEFAULT_API_REPO
 
 
 class Caller(msgspec.Struct, frozen=True):

@@ -26,6 +26,7 @@ from benchmarks.push import Server, dsv_command
 from dsv.cli import main
 from dsv.objects import Kind
 from dsv.protocol import PACK_MEDIA_TYPE, encode_pack
+from dsv.server.app import DIALECTS
 from dsv.server.keys import create_key
 from dsv.server.storage.sqlite import SqliteMetaStore
 
@@ -88,13 +89,14 @@ def error_of(reply: httpx.Response, status: int, code: str | tuple[str, ...]) ->
 def routes(url: str) -> list[tuple[str, str, str]]:
     """(method, path template, last segment) of every dsv-protocol operation in /openapi.json.
 
-    The Humanloop routes (/v5, /v4) have their own matrix in
-    tests/server/dialects/test_humanloop.py.
+    The dialects' routes (/v5 and /v4 Humanloop, /v2 orq.ai, …) have their own matrices in
+    tests/server/dialects/.
     """
+    dialects = tuple(prefix for dialect in DIALECTS for prefix in dialect.prefixes)
     spec = httpx.get(f"{url}/openapi.json").json()
     found = []
     for path, operations in spec["paths"].items():
-        if path.startswith(PUBLIC) or path.startswith(("/v5/", "/v4/")):
+        if path.startswith(PUBLIC) or path.startswith(dialects):
             continue
         for method in operations:
             if method.lower() in {"get", "post", "put", "patch", "delete"}:
@@ -340,7 +342,7 @@ def test_invalid_repository_names_are_400(http: tuple[str, httpx.Client], repo: 
     [
         ("GET", "/nope", 404),
         ("GET", "/v1/acme/evals/nope", 404),
-        ("GET", "/v2/acme/evals/info", 404),
+        ("GET", "/v3/acme/evals/info", 404),
         ("GET", "/v1/acme/info", 404),
         ("GET", "/v1/acme/evals/x/info", 404),
         ("GET", "/v1/acme/..%2f..%2fx/info", 404),

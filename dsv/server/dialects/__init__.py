@@ -15,6 +15,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.http_handlers import HTTPRouteHandler
 
 from dsv.errors import Unprocessable
+from dsv.server.service import DEFAULT_API_REPO
 from dsv.server.storage import KeyRecord, MetaStore
 from dsv.server.storage.stored import StoredObjects
 
@@ -45,6 +46,9 @@ class Mount(NamedTuple):
     key_of: Callable[[ASGIConnection[Any, Any, Any, Any]], str | None]
     # Names the request's key (its id, never the key) in the access log.
     note_caller: Callable[[KeyRecord | None], None]
+    # Where the datasets of dialects without owners in their paths live when the request's
+    # key is not for one repository (`dsv serve --api-repo`; dialects.ownerless.repo_for).
+    api_repo: str = DEFAULT_API_REPO
 
 
 class Dialect(NamedTuple):

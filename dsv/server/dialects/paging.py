@@ -17,6 +17,7 @@ from dsv.server.dialects import FieldError
 __all__ = [
     "MAX_PAGE_SIZE",
     "cursor_window",
+    "int_param",
     "limit_window",
     "page_window",
     "parse_limit_offset",
@@ -29,12 +30,13 @@ MAX_PAGE_SIZE = 10_000
 def parse_page(page: str | None, size: str | None, *, default_size: int) -> tuple[int, int]:
     """`page` (>= 1) and `size` (0 to 10,000) query parameters; a 422 naming the bad one."""
     return (
-        _int_param("page", page, 1, 1, None),
-        _int_param("size", size, default_size, 0, MAX_PAGE_SIZE),
+        int_param("page", page, 1, 1, None),
+        int_param("size", size, default_size, 0, MAX_PAGE_SIZE),
     )
 
 
-def _int_param(name: str, text: str | None, default: int, low: int, high: int | None) -> int:
+def int_param(name: str, text: str | None, default: int, low: int, high: int | None) -> int:
+    """An integer query parameter from `low` to `high` (None: no bound); a 422 naming it."""
     if text is None or text == "":
         return default
     try:
@@ -65,8 +67,8 @@ def parse_limit_offset(
 ) -> tuple[int, int]:
     """`limit` (0 to 10,000) and `offset` (>= 0) query parameters; a 422 naming the bad one."""
     return (
-        _int_param("limit", limit, default_limit, 0, MAX_PAGE_SIZE),
-        _int_param("offset", offset, 0, 0, None),
+        int_param("limit", limit, default_limit, 0, MAX_PAGE_SIZE),
+        int_param("offset", offset, 0, 0, None),
     )
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "META_FILE",
+    "RESERVED_OWNER",
     "BlobStore",
     "KeyRecord",
     "MetaStore",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 Scope = Literal["read", "write"]
+# No repository has this owner: `/v1/datasets/NAME/…` are the TensorZero dialect's routes.
+RESERVED_OWNER = "datasets"
 _REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -56,6 +59,12 @@ def check_repo_name(repo: str) -> str:
             f"invalid repository name {shown}",
             hint="use OWNER/NAME: letters, digits, '.', '_' and '-', starting with a letter "
             "or digit",
+        )
+    if parts[0] == RESERVED_OWNER:
+        raise BadInput(
+            f"invalid repository name {repo!r}: the owner {RESERVED_OWNER!r} is reserved, "
+            f"since /v1/{RESERVED_OWNER}/… is the TensorZero API's (docs/dialects.md)",
+            hint="choose another owner name",
         )
     return repo
 

@@ -80,13 +80,17 @@ from dsv.server.storage import (
 from dsv.server.storage.stored import StoredObjects
 from dsv.text import plural
 
-__all__ = ["DATAPOINT_CHUNK", "HumanloopService", "Streamed"]
+__all__ = ["DATAPOINT_CHUNK", "HumanloopService", "Sink", "Streamed"]
 
 _FORMAT = Format("jsonl")
 _ATTEMPTS = 8
 # Datapoints of a streamed response read and encoded at a time: the memory a response costs,
 # and how long a worker thread holds the repository's object store for one piece.
 DATAPOINT_CHUNK = 512
+
+
+_LOCKS_GUARD = threading.Lock()
+_REPO_LOCKS: dict[str, threading.RLock] = {}
 
 
 class Streamed(NamedTuple):
@@ -100,7 +104,7 @@ class Streamed(NamedTuple):
 # -- the service ----------------------------------------------------------------------------------
 
 
-class _Sink:
+class Sink:
     """New objects of one API write, kept until they go to the blob store as one pack."""
 
     def __init__(self) -> None:
@@ -114,7 +118,7 @@ class _Sink:
 
 # A write's plan: given the default branch's tree, the new tree and commit message, or None
 # when there is nothing to change.
-Build = Callable[[dict[str, bytes], _Sink], tuple[dict[str, bytes], str] | None]
+Build = Callable[[dict[str, bytes], Sink], tuple[dict[str, bytes], str] | None]
 
 
 class HumanloopService:
@@ -136,6 +140,7 @@ class HumanloopService:
         auth: bool = True,
         environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS,
         chunk: int = DATAPOINT_CHUNK,
+        api: str = "Humanloop API",
     ) -> None:
         self.objects = objects
         self.chunk = chunk
@@ -145,9 +150,10 @@ class HumanloopService:
         self.tmp_dir = tmp_dir
         self.auth = auth
         self.environments = check_environments(environments)
-        self._guard = threading.Lock()
+        # Who writes, in commits' authors and ref logs: the other dialects write through
+        # this machinery under their own names.
+        self.api = api
         self._streaming = threading.Lock()
-        self._locks: dict[str, threading.RLock] = {}
         self.history = History(objects, store)
 
     # -- access ------------------------------------------------------------------------------
@@ -176,9 +182,10 @@ class HumanloopService:
         return record
 
     @contextlib.contextmanager
-    def _locked(self, repo: str) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.setdefault(repo, threading.RLock())
+    def locked(self, repo: str) -> Iterator[None]:
+        # One lock a repository for the whole process: every dialect's writes queue on it.
+        with _LOCKS_GUARD:
+            lock = _REPO_LOCKS.setdefault(repo, threading.RLock())
         with lock:
             yield
 
@@ -186,7 +193,7 @@ class HumanloopService:
     def _writing(self, caller: KeyRecord | None, dataset_id: str) -> Iterator[DatasetRecord]:
         """The dataset's record, read again under its repository's write lock."""
         repo = self._record(caller, dataset_id, write=True).repo
-        with self._locked(repo):
+        with self.locked(repo):
             yield self._record(caller, dataset_id, write=True)
 
     def _branch_name(self, repo: str) -> str:
@@ -194,7 +201,7 @@ class HumanloopService:
         record = self.meta.get_repo(repo)
         return record.head if record and record.head else BRANCHES + "main"
 
-    def _branch(self, repo: str) -> tuple[str, bytes | None]:
+    def branch_of(self, repo: str) -> tuple[str, bytes | None]:
         name = self._branch_name(repo)
         return name, self.meta.list_refs(repo).get(name)
 
@@ -204,7 +211,7 @@ class HumanloopService:
         for _ in range(_ATTEMPTS):
             record = self._record(caller, dataset_id, write=False)
             try:
-                return record, self._versions(record)
+                return record, self.versions_of(record)
             except NotFound:
                 if self.store.dataset_by_id(dataset_id) == record:
                     raise
@@ -212,7 +219,7 @@ class HumanloopService:
 
     # -- versions ----------------------------------------------------------------------------
 
-    def _versions(self, record: DatasetRecord) -> Versions:
+    def versions_of(self, record: DatasetRecord) -> Versions:
         """The dataset's versions; 404 if the default branch no longer has it."""
         branch = self._branch_name(record.repo)
         # One read of the refs, so the branch and the environments are of one moment.
@@ -381,7 +388,7 @@ class HumanloopService:
         found: list[tuple[Any, DatasetRecord, Versions, Version]] = []
         for repo in self.meta.list_repos():
             if self._readable(caller, repo.name):
-                with self._locked(repo.name):
+                with self.locked(repo.name):
                     found.extend(self._listed(repo.name, field, name, user_filter))
         descending = order == "desc" or (order is None and field != "name")
         found.sort(key=lambda item: item[0], reverse=descending)
@@ -395,7 +402,7 @@ class HumanloopService:
         """The datasets of `repo` a listing shows, with their sort keys; called under the
         repository's lock, so that no API move makes a path registered here stale."""
         found: list[tuple[Any, DatasetRecord, Versions, Version]] = []
-        _, tip = self._branch(repo)
+        _, tip = self.branch_of(repo)
         for path in self.objects.tree(repo, tip) if tip else {}:
             shown = f"{repo}/{path[: -len(DATASET_SUFFIX)]}"
             if not path.endswith(DATASET_SUFFIX) or (name and name.lower() not in shown.lower()):
@@ -404,7 +411,7 @@ class HumanloopService:
                 repo, path, dataset_ids(repo, path), created=int(time.time())
             )
             try:
-                versions = self._versions(record)
+                versions = self.versions_of(record)
             except NotFound:
                 continue  # a push removed it since the branch was read
             version = self._default(versions)
@@ -488,12 +495,12 @@ class HumanloopService:
     # -- writing -----------------------------------------------------------------------------
 
     def _who(self, caller: KeyRecord | None) -> str:
-        return f"Humanloop API [{f'key {caller.id}' if caller else 'anonymous'}]"
+        return f"{self.api} [{f'key {caller.id}' if caller else 'anonymous'}]"
 
     def _author(self, caller: KeyRecord | None) -> str:
-        return f"Humanloop API <{'key-' + caller.id if caller else 'anonymous'}@dsv>"
+        return f"{self.api} <{'key-' + caller.id if caller else 'anonymous'}@dsv>"
 
-    def _store(self, repo: str, sink: _Sink) -> None:
+    def _store(self, repo: str, sink: Sink) -> None:
         absent = self.blobs.missing(repo, sink.objects)
 
         def fill(writer: PackWriter) -> None:
@@ -503,7 +510,7 @@ class HumanloopService:
 
         publish_pack(self.blobs, self.meta, self.tmp_dir, repo, fill)
 
-    def _write(
+    def write_tree(
         self,
         repo: str,
         caller: KeyRecord | None,
@@ -518,9 +525,9 @@ class HumanloopService:
         unreferenced objects.
         """
         for _ in range(_ATTEMPTS):
-            branch, head = self._branch(repo)
+            branch, head = self.branch_of(repo)
             tree = dict(self.objects.tree(repo, head)) if head else {}
-            sink = _Sink()
+            sink = Sink()
             built = build(tree, sink)
             if built is None:
                 if head is None:
@@ -560,7 +567,7 @@ class HumanloopService:
             return commit_oid, True
         raise Conflict(f"{repo} kept changing while this request was applied; try again")
 
-    def _check_room(self, record: DatasetRecord, tree: dict[str, bytes], path: str) -> None:
+    def check_room(self, record: DatasetRecord, tree: dict[str, bytes], path: str) -> None:
         """A new path must not be a folder of another dataset, nor inside one's file."""
         for other in tree:
             if other.startswith(path + "/") or path.startswith(other + "/"):
@@ -617,7 +624,7 @@ class HumanloopService:
             oid = hash_object(Kind.DATAPOINT, body)
             bodies[oid] = body
             given.append(oid)
-        with self._locked(repo):
+        with self.locked(repo):
             versions: Versions | None
             if request.id:
                 record = self._record(caller, request.id, write=True)
@@ -625,13 +632,13 @@ class HumanloopService:
                     raise FieldError(
                         ["body", "path"], f"path {request.path!r} is not the path of {request.id}"
                     )
-                versions = self._versions(record)
+                versions = self.versions_of(record)
             else:
                 record = self.store.register_dataset(
                     repo, path, dataset_ids(repo, path), created=int(time.time())
                 )
                 try:
-                    versions = self._versions(record)
+                    versions = self.versions_of(record)
                 except NotFound:
                     versions = None
             action = request.action or "set"
@@ -642,7 +649,7 @@ class HumanloopService:
                     raise not_found(f"Dataset {record.id} has no versions to base this one on")
                 base = self._pick(record, versions, version=version, environment=environment)
 
-            def build(tree: dict[str, bytes], sink: _Sink) -> tuple[dict[str, bytes], str] | None:
+            def build(tree: dict[str, bytes], sink: Sink) -> tuple[dict[str, bytes], str] | None:
                 current = tree.get(record.path)
                 # Read once: the comparison, the base of add/remove and page reuse all need it.
                 current_oids = self.objects.oids(record.repo, current) if current else None
@@ -653,8 +660,8 @@ class HumanloopService:
                     return None
                 self._check_version_name(versions, request.version_name)
                 if current is None:
-                    self._check_room(record, tree, record.path)
-                tree[record.path] = self._new_dataset(
+                    self.check_room(record, tree, record.path)
+                tree[record.path] = self.new_dataset(
                     sink,
                     result,
                     {} if action == "remove" else bodies,
@@ -663,13 +670,13 @@ class HumanloopService:
                 )
                 # The name stays out of the message: it can be renamed, the commit cannot.
                 given_text = plural(len(given), "datapoint")
-                summary = f"{action} {given_text} of {record.path} (Humanloop API)"
+                summary = f"{action} {given_text} of {record.path} ({self.api})"
                 return tree, request.version_description or summary
 
-            commit, created = self._write(
+            commit, created = self.write_tree(
                 record.repo, caller, build, reason=f"humanloop: upsert {record.path}"
             )
-            after = self._versions(record)
+            after = self.versions_of(record)
             made = next((v for v in after.every if v.commit == commit), after.latest)
             if created:
                 attributes = encode_canonical(request.attributes) if request.attributes else b""
@@ -682,7 +689,7 @@ class HumanloopService:
                         attributes,
                     )
                 )
-                after = self._versions(record)
+                after = self.versions_of(record)
             streamed = self._streamed(record, after, made, datapoints=include_datapoints)
             response = msgspec.structs.replace(streamed.response, version_created=created)
             return streamed._replace(response=response)
@@ -711,9 +718,9 @@ class HumanloopService:
         joined = b"".join(result)
         return None if joined == current_oids else joined
 
-    def _new_dataset(
+    def new_dataset(
         self,
-        sink: _Sink,
+        sink: Sink,
         oids: bytes,
         bodies: dict[bytes, bytes],
         base: Dataset | None,
@@ -740,7 +747,7 @@ class HumanloopService:
     ) -> DatasetResponse:
         points = [msgspec.convert(r, CreateDatapoint) for r in read_csv(data)]
         with self._writing(caller, dataset_id) as record:
-            versions = self._versions(record)
+            versions = self.versions_of(record)
             base = self._pick(record, versions, version=version, environment=environment)
             base = base or self._default(versions)
             request = UpsertRequest(
@@ -781,20 +788,20 @@ class HumanloopService:
 
     def delete(self, caller: KeyRecord | None, dataset_id: str) -> None:
         with self._writing(caller, dataset_id) as record:
-            self._versions(record)
+            self.versions_of(record)
 
-            def build(tree: dict[str, bytes], sink: _Sink) -> tuple[dict[str, bytes], str] | None:
+            def build(tree: dict[str, bytes], sink: Sink) -> tuple[dict[str, bytes], str] | None:
                 if tree.pop(record.path, None) is None:
                     return None
-                return tree, f"delete dataset {record.path} (Humanloop API)"
+                return tree, f"delete dataset {record.path} ({self.api})"
 
-            self._write(record.repo, caller, build, reason=f"humanloop: delete {record.path}")
+            self.write_tree(record.repo, caller, build, reason=f"humanloop: delete {record.path}")
 
     def move(
         self, caller: KeyRecord | None, dataset_id: str, request: MoveRequest
     ) -> DatasetResponse:
         with self._writing(caller, dataset_id) as record:
-            self._versions(record)
+            self.versions_of(record)
             path = record.path
             if request.path:
                 repo, path = split_path(request.path)
@@ -813,18 +820,18 @@ class HumanloopService:
                 old_path = record.path
 
                 def build(
-                    tree: dict[str, bytes], sink: _Sink
+                    tree: dict[str, bytes], sink: Sink
                 ) -> tuple[dict[str, bytes], str] | None:
                     if path in tree:
                         raise Conflict(f"{record.repo} already has a dataset at {path}")
                     entry = tree.pop(old_path, None)
                     if entry is None:
                         raise not_found(f"Dataset {dataset_id} not found")
-                    self._check_room(record, tree, path)
+                    self.check_room(record, tree, path)
                     tree[path] = entry
-                    return tree, f"move dataset {old_path} to {path} (Humanloop API)"
+                    return tree, f"move dataset {old_path} to {path} ({self.api})"
 
-                self._write(
+                self.write_tree(
                     record.repo,
                     caller,
                     build,
@@ -837,7 +844,7 @@ class HumanloopService:
         self, caller: KeyRecord | None, dataset_id: str, vid: str, request: VersionUpdate
     ) -> DatasetResponse:
         with self._writing(caller, dataset_id) as record:
-            versions = self._versions(record)
+            versions = self.versions_of(record)
             version = versions.find(vid, dataset_id)
             self._check_version_name(versions, request.name, besides=version.commit)
             old = self._note(versions, dataset_id, version.commit)
@@ -850,11 +857,11 @@ class HumanloopService:
                     ),
                 )
             )
-            return self._response(record, self._versions(record), version)
+            return self._response(record, self.versions_of(record), version)
 
     def delete_version(self, caller: KeyRecord | None, dataset_id: str, vid: str) -> None:
         with self._writing(caller, dataset_id) as record:
-            versions = self._versions(record)
+            versions = self.versions_of(record)
             version = versions.find(vid, dataset_id)
             if version.commit == versions.latest.commit:
                 raise Conflict(
@@ -877,13 +884,13 @@ class HumanloopService:
         """Deploy one version of one dataset: the environment's other datasets stay as they
         were (a deployment commit, docs/format.md §5), whoever moved it meanwhile."""
         with self._writing(caller, dataset_id) as record:
-            versions = self._versions(record)
+            versions = self.versions_of(record)
             name = self._environment(record, environment)
             version = versions.find(vid, dataset_id)
             ref = ENVS + name
             for _ in range(_ATTEMPTS):
                 current = self.meta.list_refs(record.repo).get(ref)
-                held = self._versions(record).deployed.get(name) if current else None
+                held = self.versions_of(record).deployed.get(name) if current else None
                 if held is not None and held.commit == version.commit:
                     break
                 chosen = self.objects.tree(record.repo, version.commit)
@@ -891,7 +898,7 @@ class HumanloopService:
                 tree = deployment_tree(previous, chosen, deployed=[version.path])
                 new = version.commit
                 if current is not None or tree != chosen:
-                    title = f"deploy {version.path} to {name} from {vid} (Humanloop API)"
+                    title = f"deploy {version.path} to {name} from {vid} ({self.api})"
                     message = deployment_message(title, deployed=[version.path])
                     parents = (current, version.commit) if current else (version.commit,)
                     new = self._deployment_commit(record, caller, tree, parents, message)
@@ -902,7 +909,7 @@ class HumanloopService:
                 break
             else:
                 raise Conflict(f"{ref} kept moving while this request ran")
-            return self._response(record, self._versions(record), version)
+            return self._response(record, self.versions_of(record), version)
 
     def remove_deployment(
         self, caller: KeyRecord | None, dataset_id: str, environment: str
@@ -914,7 +921,7 @@ class HumanloopService:
             ref = ENVS + name
             # Read before deciding: if a push moves the ref after this, the swap below fails.
             current = self.meta.list_refs(record.repo).get(ref)
-            versions = self._versions(record)
+            versions = self.versions_of(record)
             if current is None or versions.deployed.get(name) is None:
                 raise not_found(f"Dataset {dataset_id} is not deployed to environment {name}")
             path = versions.deployed_paths[name]
@@ -922,7 +929,7 @@ class HumanloopService:
             new = None
             if tree:
                 message = deployment_message(
-                    f"remove {path} from {name} (Humanloop API)", removed=[path]
+                    f"remove {path} from {name} ({self.api})", removed=[path]
                 )
                 new = self._deployment_commit(record, caller, tree, (current,), message)
             try:
@@ -951,7 +958,7 @@ class HumanloopService:
                 f"cannot deploy to this environment: {exc.message}",
                 "remove the deployment of the clashing dataset first",
             ) from exc
-        sink = _Sink()
+        sink = Sink()
         tree_oid = sink.write(
             Kind.TREE, encode_object(Tree(tuple(TreeEntry(p, tree[p]) for p in ordered)))
         )
