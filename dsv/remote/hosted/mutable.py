@@ -78,13 +78,15 @@ class MutableDatasets(ABC):
         points = list(self.list_points(dataset))
         return snapshot_id([self._key(p) for p in points]), points
 
+    _last: tuple[str, str, list[dict[str, Any]]] | None = None
+
     def versions(self, dataset: PlatformDataset) -> list[PlatformVersion]:
         version, points = self._snapshot(dataset)
         self._last = (dataset.id, version, points)
         return [PlatformVersion(version)]
 
     def datapoints(self, dataset: PlatformDataset, version: str) -> Iterator[dict[str, Any]]:
-        last = getattr(self, "_last", None)
+        last = self._last
         if last is not None and last[:2] == (dataset.id, version):
             return iter(last[2])
         current, points = self._snapshot(dataset)
@@ -107,9 +109,14 @@ class MutableDatasets(ABC):
         wanted = [self._key(p) for p in change.full]
         if dataset is None:
             dataset = self.create_dataset(path, change.full)
+        # The listing this push just compared is the first round's: a write follows its
+        # check at once, and any round after an interruption lists again.
+        last = self._last
+        listed = last[2] if last is not None and last[0] == dataset.id else None
         for _ in range(_ROUNDS):
             try:
-                current = list(self.list_points(dataset))
+                current = listed if listed is not None else list(self.list_points(dataset))
+                listed = None
                 left: dict[bytes, int] = {}
                 for key in wanted:
                     left[key] = left.get(key, 0) + 1
@@ -129,6 +136,7 @@ class MutableDatasets(ABC):
                     self.create_points(dataset, missing)
                 if extra:
                     self.delete_points(dataset, extra)
+                self._last = None
                 return dataset, snapshot_id(wanted)
             except Interrupted:
                 continue  # maybe applied: what the platform holds now is listed again

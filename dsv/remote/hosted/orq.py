@@ -1,7 +1,8 @@
 """orq.ai as a remote: its v2 Datasets API (docs/remotes.md, *orq.ai*).
 
 A dsv record is an orq datapoint when it holds only `inputs` (an object), `messages`
-(objects with a string `role`) and `expected_output` (a string). orq changes a dataset in
+(objects with a string `role`), `expected_output` (a string) and `metadata` (an object;
+docs/dialects.md). orq changes a dataset in
 place and its API lists no versions, so dsv's versions of it are its contents
 (`dsv.remote.hosted.mutable`). A dataset is named `FOLDER/NAME`: NAME is its display name,
 FOLDER the project path it is created in (the API answers no path, so an existing dataset is
@@ -22,7 +23,7 @@ from dsv.remote.hosted.mutable import MutableDatasets
 
 __all__ = ["FIELDS", "Orq"]
 
-FIELDS = ("inputs", "messages", "expected_output")
+FIELDS = ("inputs", "messages", "expected_output", "metadata")
 _PAGE = 50  # the documented limit ("between 1 and 50")
 _BATCH = 100
 
@@ -32,7 +33,7 @@ class Orq(MutableDatasets):
 
     kind = "orq"
     title = "orq.ai"
-    carries = "inputs, messages and expected_output (a string)"
+    carries = "inputs, messages, expected_output (a string) and metadata"
     ordered = False
 
     def __init__(
@@ -83,7 +84,9 @@ class Orq(MutableDatasets):
             after = data[-1]["_id"]
 
     def find_dataset(self, name: str) -> PlatformDataset | None:
-        if "/" not in name and name.isalnum() and name.isupper() and len(name) == 26:
+        # An id: orq.ai's are ULIDs, dsv serve's `ds_` + hex.
+        ulid = name.isalnum() and name.isupper() and len(name) == 26
+        if "/" not in name and (ulid or name.startswith("ds_")):
             found = self.http.request("GET", f"/v2/datasets/{name}", missing_ok=True)
             return None if found is None else PlatformDataset(found["_id"], name)
         leaf = name.rsplit("/", 1)[-1]
@@ -143,11 +146,11 @@ class Orq(MutableDatasets):
             if field not in FIELDS:
                 raise BadInput(
                     f"{where}: field {field!r} has no place in an orq.ai datapoint (it holds "
-                    "inputs, messages and expected_output)",
+                    "inputs, messages, expected_output and metadata)",
                     hint=f"leave it out with --drop {field}, or move it into inputs",
                 )
-            if field == "inputs" and not isinstance(value, dict):
-                raise BadInput(f"{where}: field 'inputs' is {json_kind(value)}, not an object")
+            if field in ("inputs", "metadata") and not isinstance(value, dict):
+                raise BadInput(f"{where}: field {field!r} is {json_kind(value)}, not an object")
             if field == "expected_output" and not isinstance(value, str):
                 raise BadInput(
                     f"{where}: field 'expected_output' is {json_kind(value)}: orq.ai's "
