@@ -134,6 +134,7 @@ def test_push_fetch_and_pull_round_trip(repo: Dsv, platform: Platform) -> None:
     commit(repo, "qa.jsonl", lines, "edit")
     out = repo("push", "orq").stdout
     assert "  set         qa.jsonl -> qa  whole version: 202 datapoints (+1 -2)" in out
+
     def canonical(r: dict[str, Any]) -> str:
         return json.dumps(r, sort_keys=True)
 
