@@ -63,6 +63,7 @@ from dsv.protocol import (
 from dsv.server.dialects import Dialect, FieldError, Mount
 from dsv.server.dialects.humanloop import HUMANLOOP
 from dsv.server.dialects.orq import ORQ
+from dsv.server.dialects.overmind import OVERMIND
 from dsv.server.service import Caller, RemoteService, ServerConfig
 from dsv.server.storage import KeyRecord, open_storage
 from dsv.version import __version__
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 # The hosted-platform APIs served beside dsv's own protocol, each under its own prefixes.
-DIALECTS: tuple[Dialect, ...] = (HUMANLOOP, ORQ)
+DIALECTS: tuple[Dialect, ...] = (HUMANLOOP, ORQ, OVERMIND)
 
 log = logging.getLogger("dsv.serve")
 access_log = logging.getLogger("dsv.serve.access")

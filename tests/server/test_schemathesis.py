@@ -43,6 +43,15 @@ def known(running: Server) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def overmind_id(running: Server) -> str:
+    """An Overmind Lab dataset version that exists, for the same reason."""
+    body = {"agent": "182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e", "datapoints": [{"input": {"q": "x"}}]}
+    reply = httpx.post(f"{running.url}/api/datasets/", json=body, timeout=30)
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])
+
+
+@pytest.fixture(scope="module")
 def api_schema(running: Server) -> Any:
     schema = schemathesis.openapi.from_url(f"{running.url}/openapi.json")
     schema.config.update(base_url=running.url)
@@ -59,11 +68,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=list(HealthCheck),
     database=None,
 )
-def test_no_server_errors(case: Any, known: dict[str, str]) -> None:
+def test_no_server_errors(case: Any, known: dict[str, str], overmind_id: str) -> None:
     case.call_and_validate(checks=[not_a_server_error], timeout=10)
     if case.path_parameters:
         # Again on a valid repository name and a real dataset, so the request gets past the
         # name and id checks.
+        known = {**known, "id": overmind_id}
         case.path_parameters = {
             **case.path_parameters,
             **{k: v for k, v in known.items() if k in case.path_parameters},

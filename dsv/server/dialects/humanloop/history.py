@@ -132,6 +132,11 @@ class History:
                 self._histories.popitem(last=False)
         return found
 
+    def line(self, record: DatasetRecord, tip: bytes) -> list[Version]:
+        """The dataset's versions along first parents from `tip`, newest first: those of the
+        default branch when `tip` is its tip (no environment's)."""
+        return self._history(record, tip)[2]
+
     def versions(
         self, record: DatasetRecord, tip: bytes | None, environments: dict[str, bytes | None]
     ) -> Versions | None:
