@@ -36,7 +36,7 @@ __all__ = [
     "write_state",
 ]
 
-KINDS = ("humanloop", "orq", "tensorzero")
+KINDS = ("humanloop", "orq", "tensorzero", "overmind")
 
 
 class HostedUrl(msgspec.Struct, frozen=True):

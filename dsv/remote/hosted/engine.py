@@ -98,6 +98,12 @@ def open_platform(
         return TensorZero(
             url.base, name=name, key=key, key_source=source, transport=transport, sleep=sleep
         )
+    if url.kind == "overmind":
+        from dsv.remote.hosted.overmind import Overmind
+
+        return Overmind(
+            url.base, name=name, key=key, key_source=source, transport=transport, sleep=sleep
+        )
     raise BadInput(f"remote {name!r}: no platform of kind {url.kind!r}")  # pragma: no cover
 
 

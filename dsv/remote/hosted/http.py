@@ -193,7 +193,8 @@ class HostedHttp:
 
 def _error_detail(content: bytes) -> str:
     """The message of a platform's error body: Humanloop's and FastAPI's `detail` (a string or
-    a list of `{loc, msg}`), or `error` / `message` as other platforms send them."""
+    a list of `{loc, msg}`), `error` / `message` as other platforms send them, or Django REST
+    framework's `{"field": ["message"]}`."""
     try:
         body = msgspec.json.decode(content)
     except msgspec.DecodeError:
@@ -210,4 +211,8 @@ def _error_detail(content: bytes) -> str:
                 first = value[0]
                 loc = ".".join(str(p) for p in first.get("loc", []) if p != "body")
                 return f"{loc}: {first.get('msg', '')}" if loc else str(first.get("msg", ""))
+        # Django REST framework's validation error: {"field": ["message", …]}.
+        for field, value in body.items():
+            if isinstance(value, list) and value and isinstance(value[0], str):
+                return value[0] if field == "non_field_errors" else f"{field}: {value[0]}"
     return ""
