@@ -16,11 +16,12 @@ import pytest
 
 from dsv.errors import BadInput, NotFound, RemoteError
 from dsv.notebook import Repository
-from dsv.remote.hosted import PlatformDataset
+from dsv.remote.hosted import Change, PlatformDataset
 from dsv.remote.hosted.engine import clone
 from dsv.remote.hosted.http import retry_delay
 from dsv.remote.hosted.humanloop import Humanloop
 from dsv.remote.hosted.orq import Orq
+from dsv.remote.hosted.overmind import Overmind
 from dsv.remote.hosted.tensorzero import TensorZero
 from tests.conftest import Dsv
 
@@ -93,6 +94,17 @@ class Replay:
             sleep=self.slept.append,
         )
 
+    def overmind(self) -> Overmind:
+        self.key_header = ("Authorization", "Bearer k")
+        return Overmind(
+            "https://api.overmind.example",
+            name="om",
+            key="k",
+            key_source="OVERMIND_API_KEY",
+            transport=httpx.MockTransport(self.handle),
+            sleep=self.slept.append,
+        )
+
     def done(self) -> bool:
         return self.at == len(self.exchanges)
 
@@ -119,8 +131,6 @@ def test_429_waits_as_retry_after_says_and_5xx_backs_off() -> None:
 
 def test_a_422_names_the_field_and_is_not_retried() -> None:
     replay = Replay("humanloop/validation_error.json")
-    from dsv.remote.hosted import Change
-
     with pytest.raises(RemoteError) as caught:
         replay.platform().write(DATASET, "evals/qa", Change("set", [], ""))
     assert caught.value.message == (
@@ -395,3 +405,48 @@ def test_orq_a_creation_cut_short_is_completed_by_the_next_push(dsv: Dsv) -> Non
     state = json.loads((dsv.root / ".dsv" / "hosted" / "orq.json").read_text())
     assert state["creating"] == {}
     assert state["datasets"]["qa.jsonl"]["id"] == "01JJ1HDHN79XAS7A01WB3HYSDB"
+
+
+# -- Overmind Lab ----------------------------------------------------------------------------------
+
+
+def test_overmind_follows_next_whatever_host_it_names() -> None:
+    replay = Replay("overmind/list_datapoints_seed.json")
+    om = replay.overmind()
+    agent = PlatformDataset("182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e", "a")
+    points = list(om.datapoints(agent, "182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e"))
+    assert replay.done()
+    # The seed's example datapoint holds empty objects: an empty input is an input, empty
+    # tags are none.
+    assert [om.from_platform(p) for p in points] == [
+        {"inputs": {}, "expected_output": {}, "persona": "persona"},
+        {"inputs": {"q": "x"}, "tags": {"k": "v"}},
+    ]
+
+
+def test_overmind_validation_error_names_the_field() -> None:
+    replay = Replay("overmind/validation_error.json")
+    with pytest.raises(RemoteError) as caught:
+        replay.overmind().write(
+            PlatformDataset("182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e", "a"),
+            "a",
+            Change("set", [], "", []),
+        )
+    assert caught.value.message == (
+        "remote 'om' (https://api.overmind.example) answered HTTP 400: "
+        "datapoints: This field is required."
+    )
+
+
+def test_overmind_a_dropped_create_is_not_posted_twice() -> None:
+    replay = Replay("overmind/create_dropped.json")
+    om = replay.overmind()
+    point = {"input": {"q": "x"}, "expected_output": "y"}
+    made, version = om.write(
+        None, "182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e", Change("set", [point], "first", [point])
+    )
+    assert replay.done()
+    assert (made.id, version) == (
+        "182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e",
+        "9f0c8a1e-0000-8000-8000-000000000001",
+    )
