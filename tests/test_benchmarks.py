@@ -108,3 +108,13 @@ def test_load_benchmark_runs(tmp_path: Path) -> None:
     assert load["count"] == 300 and load["ratio"] > 0
     stream = measure_stream(tmp_path / "stream", 300)
     assert stream["peak_rss_mib"] >= stream["after_imports_mib"] > 0
+
+
+def test_dialect_pages_benchmark_runs_every_paging(tmp_path: Path) -> None:
+    from benchmarks.dialect_pages import PAGINGS, measure
+
+    # 250 datapoints: the last page is short, and each fetch's item count is checked.
+    result = measure(250, tmp_path / "root")
+    assert set(result) == set(PAGINGS) and len(PAGINGS) >= 2
+    for figures in result.values():
+        assert 0 < figures["p50 ms"] <= figures["p95 ms"]

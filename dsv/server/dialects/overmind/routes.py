@@ -22,7 +22,7 @@ from litestar.response import Stream
 from dsv.server.dialects import Mount
 from dsv.server.dialects.humanloop.service import HumanloopService
 from dsv.server.dialects.humanloop.store import open_store as open_humanloop_store
-from dsv.server.dialects.overmind.service import Detail, Filters, OvermindService
+from dsv.server.dialects.overmind.service import API, Detail, Filters, OvermindService
 from dsv.server.dialects.overmind.store import open_store
 from dsv.server.dialects.overmind.types import decode_body, page_links, parse_int
 from dsv.server.storage import KeyRecord
@@ -42,6 +42,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         tmp_dir=mount.tmp_dir,
         auth=mount.auth,
         environments=mount.environments,
+        api=API,
     )
     return overmind_handlers(OvermindService(hl, open_store(mount.meta), mount), mount)
 

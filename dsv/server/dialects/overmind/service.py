@@ -20,7 +20,7 @@ from dsv.errors import Conflict, NotFound
 from dsv.objects import Kind, hash_object
 from dsv.server.dialects import Mount
 from dsv.server.dialects.humanloop.history import Version, Versions
-from dsv.server.dialects.humanloop.service import HumanloopService
+from dsv.server.dialects.humanloop.service import HumanloopService, Sink
 from dsv.server.dialects.humanloop.store import DatasetRecord
 from dsv.server.dialects.humanloop.types import dataset_ids, encode_record, iso_time, version_id
 from dsv.server.dialects.overmind.store import OvermindStore, VersionRow
@@ -46,7 +46,10 @@ from dsv.server.keys import permit
 from dsv.server.storage import KeyRecord
 from dsv.text import plural
 
-__all__ = ["Detail", "Filters", "Listed", "OvermindService"]
+__all__ = ["API", "Detail", "Filters", "Listed", "OvermindService"]
+
+# Who writes, in commit authors, messages and ref logs.
+API = "Overmind Lab API"
 
 # Datapoints read and encoded at a time in a streamed response.
 _CHUNK = 512
@@ -347,7 +350,7 @@ class OvermindService:
             record = self._agent_record(repo, body.agent, create=True)
             assert record is not None
 
-            def build(tree: dict[str, bytes], sink: Any) -> tuple[dict[str, bytes], str] | None:
+            def build(tree: dict[str, bytes], sink: Sink) -> tuple[dict[str, bytes], str] | None:
                 current = tree.get(record.path)
                 current_oids = self.objects.oids(repo, current) if current else None
                 if joined == current_oids:
@@ -357,7 +360,7 @@ class OvermindService:
                 base = self.objects.dataset(repo, current) if current else None
                 tree[record.path] = self.hl.new_dataset(sink, joined, bodies, base, current_oids)
                 summary = f"set {plural(len(bodies), 'datapoint')} of {record.path}"
-                return tree, f"{body.name or summary} (Overmind Lab API)"
+                return tree, f"{body.name or summary} ({API})"
 
             commit, created = self.hl.write_tree(
                 repo, caller, build, reason=f"overmind: create {record.path}"
