@@ -5,7 +5,12 @@ seed page documents it (Overmind Lab's SDK is not on PyPI)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -183,3 +188,40 @@ def test_records_overmind_cannot_hold_are_refused(repo: Dsv, platform: Platform)
         "error: qa.jsonl line 1: field 'messages' has no place in an Overmind Lab datapoint"
     )
     assert platform.versions(platform.agent) == []
+
+
+def test_kill_9_mid_push_then_push_again_leaves_no_duplicates(
+    repo: Dsv, platform: Platform
+) -> None:
+    # Files named by their agent need no --path.
+    files = {f"{uuid.uuid4()}.jsonl": cases(150, start=1000 * i) for i in range(6)}
+    for name, records in files.items():
+        repo.write(name, records)
+    repo("add", *files)
+    repo("commit", "-m", "six agents")
+    state = repo.root / ".dsv" / "hosted" / "om.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsv", "-C", str(repo.root), "push", "om", "--quiet"],
+        env={**os.environ, KEY_ENV: platform.key},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def linked() -> int:
+        try:
+            return len(json.loads(state.read_text())["datasets"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    deadline = time.monotonic() + 60
+    while not linked() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert 1 <= linked() < len(files)
+    repo("push", "om")
+    for name, records in files.items():
+        [version] = platform.versions(name.removesuffix(".jsonl"))
+        shown = platform.points(version["id"])
+        assert [p["input"] for p in shown] == [r["inputs"] for r in records]
+    assert repo("push", "om").stdout.endswith("Everything up to date\n")
