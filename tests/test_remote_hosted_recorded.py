@@ -341,20 +341,17 @@ def test_tensorzero_pages_to_an_empty_page_and_skips_stale_datapoints() -> None:
     assert records == [
         {
             "function_name": "answer",
-            "input": {
-                "system": "be brief",
-                "messages": [{"role": "user", "content": [{"type": "text", "text": "2+2?"}]}],
-            },
+            "system": "be brief",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "2+2?"}]}],
             "output": [{"type": "text", "text": "4"}],
             "tags": {"source": "seed"},
         },
-        # The function's own output_schema and the platform's defaults are not carried.
+        # The function's defaults (empty tags, parallel_tool_calls false) are not carried.
         {
             "function_name": "extract",
-            "input": {
-                "messages": [{"role": "user", "content": [{"type": "text", "text": "Ada, 36"}]}]
-            },
-            "output": {"name": "Ada", "age": 36},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Ada, 36"}]}],
+            "output": {"raw": '{"name": "Ada", "age": 36}', "parsed": {"name": "Ada", "age": 36}},
+            "output_schema": {"type": "object"},
         },
     ]
 
@@ -363,22 +360,38 @@ def test_tensorzero_error_body_and_refusals() -> None:
     replay = Replay("tensorzero/gateway_error.json")
     tz = replay.tensorzero()
     with pytest.raises(RemoteError) as caught:
-        tz.create_points(PlatformDataset("qa", "qa"), [{"function_name": "answr", "input": {}}])
+        tz.create_points(
+            PlatformDataset("qa", "qa"), [{"type": "chat", "function_name": "answr", "input": {}}]
+        )
     assert caught.value.message == (
         "remote 'tz' (http://gateway:3000) answered HTTP 400: Unknown function: `answr`"
     )
     assert replay.done() and replay.slept == []
     with pytest.raises(BadInput) as refused:
-        tz.to_platform({"input": {}}, "qa.jsonl line 7", frozenset())
+        tz.to_platform({"messages": []}, "qa.jsonl line 7", frozenset())
     assert refused.value.message == (
-        "qa.jsonl line 7: no field 'function_name': a TensorZero datapoint needs one"
+        "qa.jsonl line 7: no field 'function_name' (a non-empty string): a TensorZero datapoint "
+        "belongs to a function"
     )
     with pytest.raises(BadInput, match=r"qa.jsonl line 1: field 'tags\.n' is a number"):
+        tz.to_platform({"function_name": "f", "tags": {"n": 1}}, "qa.jsonl line 1", frozenset())
+    with pytest.raises(BadInput, match=r"field 'messages\[0\]\.role' must be user or assistant"):
         tz.to_platform(
-            {"function_name": "f", "input": {}, "tags": {"n": 1}}, "qa.jsonl line 1", frozenset()
+            {"function_name": "f", "messages": [{"role": "system", "content": "x"}]},
+            "x",
+            frozenset(),
         )
-    with pytest.raises(BadInput, match="field 'output_schema' has no place"):
-        tz.to_platform({"function_name": "f", "input": {}, "output_schema": {}}, "x", frozenset())
+    with pytest.raises(BadInput, match="field 'inputs' has no place in a TensorZero datapoint"):
+        tz.to_platform({"function_name": "f", "inputs": {}}, "x", frozenset())
+    # A record is sent as the client sends it: type, input, output as {"raw"} for json.
+    assert tz.to_platform(
+        {"function_name": "f", "system": "s", "output": {"raw": "1", "parsed": 1}}, "x", frozenset()
+    ) == {
+        "type": "json",
+        "function_name": "f",
+        "input": {"system": "s", "messages": []},
+        "output": {"raw": "1"},
+    }
 
 
 def test_orq_a_creation_cut_short_is_completed_by_the_next_push(dsv: Dsv) -> None:

@@ -2,8 +2,9 @@
 what every platform module offers the sync engine (docs/remotes.md).
 
 - `dsv.remote.hosted.http`: requests with retries and backoff, byte counts, error bodies;
-- `dsv.remote.hosted.humanloop` (and one module per platform): datasets, versions, datapoints
-  and record translation;
+- one module a platform (`humanloop`, `orq`, `tensorzero`, `overmind`): datasets, versions,
+  datapoints and record translation; `mutable` gives versions to platforms that change
+  datasets in place and list none (orq.ai, TensorZero);
 - `dsv.remote.hosted.engine`: push, fetch, pull and clone over any of them.
 """
 
