@@ -96,7 +96,10 @@ class TensorZero(MutableDatasets):
                 "POST",
                 self._base(name) + "/list_datapoints",
                 body={"limit": limit, "offset": offset},
+                missing_ok=True,
             )
+            if body is None:
+                return  # no such dataset (yet): its first datapoints create it
             items = body.get("datapoints") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RemoteError(f"{self.http.name}: listing {name} answered no datapoints")
