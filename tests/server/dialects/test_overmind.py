@@ -214,6 +214,10 @@ def test_flow_create_page_get_version_filter_delete_and_dsv_sees_it(
         2,
         3,
     ]
+    by_size = api.everything(f"/api/datasets/?agent={bot}&ordering=num_datapoints")
+    assert [v["num_datapoints"] for v in by_size] == [5, 240, 250]
+    by_source = api.everything(f"/api/datasets/?agent={bot}&ordering=-source,nope")
+    assert [v["source"] for v in by_source] == ["synthetic", "seed", "augmented"]
     # Delete version 2 -> 404; the others stay, numbered as before.
     assert api("DELETE", f"/api/datasets/{v2['id']}/").status_code == 204
     assert api("GET", f"/api/datasets/{v2['id']}/").status_code == 404

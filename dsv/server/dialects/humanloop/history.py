@@ -44,6 +44,8 @@ class Versions(NamedTuple):
     notes: dict[bytes, VersionNote]
     # Environment -> the path its commit holds the dataset at (the deployed ones only).
     deployed_paths: dict[str, str]
+    # How many of `every` (the first ones) are on the default branch's first-parent line.
+    on_branch: int
 
     def find(self, vid: str, dataset_id: str) -> Version:
         for v in self.visible:
@@ -132,11 +134,6 @@ class History:
                 self._histories.popitem(last=False)
         return found
 
-    def line(self, record: DatasetRecord, tip: bytes) -> list[Version]:
-        """The dataset's versions along first parents from `tip`, newest first: those of the
-        default branch when `tip` is its tip (no environment's)."""
-        return self._history(record, tip)[2]
-
     def versions(
         self, record: DatasetRecord, tip: bytes | None, environments: dict[str, bytes | None]
     ) -> Versions | None:
@@ -182,4 +179,6 @@ class History:
         visible = [
             v for v in every if v.commit in needed or not getattr(notes.get(v.commit), "hidden", 0)
         ]
-        return Versions(history[0], history[-1], every, visible, deployed, notes, deployed_paths)
+        return Versions(
+            history[0], history[-1], every, visible, deployed, notes, deployed_paths, len(history)
+        )

@@ -85,7 +85,6 @@ class Listed(NamedTuple):
     number: int
     version: Version
     row: VersionRow
-    size: int
     active: bool
     latest: bool
 
@@ -159,8 +158,7 @@ class OvermindService:
             versions: Versions = self.hl.versions_of(record)
         except NotFound:
             return []
-        tip = self.hl.branch_of(record.repo)[1]
-        line = self.hl.history.line(record, tip) if tip else []
+        line = versions.every[: versions.on_branch]
         visible = {v.commit for v in versions.visible}
         active = versions.deployed.get(self.hl.environments[0])
         rows = self.store.versions_of(record.id)
@@ -179,7 +177,6 @@ class OvermindService:
                 len(line) - i,
                 v,
                 rows[v.commit],
-                self.objects.dataset(record.repo, v.dataset).count,
                 active is not None and active.commit == v.commit,
                 i == 0,
             )
@@ -212,6 +209,10 @@ class OvermindService:
 
     # -- responses ---------------------------------------------------------------------------
 
+    def size(self, e: Listed) -> int:
+        """How many datapoints the version holds (read only for the versions shown)."""
+        return self.objects.dataset(e.record.repo, e.version.dataset).count
+
     def response(self, e: Listed, **extra: Any) -> DatasetResponse:
         info = e.version.info
         return DatasetResponse(
@@ -219,7 +220,7 @@ class OvermindService:
             agent=e.agent,
             created_at=iso_time(info.time, info.tz),
             version=e.number,
-            num_datapoints=e.size,
+            num_datapoints=self.size(e),
             name=e.row.name,
             source=e.row.source,
             generator_model=e.row.generator_model,
@@ -266,7 +267,7 @@ class OvermindService:
         repo = self._repo(caller, write=False)
         found = [e for e in self._all(repo) if _passes(e, filters)]
         for field in reversed(_ordering(ordering)):
-            found.sort(key=_sort_key(field.lstrip("-")), reverse=field.startswith("-"))
+            found.sort(key=_sort_key(field.lstrip("-"), self.size), reverse=field.startswith("-"))
         number = parse_page(page, len(found))
         shown = found[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
         return len(found), number, [self.response(e) for e in shown]
@@ -296,7 +297,7 @@ class OvermindService:
         descending = any(f.strip() == "-order" for f in (ordering or "").split(","))
         if search:
             return self._searched(repo, dataset, search, descending=descending, page=page)
-        total = found.size
+        total = self.size(found)
         number = parse_page(page, total)
         low, high = (number - 1) * PAGE_SIZE, min(total, number * PAGE_SIZE)
         if descending:
@@ -440,19 +441,21 @@ def _ordering(text: str | None) -> list[str]:
     return [*given, "-created_at", "agent", "-version"]
 
 
-def _sort_key(name: str) -> Callable[[Listed], Any]:
+def _sort_key(name: str, size: Callable[[Listed], int]) -> Callable[[Listed], Any]:
     """The sort key of an `ordering` field: absent values (None) first."""
 
     def key(e: Listed) -> Any:
-        value: Any = {
-            "id": e.row.id,
-            "agent": e.agent,
-            "created_at": e.version.info.time,
-            "version": e.number,
-            "num_datapoints": e.size,
-            "name": e.row.name,
-            "source": e.row.source,
-        }[name]
+        value: Any
+        if name == "num_datapoints":
+            value = size(e)  # read only when asked for: a manifest a version
+        elif name == "created_at":
+            value = e.version.info.time
+        elif name == "version":
+            value = e.number
+        elif name == "agent":
+            value = e.agent
+        else:
+            value = getattr(e.row, name)
         return (value is not None, value if value is not None else "")
 
     return key
