@@ -72,7 +72,8 @@ def serve(
 
     A repository OWNER/NAME is created by its first push. Keys: 'dsv keys create'.
     Also serves the Humanloop Datasets API under /v5 and /v4 (docs/humanloop.md) and
-    orq.ai's under /v2 (docs/orq.md), in --api-repo unless the key is for one repository.
+    orq.ai's under /v2 (docs/orq.md) and TensorZero's under /v1/datasets (docs/tensorzero.md),
+    in --api-repo unless the key is for one repository.
     Logs one access line per request, with its request id, on stderr.
 
     \b

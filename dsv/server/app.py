@@ -64,8 +64,9 @@ from dsv.server.dialects import Dialect, FieldError, Mount
 from dsv.server.dialects.humanloop import HUMANLOOP
 from dsv.server.dialects.orq import ORQ
 from dsv.server.dialects.overmind import OVERMIND
+from dsv.server.dialects.tensorzero import TENSORZERO
 from dsv.server.service import Caller, RemoteService, ServerConfig
-from dsv.server.storage import KeyRecord, open_storage
+from dsv.server.storage import RESERVED_OWNER, KeyRecord, check_repo_name, open_storage
 from dsv.version import __version__
 
 __all__ = [
@@ -79,7 +80,7 @@ __all__ = [
 ]
 
 # The hosted-platform APIs served beside dsv's own protocol, each under its own prefixes.
-DIALECTS: tuple[Dialect, ...] = (HUMANLOOP, ORQ, OVERMIND)
+DIALECTS: tuple[Dialect, ...] = (HUMANLOOP, ORQ, TENSORZERO, OVERMIND)
 
 log = logging.getLogger("dsv.serve")
 access_log = logging.getLogger("dsv.serve.access")
@@ -187,14 +188,34 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
 
     Under a dialect's prefixes (/v5 and /v4: Humanloop) the body is the dialect's own.
     """
+    reserved = _reserved_owner(request.url.path) if isinstance(exc, HTTPException) else None
+    if reserved is not None:
+        # A dsv client's call on a repository `datasets/NAME`: TensorZero owns the prefix, so
+        # no route matched; say why, in dsv's shape.
+        exc = reserved
     status, code, message, hint = _describe(request, exc)
-    dialect = _dialect_of(request.url.path)
+    dialect = _dialect_of(request.url.path) if reserved is None else None
     if dialect is not None:
         body = dialect.error_body(exc, message, hint, _request_id())
         return Response(
             content=msgspec.json.encode(body), status_code=status, media_type="application/json"
         )
     return _error_response(status, code, message, hint)
+
+
+# The last segments of dsv protocol paths (docs/protocol.md), `/v1/OWNER/NAME/SEGMENT`.
+_PROTOCOL_SEGMENTS = frozenset({"info", "missing", "objects", "commits", "packs", "refs"})
+
+
+def _reserved_owner(path: str) -> DsvError | None:
+    """The error of a protocol call on a repository whose owner is reserved, if it is one."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[1] == "v1" and parts[4] in _PROTOCOL_SEGMENTS:
+        try:
+            check_repo_name(f"{parts[2]}/{parts[3]}")
+        except BadInput as exc:
+            return exc if parts[2] == RESERVED_OWNER else None
+    return None
 
 
 # The one place a dsv error becomes an HTTP status: the first class of its MRO found here.

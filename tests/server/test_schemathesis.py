@@ -29,7 +29,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def known(running: Server) -> dict[str, str]:
     """Path parameters that name what exists, so fuzzed requests get past the lookups: a
-    dataset in the server's API repository, which Humanloop and orq.ai both reach."""
+    dataset in the server's API repository, which Humanloop, orq.ai and TensorZero all reach."""
     body = {"path": "api/datasets/qa", "datapoints": [{"inputs": {"q": "x"}}]}
     reply = httpx.post(f"{running.url}/v5/datasets?include_datapoints=true", json=body, timeout=30)
     assert reply.status_code == 200, reply.text
@@ -38,6 +38,7 @@ def known(running: Server) -> dict[str, str]:
         "owner": "acme",
         "name": "evals",
         "dataset_id": made["id"],
+        "dataset_name": "qa",
         "datapoint_id": made["datapoints"][0]["id"],
     }
 

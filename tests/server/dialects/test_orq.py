@@ -14,9 +14,12 @@ import pytest
 from click.testing import CliRunner, Result
 from orq_ai_sdk import Orq
 from orq_ai_sdk.models import APIDefaultError, ErrorResponse
+from tensorzero import TensorZeroGateway
+from tensorzero.generated_types import ListDatapointsRequest
 
 from benchmarks.push import Server
 from dsv.cli import main
+from dsv.server.dialects.tensorzero.service import datapoint_uuid
 from tests.conftest import datapoint_oid
 
 KeyMaker = Callable[..., str]
@@ -136,6 +139,10 @@ def test_the_sdk_flow_is_versioned_in_dsv(
     # List, rename (the id stays), clear, delete -> 404.
     listed = orq.datasets.list()
     assert [d.id for d in listed.data] == [made.id] and not listed.has_more
+    assert orq.datasets.list(updated_by=listed.data[0].updated_by_id).data == listed.data
+    assert orq.datasets.list(updated_by="nobody").data == []
+    assert orq.datasets.list(search="Q").data == listed.data
+    assert orq.datasets.list(search="x").data == []
     assert listed.data[0].metadata.datapoints_count == 22
     renamed = orq.datasets.update(dataset_id=made.id, display_name="capitals")
     assert renamed.id == made.id and renamed.display_name == "capitals"
@@ -291,3 +298,69 @@ def test_other_v2_paths_are_404s_in_orq_shape(server: Server, key: str) -> None:
         reply = raw(server, method, path, key)
         assert reply.status_code == status
         assert reply.json()["message"] == f"no such endpoint: {method} {path}"
+
+
+def test_a_dataset_written_through_orq_reads_the_same_everywhere(
+    server: Server, server_keys: KeyMaker, tmp_path: Path
+) -> None:
+    repo = "across/dialects"
+    key = server_keys("write", repo)
+    written = [
+        {"inputs": {"city": "Paris", "n": 2}, "expected_output": "France"},
+        {
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": "Who wrote Hamlet?"},
+            ],
+            "expected_output": "Shakespeare",
+        },
+    ]
+    running = server
+    orq = Orq(api_key=key, server_url=running.url)
+    made = orq.datasets.create(display_name="qa")
+    points = orq.datasets.create_datapoint(dataset_id=made.id, request_body=written)
+    oids = [bytes.fromhex(datapoint_oid(r)) for r in written]
+    assert [p.id for p in points] == [f"dp_{o.hex()}" for o in oids]
+
+    # dsv: the file holds exactly what was written.
+    result = CliRunner().invoke(
+        main,
+        ["-C", str(tmp_path), "clone", f"{running.url}/{repo}", "local"],
+        env={"DSV_API_KEY": key},
+    )
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "local" / "qa.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == written
+
+    # Humanloop: the same dataset id, the same datapoint ids, every field as stored.
+    headers = {"X-API-KEY": key}
+    page = httpx.get(
+        f"{running.url}/v5/datasets/{made.id}/datapoints", headers=headers, timeout=30
+    ).json()
+    assert page["records"] == [
+        {"id": f"dp_{o.hex()}", **r} for o, r in zip(oids, written, strict=True)
+    ]
+
+    # TensorZero: ids from the same object ids; messages as content blocks, the leading
+    # system message as the system, the expected output as a text output block.
+    with TensorZeroGateway.build_http(gateway_url=running.url, api_key=key) as tz:
+        seen = tz.list_datapoints(
+            dataset_name="qa", request=ListDatapointsRequest(limit=10)
+        ).datapoints
+    assert [d.id for d in seen] == [datapoint_uuid(o) for o in oids]
+    assert [d.type for d in seen] == ["chat", "chat"]
+    assert seen[0].input.messages == [] and seen[0].input.system is None
+    assert seen[0].output[0].text == "France" and seen[0].function_name == ""
+    assert seen[1].input.system == "Answer briefly."
+    (message,) = seen[1].input.messages
+    assert message.role == "user" and message.content[0].text == "Who wrote Hamlet?"
+    assert seen[1].output[0].text == "Shakespeare"
+    raw_tz = httpx.post(
+        f"{running.url}/v1/datasets/qa/list_datapoints",
+        headers=headers,
+        json={},
+        timeout=30,
+    ).json()["datapoints"]
+    # Fields TensorZero has no place for keep their names.
+    assert raw_tz[0]["inputs"] == written[0]["inputs"]
+    assert raw_tz[1]["expected_output"] == "Shakespeare"

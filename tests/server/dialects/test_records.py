@@ -1,4 +1,6 @@
-"""How one dialect reads fields another wrote (docs/dialects.md "Records")."""
+"""How one dialect reads fields another wrote (docs/dialects.md "Records"); the same rules
+over HTTP: tests/server/dialects/test_orq.py, a dataset written through orq.ai read through
+TensorZero, Humanloop and `dsv clone`."""
 
 from __future__ import annotations
 

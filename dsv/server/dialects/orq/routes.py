@@ -94,10 +94,9 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
                 ending_before=ending_before,
                 search=search or None,
                 project_id=project_id or None,
+                updated_by=updated_by or None,
             ),
         )
-        if updated_by:
-            found["data"] = [d for d in found["data"] if d["updated_by_id"] == updated_by]
         return _json(found)
 
     @post(_BASE, guards=[keyed], opt={"body": True}, status_code=200)

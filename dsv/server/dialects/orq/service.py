@@ -8,8 +8,6 @@ dsv.server.dialects.orq.routes.
 
 from __future__ import annotations
 
-import collections
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +16,9 @@ from dsv.canonical import decode_canonical
 from dsv.errors import Conflict, NotFound
 from dsv.objects import OID_SIZE, Kind, hash_object, split_oids
 from dsv.server.dialects import FieldError, Mount
+from dsv.server.dialects.files import FileDatasets
 from dsv.server.dialects.humanloop.history import Version, Versions
-from dsv.server.dialects.humanloop.service import HumanloopService, Sink
+from dsv.server.dialects.humanloop.service import Sink
 from dsv.server.dialects.humanloop.store import DatasetRecord, HumanloopStore
 from dsv.server.dialects.humanloop.types import (
     DATASET_SUFFIX,
@@ -32,10 +31,8 @@ from dsv.server.dialects.humanloop.types import (
     version_id,
 )
 from dsv.server.dialects.orq.types import DatapointBody, UpdateDataset
-from dsv.server.dialects.ownerless import repo_for
 from dsv.server.dialects.paging import cursor_window
 from dsv.server.dialects.records import expected_output_of, text_of
-from dsv.server.keys import authenticate, permit
 from dsv.server.storage import KeyRecord
 from dsv.text import plural
 
@@ -44,8 +41,6 @@ __all__ = ["OrqService", "datapoint_id", "parse_datapoint_id"]
 API = "orq.ai API"
 # Fields a datapoint response shows in orq.ai's own places; the others keep their names.
 _OWN = ("inputs", "messages", "expected_output")
-# Datasets whose id list a cursor search keeps: a pager walks one dataset at a time.
-_OIDS_CACHED = 8
 
 
 def datapoint_id(oid: bytes) -> str:
@@ -88,37 +83,13 @@ def _record_of(body: DatapointBody, loc: list[str | int]) -> dict[str, Any]:
     return record
 
 
-class OrqService:
+class OrqService(FileDatasets):
     """The orq.ai v2 Datasets API's rules; raises dsv's errors (dsv.errors)."""
 
     def __init__(self, mount: Mount, store: HumanloopStore) -> None:
-        self.mount = mount
-        self.core = HumanloopService(
-            mount.objects,
-            mount.meta,
-            store,
-            tmp_dir=mount.tmp_dir,
-            auth=mount.auth,
-            environments=mount.environments,
-            api=API,
-        )
-        self.objects = mount.objects
-        self.store = store
-        self._guard = threading.Lock()
-        self._oids: collections.OrderedDict[tuple[str, bytes], bytes] = collections.OrderedDict()
+        super().__init__(mount, store, api=API)
 
     # -- access ------------------------------------------------------------------------------
-
-    def authenticate(self, key: str | None) -> KeyRecord | None:
-        """The caller's key record (None on a server without auth); 401 without a valid key."""
-        return authenticate(self.mount.meta, key) if self.mount.auth else None
-
-    def repo(self, caller: KeyRecord | None, *, write: bool) -> str:
-        """The caller's repository (docs/dialects.md); 403 for a read key writing."""
-        repo = repo_for(self.mount, caller)
-        if caller is not None:
-            permit(caller, repo, write=write)
-        return repo
 
     def _dataset(self, caller: KeyRecord | None, dataset_id: str, *, write: bool) -> DatasetRecord:
         repo = self.repo(caller, write=write)
@@ -131,21 +102,6 @@ class OrqService:
     def _read(self, caller: KeyRecord | None, dataset_id: str) -> tuple[DatasetRecord, Versions]:
         record = self._dataset(caller, dataset_id, write=False)
         return record, self.core.versions_of(record)
-
-    def _oids_of(self, repo: str, dataset: bytes) -> bytes:
-        """A dataset's datapoint ids, concatenated; the last few read are kept."""
-        key = (repo, dataset)
-        with self._guard:
-            found = self._oids.get(key)
-            if found is not None:
-                self._oids.move_to_end(key)
-                return found
-        found = self.objects.oids(repo, dataset)
-        with self._guard:
-            self._oids[key] = found
-            while len(self._oids) > _OIDS_CACHED:
-                self._oids.popitem(last=False)
-        return found
 
     # -- responses ---------------------------------------------------------------------------
 
@@ -231,9 +187,12 @@ class OrqService:
         ending_before: str | None,
         search: str | None,
         project_id: str | None,
+        updated_by: str | None = None,
     ) -> dict[str, Any]:
         repo = self.repo(caller, write=False)
         found = [] if project_id and project_id != repo else self._datasets(repo, search)
+        if updated_by:
+            found = [(r, v) for r, v in found if _author_id(v.latest.info.author) == updated_by]
         window, more = cursor_window(
             [r.id for r, _ in found],
             limit=limit,
@@ -306,21 +265,7 @@ class OrqService:
         with self.core.locked(record.repo):
             record = self._dataset(caller, dataset_id, write=True)
             self.core.versions_of(record)
-
-            def build(tree: dict[str, bytes], sink: Sink) -> tuple[dict[str, bytes], str] | None:
-                current = tree.get(record.path)
-                if current is None:
-                    raise not_found(f"Dataset {dataset_id} not found")
-                current_oids = self.objects.oids(record.repo, current)
-                result = change(current_oids)
-                if result is None or result == current_oids:
-                    return None
-                base = self.objects.dataset(record.repo, current)
-                tree[record.path] = self.core.new_dataset(sink, result, bodies, base, current_oids)
-                return tree, f"{what} in {record.path} ({API})"
-
-            self.core.write_tree(record.repo, caller, build, reason=f"orq: {what}")
-            return record, self.core.versions_of(record)
+            return record, self.change(caller, record, change, bodies, what)
 
     def create_datapoints(
         self, caller: KeyRecord | None, dataset_id: str, points: list[DatapointBody], at: str
@@ -383,12 +328,8 @@ class OrqService:
         oid = parse_datapoint_id(point_id)
         if oid is None:
             return None
-        oids = self._oids_of(repo, dataset)
-        at = oids.find(oid)
-        # A match must start on an id's boundary, not inside two neighbouring ids.
-        while at >= 0 and at % OID_SIZE:
-            at = oids.find(oid, at + 1)
-        return (oid, at // OID_SIZE) if at >= 0 else None
+        at = self.index_of(repo, dataset).position(oid)
+        return (oid, at) if at >= 0 else None
 
     def _position(self, record: DatasetRecord, dataset: bytes, name: str, cursor: str) -> int:
         """Where the datapoint a cursor names sits; 422 if it is not in the dataset."""

@@ -20,7 +20,7 @@ from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.response import Stream
 
 from dsv.server.dialects import Mount
-from dsv.server.dialects.humanloop.service import HumanloopService
+from dsv.server.dialects.files import FileDatasets
 from dsv.server.dialects.humanloop.store import open_store as open_humanloop_store
 from dsv.server.dialects.overmind.service import API, Detail, Filters, OvermindService
 from dsv.server.dialects.overmind.store import open_store
@@ -35,16 +35,8 @@ _ITEM = _BASE + "/{id:str}"
 
 def routes(mount: Mount) -> list[HTTPRouteHandler]:
     """The dialect's routes over the server's storage, its own store beside the core one."""
-    hl = HumanloopService(
-        mount.objects,
-        mount.meta,
-        open_humanloop_store(mount.meta),
-        tmp_dir=mount.tmp_dir,
-        auth=mount.auth,
-        environments=mount.environments,
-        api=API,
-    )
-    return overmind_handlers(OvermindService(hl, open_store(mount.meta), mount), mount)
+    files = FileDatasets(mount, open_humanloop_store(mount.meta), api=API)
+    return overmind_handlers(OvermindService(files, open_store(mount.meta)), mount)
 
 
 def _json(value: Any, status: int = 200) -> Response[bytes]:

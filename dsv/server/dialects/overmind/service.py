@@ -18,9 +18,9 @@ import msgspec
 from dsv.canonical import decode_canonical, encode_canonical
 from dsv.errors import Conflict, NotFound
 from dsv.objects import Kind, hash_object
-from dsv.server.dialects import Mount
+from dsv.server.dialects.files import FileDatasets
 from dsv.server.dialects.humanloop.history import Version, Versions
-from dsv.server.dialects.humanloop.service import HumanloopService, Sink
+from dsv.server.dialects.humanloop.service import Sink
 from dsv.server.dialects.humanloop.store import DatasetRecord
 from dsv.server.dialects.humanloop.types import dataset_ids, encode_record, iso_time, version_id
 from dsv.server.dialects.overmind.store import OvermindStore, VersionRow
@@ -41,8 +41,6 @@ from dsv.server.dialects.overmind.types import (
     record_of,
     version_uuid,
 )
-from dsv.server.dialects.ownerless import repo_for
-from dsv.server.keys import permit
 from dsv.server.storage import KeyRecord
 from dsv.text import plural
 
@@ -101,22 +99,21 @@ class OvermindService:
     """The Overmind Lab API's rules over the Humanloop dialect's write machinery and the
     Overmind store; it raises dsv's errors (dsv.errors)."""
 
-    def __init__(self, hl: HumanloopService, store: OvermindStore, mount: Mount) -> None:
-        self.hl = hl
+    def __init__(self, files: FileDatasets, store: OvermindStore) -> None:
+        self.files = files
+        # The Humanloop dialect's machinery, writing under this dialect's name.
+        self.hl = files.core
         self.store = store
-        self.mount = mount
-        self.objects = hl.objects
+        self.objects = files.objects
 
     # -- access ------------------------------------------------------------------------------
 
     def authenticate(self, key: str | None) -> KeyRecord | None:
-        return self.hl.authenticate(key)
+        return self.files.authenticate(key)
 
     def _repo(self, caller: KeyRecord | None, *, write: bool) -> str:
-        repo = repo_for(self.mount, caller)
-        if caller is not None:
-            permit(caller, repo, write=write)
-        return repo
+        """The caller's repository (docs/dialects.md); 403 for a read key writing."""
+        return self.files.repo(caller, write=write)
 
     # -- datasets and their versions ---------------------------------------------------------
 
