@@ -1,9 +1,6 @@
 """TensorZero as a dsv remote (issue 24): push, fetch, pull and clone against the TensorZero
 dialect of a real `dsv serve` on 127.0.0.1, the platform side driven over HTTP as the
-`tensorzero` client sends it.
-
-The dialect comes from branch issue23-orq; until it is merged these tests are skipped.
-"""
+`tensorzero` client sends it."""
 
 from __future__ import annotations
 
@@ -23,10 +20,6 @@ import pytest
 from benchmarks.push import Server
 from dsv.notebook import Repository
 from tests.conftest import Dsv, KeyMaker, head_of
-
-pytest.importorskip(
-    "dsv.server.dialects.tensorzero", reason="needs dsv serve's TensorZero dialect (issue 23)"
-)
 
 KEY_ENV = "TZ_TEST_KEY"
 
