@@ -23,11 +23,12 @@ from pathlib import Path
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 RANGE = re.compile(r"^([A-Za-z0-9_.-]+)>=(\d+(?:\.\d+)+),<(\d+)$")
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\d+(?:\.\d+)+)$")
-# Not in the lowest run, as they need a pyarrow far above dsv's lower bound: oxenai (>=22) is
-# only the benchmarks' peer (tests/test_benchmarks.py::test_harness_runs_every_tool), and
-# datasets (>=24) is the optional `hf` extra, whose absence tests/test_notebook.py then checks.
-# orq-ai-sdk requires httpx>=0.28.1, above dsv's lower bound (0.27.0); it is only the client the
-# orq.ai tests drive (tests/server/dialects/test_orq.py, tests/test_remote_hosted_orq.py).
+# Not in the lowest run, as they need a dependency far above dsv's lower bound, and dsv does
+# not use them: oxenai (pyarrow>=22) is the benchmarks' peer
+# (tests/test_benchmarks.py::test_harness_runs_every_tool); datasets (pyarrow>=24) is the
+# optional `hf` extra, whose absence tests/test_notebook.py then checks; orq-ai-sdk
+# (httpx>=0.28.1) is the client the orq.ai tests drive (tests/server/dialects/test_orq.py,
+# tests/test_remote_hosted_orq.py).
 NOT_IN_LOWEST = {"oxenai", "datasets", "orq-ai-sdk"}
 
 

@@ -881,10 +881,14 @@ def diff_commit(
     *,
     paths: list[str] | None = None,
     key: tuple[str, ...] | None = None,
+    parent_number: int = 1,
 ) -> DiffResult:
-    """A version against its first parent (an empty version for a first commit)."""
+    """A version against its first parent, or parent `parent_number` (an empty version for
+    a first commit)."""
     parents = repo.read_commit(commit_oid).parents
-    parent = parents[0] if parents else None
+    if parents and not 1 <= parent_number <= len(parents):
+        raise BadInput(f"version {commit_oid.hex()[:12]} has no parent {parent_number}")
+    parent = parents[parent_number - 1] if parents else None
     return _between(repo, parent, commit_oid, repo.tree_of(commit_oid), None, paths, key)
 
 

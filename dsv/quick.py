@@ -116,6 +116,8 @@ def _clean_head(root: str) -> tuple[str | None, bytes, set[str]]:
     and every file its entry; raises _Unsure otherwise."""
     dsv_dir = os.path.join(root, _DSV_DIR)
     _check_config(_read(os.path.join(dsv_dir, "config")))
+    if os.path.exists(os.path.join(dsv_dir, "MERGE")):
+        raise _Unsure  # a merge in progress: status says so
     raw = _read(os.path.join(dsv_dir, "HEAD")).decode("utf-8").strip()
     branch = None
     if raw.startswith(_SYMREF):

@@ -626,7 +626,7 @@ def test_gc_dry_run_states_the_size_now_and_predicts_none(dsv: Dsv) -> None:
 @pytest.mark.parametrize(
     ("typed", "said"),
     [
-        (["merge"], "error: no such command 'merge'\nhint: see 'dsv --help'\n"),
+        (["rebase"], "error: no such command 'rebase'\nhint: see 'dsv --help'\n"),
         (
             ["stats"],
             "error: no such command 'stats'. Did you mean 'status'?\nhint: see 'dsv --help'\n",

@@ -171,15 +171,24 @@ def test_diverged_pushes_to_one_branch_one_wins_nothing_lost(tmp_path: Path, url
     loser = b if winner == a else a
     code, err = results[loser]
     assert code == 5 and "non-fast-forward" in err, err
-    assert "hint: 'dsv pull' takes them if your branch has none of its own" in err
+    assert "hint: the remote has versions you do not: 'dsv pull' takes them (merging them" in err
     dsv(tmp_path, "clone", url, "check")
     assert Repository.open(tmp_path / "check").head() == tips[winner]
     assert Repository.open(loser).head() == tips[loser]  # the loser keeps its version
     # Trying again now is refused on the client before anything is sent.
     assert "non-fast-forward" in dsv(loser, "push", code=5).stderr
-    err = dsv(loser, "pull", code=3).stderr
+    err = dsv(loser, "pull", "--ff-only", code=3).stderr
     assert "have diverged: 1 version here not on origin, and 1 there not here" in err
-    assert "hint: keep yours on another branch" in err
+    assert "hint: merge them with 'dsv pull' (without --ff-only) or 'dsv merge origin/main'" in err
+    assert Repository.open(loser).head() == tips[loser]
+    # Both edited datapoint 1: pull merges and stops at that conflict; abort takes it back.
+    mine, theirs = ("from-a", "from-b") if loser == a else ("from-b", "from-a")
+    out = dsv(loser, "pull", code=1).stdout
+    assert (
+        f'CONFLICT (content) qa.jsonl id=1 q: base "question 1", ours "edited: {mine}", '
+        f'theirs "edited: {theirs}"\n'
+    ) in out
+    dsv(loser, "merge", "--abort")
     assert Repository.open(loser).head() == tips[loser]
     # --force overwrites, and the winner's version stays readable on its side.
     dsv(loser, "push", "--force")
@@ -327,3 +336,33 @@ def test_a_url_where_a_remote_name_goes_gets_a_hint_that_names_it(tmp_path: Path
         f"error: no remote named {url!r}\n"
         f"hint: name it first: 'dsv remote add NAME {url}', then use NAME\n"
     )
+
+
+def test_pull_merges_diverged_branches_and_the_push_then_goes_through(
+    tmp_path: Path, url: str
+) -> None:
+    a = new_repo(tmp_path, "a", url, count=50)
+    dsv(a, "push")
+    dsv(tmp_path, "clone", url, "b")
+    b = tmp_path / "b"
+
+    def change(root: Path, i: int, text: str) -> None:
+        path = root / "qa.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows[i]["q"] = text
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        dsv(root, "commit", "-a", "-m", text)
+
+    change(a, 5, "from a")
+    dsv(a, "push")
+    change(b, 7, "from b")
+    assert "non-fast-forward" in dsv(b, "push", code=5).stderr
+    out = dsv(b, "pull").stdout
+    merged = Repository.open(b).head()
+    assert merged is not None
+    assert out.endswith(f"Merged origin/main into main: {merged.hex()[:12]}\n")
+    assert len(Repository.open(b).read_commit(merged).parents) == 2
+    dsv(b, "push")
+    dsv(a, "pull")
+    rows = [json.loads(line) for line in (a / "qa.jsonl").read_text().splitlines()]
+    assert (rows[5]["q"], rows[7]["q"]) == ("from a", "from b")

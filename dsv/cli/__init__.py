@@ -10,7 +10,7 @@ import os
 
 import click
 
-from dsv.cli import files, history, labels, maintenance, pins, remote, serve
+from dsv.cli import files, history, labels, maintenance, merging, pins, remote, serve
 from dsv.cli.common import DsvGroup
 from dsv.version import __version__
 
@@ -47,7 +47,7 @@ def main(ctx: click.Context, cwd: str | None, quiet: bool) -> None:
         ctx.obj["cwd"] = cwd
 
 
-for _module in (files, history, labels, maintenance, pins):
+for _module in (files, history, labels, maintenance, merging, pins):
     for _name in _module.__all__:
         main.add_command(getattr(_module, _name))
 for _command in (*remote.COMMANDS, serve.serve, serve.keys):

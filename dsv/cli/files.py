@@ -162,13 +162,22 @@ def status(ctx: click.Context, porcelain: bool, as_json: bool, untracked_mode: s
       dsv status --porcelain
     """
     from dsv.listing import ONLY_UNTRACKED, UNTRACKED_HEADER, quote_path
+    from dsv.ops import merging
 
     with open_repo(ctx) as repo:
         entries = ops.status(repo)
         branch = repo.current_branch()
         head = repo.head()
         untracked = ops.untracked(repo) if untracked_mode == "normal" else []
+        merge_state = merging.read_state(repo)
+    conflicted: dict[str, int] = {}
+    if merge_state is not None:
+        for p in merge_state.paths:
+            if p.conflicts:
+                conflicted[p.path] = len(p.conflicts)
     if porcelain:
+        for name in conflicted:
+            click.echo(f"U {name}")
         for entry in entries:
             click.echo(f"{entry.letter} {entry.path}")
         for name in untracked:
@@ -181,6 +190,18 @@ def status(ctx: click.Context, porcelain: bool, as_json: bool, untracked_mode: s
         )
         return
     click.echo(f"On branch {branch}" if branch else f"HEAD detached at {short(head or b'')}")
+    if merge_state is not None:
+        click.echo(
+            f"Merging {short(merge_state.theirs)}: "
+            + ("fix the conflicts, then " if conflicted else "all conflicts resolved: ")
+            + "'dsv merge --continue' (or 'dsv merge --abort')"
+        )
+    if conflicted:
+        click.echo(
+            "Unresolved conflicts (dsv conflicts lists them; edit and dsv add, or dsv resolve):"
+        )
+        for name, count in conflicted.items():
+            click.echo(f"  {'both:':<10}{name} ({plural(count, 'conflict')})")
     staged = [e for e in entries if e.staged]
     unstaged = [e for e in entries if e.unstaged]
     if staged:

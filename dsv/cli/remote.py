@@ -369,10 +369,12 @@ def fetch(ctx: click.Context, remote_name: str) -> None:
 @click.option(
     "--force", "-f", is_flag=True, help="Replace working files that differ from the new version."
 )
+@click.option("--ff-only", is_flag=True, help="Refuse when the branches have diverged.")
 @quiet_option
 @click.pass_context
-def pull(ctx: click.Context, remote_name: str, force: bool) -> None:
-    """Fetch from REMOTE and fast-forward the current branch, writing the new files.
+def pull(ctx: click.Context, remote_name: str, force: bool, ff_only: bool) -> None:
+    """Fetch from REMOTE and fast-forward the current branch, writing the new files; when
+    the branches have diverged, merge (as 'dsv merge REMOTE/BRANCH').
 
     Working files that differ from the new version are refused, unless --force (in a git
     project, git still holds them).
@@ -386,13 +388,27 @@ def pull(ctx: click.Context, remote_name: str, force: bool) -> None:
 
     with open_repo(ctx) as repo, progress_line(ctx) as progress:
         how = pull_hosted if _hosted(repo, remote_name) else pull_branch
-        result = how(repo, remote_name, force=force, progress=progress.fn)
+        result = how(repo, remote_name, force=force, ff_only=ff_only, progress=progress.fn)
         url = repo.config.remotes[remote_name].url
+    tracking = f"{remote_name}/{result.branch}"
+    if result.status == "conflicts":
+        from dsv.cli.merging import conflict_line
+
+        if not is_quiet(ctx):
+            _print_fetch(result.fetch, url)
+        for c in result.conflicts:
+            click.echo(conflict_line(c))
+        click.echo(
+            f"merging {tracking} stopped at conflicts: resolve them (edit and 'dsv add', or "
+            "'dsv resolve --ours|--theirs'), then 'dsv merge --continue'; or 'dsv merge --abort'"
+        )
+        ctx.exit(1)
     if is_quiet(ctx):
         return
     _print_fetch(result.fetch, url)
-    tracking = f"{remote_name}/{result.branch}"
-    if result.status == "fast-forward":
+    if result.status == "merged":
+        click.echo(f"Merged {tracking} into {result.branch}: {_short(result.new)}")
+    elif result.status == "fast-forward":
         click.echo(f"Fast-forward {result.branch} {_short(result.old)}..{_short(result.new)}")
     elif result.status == "ahead":
         click.echo(f"{result.branch} is ahead of {tracking}; 'dsv push' sends your versions")

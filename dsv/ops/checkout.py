@@ -83,7 +83,14 @@ def checkout(
 
     `progress` follows the datapoints written (phase 'writing files').
     """
+    from dsv.ops.merging import read_state
+
     with repo.lock():
+        if not paths and read_state(repo) is not None:
+            raise BadState(
+                "a merge is in progress: it would be left behind",
+                hint="finish it with 'dsv merge --continue' or 'dsv merge --abort' first",
+            )
         target_oid = repo.resolve(rev)
         target = repo.tree_of(target_oid)
         _check_paths(target, rev)

@@ -53,12 +53,17 @@ def log(
     *,
     max_count: int | None = None,
     paths: list[str] | None = None,
+    topo: bool = False,
 ) -> Iterator[LogEntry]:
-    """Commits reachable from `rev` (default HEAD), newest first."""
+    """Commits reachable from `rev` (default HEAD), newest first; with `topo`, every commit
+    before its parents and a first parent's line before the others (as `--graph` draws)."""
     start = repo.resolve(rev) if rev else repo.head()
     if start is None:
         return
     names = path_names(repo, paths) if paths else None
+    if topo:
+        yield from _topo_log(repo, start, max_count, names)
+        return
     seen = {start}
     queue = [(-repo.read_commit(start).time, 0, start)]
     order = 1
@@ -71,6 +76,35 @@ def log(
                 seen.add(parent)
                 heapq.heappush(queue, (-repo.read_commit(parent).time, order, parent))
                 order += 1
+        if names is not None and not _touches(repo, entry, names):
+            continue
+        shown += 1
+        yield LogEntry(oid, entry)
+
+
+def _topo_log(
+    repo: Repository, start: bytes, max_count: int | None, names: list[str] | None
+) -> Iterator[LogEntry]:
+    commits: dict[bytes, Commit] = {}
+    children: dict[bytes, int] = {start: 0}
+    todo = [start]
+    while todo:
+        oid = todo.pop()
+        commits[oid] = entry = repo.read_commit(oid)
+        for parent in entry.parents:
+            if parent not in children:
+                children[parent] = 0
+                todo.append(parent)
+            children[parent] += 1
+    stack = [start]
+    shown = 0
+    while stack and (max_count is None or shown < max_count):
+        oid = stack.pop()
+        entry = commits[oid]
+        for parent in reversed(entry.parents):
+            children[parent] -= 1
+            if children[parent] == 0:
+                stack.append(parent)
         if names is not None and not _touches(repo, entry, names):
             continue
         shown += 1
@@ -122,12 +156,14 @@ class VersionSummary(msgspec.Struct, frozen=True):
     datasets: list[DatasetSummary]
 
 
-def show(repo: Repository, rev: str) -> VersionSummary:
-    """A version and each of its datasets compared with its first parent."""
+def show(repo: Repository, rev: str, *, parent_number: int = 1) -> VersionSummary:
+    """A version and each of its datasets compared with its first parent (or another)."""
     oid = repo.resolve(rev)
     entry = repo.read_commit(oid)
     mine = {e.path: e.dataset for e in repo.read_tree(entry.tree).entries}
-    parent = repo.tree_of(entry.parents[0]) if entry.parents else {}
+    if entry.parents and not 1 <= parent_number <= len(entry.parents):
+        raise BadInput(f"{rev} has no parent {parent_number}")
+    parent = repo.tree_of(entry.parents[parent_number - 1]) if entry.parents else {}
     rows = []
     for name in sorted(set(mine) | set(parent), key=lambda p: p.encode()):
         if name not in mine:

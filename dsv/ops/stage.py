@@ -21,6 +21,7 @@ from dsv.objects import (
     TreeEntry,
     encode_object,
 )
+from dsv.ops.merging import check_resolved, finish_commit, merge_parents, settle_added
 from dsv.paths import BadPath, check_dataset_path, check_tree_paths
 from dsv.progress import ProgressFn, Step
 from dsv.refs import MISSING
@@ -150,6 +151,7 @@ def add(
         with repo.store.writer() as writer:
             todo = [(name, _lookup_base(repo, name, index)) for name in names]
             staged = _stage_files(repo, writer, todo, key=key, progress=progress, phase="adding")
+        settle_added(repo, staged)
         index.update(staged)
         repo.write_index(index)
         repo.store.tidy()
@@ -394,6 +396,7 @@ def commit(
         index = read_index(repo.index_path)
         head = repo.head()
         head_tree = repo.tree_of(head)
+        parents = merge_parents(repo)
         if all:
             with repo.store.writer() as writer:
                 todo: list[tuple[str, bytes | None]] = []
@@ -404,9 +407,12 @@ def commit(
                     elif entry.stat is None or entry.stat != stat:
                         # Staged straight away: one read tells both whether and what changed.
                         todo.append((name, entry.dataset))
-                index.update(
-                    _stage_files(repo, writer, todo, key=None, progress=progress, phase="staging")
+                staged = _stage_files(
+                    repo, writer, todo, key=None, progress=progress, phase="staging"
                 )
+                settle_added(repo, staged)
+                index.update(staged)
+        check_resolved(repo)
         with repo.store.writer() as writer:
             entries = tuple(
                 TreeEntry(name, index[name].dataset)
@@ -419,7 +425,7 @@ def commit(
                 raise BadInput(
                     exc.message, hint="rename it with 'dsv mv', or untrack it with 'dsv rm'"
                 ) from exc
-            if not _tree_changed(repo, head_tree, entries):
+            if parents is None and not _tree_changed(repo, head_tree, entries):
                 raise BadState(
                     "nothing to commit: the index matches HEAD",
                     hint="stage changes with 'dsv add', or use -a for every tracked file",
@@ -428,7 +434,7 @@ def commit(
             when, tz = now_and_tz()
             new = Commit(
                 tree=tree_oid,
-                parents=(head,) if head else (),
+                parents=parents or ((head,) if head else ()),
                 author=author or repo.user,
                 time=when,
                 tz=tz,
@@ -440,6 +446,7 @@ def commit(
         repo.refs.update("HEAD", oid, expected=head or MISSING, user=repo.user, reason=reason)
         # Written even when no entry changed: the index now names this commit as its tree's.
         repo.write_index(index)
+        finish_commit(repo)
         repo.store.tidy()
     return oid
 

@@ -18,6 +18,7 @@ from dsv.config import Remote
 from dsv.deployment import deployment_paths
 from dsv.errors import BadInput, BadState, CorruptObject, RemoteError
 from dsv.labels import rebase_deployments
+from dsv.merge import Conflict
 from dsv.objects import (
     OID_SIZE,
     Commit,
@@ -111,7 +112,8 @@ class PullResult(msgspec.Struct, frozen=True):
     branch: str
     old: bytes | None
     new: bytes | None
-    status: Literal["fast-forward", "up-to-date", "ahead"]
+    status: Literal["fast-forward", "up-to-date", "ahead", "merged", "conflicts"]
+    conflicts: tuple[Conflict, ...] = ()
 
 
 class CloneResult(msgspec.Struct, frozen=True):
@@ -446,9 +448,10 @@ def push(
                 hint=f"take the remote's deployments ('dsv env deploy {env} {remote}/envs/{env}'"
                 "), deploy your datasets again and push; or 'dsv push --force' overwrites them"
                 if env
-                else "the remote has versions you do not: 'dsv pull' takes them if your branch "
-                "has none of its own (else it says how to keep yours); or 'dsv push --force' "
-                "overwrites them",
+                # Word for word the server's hint: which side refuses depends on timing.
+                else "the remote has versions you do not: 'dsv pull' takes them (merging them "
+                "with yours), then push again; or 'dsv push --force' overwrites the remote's "
+                "versions",
             )
         packs = 0
         items: list[tuple[Kind, bytes]] = []
@@ -696,17 +699,21 @@ def pull(
     remote: str = "origin",
     *,
     force: bool = False,
+    ff_only: bool = False,
     progress: ProgressFn | None = None,
 ) -> PullResult:
-    """Fetch, then fast-forward the current branch to its remote-tracking ref; with `force`,
-    the new files replace working files that differ (as `checkout --force`)."""
+    """Fetch, then fast-forward the current branch to its remote-tracking ref, or merge it
+    when the two have diverged (refused with `ff_only`); with `force`, the new files of a
+    fast-forward replace working files that differ (as `checkout --force`)."""
     branch = repo.current_branch()
     if branch is None:
         raise BadState(
             "HEAD is detached: pull updates the current branch", hint="dsv switch BRANCH"
         )
     fetched = fetch(repo, remote, progress=progress)
-    return fast_forward_to_tracking(repo, remote, branch, fetched, force=force, progress=progress)
+    return fast_forward_to_tracking(
+        repo, remote, branch, fetched, force=force, ff_only=ff_only, progress=progress
+    )
 
 
 def fast_forward_to_tracking(
@@ -716,9 +723,11 @@ def fast_forward_to_tracking(
     fetched: FetchResult,
     *,
     force: bool = False,
+    ff_only: bool = False,
     progress: ProgressFn | None = None,
 ) -> PullResult:
-    """Fast-forward `branch` (the current one) to `REMOTE/BRANCH` after a fetch."""
+    """After a fetch, fast-forward `branch` (the current one) to `REMOTE/BRANCH`, or merge it
+    when the two have diverged (refused with `ff_only`)."""
     theirs = repo.refs.read(f"{REMOTES}{remote}/{branch}")
     if theirs is None:
         raise BadState(
@@ -730,6 +739,14 @@ def fast_forward_to_tracking(
         return PullResult(fetched, branch, ours, theirs, "up-to-date")
     if ours is not None and is_ancestor(repo, theirs, ours):
         return PullResult(fetched, branch, ours, ours, "ahead")
+    if ours is not None and not is_ancestor(repo, ours, theirs) and not ff_only:
+        from dsv.ops.merging import merge
+
+        outcome = merge(repo, f"{remote}/{branch}")
+        status: Literal["merged", "conflicts"] = (
+            "merged" if outcome.status == "merged" else "conflicts"
+        )
+        return PullResult(fetched, branch, ours, outcome.commit, status, outcome.conflicts)
     if ours is not None and not is_ancestor(repo, ours, theirs):
         mine = _reach(repo, ours)
         other = _reach(repo, theirs)
@@ -737,9 +754,7 @@ def fast_forward_to_tracking(
         raise BadState(
             f"{branch} and {remote}/{branch} have diverged: {here} here not on {remote}, "
             f"and {len(other - mine)} there not here",
-            hint=f"keep yours on another branch and take theirs: 'dsv switch -c my-{branch} && "
-            f"dsv branch -d {branch} && dsv branch {branch} {remote}/{branch} && "
-            f"dsv switch {branch}'; or overwrite theirs with 'dsv push --force'",
+            hint=f"merge them with 'dsv pull' (without --ff-only) or 'dsv merge {remote}/{branch}'",
         )
     _fast_forward(
         repo,

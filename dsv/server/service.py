@@ -442,8 +442,8 @@ class RemoteService:
         return Conflict(
             f"rejected {_short(u.name)}: the remote's {_short(u.name)} ({current.hex()[:12]}) "
             f"has versions that {u.new[:12]} does not contain (non-fast-forward)",
-            "'dsv pull' takes them if your branch has none of its own (else it says how to "
-            "keep yours); or 'dsv push --force' overwrites the remote's versions",
+            "the remote has versions you do not: 'dsv pull' takes them (merging them with "
+            "yours), then push again; or 'dsv push --force' overwrites the remote's versions",
             code="non_fast_forward",
         )
 

@@ -735,10 +735,12 @@ def pull(
     remote: str,
     *,
     force: bool = False,
+    ff_only: bool = False,
     progress: ProgressFn | None = None,
     platform: Platform | None = None,
 ) -> PullResult:
-    """Fetch, then fast-forward the current branch to `REMOTE/BRANCH`."""
+    """Fetch, then fast-forward the current branch to `REMOTE/BRANCH`, or merge it when the
+    two have diverged (refused with `ff_only`), as `dsv pull` does with a dsv remote."""
     branch = repo.current_branch()
     if branch is None:
         raise BadState(
@@ -751,7 +753,9 @@ def pull(
             hint=f"dsv switch {state.branch}",
         )
     fetched = fetch(repo, remote, progress=progress, platform=platform)
-    return fast_forward_to_tracking(repo, remote, branch, fetched, force=force, progress=progress)
+    return fast_forward_to_tracking(
+        repo, remote, branch, fetched, force=force, ff_only=ff_only, progress=progress
+    )
 
 
 def clone(

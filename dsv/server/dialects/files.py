@@ -77,6 +77,11 @@ class OidIndex:
 class FileDatasets:
     """A dialect's view of the request's repository: datasets are its `.jsonl` files."""
 
+    # Sorted ids by (repository, dataset id), shared by the dialects: a dataset's content id
+    # names its ids, so an index never goes stale.
+    _guard = threading.Lock()
+    _indexes: collections.OrderedDict[tuple[str, bytes], OidIndex] = collections.OrderedDict()
+
     def __init__(self, mount: Mount, store: HumanloopStore, *, api: str) -> None:
         self.mount = mount
         self.api = api
@@ -91,10 +96,6 @@ class FileDatasets:
         )
         self.objects = mount.objects
         self.store = store
-        self._guard = threading.Lock()
-        self._indexes: collections.OrderedDict[tuple[str, bytes], OidIndex] = (
-            collections.OrderedDict()
-        )
 
     def authenticate(self, key: str | None) -> KeyRecord | None:
         """The caller's key record (None on a server without auth); 401 without a valid key."""

@@ -1160,3 +1160,40 @@ def test_concurrent_env_pushes_of_two_datasets_never_undo_each_other(
     assert records(clone / "qa.jsonl") == QA[:1]
     assert records(clone / "rag.jsonl") == [{"inputs": {"q": "r1"}}]
     dsv(clone, "fsck")
+
+
+def test_a_version_that_came_in_through_a_merge_is_listed(
+    hl: Humanloop, repo: str, local: Path
+) -> None:
+    rows = [{"id": i, "inputs": {"q": f"q{i}"}} for i in range(4)]
+
+    def write(changed: dict[int, str]) -> None:
+        current = records(local / "qa.jsonl") if (local / "qa.jsonl").exists() else rows
+        out = [{**r, "inputs": {"q": changed.get(r["id"], r["inputs"]["q"])}} for r in current]
+        (local / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in out))
+
+    write({})
+    dsv(local, "add", "qa.jsonl", "--key", "id")
+    dsv(local, "commit", "-m", "first")
+    dsv(local, "switch", "-c", "feature")
+    write({1: "on feature"})
+    dsv(local, "commit", "-a", "-m", "on feature")
+    dsv(local, "switch", "main")
+    write({2: "on main"})
+    dsv(local, "commit", "-a", "-m", "on main")
+    dsv(local, "merge", "feature")
+    dsv(local, "push")
+    (found,) = [d for d in hl.datasets.list(name=repo)]
+    versions = hl.datasets.list_versions(found.id).records
+    assert [v.version_description for v in versions] == [
+        "Merge feature",
+        "on feature",
+        "on main",
+        "first",
+    ]
+    feature = json.loads(dsv(local, "show", "--json", "feature").stdout)["oid"]
+    assert versions[1].version_id == "dsv_" + feature
+    got = hl.datasets.get(found.id, version_id="dsv_" + feature, include_datapoints=True)
+    assert [d.inputs for d in got.datapoints or []] == [
+        {"q": "q0"}, {"q": "on feature"}, {"q": "q2"}, {"q": "q3"}
+    ]  # fmt: skip

@@ -273,6 +273,7 @@ def test_bad_requests_get_orq_errors(orq: Orq, server: Server, key: str) -> None
         ("POST", "/v2/datasets", {"display_name": "a/b"}, 422, "may not contain '/'"),
         ("PATCH", base, {"project_id": "x/y"}, 422, "a dataset stays in its repository"),
         ("GET", f"{base}/datapoints/dp_00", None, 404, "Datapoint dp_00 not found"),
+        ("GET", f"{base}/datapoints/dp_{' ' * 64}", None, 404, "not found in dataset"),
         ("GET", "/v2/datasets/ds_000000000000000000000000", None, 404, "not found"),
     ]
     for method, path, body, status, said in cases:

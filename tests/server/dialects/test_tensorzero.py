@@ -324,6 +324,7 @@ def test_bad_requests_get_tensorzero_errors(
     cases = [
         ("POST", f"{base}/get_datapoints", {"ids": ["nope"]}, 422, "not a UUID"),
         ("POST", f"{base}/list_datapoints", {"limit": -1}, 422, "greater than or equal to 0"),
+        ("POST", f"{base}/list_datapoints", {"limit": 10_001}, 422, "less than or equal to 10000"),
         ("POST", f"{base}/list_datapoints", {"filter": {"type": "time"}}, 422, "no time"),
         ("POST", f"{base}/list_datapoints", {"filter": {"type": "x"}}, 422, "'tag', 'and'"),
         ("POST", f"{base}/list_datapoints", {"nope": 1}, 422, "unknown field"),

@@ -2,7 +2,8 @@
 
 A version is the commit that produced a dataset's content: walking first parents, the first
 commit whose parent holds other datapoints (or no such dataset). Moves made through the API
-are undone along the way, so a dataset keeps its versions under a new path.
+are undone along the way, so a dataset keeps its versions under a new path. A merge that is a
+version brings in the versions its other parents made (docs/humanloop.md), listed after it.
 """
 
 from __future__ import annotations
@@ -113,6 +114,41 @@ class History:
             entry = parent_entry
         return found
 
+    def _with_merged(
+        self, repo: str, versions: list[Version], at: dict[bytes, int]
+    ) -> list[Version]:
+        """`versions` with, after each merge among them, the versions that came in through
+        its other parents: commits off the first-parent line, back to it, each of which
+        changed the dataset at the merge's path against its own first parent; newest first."""
+        out: list[Version] = []
+        seen: set[bytes] = set()
+        for version in versions:
+            out.append(version)
+            parents = version.info.parents
+            if len(parents) < 2:
+                continue
+            side: list[Version] = []
+            todo = [p for p in parents[1:] if p not in at]
+            while todo:
+                oid = todo.pop()
+                if oid in seen or oid in at:
+                    continue
+                seen.add(oid)
+                entry = self.objects.tree(repo, oid).get(version.path)
+                if entry is None:
+                    continue
+                info = self.objects.commit(repo, oid)
+                before = (
+                    self.objects.tree(repo, info.parents[0]).get(version.path)
+                    if info.parents
+                    else None
+                )
+                if before is None or not self.objects.same(repo, entry, before):
+                    side.append(Version(oid, info, entry, version.path))
+                todo.extend(p for p in info.parents if p not in at and p not in seen)
+            out += sorted(side, key=lambda v: (v.info.time, v.commit), reverse=True)
+        return out
+
     def _history(
         self, record: DatasetRecord, tip: bytes
     ) -> tuple[Chain, dict[bytes, int], list[Version]]:
@@ -127,7 +163,11 @@ class History:
                 return found
         chain = self._chain(record, tip, moves)
         at = {oid: i for i, (oid, _) in enumerate(chain)}
-        found = (chain, at, self._walk(record.repo, chain, first=False))
+        found = (
+            chain,
+            at,
+            self._with_merged(record.repo, self._walk(record.repo, chain, first=False), at),
+        )
         with self._guard:
             self._histories[key] = found
             while len(self._histories) > _HISTORIES:
@@ -145,7 +185,7 @@ class History:
             return None
         # An environment holding a commit from before this dataset's first version (say, of
         # a dataset that had its path then) holds none of its versions.
-        oldest = at[history[-1].commit]
+        oldest = max(at[v.commit] for v in history if v.commit in at)
         by_commit = {v.commit: v for v in history}
         deployed: dict[str, Version] = {}
         deployed_paths: dict[str, str] = {}

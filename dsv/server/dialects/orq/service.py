@@ -54,9 +54,11 @@ def parse_datapoint_id(text: str) -> bytes | None:
     if not text.startswith("dp_") or len(text) != 3 + 2 * OID_SIZE:
         return None
     try:
-        return bytes.fromhex(text[3:])
+        oid = bytes.fromhex(text[3:])
     except ValueError:
         return None
+    # fromhex skips spaces: a shorter id would match as a prefix of another.
+    return oid if len(oid) == OID_SIZE else None
 
 
 def _author_id(author: str) -> str:

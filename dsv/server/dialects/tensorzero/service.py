@@ -31,6 +31,7 @@ from dsv.server.dialects.humanloop.types import (
     encode_record,
     iso_time,
 )
+from dsv.server.dialects.paging import MAX_PAGE_SIZE
 from dsv.server.dialects.records import output_blocks_of, text_of
 from dsv.server.dialects.tensorzero.types import (
     CreateDatapoint,
@@ -345,6 +346,11 @@ class TensorZeroService(FileDatasets):
         if limit < 0 or offset < 0:
             field = "limit" if limit < 0 else "offset"
             raise FieldError(["body", field], "Input should be greater than or equal to 0")
+        if limit > MAX_PAGE_SIZE:
+            # A page is one response held whole: the cap every dialect's paging has.
+            raise FieldError(
+                ["body", "limit"], f"Input should be less than or equal to {MAX_PAGE_SIZE}"
+            )
         descending = False
         for i, order in enumerate(request.order_by or []):
             if order.get("by") not in ("timestamp", "search_relevance") or order.get(
