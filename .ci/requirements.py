@@ -27,7 +27,8 @@ PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\d+(?:\.\d+)+)$")
 # not use them: oxenai (pyarrow>=22) is the benchmarks' peer
 # (tests/test_benchmarks.py::test_harness_runs_every_tool); datasets (pyarrow>=24) is the
 # optional `hf` extra, whose absence tests/test_notebook.py then checks; orq-ai-sdk
-# (httpx>=0.28.1) is the client tests/server/dialects/test_orq.py drives.
+# (httpx>=0.28.1) is the client the orq.ai tests drive (tests/server/dialects/test_orq.py,
+# tests/test_remote_hosted_orq.py).
 NOT_IN_LOWEST = {"oxenai", "datasets", "orq-ai-sdk"}
 
 

@@ -27,8 +27,14 @@ READABLE_FORMATS = (1, 2)
 
 
 class Remote(msgspec.Struct, frozen=True):
+    """A remote: its URL and key variable; a hosted platform's (`KIND+https://…`) also maps
+    dataset files to platform datasets (`datasets`: file -> platform path or id) and names
+    the platform folder new datasets go in (`prefix`), docs/remotes.md."""
+
     url: str
     key_env: str | None = None
+    datasets: dict[str, str] = {}
+    prefix: str | None = None
 
 
 class Config(msgspec.Struct, frozen=True):

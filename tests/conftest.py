@@ -159,3 +159,14 @@ def server(server_root: Path, server_keys: KeyMaker) -> Iterator[tuple[Server, s
     key = server_keys("write")
     with Server(server_root) as running:
         yield running, key
+
+
+@pytest.fixture(scope="session")
+def hosted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, KeyMaker]]:
+    """One `dsv serve` on 127.0.0.1 for the whole run, whose dialects (Humanloop, …) the
+    hosted-platform remotes are tested against (tests/test_remote_hosted_*.py), and a maker
+    of its keys."""
+    root = tmp_path_factory.mktemp("hosted") / "root"
+    root.mkdir()
+    with Server(root) as running:
+        yield running, key_maker(root)

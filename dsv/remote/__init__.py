@@ -66,9 +66,25 @@ def _check_remote_name(name: str) -> None:
         raise BadInput(f"invalid remote name {name!r}: '/' is not allowed")
 
 
-def add_remote(repo: Repository, name: str, url: str, *, key_env: str | None = None) -> Remote:
+def add_remote(
+    repo: Repository,
+    name: str,
+    url: str,
+    *,
+    key_env: str | None = None,
+    prefix: str | None = None,
+) -> Remote:
+    """Add remote `name`: a dsv server's repository, or a hosted platform (`KIND+https://…`,
+    `prefix` the platform folder its datasets go in by default)."""
+    from dsv.remote.hosted import is_hosted, parse_hosted_url
+
     _check_remote_name(name)
-    parse_url(url)
+    if is_hosted(url):
+        parse_hosted_url(url)
+    else:
+        parse_url(url)
+        if prefix is not None:
+            raise BadInput("--prefix is for hosted platforms' remotes (KIND+https://…) only")
     if key_env is not None and not key_env.replace("_", "a").isalnum():
         raise BadInput(f"invalid environment variable name {key_env!r}")
     with repo.lock():
@@ -78,7 +94,11 @@ def add_remote(repo: Repository, name: str, url: str, *, key_env: str | None = N
                 f"remote {name!r} exists already ({remotes[name].url})",
                 hint=f"remove it first with 'dsv remote remove {name}'",
             )
-        remotes[name] = Remote(url=url.strip().rstrip("/"), key_env=key_env)
+        remotes[name] = Remote(
+            url=url.strip().rstrip("/"),
+            key_env=key_env,
+            prefix=prefix.strip("/") if prefix else None,
+        )
         repo.save_config(msgspec.structs.replace(repo.config, remotes=remotes))
     return remotes[name]
 
@@ -95,6 +115,8 @@ def remove_remote(repo: Repository, name: str) -> list[str]:
         for full, oid in repo.refs.list_refs(f"{REMOTES}{name}/"):
             repo.refs.delete(full, expected=oid, user=repo.user, reason=f"remote {name} removed")
             removed.append(full)
+        # A hosted remote's sync state goes with it: a remote added again syncs afresh.
+        (repo.dsv_dir / "hosted" / f"{name}.json").unlink(missing_ok=True)
     return removed
 
 

@@ -55,7 +55,9 @@ __all__ = [
     "RemoteRefused",
     "clone",
     "connect",
+    "fast_forward_to_tracking",
     "fetch",
+    "is_ancestor",
     "pull",
     "push",
 ]
@@ -140,10 +142,11 @@ def _deployed_meanwhile(repo: Repository, old: bytes, new: bytes) -> bool:
     """Is `new` an environment's deployment commit that lacks the remote's tip `old`?"""
     if missing_from(repo.store, [new]) or deployment_paths(repo.read_commit(new)) is None:
         return False
-    return not _is_ancestor(repo, old, new)
+    return not is_ancestor(repo, old, new)
 
 
-def _is_ancestor(repo: Repository, ancestor: bytes, descendant: bytes) -> bool:
+def is_ancestor(repo: Repository, ancestor: bytes, descendant: bytes) -> bool:
+    """Is `ancestor` `descendant` or one of its ancestors (False when it is not held here)?"""
     if ancestor == descendant:
         return True
     if missing_from(repo.store, [ancestor]):
@@ -417,7 +420,7 @@ def push(
                 if name.startswith(TAGS):
                     rejected.append(f"{_short(name)} (the remote has this tag at another version)")
                     continue
-                if name.startswith(BRANCHES) and not _is_ancestor(repo, old, new):
+                if name.startswith(BRANCHES) and not is_ancestor(repo, old, new):
                     rejected.append(
                         f"{_short(name)} (non-fast-forward: the remote has versions "
                         "you do not have)"
@@ -708,6 +711,23 @@ def pull(
             "HEAD is detached: pull updates the current branch", hint="dsv switch BRANCH"
         )
     fetched = fetch(repo, remote, progress=progress)
+    return fast_forward_to_tracking(
+        repo, remote, branch, fetched, force=force, ff_only=ff_only, progress=progress
+    )
+
+
+def fast_forward_to_tracking(
+    repo: Repository,
+    remote: str,
+    branch: str,
+    fetched: FetchResult,
+    *,
+    force: bool = False,
+    ff_only: bool = False,
+    progress: ProgressFn | None = None,
+) -> PullResult:
+    """After a fetch, fast-forward `branch` (the current one) to `REMOTE/BRANCH`, or merge it
+    when the two have diverged (refused with `ff_only`)."""
     theirs = repo.refs.read(f"{REMOTES}{remote}/{branch}")
     if theirs is None:
         raise BadState(
@@ -717,9 +737,9 @@ def pull(
     ours = repo.head()
     if ours == theirs:
         return PullResult(fetched, branch, ours, theirs, "up-to-date")
-    if ours is not None and _is_ancestor(repo, theirs, ours):
+    if ours is not None and is_ancestor(repo, theirs, ours):
         return PullResult(fetched, branch, ours, ours, "ahead")
-    if ours is not None and not _is_ancestor(repo, ours, theirs) and not ff_only:
+    if ours is not None and not is_ancestor(repo, ours, theirs) and not ff_only:
         from dsv.ops.merging import merge
 
         outcome = merge(repo, f"{remote}/{branch}")
@@ -727,7 +747,7 @@ def pull(
             "merged" if outcome.status == "merged" else "conflicts"
         )
         return PullResult(fetched, branch, ours, outcome.commit, status, outcome.conflicts)
-    if ours is not None and not _is_ancestor(repo, ours, theirs):
+    if ours is not None and not is_ancestor(repo, ours, theirs):
         mine = _reach(repo, ours)
         other = _reach(repo, theirs)
         here = plural(len(mine - other), "version")
