@@ -64,6 +64,10 @@ from dsv.server.dialects import Dialect, FieldError, Mount
 from dsv.server.dialects.humanloop import HUMANLOOP
 from dsv.server.service import Caller, RemoteService, ServerConfig
 from dsv.server.storage import KeyRecord, open_storage
+from dsv.server.web import PREFIX as WEB_PREFIX
+from dsv.server.web import WebMount, error_page
+from dsv.server.web import routes as web_routes
+from dsv.server.web.view import Store
 from dsv.version import __version__
 
 __all__ = [
@@ -72,6 +76,7 @@ __all__ = [
     "escape_log",
     "is_loopback",
     "serve",
+    "serve_repository",
     "status_of",
     "wrong_media_type",
 ]
@@ -186,6 +191,8 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     Under a dialect's prefixes (/v5 and /v4: Humanloop) the body is the dialect's own.
     """
     status, code, message, hint = _describe(request, exc)
+    if request.url.path == WEB_PREFIX or request.url.path.startswith(WEB_PREFIX + "/"):
+        return error_page(status, message, hint, _request_id())
     dialect = _dialect_of(request.url.path)
     if dialect is not None:
         body = dialect.error_body(exc, message, hint, _request_id())
@@ -358,8 +365,11 @@ def _key_of(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def create_app(service: RemoteService) -> _App:
-    """The ASGI application: litestar routes wrapped in the request-id and access-log layer."""
+def create_app(service: RemoteService, *, web_only: bool = False, title: str = "dsv") -> _App:
+    """The ASGI application: litestar routes wrapped in the request-id and access-log layer.
+
+    `web_only`: the web view alone, without the protocol and the dialects (`dsv ui`).
+    """
     mount = Mount(
         service.stored,
         service.meta,
@@ -370,13 +380,22 @@ def create_app(service: RemoteService) -> _App:
         _note_caller,
     )
     guard = _repo_guard(service)
-    app = Litestar(
-        route_handlers=[
-            *_server_routes(),
+    web = WebMount(
+        Store(service.blobs, service.meta, service.stored, service.tmp_dir),
+        service.config.auth,
+        service.config.environments,
+        _note_caller,
+        title,
+    )
+    api = []
+    if not web_only:
+        api = [
             *_read_routes(service, guard),
             *_write_routes(service, guard),
             *(route for dialect in DIALECTS for route in dialect.routes(mount)),
-        ],
+        ]
+    app = Litestar(
+        route_handlers=[*_server_routes(), *api, *web_routes(web)],
         request_class=_CheckedRequest,
         exception_handlers={Exception: _handle},
         request_max_body_size=service.config.max_request_bytes,
@@ -543,8 +562,6 @@ def serve(
     announce: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Run the server until interrupted; `announce` gets the line saying where it listens."""
-    import uvicorn
-
     if not config.auth and not is_loopback(host):
         raise BadInput(
             f"refusing to serve without keys on {host}: anyone who can reach it could "
@@ -554,18 +571,48 @@ def serve(
         )
     blobs, meta = open_storage(Path(config.root))
     service = RemoteService(config, blobs, meta)
-    # Streamed reads keep worker threads busy in Python for as long as a client reads; a short
-    # request waiting for the GIL gets it after this long rather than the default 5 ms each
-    # time, so page requests stay fast beside them (docs/performance.md, Streamed reads).
-    sys.setswitchinterval(_SWITCH_INTERVAL)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     auth = "keys required" if config.auth else "no auth"
     announce(f"dsv serve: listening on http://{shown}:{bound} (root {config.root}, {auth})")
+    _run(create_app(service), service, sock)
+
+
+def serve_repository(
+    path: Path, *, port: int = 8765, announce: Callable[[str], None] = lambda _: None
+) -> None:
+    """`dsv ui`: the web view of the local repository at `path`, on 127.0.0.1 only, without
+    keys, until interrupted; `announce` gets the URL of its page."""
+    from dsv.repo import Repository
+    from dsv.server.storage.repo import RepoBlobStore, RepoMetaStore
+
+    repo = Repository.open(path)
+    blobs, meta = RepoBlobStore(repo), RepoMetaStore(repo)
+    # The web view's deploy writes its pack here first: on the repository's file system.
+    config = ServerConfig(root=str(repo.dsv_dir / "ui"), auth=False)
+    service = RemoteService(config, blobs, meta)
+    sock = _bind("127.0.0.1", port)
+    bound = sock.getsockname()[1]
+    announce(f"dsv ui: http://127.0.0.1:{bound}{WEB_PREFIX}/r/{blobs.name}")
+    try:
+        _run(create_app(service, web_only=True, title=repo.root.name), service, sock)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(config.root)
+
+
+def _run(app: _App, service: RemoteService, sock: socket.socket) -> None:
+    """Serve `app` on the listening `sock` until interrupted, then close the storage."""
+    import uvicorn
+
+    # Streamed reads keep worker threads busy in Python for as long as a client reads; a short
+    # request waiting for the GIL gets it after this long rather than the default 5 ms each
+    # time, so page requests stay fast beside them (docs/performance.md, Streamed reads).
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(service),
+            app,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -576,7 +623,7 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
-        blobs.close()
-        meta.close()
+        service.blobs.close()
+        service.meta.close()
         with contextlib.suppress(OSError):
             os.rmdir(service.tmp_dir)
