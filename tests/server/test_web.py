@@ -86,7 +86,10 @@ def write(path: Path, records: list[dict[str, Any]]) -> None:
 class Site:
     """The module's server, its repository's commits, and keys."""
 
-    def __init__(self, url: str, write_key: str, read_key: str, commits: dict[str, str]) -> None:
+    def __init__(
+        self, root: Path, url: str, write_key: str, read_key: str, commits: dict[str, str]
+    ) -> None:
+        self.root = root
         self.url = url
         self.write_key = write_key
         self.read_key = read_key
@@ -126,7 +129,7 @@ def site(
     with Server(server_root) as running:
         dsv(root, "remote", "add", "origin", f"{running.url}/{REPO}")
         dsv(root, "push", "--envs", key=write_key)
-        yield Site(running.url, write_key, server_keys("read", REPO), commits)
+        yield Site(server_root, running.url, write_key, server_keys("read", REPO), commits)
 
 
 def head(repo: Repo) -> str:
@@ -476,3 +479,28 @@ def test_dsv_ui_outside_a_repository(tmp_path: Path) -> None:
     assert result.stderr == (
         "error: not a dsv repository (or any parent)\nhint: run 'dsv init' to create one\n"
     )
+
+
+def test_a_keys_scope_applies_to_pages_as_to_the_api(site: Site, server_keys: KeyMaker) -> None:
+    other = server_keys("write", "other/repo")
+    with httpx.Client(base_url=site.url) as client:
+        assert client.get(f"/ui/r/{REPO}").headers["location"] == (
+            f"/ui/signin?next=%2Fui%2Fr%2F{REPO.replace('/', '%2F')}"
+        )
+        assert client.post("/ui/signin", data={"key": other}).status_code == 303
+        assert "No repository you may read." in client.get("/ui").text
+        refused = client.get(f"/ui/r/{REPO}/data/main/chat.jsonl")
+        assert refused.status_code == 403
+        assert f"is for repository other/repo, not {REPO}" in refused.text
+        # another site's form cannot sign a browser in (or deploy, or sign out)
+        forged = client.post(
+            "/ui/signin", data={"key": site.read_key}, headers={"origin": "https://evil.test"}
+        )
+        assert forged.status_code == 403
+    # a revoked key signs its browsers out at their next page
+    with httpx.Client(base_url=site.url) as client:
+        key = server_keys("read", REPO)
+        client.post("/ui/signin", data={"key": key})
+        assert client.get(f"/ui/r/{REPO}").status_code == 200
+        dsv(Path.cwd(), "keys", "revoke", "--root", str(site.root), key.split("_")[1])
+        assert client.get(f"/ui/r/{REPO}").status_code == 303

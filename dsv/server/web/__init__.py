@@ -43,7 +43,7 @@ SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cache-control": "no-store",
 }
@@ -263,6 +263,7 @@ def routes(mount: WebMount) -> list[HTTPRouteHandler]:
 
     @post(f"{PREFIX}/signin", include_in_schema=False)
     async def signin(request: Request[Any, Any, Any]) -> Response[Any]:
+        _check_origin(request)
         form = await request.form()
         target = _local(str(form.get("next") or ""))
         try:
@@ -281,6 +282,7 @@ def routes(mount: WebMount) -> list[HTTPRouteHandler]:
 
     @post(f"{PREFIX}/signout", include_in_schema=False)
     async def signout(request: Request[Any, Any, Any]) -> Response[Any]:
+        _check_origin(request)
         sid, found = session_of(request)
         form = await request.form()
         if found is not None and hmac.compare_digest(found.csrf, str(form.get("csrf") or "")):
@@ -381,6 +383,7 @@ def routes(mount: WebMount) -> list[HTTPRouteHandler]:
 
     @post(base + "/envs/deploy", include_in_schema=False)
     async def deploy_form(request: Request[Any, Any, Any], owner: str, name: str) -> Response[Any]:
+        _check_origin(request)
         form = await request.form()
         fields = {k: str(form.get(k) or "") for k in ("csrf", "env", "path", "version", "expected")}
 
@@ -415,6 +418,15 @@ def routes(mount: WebMount) -> list[HTTPRouteHandler]:
         stylesheet, icon, favicon, repositories, signin_form, signin, signout, repository,
         data, history, compare, environments, deploy_form,
     ]  # fmt: skip
+
+
+def _check_origin(request: Request[Any, Any, Any]) -> None:
+    """A form posted from another site is refused (browsers send Origin with every POST)."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host')}":
+        raise Forbidden(
+            f"a form from {origin[:80]} may not post here", "use this server's own pages"
+        )
 
 
 def _nosniff() -> dict[str, str]:
