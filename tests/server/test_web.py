@@ -299,6 +299,13 @@ def test_history_marks_environments_and_shows_merges(browser: Browser) -> None:
     assert versions.nth(1).locator(".badge.env").all_inner_texts() == ["staging"]
     assert versions.nth(2).locator(".badge.env").all_inner_texts() == ["production"]
     browser.shoot(page, "web-history.png")
+    # any two revisions compared, by name: to the diff's stable URL of their commits
+    page.fill("form.compare input[name=old]", "production")
+    page.fill("form.compare input[name=new]", "main")
+    follow(page, "form.compare button")
+    first, merged = site.commits["first"], site.commits["merge"]
+    assert page.url == f"{site.url}/ui/r/{REPO}/diff/{first}/{merged}/chat.jsonl"
+    assert "1 modified" in page.locator(".counts").inner_text()
     clean(page)
 
 

@@ -368,6 +368,19 @@ def routes(mount: WebMount) -> list[HTTPRouteHandler]:
 
         return page(request, build)
 
+    @get(base + "/compare", sync_to_thread=True, include_in_schema=False)
+    def compare_form(request: Request[Any, Any, Any], owner: str, name: str) -> Response[Any]:
+        """The history page's compare form: to the stable URL of the diff it names."""
+        try:
+            repo = access(request, owner, name, write=False)
+        except _SignIn:
+            return Redirect(f"{PREFIX}/signin", status_code=303)
+        q = request.query_params
+        old = rev_name(repo, (q.get("old") or "").strip())
+        new = rev_name(repo, (q.get("new") or "").strip())
+        path = quote((q.get("path") or "").strip("/"), safe="/")
+        return Redirect(f"{PREFIX}/r/{repo}/diff/{old.hex()}/{new.hex()}/{path}", status_code=303)
+
     @get(base + "/envs", sync_to_thread=True, include_in_schema=False)
     def environments(request: Request[Any, Any, Any], owner: str, name: str) -> Response[Any]:
         def build() -> tuple[str, dict[str, Any]]:
@@ -416,7 +429,7 @@ def routes(mount: WebMount) -> list[HTTPRouteHandler]:
 
     return [
         stylesheet, icon, favicon, repositories, signin_form, signin, signout, repository,
-        data, history, compare, environments, deploy_form,
+        data, history, compare, compare_form, environments, deploy_form,
     ]  # fmt: skip
 
 
