@@ -511,3 +511,17 @@ def test_a_keys_scope_applies_to_pages_as_to_the_api(site: Site, server_keys: Ke
         assert client.get(f"/ui/r/{REPO}").status_code == 200
         dsv(Path.cwd(), "keys", "revoke", "--root", str(site.root), key.split("_")[1])
         assert client.get(f"/ui/r/{REPO}").status_code == 303
+
+
+def test_a_diff_is_paged_in_the_order_dsv_diff_gives(site: Site) -> None:
+    fix, qa = site.commits["fix"], site.commits["qa"]
+    with httpx.Client(base_url=site.url) as client:
+        client.post("/ui/signin", data={"key": site.read_key})
+        base = f"/ui/r/{REPO}/diff/{fix}/{qa}/qa.jsonl"
+        keys = []
+        for page in (1, 2, 3):
+            text = client.get(f"{base}?size=2&page={page}").text
+            keys += re.findall(r"<code>\{&#34;id&#34;: (\d)\}</code>", text)
+            assert ('rel="next"' in text) == (page < 3)
+        assert keys == ["0", "1", "2", "3", "4"]
+        assert "5 modified" in text
