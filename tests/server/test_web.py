@@ -225,6 +225,16 @@ def test_sign_in_then_browse_repositories_datasets_and_a_dataset(browser: Browse
     assert envs[0].endswith(site.commits["first"][:12]) and envs[1].endswith(
         site.commits["fix"][:12]
     )
+    # the latest version of each: the commit that last changed it, not the merge above both
+    assert (
+        chat_row.locator("td.latest")
+        .inner_text()
+        .startswith(f"{site.commits['fix'][:12]} fix the answer of 7")
+    )
+    qa_row = rows.filter(has_text="qa.jsonl")
+    assert (
+        qa_row.locator("td.latest").inner_text().startswith(f"{site.commits['qa'][:12]} qa: louder")
+    )
     browser.shoot(page, "web-repository.png")
     follow(page, chat_row.locator("a.dataset"))
     assert page.locator("h1").inner_text() == "chat.jsonl"

@@ -115,6 +115,7 @@ def repo_page(store: Store, repo: str) -> dict[str, Any]:
     envs = {_short(n): oid for n, oid in refs.items() if n.startswith(ENVS)}
     if commit is not None:
         tree = store.objects.tree(repo, commit)
+        latest = _latest_versions(store, repo, commit, tree)
         for path in sorted(tree, key=str.encode):
             dataset = store.objects.dataset(repo, tree[path])
             deployed = []
@@ -123,12 +124,14 @@ def repo_page(store: Store, repo: str) -> dict[str, Any]:
                 if path in env_tree:
                     src = _source(store, repo, env, path)
                     deployed.append({"env": name, "commit": src.hex() if src else None})
+            changed = latest.get(path)
             datasets.append(
                 {
                     "path": path,
                     "count": dataset.count,
                     "format": dataset.format.kind,
                     "envs": deployed,
+                    "latest": _commit_view(store, repo, changed) if changed else None,
                 }
             )
     return {
@@ -140,6 +143,27 @@ def repo_page(store: Store, repo: str) -> dict[str, Any]:
         "tags": sorted(_short(n) for n in refs if n.startswith(TAGS)),
         "envs": sorted(envs),
     }
+
+
+# The repository page looks this far back for the version that last changed each dataset.
+_LATEST_WALK = 2000
+
+
+def _latest_versions(
+    store: Store, repo: str, head: bytes, tree: dict[str, bytes]
+) -> dict[str, bytes]:
+    """Path -> the newest commit that made the dataset what `head` holds (within a walk of
+    _LATEST_WALK commits)."""
+    found: dict[str, bytes] = {}
+    for walked, (oid, commit) in enumerate(_walk(store, repo, head)):
+        if len(found) == len(tree) or walked >= _LATEST_WALK:
+            break
+        here = store.objects.tree(repo, oid)
+        parent = store.objects.tree(repo, commit.parents[0]) if commit.parents else {}
+        for path, dataset in tree.items():
+            if path not in found and here.get(path) == dataset and parent.get(path) != dataset:
+                found[path] = oid
+    return found
 
 
 def _source(store: Store, repo: str, commit: bytes, path: str) -> bytes | None:
