@@ -46,6 +46,7 @@ __all__ = [
     "count_change",
     "diff",
     "diff_commit",
+    "diff_trees",
     "field_changes",
     "json_path",
     "summarize",
@@ -820,6 +821,11 @@ def _between(
     """Compare version `from_oid` with `new_tree`, whose datasets are working files if given."""
     old_tree = repo.tree_of(from_oid)
     accept = _path_filter(repo, paths)
+    if worktree is None:
+        return diff_trees(
+            repo.store, repo.read_dataset, old_tree, new_tree,
+            from_oid=from_oid, to_oid=to_oid, accept=accept, key=key,
+        )  # fmt: skip
     found: list[tuple[DatasetDiff, _Plan]] = []
     budget = [_CACHE_BYTES]
     for name in sorted(old_tree.keys() | new_tree.keys(), key=lambda p: p.encode()):
@@ -838,6 +844,36 @@ def _between(
         if compared is not None:
             found.append(compared)
     return DiffResult(repo.store, from_oid, to_oid, found)
+
+
+def diff_trees(
+    store: ObjectStore,
+    read_dataset: Callable[[bytes], Dataset],
+    old_tree: dict[str, bytes],
+    new_tree: dict[str, bytes],
+    *,
+    from_oid: bytes | None,
+    to_oid: bytes | None,
+    accept: Callable[[str], bool] = lambda name: True,
+    key: tuple[str, ...] | None = None,
+) -> DiffResult:
+    """Compare two stored trees (path -> dataset id) as `diff` compares two revisions.
+
+    `store` is anything that reads objects as an ObjectStore does (a server's blob store
+    through an adapter), so a web page shows what `dsv diff --format jsonl` prints.
+    """
+    found: list[tuple[DatasetDiff, _Plan]] = []
+    budget = [_CACHE_BYTES]
+    for name in sorted(old_tree.keys() | new_tree.keys(), key=lambda p: p.encode()):
+        old_oid, new_oid = old_tree.get(name), new_tree.get(name)
+        if not accept(name) or old_oid == new_oid:
+            continue
+        old = _Side.stored(read_dataset(old_oid)) if old_oid is not None else None
+        new = _Side.stored(read_dataset(new_oid)) if new_oid is not None else None
+        compared = _compare(store, name, old, new, key, budget)
+        if compared is not None:
+            found.append(compared)
+    return DiffResult(store, from_oid, to_oid, found)
 
 
 def diff(

@@ -101,6 +101,21 @@ def test_serve_reads_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert 0 < result["rss_idle_mib"] <= result["hwm_mib"]
 
 
+def test_web_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    # Tiny; the figures are docs/performance.md's (Web view), not asserted here.
+    out = tmp_path / "web.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.web", "--count", "3000", "--samples", "5",
+         "--workdir", str(tmp_path / "work"), "--json", str(out)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["datapoints"] == 3000 and result["requests"] == 6
+    assert result["first_page_ms"] > 0 and 0 < result["deep_p50_ms"] <= result["deep_max_ms"]
+
+
 def test_load_benchmark_runs(tmp_path: Path) -> None:
     from benchmarks.load import measure_load, measure_stream
 

@@ -15,7 +15,7 @@ from dsv.cli.common import DsvGroup
 if TYPE_CHECKING:
     from dsv.server.storage.sqlite import SqliteMetaStore
 
-__all__ = ["keys", "serve"]
+__all__ = ["keys", "serve", "ui"]
 
 
 @click.command("serve")
@@ -100,6 +100,30 @@ def serve(
         api_repo=check_repo_name(api_repo),
     )
     run(config, host=host, port=port, announce=lambda line: click.echo(line))
+
+
+@click.command("ui")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.pass_context
+def ui(ctx: click.Context, port: int) -> None:
+    """Browse this repository's datasets, versions, diffs and environments in a web browser.
+
+    Serves the web view (docs/web.md) of the current repository on 127.0.0.1 only, without
+    keys, and prints its URL; stop it with Ctrl-C.
+
+    \b
+    Example:
+      dsv ui --port 8765
+    """
+    import logging  # here: only the server logs
+
+    from dsv.server import serve_repository
+
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    where = Path((ctx.obj or {}).get("cwd") or ".")
+    serve_repository(where, port=port, announce=lambda line: click.echo(line, nl=True))
 
 
 @click.group("keys", cls=DsvGroup)

@@ -67,6 +67,10 @@ from dsv.server.dialects.overmind import OVERMIND
 from dsv.server.dialects.tensorzero import TENSORZERO
 from dsv.server.service import Caller, RemoteService, ServerConfig
 from dsv.server.storage import RESERVED_OWNER, KeyRecord, check_repo_name, open_storage
+from dsv.server.web import PREFIX as WEB_PREFIX
+from dsv.server.web import WebMount, error_page
+from dsv.server.web import routes as web_routes
+from dsv.server.web.view import Store
 from dsv.version import __version__
 
 __all__ = [
@@ -75,6 +79,7 @@ __all__ = [
     "escape_log",
     "is_loopback",
     "serve",
+    "serve_repository",
     "status_of",
     "wrong_media_type",
 ]
@@ -194,6 +199,8 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         # no route matched; say why, in dsv's shape.
         exc = reserved
     status, code, message, hint = _describe(request, exc)
+    if request.url.path == WEB_PREFIX or request.url.path.startswith(WEB_PREFIX + "/"):
+        return error_page(status, message, hint, _request_id())
     dialect = _dialect_of(request.url.path) if reserved is None else None
     if dialect is not None:
         body = dialect.error_body(exc, message, hint, _request_id())
@@ -381,8 +388,11 @@ def _key_of(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def create_app(service: RemoteService) -> _App:
-    """The ASGI application: litestar routes wrapped in the request-id and access-log layer."""
+def create_app(service: RemoteService, *, web_only: bool = False, title: str = "dsv") -> _App:
+    """The ASGI application: litestar routes wrapped in the request-id and access-log layer.
+
+    `web_only`: the web view alone, without the protocol and the dialects (`dsv ui`).
+    """
     mount = Mount(
         service.stored,
         service.meta,
@@ -394,13 +404,22 @@ def create_app(service: RemoteService) -> _App:
         service.config.api_repo,
     )
     guard = _repo_guard(service)
-    app = Litestar(
-        route_handlers=[
-            *_server_routes(),
+    web = WebMount(
+        Store(service.blobs, service.meta, service.stored, service.tmp_dir),
+        service.config.auth,
+        service.config.environments,
+        _note_caller,
+        title,
+    )
+    api = []
+    if not web_only:
+        api = [
             *_read_routes(service, guard),
             *_write_routes(service, guard),
             *(route for dialect in DIALECTS for route in dialect.routes(mount)),
-        ],
+        ]
+    app = Litestar(
+        route_handlers=[*_server_routes(), *api, *web_routes(web)],
         request_class=_CheckedRequest,
         exception_handlers={Exception: _handle},
         request_max_body_size=service.config.max_request_bytes,
@@ -567,8 +586,6 @@ def serve(
     announce: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Run the server until interrupted; `announce` gets the line saying where it listens."""
-    import uvicorn
-
     if not config.auth and not is_loopback(host):
         raise BadInput(
             f"refusing to serve without keys on {host}: anyone who can reach it could "
@@ -578,18 +595,48 @@ def serve(
         )
     blobs, meta = open_storage(Path(config.root))
     service = RemoteService(config, blobs, meta)
-    # Streamed reads keep worker threads busy in Python for as long as a client reads; a short
-    # request waiting for the GIL gets it after this long rather than the default 5 ms each
-    # time, so page requests stay fast beside them (docs/performance.md, Streamed reads).
-    sys.setswitchinterval(_SWITCH_INTERVAL)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     auth = "keys required" if config.auth else "no auth"
     announce(f"dsv serve: listening on http://{shown}:{bound} (root {config.root}, {auth})")
+    _run(create_app(service), service, sock)
+
+
+def serve_repository(
+    path: Path, *, port: int = 8765, announce: Callable[[str], None] = lambda _: None
+) -> None:
+    """`dsv ui`: the web view of the local repository at `path`, on 127.0.0.1 only, without
+    keys, until interrupted; `announce` gets the URL of its page."""
+    from dsv.repo import Repository
+    from dsv.server.storage.repo import RepoBlobStore, RepoMetaStore
+
+    repo = Repository.open(path)
+    blobs, meta = RepoBlobStore(repo), RepoMetaStore(repo)
+    # The web view's deploy writes its pack here first: on the repository's file system.
+    config = ServerConfig(root=str(repo.dsv_dir / "ui"), auth=False)
+    service = RemoteService(config, blobs, meta)
+    sock = _bind("127.0.0.1", port)
+    bound = sock.getsockname()[1]
+    announce(f"dsv ui: http://127.0.0.1:{bound}{WEB_PREFIX}/r/{blobs.name}")
+    try:
+        _run(create_app(service, web_only=True, title=repo.root.name), service, sock)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(config.root)
+
+
+def _run(app: _App, service: RemoteService, sock: socket.socket) -> None:
+    """Serve `app` on the listening `sock` until interrupted, then close the storage."""
+    import uvicorn
+
+    # Streamed reads keep worker threads busy in Python for as long as a client reads; a short
+    # request waiting for the GIL gets it after this long rather than the default 5 ms each
+    # time, so page requests stay fast beside them (docs/performance.md, Streamed reads).
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(service),
+            app,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -600,7 +647,7 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
-        blobs.close()
-        meta.close()
+        service.blobs.close()
+        service.meta.close()
         with contextlib.suppress(OSError):
             os.rmdir(service.tmp_dir)
