@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -129,6 +130,10 @@ class BlobStore(Protocol):
         """Make a complete pack and its index part of the repository, idx last; takes the files."""
         ...
 
+    def health(self) -> None:
+        """Raise StorageError unless the store can be read now (`/healthz`)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -170,6 +175,15 @@ class MetaStore(Protocol):
 
     def revoke_key(self, key_id: str) -> bool:
         """Revoke key `key_id`; False if there is no such key or it was revoked already."""
+        ...
+
+    def locked(self, repo: str) -> AbstractContextManager[None]:
+        """Hold `repo`'s write lock until the block ends, against every server sharing this
+        store (a thread may take it again inside): an API write's checks hold until it lands."""
+        ...
+
+    def health(self) -> None:
+        """Raise StorageError unless the store answers now (`/healthz`)."""
         ...
 
     def close(self) -> None: ...

@@ -121,7 +121,8 @@ class HumanloopService:
     """The Humanloop Datasets API's rules over the objects, the core metadata store and the
     dialect's own store; HTTP-free, it raises dsv's errors (dsv.errors).
 
-    API writes to one repository are serialised by a lock of this process, so checks such as
+    API writes to one repository are serialised by the metadata store's lock of the repository
+    (an advisory lock with PostgreSQL, held across processes), so checks such as
     "this version name is free" hold until the write lands; pushes, which do not take it,
     meet the API's writes in compare-and-swap, and the API retries on top of them.
     """
@@ -145,9 +146,7 @@ class HumanloopService:
         self.tmp_dir = tmp_dir
         self.auth = auth
         self.environments = check_environments(environments)
-        self._guard = threading.Lock()
         self._streaming = threading.Lock()
-        self._locks: dict[str, threading.RLock] = {}
         self.history = History(objects, store)
 
     # -- access ------------------------------------------------------------------------------
@@ -177,9 +176,8 @@ class HumanloopService:
 
     @contextlib.contextmanager
     def _locked(self, repo: str) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.setdefault(repo, threading.RLock())
-        with lock:
+        # The metadata store's lock: with PostgreSQL it holds across every server process.
+        with self.meta.locked(repo):
             yield
 
     @contextlib.contextmanager
