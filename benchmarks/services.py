@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ["PG_USER", "Postgres", "SeaweedFS", "free_port", "postgres_bin"]
+__all__ = ["PG_USER", "Deployment", "Postgres", "SeaweedFS", "free_port", "postgres_bin"]
 
 S3_KEY = "dsvtest"
 S3_SECRET = "dsvtest-secret-key"
@@ -344,3 +344,58 @@ class Postgres(_Service):
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Deployment:
+    """`count` `dsv serve` processes on one S3 prefix and one PostgreSQL database, each with
+    a root of its own for its read cache; `urls` in start order."""
+
+    def __init__(self, weed: SeaweedFS, postgres: Postgres, work: Path, *, count: int = 3) -> None:
+        from benchmarks.push import Server
+
+        self.objects = f"s3://{weed.bucket}/{uuid.uuid4().hex}"
+        self.meta = postgres.database()
+        self.env = {**os.environ, **weed.env}
+        self.servers = [
+            Server(
+                work / f"server{n}",
+                "--objects",
+                self.objects,
+                "--meta",
+                self.meta,
+                env=self.env,
+            )
+            for n in range(count)
+        ]
+        self._turn = 0
+
+    def __enter__(self) -> Deployment:
+        for server in self.servers:
+            server.root.mkdir(parents=True, exist_ok=True)
+            server.start(timeout=60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.servers:
+            server.stop()
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    @property
+    def url(self) -> str:
+        """Each read gives the next server's URL: a test's requests go round all of them."""
+        self._turn += 1
+        return self.servers[self._turn % len(self.servers)].url
+
+    def key(self, scope: str, repo: str | None = None) -> str:
+        """A new API key in the shared database, as `dsv keys create --meta` makes one."""
+        from dsv.server.keys import create_key
+        from dsv.server.storage.postgres import PostgresMetaStore
+
+        meta = PostgresMetaStore(self.meta)
+        try:
+            return create_key(meta, "write" if scope == "write" else "read", repo)[1]
+        finally:
+            meta.close()

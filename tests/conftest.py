@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from hypothesis import settings
 
 from benchmarks.push import Server
-from benchmarks.services import Postgres, SeaweedFS
+from benchmarks.services import Deployment, Postgres, SeaweedFS
 from dsv.cli import main
 from dsv.server.keys import create_key
 from dsv.server.storage.sqlite import SqliteMetaStore
@@ -185,4 +185,13 @@ def seaweedfs() -> Iterator[SeaweedFS]:
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL cluster on 127.0.0.1; `postgres.database()` makes an empty database."""
     with Postgres() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def deployment(
+    seaweedfs: SeaweedFS, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """Three `dsv serve` processes sharing one S3 prefix and one PostgreSQL database."""
+    with Deployment(seaweedfs, postgres, tmp_path_factory.mktemp("deployment")) as running:
         yield running

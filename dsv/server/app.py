@@ -372,7 +372,7 @@ def create_app(service: RemoteService) -> _App:
     guard = _repo_guard(service)
     app = Litestar(
         route_handlers=[
-            *_server_routes(),
+            *_server_routes(service),
             *_read_routes(service, guard),
             *_write_routes(service, guard),
             *(route for dialect in DIALECTS for route in dialect.routes(mount)),
@@ -400,12 +400,15 @@ def _caller(
     return repo, found
 
 
-def _server_routes() -> list[HTTPRouteHandler]:
-    """The server's own routes: liveness and the OpenAPI document."""
+def _server_routes(service: RemoteService) -> list[HTTPRouteHandler]:
+    """The server's own routes: health and the OpenAPI document."""
 
-    @get("/healthz", sync_to_thread=False)
+    @get("/healthz", sync_to_thread=True)
     def healthz() -> Health:
-        """Liveness: 200 while the server runs."""
+        """Health: 200 while the server runs and both its stores answer, else 503 naming the
+        store that does not (a load balancer takes such a server out of rotation)."""
+        service.meta.health()
+        service.blobs.health()
         return Health("ok", SUPPORTED_VERSIONS)
 
     @get("/openapi.json", sync_to_thread=False, include_in_schema=False)
@@ -535,6 +538,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _meta_shown(meta: object) -> str:
+    return str(getattr(meta, "where", "sqlite"))
+
+
 def serve(
     config: ServerConfig,
     *,
@@ -552,7 +559,7 @@ def serve(
             hint="bind to 127.0.0.1 (the default) for --no-auth, or drop --no-auth and create "
             "keys with 'dsv keys create'",
         )
-    blobs, meta = open_storage(Path(config.root))
+    blobs, meta = open_storage(Path(config.root), objects=config.objects, meta=config.meta)
     service = RemoteService(config, blobs, meta)
     # Streamed reads keep worker threads busy in Python for as long as a client reads; a short
     # request waiting for the GIL gets it after this long rather than the default 5 ms each
@@ -562,7 +569,11 @@ def serve(
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     auth = "keys required" if config.auth else "no auth"
-    announce(f"dsv serve: listening on http://{shown}:{bound} (root {config.root}, {auth})")
+    where = f"root {config.root}"
+    if config.objects or config.meta:
+        # Never the DSN itself: it may hold a password.
+        where += f", objects {config.objects or 'local'}, meta {_meta_shown(meta)}"
+    announce(f"dsv serve: listening on http://{shown}:{bound} ({where}, {auth})")
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(service),

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import obstore
-from obstore.exceptions import BaseError, NotFoundError
+from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
 from dsv.errors import BadInput, CorruptObject
@@ -89,7 +89,7 @@ class S3BlobStore:
     def _errors(self, what: str) -> Iterator[None]:
         try:
             yield
-        except BaseError as exc:
+        except (BaseError, OSError) as exc:
             raise StorageError(
                 f"object store {self.url}: cannot {what}: {_reason(exc)}",
                 hint="check that the S3 endpoint is up and the AWS_* settings; "
@@ -180,7 +180,8 @@ class S3BlobStore:
         fsync_dir(self._cache_dir(repo))
 
     def health(self) -> None:
-        with self._errors("answer a health check"), contextlib.suppress(NotFoundError):
+        # obstore raises its NotFoundError as a FileNotFoundError.
+        with self._errors("answer a health check"), contextlib.suppress(FileNotFoundError):
             # Any answer about a key shows the bucket is reachable with these credentials.
             obstore.head(self.store, ".dsv-health")
 
