@@ -16,7 +16,7 @@ from dsv.cli.common import DsvGroup
 if TYPE_CHECKING:
     from dsv.server.storage import MetaStore
 
-__all__ = ["keys", "serve"]
+__all__ = ["copy_server", "keys", "serve"]
 
 
 _meta_option = click.option(
@@ -226,3 +226,73 @@ def keys_revoke(root: str | None, meta_dsn: str | None, key_id: str) -> None:
     finally:
         meta.close()
     click.echo(f"Revoked key {key_id}")
+
+
+@click.command("copy-server")
+@click.option("--root", required=True, metavar="DIR", help="The embedded root to copy from.")
+@click.option(
+    "--objects",
+    required=True,
+    envvar="DSV_OBJECTS",
+    metavar="s3://BUCKET/PREFIX",
+    help="Where the objects go (AWS_* as for 'dsv serve').",
+)
+@click.option(
+    "--meta",
+    "meta_dsn",
+    required=True,
+    envvar="DSV_META",
+    metavar="DSN",
+    help="The PostgreSQL database the rest goes to (postgresql://…).",
+)
+@click.option(
+    "--cache",
+    metavar="DIR",
+    help="Read cache of the copying side (default: a temporary directory, removed after).",
+)
+def copy_server(root: str, objects: str, meta_dsn: str, cache: str | None) -> None:
+    """Copy a server root into S3 + PostgreSQL, then verify it from the far side.
+
+    Every repository's packs, refs and default branch, every key and the Humanloop API's
+    dataset ids, moves and version notes are copied; then every object reachable from every
+    ref is read back from S3 (with an empty cache) and re-hashed. Stop the old server first;
+    a copy cut short is finished by running it again.
+
+    \b
+    Example:
+      dsv copy-server --root /srv/dsv --objects s3://acme-dsv/prod \\
+        --meta postgresql://dsv@db.internal/dsv
+    """
+    import shutil
+    import tempfile
+
+    from dsv.errors import BadInput
+    from dsv.server.moving import copy_root, verify_copy
+    from dsv.server.storage import open_storage
+
+    if not os.path.isdir(root):
+        raise BadInput(f"{root}: no such directory", hint="give the --root of 'dsv serve'")
+    work = Path(cache) if cache else Path(tempfile.mkdtemp(prefix="dsv-copy-"))
+    try:
+        blobs, meta = open_storage(work / "copy", objects=objects, meta=meta_dsn)
+        try:
+            report = copy_root(Path(root), blobs, meta, progress=click.echo)
+        finally:
+            blobs.close()
+        click.echo(
+            f"Copied {report.repos} repositories ({report.packs} packs, {report.refs} refs), "
+            f"{report.keys} keys, {report.datasets} API datasets."
+        )
+        # Verified through a store with an empty cache: every byte comes from S3.
+        from dsv.server.storage.s3 import S3BlobStore
+
+        fresh = S3BlobStore(objects, work / "verify")
+        try:
+            count = verify_copy(fresh, meta)
+        finally:
+            fresh.close()
+            meta.close()
+        click.echo(f"Verified: {count} objects reachable from every ref, read back from S3.")
+    finally:
+        if not cache:
+            shutil.rmtree(work, ignore_errors=True)
