@@ -83,6 +83,18 @@ class PostgresMetaStore:
                 open=False,
             )
             self.pool.open(wait=True, timeout=timeout)
+            # Write locks hold a connection for a whole API write, whose own queries need
+            # others: a pool of their own, so lock holders never starve the queries.
+            self._lock_pool = psycopg_pool.ConnectionPool(
+                dsn,
+                min_size=0,
+                max_size=pool_size,
+                timeout=timeout,
+                kwargs={"autocommit": True, "connect_timeout": 10},
+                check=psycopg_pool.ConnectionPool.check_connection,
+                open=False,
+            )
+            self._lock_pool.open(wait=False)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise StorageError(f"cannot connect to {self.where}: {exc}") from exc
         self.migrate("core", CORE_MIGRATIONS)
@@ -157,7 +169,7 @@ class PostgresMetaStore:
         with self._guard:
             local = self._locks.setdefault(repo, threading.RLock())
         # The process's own lock first: its threads queue here, not each on a connection.
-        with local, self._errors(f"lock {repo}"), self.pool.connection() as db:
+        with local, self._errors(f"lock {repo}"), self._lock_pool.connection() as db:
             db.execute("SELECT pg_advisory_lock(%s)", (lock_key(f"dsv:write:{repo}"),))
             held[repo] = 1
             try:
@@ -317,4 +329,5 @@ class PostgresMetaStore:
             return cursor.rowcount == 1
 
     def close(self) -> None:
+        self._lock_pool.close()
         self.pool.close()

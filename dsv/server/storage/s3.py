@@ -81,6 +81,10 @@ class S3BlobStore:
             )
         except BaseError as exc:
             raise StorageError(f"cannot open {self.url}: {_reason(exc)}") from exc
+        # Downloads cut short by a crash of this server (its cache is its own).
+        for stale in cache.glob("repos/*/*/objects/pack/.fetch-*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self._guard = threading.Lock()
         self._syncing: dict[str, threading.Lock] = {}
         self._seen: dict[str, set[str]] = {}
