@@ -50,6 +50,7 @@ from dsv.server.storage import (
     RefChange,
     RefConflict,
     check_repo_name,
+    publish_pack,
 )
 from dsv.server.storage.local import LocalBlobStore
 from dsv.server.storage.sqlite import SqliteMetaStore
@@ -167,6 +168,36 @@ def test_blob_store_answers_missing_for_more_than_4096_ids(
     new = [hash_object(k, b) for k, b in _points(2500, "c")]
     assert blobs.missing("acme/evals", [*new, *held, *more]) == set(new)
     assert blobs.missing("acme/evals", [*held, *more]) == set()
+
+
+def test_every_pairing_of_stores_publishes_a_pack_all_or_nothing(
+    blobs: BlobStore, meta: MetaStore, tmp_path: Path
+) -> None:
+    """What a push and an API write do, on each blob store with each metadata store."""
+    staging = tmp_path / "publish"
+    staging.mkdir()
+    objects = _points(10)
+
+    def fill(writer: PackWriter) -> list[bytes]:
+        oids = []
+        for kind, body in objects:
+            oid = hash_object(kind, body)
+            writer.add(kind, oid, body)
+            oids.append(oid)
+        return oids
+
+    oids = publish_pack(blobs, meta, staging, "acme/evals", fill)
+    assert [r.name for r in meta.list_repos()] == ["acme/evals"]
+    assert blobs.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in objects]
+
+    def failing(writer: PackWriter) -> None:
+        writer.add(Kind.DATAPOINT, hash_object(*_points(1, "x")[0]), _points(1, "x")[0][1])
+        raise RuntimeError("cut short")
+
+    with pytest.raises(RuntimeError):
+        publish_pack(blobs, meta, staging, "acme/other", failing)
+    assert [r.name for r in meta.list_repos()] == ["acme/evals"]
+    assert list(staging.iterdir()) == []
 
 
 def test_blob_store_refuses_bad_repository_names(blobs: BlobStore) -> None:
