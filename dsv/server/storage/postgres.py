@@ -61,7 +61,7 @@ def lock_key(name: str) -> int:
 class PostgresMetaStore:
     """Repositories, refs, ref logs and keys in a PostgreSQL database, through a pool."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 16, timeout: float = 30.0) -> None:
+    def __init__(self, dsn: str, *, pool_size: int = 16, timeout: float = 10.0) -> None:
         # The DSN may hold a password: it is never shown, only the host and database are.
         try:
             info = psycopg.conninfo.conninfo_to_dict(dsn)
@@ -80,6 +80,9 @@ class PostgresMetaStore:
                 kwargs={"autocommit": True, "connect_timeout": 10},
                 # A server restart leaves dead connections in the pool: check each on loan.
                 check=psycopg_pool.ConnectionPool.check_connection,
+                # Give up a failing reconnection soon: the next request then tries afresh,
+                # instead of waiting out a backoff grown during an outage.
+                reconnect_timeout=5.0,
                 open=False,
             )
             self.pool.open(wait=True, timeout=timeout)
@@ -92,6 +95,9 @@ class PostgresMetaStore:
                 timeout=timeout,
                 kwargs={"autocommit": True, "connect_timeout": 10},
                 check=psycopg_pool.ConnectionPool.check_connection,
+                # Give up a failing reconnection soon: the next request then tries afresh,
+                # instead of waiting out a backoff grown during an outage.
+                reconnect_timeout=5.0,
                 open=False,
             )
             self._lock_pool.open(wait=False)

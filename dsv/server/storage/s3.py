@@ -9,7 +9,7 @@ repository's indexes again and fetches the packs it does not have.
 
 Client: obstore (Rust's object_store). Against SeaweedFS here it stored and fetched 4 KiB
 objects about twice as fast as boto3 with a seventh of the CPU, imports in 4 ms against
-boto3's 120-180 ms, and is as fast on 8 MiB packs (docs/deploy.md, "S3 client").
+boto3's 120-180 ms, and is as fast on 8 MiB packs (docs/deploy.md, Settings).
 """
 
 from __future__ import annotations
