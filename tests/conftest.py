@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from hypothesis import settings
 
 from benchmarks.push import Server
+from benchmarks.services import Deployment, Postgres, SeaweedFS
 from dsv.cli import main
 from dsv.server.keys import create_key
 from dsv.server.storage.sqlite import SqliteMetaStore
@@ -170,3 +171,38 @@ def hosted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
     root.mkdir()
     with Server(root) as running:
         yield running, key_maker(root)
+
+
+# -- the shared stores: one SeaweedFS and one PostgreSQL for the whole run ----------------------
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """SeaweedFS's S3 on 127.0.0.1 with bucket `dsv`; this process gets its AWS_* settings."""
+    with SeaweedFS() as running:
+        saved = {name: os.environ.get(name) for name in running.env}
+        os.environ.update(running.env)
+        try:
+            yield running
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL cluster on 127.0.0.1; `postgres.database()` makes an empty database."""
+    with Postgres() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def deployment(
+    seaweedfs: SeaweedFS, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """Three `dsv serve` processes sharing one S3 prefix and one PostgreSQL database."""
+    with Deployment(seaweedfs, postgres, tmp_path_factory.mktemp("deployment")) as running:
+        yield running

@@ -50,5 +50,5 @@ def main(ctx: click.Context, cwd: str | None, quiet: bool) -> None:
 for _module in (files, history, labels, maintenance, merging, pins):
     for _name in _module.__all__:
         main.add_command(getattr(_module, _name))
-for _command in (*remote.COMMANDS, serve.serve, serve.ui, serve.keys):
+for _command in (*remote.COMMANDS, serve.serve, serve.ui, serve.keys, serve.copy_server):
     main.add_command(_command)

@@ -5,23 +5,45 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from dsv.cli.common import DsvGroup
 
 if TYPE_CHECKING:
-    from dsv.server.storage.sqlite import SqliteMetaStore
+    from dsv.server.storage import MetaStore
 
-__all__ = ["keys", "serve", "ui"]
+__all__ = ["copy_server", "keys", "serve", "ui"]
+
+
+_meta_option = click.option(
+    "--meta",
+    "meta_dsn",
+    envvar="DSV_META",
+    metavar="DSN",
+    help="Keep repositories, refs and keys in PostgreSQL (postgresql://…; PG* variables and "
+    "~/.pgpass fill in what the DSN leaves out). Env: DSV_META.",
+)
 
 
 @click.command("serve")
 @click.option(
-    "--root", required=True, metavar="DIR", help="Where repositories, refs and keys live."
+    "--root",
+    required=True,
+    metavar="DIR",
+    help="Where repositories, refs and keys live; with --objects and --meta, only this "
+    "server's read cache and temporary files.",
 )
+@click.option(
+    "--objects",
+    envvar="DSV_OBJECTS",
+    metavar="s3://BUCKET/PREFIX",
+    help="Keep objects in S3 (credentials, region and endpoint from AWS_*). Env: DSV_OBJECTS.",
+)
+@_meta_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--no-auth", is_flag=True, help="Accept requests without keys (loopback only).")
@@ -60,6 +82,8 @@ __all__ = ["keys", "serve", "ui"]
 )
 def serve(
     root: str,
+    objects: str | None,
+    meta_dsn: str | None,
     host: str,
     port: int,
     no_auth: bool,
@@ -72,14 +96,20 @@ def serve(
 
     A repository OWNER/NAME is created by its first push. Keys: 'dsv keys create'.
     Also serves the Humanloop Datasets API under /v5 and /v4 (docs/humanloop.md) and
-    orq.ai's under /v2 (docs/orq.md) and TensorZero's under /v1/datasets (docs/tensorzero.md),
-    in --api-repo unless the key is for one repository.
+    orq.ai's under /v2 (docs/orq.md), TensorZero's under /v1/datasets (docs/tensorzero.md) and
+    Overmind Lab's under /api/datasets (docs/overmind.md), in --api-repo unless the key is for
+    one repository; and a web view under /ui (docs/web.md).
     Logs one access line per request, with its request id, on stderr.
+
+    \b
+    Any number of servers may share one --objects and one --meta (docs/deploy.md).
 
     \b
     Example:
       dsv keys create --root /srv/dsv --scope write --repo acme/evals
       dsv serve --root /srv/dsv --port 8080
+      dsv serve --root /var/cache/dsv --objects s3://acme-dsv/prod \\
+        --meta postgresql://dsv@db.internal/dsv
     """
     import logging  # here: only the server logs
 
@@ -93,6 +123,8 @@ def serve(
     )
     config = ServerConfig(
         root=str(Path(root).resolve()),
+        objects=objects,
+        meta=meta_dsn,
         auth=not no_auth,
         max_request_bytes=max_request,
         max_ids=max_ids,
@@ -128,26 +160,38 @@ def ui(ctx: click.Context, port: int) -> None:
 
 @click.group("keys", cls=DsvGroup)
 def keys() -> None:
-    """Manage the API keys of a server root.
+    """Manage the API keys of a server: its --root, or its --meta database when servers share
+    one (a key made or revoked there holds on every server at once).
 
     \b
     Example:
       dsv keys create --root /srv/dsv --scope read --repo acme/evals
+      dsv keys revoke --meta postgresql://dsv@db.internal/dsv 3fa2c1d9e0b1
     """
 
 
-def _meta(root: str) -> SqliteMetaStore:
+def _meta(root: str | None, dsn: str | None) -> MetaStore:
     from dsv.errors import BadInput
     from dsv.server.storage import open_meta
 
+    if dsn is not None:
+        return open_meta(None, dsn)
+    if root is None:
+        raise BadInput("no server given", hint="give the --root (or --meta) of 'dsv serve'")
     if not os.path.isdir(root):
         raise BadInput(f"{root}: no such directory", hint="give the --root of 'dsv serve'")
     return open_meta(Path(root))
 
 
-_root_option = click.option(
-    "--root", required=True, metavar="DIR", help="The server root ('dsv serve --root')."
-)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _root_option(command: F) -> F:
+    """--root DIR or --meta DSN: where the server keeps its keys."""
+    command = _meta_option(command)
+    return click.option("--root", metavar="DIR", help="The server root ('dsv serve --root').")(
+        command
+    )
 
 
 @keys.command("create")
@@ -157,7 +201,9 @@ _root_option = click.option(
 )
 @click.option("--repo", metavar="OWNER/NAME", help="Limit the key to one repository.")
 @click.option("--note", default="", help="Whose key it is, for 'keys list'.")
-def keys_create(root: str, scope: str, repo: str | None, note: str) -> None:
+def keys_create(
+    root: str | None, meta_dsn: str | None, scope: str, repo: str | None, note: str
+) -> None:
     """Create an API key; it is printed once, as the last line.
 
     \b
@@ -166,8 +212,9 @@ def keys_create(root: str, scope: str, repo: str | None, note: str) -> None:
     """
     from dsv.server.keys import create_key
 
-    Path(root).mkdir(parents=True, exist_ok=True)
-    meta = _meta(root)
+    if root is not None and meta_dsn is None:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    meta = _meta(root, meta_dsn)
     try:
         record, key = create_key(meta, "write" if scope == "write" else "read", repo, note=note)
     finally:
@@ -180,14 +227,14 @@ def keys_create(root: str, scope: str, repo: str | None, note: str) -> None:
 
 @keys.command("list")
 @_root_option
-def keys_list(root: str) -> None:
+def keys_list(root: str | None, meta_dsn: str | None) -> None:
     """List keys: id, scope, repository, creation time and whether revoked.
 
     \b
     Example:
       dsv keys list --root /srv/dsv
     """
-    meta = _meta(root)
+    meta = _meta(root, meta_dsn)
     try:
         records = meta.list_keys()
     finally:
@@ -202,7 +249,7 @@ def keys_list(root: str) -> None:
 @keys.command("revoke")
 @_root_option
 @click.argument("key_id", metavar="ID")
-def keys_revoke(root: str, key_id: str) -> None:
+def keys_revoke(root: str | None, meta_dsn: str | None, key_id: str) -> None:
     """Revoke key ID at once: requests with it get 401.
 
     \b
@@ -211,9 +258,79 @@ def keys_revoke(root: str, key_id: str) -> None:
     """
     from dsv.server.keys import revoke_key
 
-    meta = _meta(root)
+    meta = _meta(root, meta_dsn)
     try:
         revoke_key(meta, key_id)
     finally:
         meta.close()
     click.echo(f"Revoked key {key_id}")
+
+
+@click.command("copy-server")
+@click.option("--root", required=True, metavar="DIR", help="The embedded root to copy from.")
+@click.option(
+    "--objects",
+    required=True,
+    envvar="DSV_OBJECTS",
+    metavar="s3://BUCKET/PREFIX",
+    help="Where the objects go (AWS_* as for 'dsv serve').",
+)
+@click.option(
+    "--meta",
+    "meta_dsn",
+    required=True,
+    envvar="DSV_META",
+    metavar="DSN",
+    help="The PostgreSQL database the rest goes to (postgresql://…).",
+)
+@click.option(
+    "--cache",
+    metavar="DIR",
+    help="Read cache of the copying side (default: a temporary directory, removed after).",
+)
+def copy_server(root: str, objects: str, meta_dsn: str, cache: str | None) -> None:
+    """Copy a server root into S3 + PostgreSQL, then verify it from the far side.
+
+    Every repository's packs, refs and default branch, every key and the Humanloop API's
+    dataset ids, moves and version notes are copied; then every object reachable from every
+    ref is read back from S3 (with an empty cache) and re-hashed. Stop the old server first;
+    a copy cut short is finished by running it again.
+
+    \b
+    Example:
+      dsv copy-server --root /srv/dsv --objects s3://acme-dsv/prod \\
+        --meta postgresql://dsv@db.internal/dsv
+    """
+    import shutil
+    import tempfile
+
+    from dsv.errors import BadInput
+    from dsv.server.moving import copy_root, verify_copy
+    from dsv.server.storage import open_storage
+
+    if not os.path.isdir(root):
+        raise BadInput(f"{root}: no such directory", hint="give the --root of 'dsv serve'")
+    work = Path(cache) if cache else Path(tempfile.mkdtemp(prefix="dsv-copy-"))
+    try:
+        blobs, meta = open_storage(work / "copy", objects=objects, meta=meta_dsn)
+        try:
+            report = copy_root(Path(root), blobs, meta, progress=click.echo)
+        finally:
+            blobs.close()
+        click.echo(
+            f"Copied {report.repos} repositories ({report.packs} packs, {report.refs} refs), "
+            f"{report.keys} keys, {report.datasets} API datasets."
+        )
+        # Verified through a store with an empty cache: every byte comes from S3.
+        from dsv.server.storage.s3 import S3BlobStore
+
+        fresh = S3BlobStore(objects, work / "verify")
+        try:
+            count = verify_copy(fresh, meta)
+        finally:
+            fresh.close()
+            meta.close()
+        click.echo(f"Verified: {count} objects reachable from every ref, read back from S3.")
+    finally:
+        if not cache:
+            shutil.rmtree(work, ignore_errors=True)

@@ -419,7 +419,7 @@ def create_app(service: RemoteService, *, web_only: bool = False, title: str = "
             *(route for dialect in DIALECTS for route in dialect.routes(mount)),
         ]
     app = Litestar(
-        route_handlers=[*_server_routes(), *api, *web_routes(web)],
+        route_handlers=[*_server_routes(service), *api, *web_routes(web)],
         request_class=_CheckedRequest,
         exception_handlers={Exception: _handle},
         request_max_body_size=service.config.max_request_bytes,
@@ -443,12 +443,15 @@ def _caller(
     return repo, found
 
 
-def _server_routes() -> list[HTTPRouteHandler]:
-    """The server's own routes: liveness and the OpenAPI document."""
+def _server_routes(service: RemoteService) -> list[HTTPRouteHandler]:
+    """The server's own routes: health and the OpenAPI document."""
 
-    @get("/healthz", sync_to_thread=False)
+    @get("/healthz", sync_to_thread=True)
     def healthz() -> Health:
-        """Liveness: 200 while the server runs."""
+        """Health: 200 while the server runs and both its stores answer, else 503 naming the
+        store that does not (a load balancer takes such a server out of rotation)."""
+        service.meta.health()
+        service.blobs.health()
         return Health("ok", SUPPORTED_VERSIONS)
 
     @get("/openapi.json", sync_to_thread=False, include_in_schema=False)
@@ -578,6 +581,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _meta_shown(meta: object) -> str:
+    return str(getattr(meta, "where", "sqlite"))
+
+
 def serve(
     config: ServerConfig,
     *,
@@ -593,13 +600,17 @@ def serve(
             hint="bind to 127.0.0.1 (the default) for --no-auth, or drop --no-auth and create "
             "keys with 'dsv keys create'",
         )
-    blobs, meta = open_storage(Path(config.root))
+    blobs, meta = open_storage(Path(config.root), objects=config.objects, meta=config.meta)
     service = RemoteService(config, blobs, meta)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     auth = "keys required" if config.auth else "no auth"
-    announce(f"dsv serve: listening on http://{shown}:{bound} (root {config.root}, {auth})")
+    where = f"root {config.root}"
+    if config.objects or config.meta:
+        # Never the DSN itself: it may hold a password.
+        where += f", objects {config.objects or 'local'}, meta {_meta_shown(meta)}"
+    announce(f"dsv serve: listening on http://{shown}:{bound} ({where}, {auth})")
     _run(create_app(service), service, sock)
 
 

@@ -96,6 +96,10 @@ def check_environments(names: Sequence[str]) -> tuple[str, ...]:
 
 class ServerConfig(msgspec.Struct, frozen=True):
     root: str
+    # Shared storage (docs/deploy.md): an s3:// location for objects, a postgresql:// DSN for
+    # the rest; None keeps each embedded under `root`.
+    objects: str | None = None
+    meta: str | None = None
     auth: bool = True
     max_request_bytes: int = DEFAULT_MAX_REQUEST
     max_ids: int = DEFAULT_MAX_IDS

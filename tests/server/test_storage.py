@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from benchmarks.services import Postgres
 from dsv.canonical import canonicalize
 from dsv.errors import BadInput, CorruptObject, Forbidden, Unauthorized
 from dsv.objects import (
@@ -48,26 +50,45 @@ from dsv.server.storage import (
     RefChange,
     RefConflict,
     check_repo_name,
+    publish_pack,
 )
 from dsv.server.storage.local import LocalBlobStore
 from dsv.server.storage.sqlite import SqliteMetaStore
 
-BlobFactory = Callable[[Path], BlobStore]
-MetaFactory = Callable[[Path], MetaStore]
+BlobFactory = Callable[[pytest.FixtureRequest, Path], BlobStore]
+MetaFactory = Callable[[pytest.FixtureRequest, Path], MetaStore]
 
 
-@pytest.fixture(params=[LocalBlobStore], ids=["local"])
+def _s3_blobs(request: pytest.FixtureRequest, root: Path) -> BlobStore:
+    from dsv.server.storage.s3 import S3BlobStore
+
+    request.getfixturevalue("seaweedfs")
+    # A prefix of its own per test: one bucket serves the whole run.
+    return S3BlobStore(f"s3://dsv/{uuid.uuid4().hex}", root / "cache")
+
+
+def _postgres_meta(request: pytest.FixtureRequest, root: Path) -> MetaStore:
+    from dsv.server.storage.postgres import PostgresMetaStore
+
+    postgres: Postgres = request.getfixturevalue("postgres")
+    return PostgresMetaStore(postgres.database())
+
+
+@pytest.fixture(params=[lambda request, root: LocalBlobStore(root), _s3_blobs], ids=["local", "s3"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     factory: BlobFactory = request.param
-    store = factory(tmp_path / "blobs")
+    store = factory(request, tmp_path / "blobs")
     yield store
     store.close()
 
 
-@pytest.fixture(params=[lambda root: SqliteMetaStore(root / "meta.sqlite3")], ids=["sqlite"])
+@pytest.fixture(
+    params=[lambda request, root: SqliteMetaStore(root / "meta.sqlite3"), _postgres_meta],
+    ids=["sqlite", "postgres"],
+)
 def meta(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetaStore]:
     factory: MetaFactory = request.param
-    store = factory(tmp_path)
+    store = factory(request, tmp_path)
     yield store
     store.close()
 
@@ -147,6 +168,36 @@ def test_blob_store_answers_missing_for_more_than_4096_ids(
     new = [hash_object(k, b) for k, b in _points(2500, "c")]
     assert blobs.missing("acme/evals", [*new, *held, *more]) == set(new)
     assert blobs.missing("acme/evals", [*held, *more]) == set()
+
+
+def test_every_pairing_of_stores_publishes_a_pack_all_or_nothing(
+    blobs: BlobStore, meta: MetaStore, tmp_path: Path
+) -> None:
+    """What a push and an API write do, on each blob store with each metadata store."""
+    staging = tmp_path / "publish"
+    staging.mkdir()
+    objects = _points(10)
+
+    def fill(writer: PackWriter) -> list[bytes]:
+        oids = []
+        for kind, body in objects:
+            oid = hash_object(kind, body)
+            writer.add(kind, oid, body)
+            oids.append(oid)
+        return oids
+
+    oids = publish_pack(blobs, meta, staging, "acme/evals", fill)
+    assert [r.name for r in meta.list_repos()] == ["acme/evals"]
+    assert blobs.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in objects]
+
+    def failing(writer: PackWriter) -> None:
+        writer.add(Kind.DATAPOINT, hash_object(*_points(1, "x")[0]), _points(1, "x")[0][1])
+        raise RuntimeError("cut short")
+
+    with pytest.raises(RuntimeError):
+        publish_pack(blobs, meta, staging, "acme/other", failing)
+    assert [r.name for r in meta.list_repos()] == ["acme/evals"]
+    assert list(staging.iterdir()) == []
 
 
 def test_blob_store_refuses_bad_repository_names(blobs: BlobStore) -> None:
@@ -437,3 +488,136 @@ def test_datapoints_must_be_canonical_json_objects() -> None:
     for bad in (b'{"b":1,"a":2}', b'{"a": 1}', b"[1]", b"not json", b'{"a":NaN}'):
         with pytest.raises(CorruptObject, match="datapoint"):
             check_datapoints([bytes(32), bytes(32)], [good[0], bad])
+
+
+# -- the shared stores: what two servers on one S3 bucket and one database see ------------------
+
+
+def test_a_pack_stored_by_one_server_is_read_by_another(seaweedfs: object, tmp_path: Path) -> None:
+    from dsv.server.storage.s3 import S3BlobStore
+
+    url = f"s3://dsv/{uuid.uuid4().hex}"
+    one, two = S3BlobStore(url, tmp_path / "one"), S3BlobStore(url, tmp_path / "two")
+    try:
+        objects = _points(50)
+        assert two.missing("acme/evals", [hash_object(*objects[0])])  # cached "absent"...
+        prepared, oids = _pack(tmp_path, objects)
+        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        # ...is never believed: a miss looks in S3 again and fetches the new pack.
+        assert two.missing("acme/evals", oids) == set()
+        assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in objects]
+        # A server starting later on the same cache fetches nothing twice.
+        three = S3BlobStore(url, tmp_path / "two")
+        assert three.read("acme/evals", Kind.DATAPOINT, oids[:1]) == [objects[0][1]]
+        assert not three._sync("acme/evals")
+        three.close()
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_pack_without_its_index_in_s3_is_invisible(seaweedfs: object, tmp_path: Path) -> None:
+    import obstore
+
+    from dsv.server.storage.s3 import S3BlobStore
+
+    url = f"s3://dsv/{uuid.uuid4().hex}"
+    blobs = S3BlobStore(url, tmp_path / "cache")
+    try:
+        prepared, oids = _pack(tmp_path, _points(5))
+        # An upload cut short after the pack, before its index.
+        obstore.put(blobs.store, f"acme/evals/pack/{prepared.name}.pack", prepared.pack_tmp)  # type: ignore[attr-defined]
+        assert blobs.missing("acme/evals", oids) == set(oids)
+    finally:
+        blobs.close()
+
+
+def test_an_unreachable_object_store_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.services import free_port
+    from dsv.server.storage import StorageError
+    from dsv.server.storage.s3 import S3BlobStore
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    blobs = S3BlobStore("s3://dsv/x", tmp_path / "cache", retry_seconds=1)
+    try:
+        with pytest.raises(
+            StorageError, match=r"^object store s3://dsv/x: cannot list the packs of acme/evals: "
+        ):
+            blobs.missing("acme/evals", [bytes(32)])
+        with pytest.raises(StorageError, match="cannot answer a health check"):
+            blobs.health()
+    finally:
+        blobs.close()
+    with pytest.raises(BadInput, match="invalid object store URL 'dsv/x'"):
+        S3BlobStore("dsv/x", tmp_path / "cache")
+
+
+def test_postgres_migrations_run_once_and_refuse_a_newer_database(postgres: Postgres) -> None:
+    import psycopg
+
+    from dsv.server.storage import StorageError
+    from dsv.server.storage.postgres import CORE_MIGRATIONS, PostgresMetaStore
+
+    dsn = postgres.database()
+    # Servers starting at once: the migration runs once, the others find it done.
+    stores: list[PostgresMetaStore] = []
+    threads = [
+        threading.Thread(target=lambda: stores.append(PostgresMetaStore(dsn))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(stores) == 4
+    open_store(stores[0])
+    for store in stores:
+        store.close()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        rows = db.execute("SELECT component, version FROM dsv_schema ORDER BY 1").fetchall()
+        assert rows == [("core", len(CORE_MIGRATIONS)), ("humanloop", 1)]
+        db.execute("UPDATE dsv_schema SET version = 99 WHERE component = 'core'")
+    with pytest.raises(StorageError, match="has core schema version 99; this dsv knows 1"):
+        PostgresMetaStore(dsn)
+
+
+def test_two_servers_on_one_database_share_refs_keys_and_the_write_lock(
+    postgres: Postgres,
+) -> None:
+    from dsv.server.storage.postgres import PostgresMetaStore
+
+    dsn = postgres.database()
+    one, two = PostgresMetaStore(dsn), PostgresMetaStore(dsn)
+    try:
+        one.create_repo("acme/evals")
+        main = "refs/heads/main"
+        one.update_refs("acme/evals", [RefChange(main, None, bytes(32))], user="a", reason="r")
+        with pytest.raises(RefConflict):
+            two.update_refs("acme/evals", [RefChange(main, None, bytes(32))], user="b", reason="r")
+        record, key = create_key(one, "write", "acme/evals")
+        assert authorize(two, key, "acme/evals", write=True).id == record.id
+        revoke_key(two, record.id)
+        with pytest.raises(Unauthorized, match="has been revoked"):
+            authorize(one, key, "acme/evals", write=False)
+        # The write lock of one server holds against the other's threads.
+        order: list[str] = []
+
+        def wait() -> None:
+            with two.locked("acme/evals"):
+                order.append("two")
+
+        with one.locked("acme/evals"), one.locked("acme/evals"):  # re-entrant in a thread
+            waiter = threading.Thread(target=wait)
+            waiter.start()
+            waiter.join(0.5)
+            order.append("one")
+        waiter.join(10)
+        assert order == ["one", "two"]
+    finally:
+        one.close()
+        two.close()

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
 from dsv.errors import BadInput, BadState
 from dsv.objects import Kind
 from dsv.pack import PackWriter, PreparedPack
-
-if TYPE_CHECKING:
-    from dsv.server.storage.local import LocalBlobStore
-    from dsv.server.storage.sqlite import SqliteMetaStore
 
 __all__ = [
     "META_FILE",
@@ -138,6 +135,10 @@ class BlobStore(Protocol):
         """Make a complete pack and its index part of the repository, idx last; takes the files."""
         ...
 
+    def health(self) -> None:
+        """Raise StorageError unless the store can be read now (`/healthz`)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -181,29 +182,79 @@ class MetaStore(Protocol):
         """Revoke key `key_id`; False if there is no such key or it was revoked already."""
         ...
 
+    def locked(self, repo: str) -> AbstractContextManager[None]:
+        """Hold `repo`'s write lock until the block ends, against every server sharing this
+        store (a thread may take it again inside): an API write's checks hold until it lands."""
+        ...
+
+    def health(self) -> None:
+        """Raise StorageError unless the store answers now (`/healthz`)."""
+        ...
+
     def close(self) -> None: ...
 
 
 META_FILE = "meta.sqlite3"
 
 
-def open_storage(root: Path) -> tuple[LocalBlobStore, SqliteMetaStore]:
-    """The embedded storage under a server root: objects in `repos/`, the rest in SQLite."""
-    from dsv.server.storage.local import LocalBlobStore
-
+def open_storage(
+    root: Path, *, objects: str | None = None, meta: str | None = None
+) -> tuple[BlobStore, MetaStore]:
+    """A server's storage: embedded under `root` (objects in `repos/`, the rest in SQLite)
+    unless `objects` names an S3 location (`s3://BUCKET/PREFIX`; `root` then holds the read
+    cache) or `meta` a PostgreSQL database (a `postgresql://` DSN)."""
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create {root}: {exc.strerror}") from exc
-    return LocalBlobStore(root), open_meta(root)
+    blobs: BlobStore
+    if objects is None:
+        from dsv.server.storage.local import LocalBlobStore
+
+        blobs = LocalBlobStore(root)
+    else:
+        _need_scale("s3://")
+        from dsv.server.storage.s3 import S3BlobStore
+
+        blobs = S3BlobStore(objects, root / "cache")
+    try:
+        return blobs, open_meta(root, meta)
+    except BaseException:
+        blobs.close()
+        raise
 
 
-def open_meta(root: Path) -> SqliteMetaStore:
-    """The metadata store of the embedded storage under a server root (repositories, refs,
-    keys): the one place that names its file."""
+def open_meta(root: Path | None, dsn: str | None = None) -> MetaStore:
+    """The metadata store (repositories, refs, keys): PostgreSQL at `dsn`, else the embedded
+    SQLite file under `root`, the one place that names that file."""
+    if dsn is not None:
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise BadInput(
+                "invalid metadata store: give a postgresql:// DSN",
+                hint="e.g. postgresql://dsv@db.internal/dsv; a password is best left to "
+                "PGPASSWORD or ~/.pgpass",
+            )
+        _need_scale("postgresql://")
+        from dsv.server.storage.postgres import PostgresMetaStore
+
+        return PostgresMetaStore(dsn)
+    if root is None:
+        raise BadInput("no metadata store", hint="give --root DIR or --meta postgresql://…")
     from dsv.server.storage.sqlite import SqliteMetaStore
 
     return SqliteMetaStore(root / META_FILE)
+
+
+def _need_scale(what: str) -> None:
+    """A clear error when the optional dependencies of the shared stores are missing."""
+    import importlib.util
+
+    module = "obstore" if what == "s3://" else "psycopg_pool"
+    if importlib.util.find_spec(module) is None:
+        raise BadState(
+            f"{what} storage needs the {module} package, which is not installed",
+            hint="pip install 'dsv[scale]'",
+        )
 
 
 T = TypeVar("T")

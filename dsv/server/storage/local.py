@@ -78,6 +78,12 @@ class LocalBlobStore:
             # repository's reads would try hundreds of packs for each object.
             store.tidy()
 
+    def health(self) -> None:
+        try:
+            self.root.stat()
+        except OSError as exc:
+            raise StorageError(f"object storage {self.root}: {exc.strerror}") from exc
+
     def close(self) -> None:
         with self._guard:
             for store, _ in self._stores.values():

@@ -8,8 +8,10 @@ CLI's are.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dsv.errors import BadInput
@@ -21,6 +23,7 @@ from dsv.server.storage import (
     RefConflict,
     RefLogRecord,
     RepoRecord,
+    StorageError,
     check_repo_name,
 )
 from dsv.server.storage.local import LocalBlobStore
@@ -56,6 +59,7 @@ class RepoMetaStore:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.name = local_name(repo)
+        self._lock = threading.RLock()
 
     def get_repo(self, repo: str) -> RepoRecord | None:
         if repo != self.name:
@@ -120,6 +124,16 @@ class RepoMetaStore:
 
     def revoke_key(self, key_id: str) -> bool:
         return False
+
+    @contextlib.contextmanager
+    def locked(self, repo: str) -> Iterator[None]:
+        """The one repository's write lock, of this process: `dsv ui` is one process."""
+        with self._lock:
+            yield
+
+    def health(self) -> None:
+        if not self.repo.dsv_dir.is_dir():
+            raise StorageError(f"the repository {self.repo.dsv_dir} is gone")
 
     def close(self) -> None:
         self.repo.close()

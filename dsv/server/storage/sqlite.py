@@ -53,6 +53,7 @@ class SqliteMetaStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
         with self._errors("open"):
             path.parent.mkdir(parents=True, exist_ok=True)
             db = self._db()
@@ -107,6 +108,18 @@ class SqliteMetaStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def locked(self, repo: str) -> Iterator[None]:
+        """`repo`'s write lock: of this process, as one process serves an embedded root."""
+        with self._guard:
+            lock = self._locks.setdefault(repo, threading.RLock())
+        with lock:
+            yield
+
+    def health(self) -> None:
+        with self._errors("answer a health check"):
+            self._db().execute("SELECT 1").fetchone()
 
     # -- repositories ----------------------------------------------------------------------
 

@@ -89,10 +89,6 @@ _ATTEMPTS = 8
 DATAPOINT_CHUNK = 512
 
 
-_LOCKS_GUARD = threading.Lock()
-_REPO_LOCKS: dict[str, threading.RLock] = {}
-
-
 class Streamed(NamedTuple):
     """A response, and the (repository, dataset) whose datapoints go in its `datapoints`,
     encoded a chunk at a time after the rest (None: no datapoints)."""
@@ -125,7 +121,8 @@ class HumanloopService:
     """The Humanloop Datasets API's rules over the objects, the core metadata store and the
     dialect's own store; HTTP-free, it raises dsv's errors (dsv.errors).
 
-    API writes to one repository are serialised by a lock of this process, so checks such as
+    API writes to one repository are serialised by the metadata store's lock of the repository
+    (an advisory lock with PostgreSQL, held across processes), so checks such as
     "this version name is free" hold until the write lands; pushes, which do not take it,
     meet the API's writes in compare-and-swap, and the API retries on top of them.
     """
@@ -183,10 +180,9 @@ class HumanloopService:
 
     @contextlib.contextmanager
     def locked(self, repo: str) -> Iterator[None]:
-        # One lock a repository for the whole process: every dialect's writes queue on it.
-        with _LOCKS_GUARD:
-            lock = _REPO_LOCKS.setdefault(repo, threading.RLock())
-        with lock:
+        # The metadata store's lock, which every dialect's writes queue on (they share the
+        # store); with PostgreSQL it holds across every server process.
+        with self.meta.locked(repo):
             yield
 
     @contextlib.contextmanager

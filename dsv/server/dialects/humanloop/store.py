@@ -220,4 +220,9 @@ def open_store(meta: MetaStore) -> HumanloopStore:
     """The Humanloop store beside `meta`; one per core backend."""
     if isinstance(meta, SqliteMetaStore):
         return SqliteHumanloopStore(meta)
+    if type(meta).__module__ == "dsv.server.storage.postgres":
+        # Imported only here: psycopg is an optional dependency (dsv[scale]).
+        from dsv.server.dialects.humanloop.postgres import PostgresHumanloopStore
+
+        return PostgresHumanloopStore(meta)  # type: ignore[arg-type]
     raise StorageError(f"the Humanloop API has no store beside a {type(meta).__name__}")
