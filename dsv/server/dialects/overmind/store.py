@@ -3,7 +3,8 @@ gives a version beyond its datapoints (name, source, generator model, metadata).
 
 A version is a commit (docs/overmind.md); its UUID is derived from the dataset and the
 commit, and kept here so that a request can name it. The SQLite implementation shares the
-core store's file, as the Humanloop store does.
+core store's file, as the Humanloop store does; the PostgreSQL one (`overmind.postgres`) is
+migrated on its own in the shared database.
 """
 
 from __future__ import annotations
@@ -130,4 +131,9 @@ def open_store(meta: MetaStore) -> OvermindStore:
     """The Overmind store beside `meta`; one per core backend."""
     if isinstance(meta, SqliteMetaStore):
         return SqliteOvermindStore(meta)
+    if type(meta).__module__ == "dsv.server.storage.postgres":
+        # Imported only here: psycopg is an optional dependency (dsv[scale]).
+        from dsv.server.dialects.overmind.postgres import PostgresOvermindStore
+
+        return PostgresOvermindStore(meta)  # type: ignore[arg-type]
     raise StorageError(f"the Overmind Lab API has no store beside a {type(meta).__name__}")
