@@ -114,14 +114,36 @@ def _dsv(
     )
 
 
+_IDLE_HOLDER = """
+import sys, time
+from pathlib import Path
+from dsv.fsutil import RepoLock
+lock = RepoLock(Path(sys.argv[1]) / ".dsv" / "lock")
+lock.acquire()
+print("held", flush=True)
+sys.stdin.read()  # idle until told
+lock.release()
+"""
+
+
 def test_a_second_writer_gives_up_on_an_idle_holder_naming_it(tmp_path: Path) -> None:
+    # The holder is a process of its own: the waiter counts a holder's children's CPU time as
+    # its work, and this test run's own children (servers of other tests) never idle.
     repo = dsv.Repository.init(tmp_path)
     _write(tmp_path / "qa.jsonl", RECORDS)
-    with repo.lock():
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _IDLE_HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    try:
         proc = _dsv(tmp_path, "add", "qa.jsonl")
         _, err = proc.communicate(timeout=30)
+    finally:
+        holder.communicate(b"", timeout=30)
     assert proc.returncode == 3
-    pid = os.getpid()
+    pid = holder.pid
     assert err.decode() == (
         f"waiting for pid {pid}…\n"
         f"error: repository is locked by pid {pid}, which has done nothing for 0.5 s\n"
