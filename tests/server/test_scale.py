@@ -3,11 +3,13 @@ PostgreSQL database (tests/conftest.py `deployment`), driven by real `dsv` clien
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,17 @@ def ok(root: Path, *args: str, key: str) -> str:
     done = run(root, *args, key=key)
     assert done.returncode == 0, f"dsv {args}: {done.stderr}"
     return done.stdout
+
+
+def _healthy(url: str, *, within: float) -> None:
+    """Wait until the server's /healthz answers 200, at most `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/healthz", timeout=10).status_code == 200:
+                return
+        assert time.monotonic() < deadline, f"{url} is not healthy after {within} s"
+        time.sleep(0.2)
 
 
 def records(path: Path) -> list[Any]:
@@ -270,9 +283,10 @@ def test_postgres_stopped_mid_write_is_a_clear_error_and_recovers(
     assert "metadata database" in down.stderr or "503" in down.stderr or "Error:" in down.stderr
     assert health.status_code == 503
     assert "metadata database" in health.json()["error"]["message"]
-    # No manual repair: the same push now lands, and the clone is whole.
+    # No manual repair: once the server's pool has reconnected (its /healthz says so, as a
+    # load balancer would wait for), the same push lands, and the clone is whole.
+    _healthy(url, within=60)
     ok(tmp_path / "a", "push", "origin", "main", key=key)
-    assert httpx.get(url + "/healthz", timeout=30).status_code == 200
     ok(tmp_path, "clone", f"{deployment.servers[2].url}/{repo}", "b", key=key)
     assert "ok" in ok(tmp_path / "b", "fsck", key=key)
 
@@ -296,6 +310,7 @@ def test_seaweedfs_stopped_mid_write_is_a_clear_error_and_recovers(
     # Nothing moved to missing data, and the same push lands once S3 is back.
     info = httpx.get(f"{url}/v1/{repo}/info", headers={"X-API-KEY": key}, timeout=10)
     assert info.status_code != 200 or "refs/heads/main" not in info.json()["refs"]
+    _healthy(url, within=60)
     ok(tmp_path / "a", "push", "origin", "main", key=key)
     ok(tmp_path, "clone", f"{deployment.servers[0].url}/{repo}", "b", key=key)
     assert "ok" in ok(tmp_path / "b", "fsck", key=key)
