@@ -16,7 +16,13 @@ import msgspec
 from dsv.errors import NotFound, RemoteError
 from dsv.version import __version__
 
-__all__ = ["RETRY_STATUSES", "HostedHttp", "Interrupted", "retry_delay"]
+__all__ = [
+    "RETRY_STATUSES",
+    "HostedHttp",
+    "HttpPlatform",
+    "Interrupted",
+    "retry_delay",
+]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=10.0)
@@ -216,3 +222,43 @@ def _error_detail(content: bytes) -> str:
             if isinstance(value, list) and value and isinstance(value[0], str):
                 return value[0] if field == "non_field_errors" else f"{field}: {value[0]}"
     return ""
+
+
+class HttpPlatform:
+    """What every platform's client shares: its `HostedHttp` (the key in the header
+    `auth_headers` names), the bytes it moved, and closing it."""
+
+    def __init__(
+        self,
+        base: str,
+        *,
+        name: str,
+        key: str | None,
+        key_source: str,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Any = None,
+    ) -> None:
+        extra = {"sleep": sleep} if sleep is not None else {}
+        self.http = HostedHttp(
+            base,
+            name=name,
+            headers=self.auth_headers(key) if key else {},
+            key_source=key_source,
+            transport=transport,
+            **extra,
+        )
+
+    @staticmethod
+    def auth_headers(key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.http.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        return self.http.bytes_received
+
+    def close(self) -> None:
+        self.http.close()

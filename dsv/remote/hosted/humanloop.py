@@ -11,11 +11,9 @@ import datetime
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-
 from dsv.errors import BadInput, RemoteError
 from dsv.remote.hosted import Change, PlatformDataset, PlatformVersion, json_kind
-from dsv.remote.hosted.http import HostedHttp
+from dsv.remote.hosted.http import HttpPlatform
 
 __all__ = ["FIELDS", "Humanloop", "parse_time"]
 
@@ -36,7 +34,7 @@ def parse_time(text: Any) -> int:
     return int(when.timestamp())
 
 
-class Humanloop:
+class Humanloop(HttpPlatform):
     """The Humanloop v5 Datasets API at `base` (e.g. https://api.humanloop.com/v5)."""
 
     kind = "humanloop"
@@ -44,33 +42,13 @@ class Humanloop:
     carries = "inputs (strings), messages and target"
     ordered = True
 
-    def __init__(
-        self,
-        base: str,
-        *,
-        name: str,
-        key: str | None,
-        key_source: str,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Any = None,
-    ) -> None:
-        headers = {"X-API-KEY": key} if key else {}
-        extra = {"sleep": sleep} if sleep is not None else {}
-        self.http = HostedHttp(
-            base, name=name, headers=headers, key_source=key_source, transport=transport, **extra
-        )
+    @staticmethod
+    def auth_headers(key: str) -> dict[str, str]:
+        return {"X-API-KEY": key}
+
+    def __init__(self, base: str, **options: Any) -> None:
+        super().__init__(base, **options)
         self._env_ids: dict[str, str] = {}
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.http.bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self.http.bytes_received
-
-    def close(self) -> None:
-        self.http.close()
 
     def _dataset(self, body: Any) -> PlatformDataset:
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):

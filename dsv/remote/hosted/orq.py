@@ -14,11 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-
 from dsv.errors import BadInput, RemoteError
 from dsv.remote.hosted import PlatformDataset, json_kind
-from dsv.remote.hosted.http import HostedHttp
+from dsv.remote.hosted.http import HttpPlatform
 from dsv.remote.hosted.mutable import MutableDatasets
 
 __all__ = ["FIELDS", "Orq"]
@@ -28,40 +26,13 @@ _PAGE = 50  # the documented limit ("between 1 and 50")
 _BATCH = 100
 
 
-class Orq(MutableDatasets):
+class Orq(HttpPlatform, MutableDatasets):
     """The orq.ai v2 API at `base` (e.g. https://api.orq.ai)."""
 
     kind = "orq"
     title = "orq.ai"
     carries = "inputs, messages, expected_output (a string) and metadata"
     ordered = False
-
-    def __init__(
-        self,
-        base: str,
-        *,
-        name: str,
-        key: str | None,
-        key_source: str,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Any = None,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        extra = {"sleep": sleep} if sleep is not None else {}
-        self.http = HostedHttp(
-            base, name=name, headers=headers, key_source=key_source, transport=transport, **extra
-        )
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.http.bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self.http.bytes_received
-
-    def close(self) -> None:
-        self.http.close()
 
     def _pages(self, path: str) -> Iterator[dict[str, Any]]:
         """Every item of a cursor-paged list: `starting_after` the last `_id` until

@@ -14,11 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
 from dsv.errors import BadInput, RemoteError
 from dsv.remote.hosted import Change, PlatformDataset, PlatformVersion, json_kind
-from dsv.remote.hosted.http import HostedHttp, Interrupted
+from dsv.remote.hosted.http import HttpPlatform, Interrupted
 from dsv.remote.hosted.humanloop import parse_time
 
 __all__ = ["FIELDS", "Overmind"]
@@ -34,40 +32,13 @@ def _agent(text: str) -> str | None:
         return None
 
 
-class Overmind:
+class Overmind(HttpPlatform):
     """The Overmind Lab API at `base` (e.g. https://api.overmind.example)."""
 
     kind = "overmind"
     title = "Overmind Lab"
     carries = "inputs (as input), expected_output, persona and tags"
     ordered = True
-
-    def __init__(
-        self,
-        base: str,
-        *,
-        name: str,
-        key: str | None,
-        key_source: str,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Any = None,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        extra = {"sleep": sleep} if sleep is not None else {}
-        self.http = HostedHttp(
-            base, name=name, headers=headers, key_source=key_source, transport=transport, **extra
-        )
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.http.bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self.http.bytes_received
-
-    def close(self) -> None:
-        self.http.close()
 
     def _pages(self, path: str, params: dict[str, str | int]) -> Iterator[dict[str, Any]]:
         """Every result of a Django REST framework list, page after page until `next` is

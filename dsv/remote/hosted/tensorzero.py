@@ -17,11 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from dsv.errors import BadInput, RemoteError
 from dsv.remote.hosted import PlatformDataset, json_kind
-from dsv.remote.hosted.http import HostedHttp
+from dsv.remote.hosted.http import HttpPlatform
 from dsv.remote.hosted.mutable import MutableDatasets
 
 __all__ = ["FIELDS", "TensorZero"]
@@ -50,40 +48,13 @@ def _parsed(raw: Any) -> Any:
         return None
 
 
-class TensorZero(MutableDatasets):
+class TensorZero(HttpPlatform, MutableDatasets):
     """A TensorZero gateway at `base` (e.g. http://gateway:3000)."""
 
     kind = "tensorzero"
     title = "TensorZero"
     carries = "function_name, system, messages, output, output_schema, tags and tool settings"
     ordered = False
-
-    def __init__(
-        self,
-        base: str,
-        *,
-        name: str,
-        key: str | None,
-        key_source: str,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Any = None,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        extra = {"sleep": sleep} if sleep is not None else {}
-        self.http = HostedHttp(
-            base, name=name, headers=headers, key_source=key_source, transport=transport, **extra
-        )
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.http.bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self.http.bytes_received
-
-    def close(self) -> None:
-        self.http.close()
 
     @staticmethod
     def _base(name: str) -> str:
