@@ -83,7 +83,7 @@ def checkout(
 
     `progress` follows the datapoints written (phase 'writing files').
     """
-    from dsv.ops.merging import read_state
+    from dsv.ops.mergestate import read_state
 
     with repo.lock():
         if not paths and read_state(repo) is not None:

@@ -9,19 +9,31 @@ before any working file changes, so a merge killed part way is still taken back 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import msgspec
 
-from dsv.canonical import decode_canonical
 from dsv.config import now_and_tz
 from dsv.errors import BadInput, BadState
-from dsv.fsutil import write_atomic
 from dsv.index import Entry, read_index
 from dsv.manifest import build_dataset
-from dsv.merge import MARKER, Conflict, DatasetMerge, MergeResult, Slot, merge_base, merge_trees
+from dsv.merge import Conflict, DatasetMerge, MergeResult, Slot, merge_base, merge_trees
 from dsv.objects import Commit, Kind, Tree, TreeEntry, encode_object, split_oids
+from dsv.ops.mergestate import (
+    MARKED_KINDS,
+    STATE_VERSION,
+    MergeState,
+    PathState,
+    check_resolved,
+    clear_state,
+    finish_commit,
+    key_text,
+    merge_parents,
+    read_state,
+    settle_added,
+    unresolved,
+    write_state,
+)
 from dsv.refs import MISSING
 from dsv.repo import Repository
 from dsv.worktree import check_entry, write_file
@@ -45,38 +57,6 @@ __all__ = [
     "unresolved",
 ]
 
-STATE_FILE: Final = "MERGE"
-_STATE_VERSION: Final = 1
-# Formats whose files can hold a conflict record; the others show ours' side at a conflict.
-_MARKED_KINDS: Final = ("jsonl", "json")
-
-
-class PathState(msgspec.Struct, frozen=True):
-    """A conflicted path of a merge in progress: its result with conflict records in place
-    (`template`), the unresolved slots and conflicts, and for a dataset-level conflict the
-    datasets of each side."""
-
-    path: str
-    template: bytes | None
-    slots: tuple[Slot, ...] = ()
-    conflicts: tuple[Conflict, ...] = ()
-    whole: bool = False
-    ours: bytes | None = None
-    theirs: bytes | None = None
-
-
-class MergeState(msgspec.Struct, frozen=True):
-    """`.dsv/MERGE`: what `continue` commits and what `abort` restores."""
-
-    version: int
-    head: bytes | None  # HEAD before the merge
-    theirs: bytes
-    message: str
-    before: tuple[tuple[str, bytes | None], ...]  # each path the merge writes, as it was
-    paths: tuple[PathState, ...]
-    parents: tuple[bytes, ...] = ()  # of the commit to make
-    commit: bytes | None = None  # a clean merge's commit, made before any file was written
-
 
 class MergeOutcome(msgspec.Struct, frozen=True):
     """What `merge` did: 'up-to-date', 'fast-forward', 'merged' or 'conflicts'."""
@@ -86,54 +66,6 @@ class MergeOutcome(msgspec.Struct, frozen=True):
     base: bytes | None
     conflicts: tuple[Conflict, ...] = ()
     changed: tuple[str, ...] = ()
-
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(MergeState)
-
-
-def _state_path(repo: Repository) -> Path:
-    return repo.dsv_dir / STATE_FILE
-
-
-def read_state(repo: Repository) -> MergeState | None:
-    """The merge in progress, or None."""
-    try:
-        data = _state_path(repo).read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        state = _decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise BadState(
-            f"{_state_path(repo)} is not a merge record: {exc}",
-            hint="remove it to forget the merge in progress",
-        ) from exc
-    if state.version != _STATE_VERSION:
-        raise BadState(f"{_state_path(repo)}: unknown merge record version {state.version}")
-    return state
-
-
-def _write_state(repo: Repository, state: MergeState) -> None:
-    write_atomic(_state_path(repo), _encoder.encode(state))
-
-
-def _clear_state(repo: Repository) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        _state_path(repo).unlink()
-
-
-def key_text(key: dict[str, Any] | None) -> str:
-    """A datapoint's key as shown and as `--key` takes it: `id=3`, `lang="en",id=3`."""
-    if not key:
-        return ""
-    return ",".join(f"{f}={msgspec.json.encode(v).decode()}" for f, v in key.items())
-
-
-def unresolved(repo: Repository) -> list[Conflict]:
-    """The conflicts of the merge in progress not resolved yet (none without a merge)."""
-    state = read_state(repo)
-    return [c for p in state.paths for c in p.conflicts] if state is not None else []
 
 
 # -- merge -------------------------------------------------------------------------------------
@@ -181,7 +113,7 @@ def _view(repo: Repository, writer: Any, template: bytes, slots: tuple[Slot, ...
     """The dataset a conflicted path's file holds: its conflict records where the format can
     hold them, else ours' side of each."""
     dataset = repo.read_dataset(template)
-    if dataset.format.kind in _MARKED_KINDS or not slots:
+    if dataset.format.kind in MARKED_KINDS or not slots:
         return template
     ids = repo.read_oid_list(dataset)
     out = _swap(ids, {s.marker: s.ours for s in slots})
@@ -256,7 +188,7 @@ def _start(
                 raise BadState("nothing to commit: the change is already here")
             commit = _commit(repo, writer, tree, parents, message)
     state = MergeState(
-        _STATE_VERSION,
+        STATE_VERSION,
         head,
         theirs,
         message,
@@ -266,14 +198,14 @@ def _start(
         commit,
     )
     # Recorded before the first file changes: from here, abort takes it all back.
-    _write_state(repo, state)
+    write_state(repo, state)
     if commit is None:
         _apply(repo, index, wanted)
         return MergeOutcome("conflicts", None, base, conflicts, tuple(sorted(touched)))
     _apply(repo, index, wanted, new_head=commit)
     repo.refs.update("HEAD", commit, expected=head or MISSING, user=repo.user, reason=reason)
     repo.write_index(read_index(repo.index_path))
-    _clear_state(repo)
+    clear_state(repo)
     return MergeOutcome("merged", commit, base, (), tuple(sorted(touched)))
 
 
@@ -324,40 +256,6 @@ def merge(
         )
 
 
-def merge_parents(repo: Repository) -> tuple[bytes, ...] | None:
-    """The parents a commit made now takes (a merge in progress), or None (the usual)."""
-    state = read_state(repo)
-    if state is None:
-        return None
-    return state.parents
-
-
-def check_resolved(repo: Repository) -> None:
-    """Refuse to commit while a conflict of the merge in progress is unresolved."""
-    state = read_state(repo)
-    if state is None:
-        return
-    left = [p for p in state.paths if p.conflicts]
-    if left:
-        first = left[0]
-        count = sum(len(p.conflicts) for p in left)
-        raise BadState(
-            f"cannot commit: {first.path} holds {_conflicts_text(len(first.conflicts))}"
-            + (f" ({count} in all)" if len(left) > 1 else ""),
-            hint=f"edit it and 'dsv add {first.path}', or 'dsv resolve --ours|--theirs "
-            f"{first.path}'; 'dsv conflicts' lists them",
-        )
-
-
-def _conflicts_text(n: int) -> str:
-    return f"{n} unresolved conflict{'s' if n != 1 else ''}"
-
-
-def finish_commit(repo: Repository) -> None:
-    """After a commit that concluded a merge (under the lock): forget it."""
-    _clear_state(repo)
-
-
 def continue_merge(repo: Repository, *, message: str | None = None) -> bytes:
     """Commit the merge in progress, once every conflict is resolved."""
     from dsv.ops.stage import commit
@@ -369,7 +267,7 @@ def continue_merge(repo: Repository, *, message: str | None = None) -> bytes:
         head = repo.head()
         if head != state.head and head is not None:
             # Killed after the merge commit moved HEAD: only the record was left to remove.
-            _clear_state(repo)
+            clear_state(repo)
             return head
         if state.commit is not None:
             # A clean merge killed while writing its files: write them all, then move HEAD.
@@ -380,7 +278,7 @@ def continue_merge(repo: Repository, *, message: str | None = None) -> bytes:
                 "HEAD", state.commit, expected=head or MISSING, user=repo.user, reason="merge"
             )
             repo.write_index(read_index(repo.index_path))
-            _clear_state(repo)
+            clear_state(repo)
             return state.commit
         return commit(repo, message or state.message)
 
@@ -400,7 +298,7 @@ def abort_merge(repo: Repository) -> None:
                 "HEAD", state.head, expected=current, user=repo.user, reason="merge --abort"
             )
             repo.write_index(read_index(repo.index_path))
-        _clear_state(repo)
+        clear_state(repo)
 
 
 # -- resolving ---------------------------------------------------------------------------------
@@ -464,7 +362,7 @@ def resolve(
                 kept.append(new)
         if key is not None and not done:
             raise BadInput(f"--key {key}: no unresolved conflict of that datapoint")
-        _write_state(repo, msgspec.structs.replace(state, paths=tuple(kept)))
+        write_state(repo, msgspec.structs.replace(state, paths=tuple(kept)))
         _apply(repo, index, wanted)
     return done
 
@@ -504,7 +402,7 @@ def _resolve_path(
     conflicts = tuple(c for c in p.conflicts if c.key not in keys)
     new = msgspec.structs.replace(p, template=template, slots=left, conflicts=conflicts)
     view = template
-    if dataset.format.kind not in _MARKED_KINDS and left:
+    if dataset.format.kind not in MARKED_KINDS and left:
         view, _ = build_dataset(
             writer,
             _swap(out, {s.marker: s.ours for s in left}),
@@ -514,62 +412,6 @@ def _resolve_path(
             base_oids=ids,
         )
     return new, {p.path: view}, resolved
-
-
-def settle_added(repo: Repository, staged: dict[str, Entry]) -> None:
-    """After `dsv add` of conflicted paths (under the lock, before the index is written):
-    refuse a file that still holds a conflict record, else mark its conflicts resolved."""
-    state = read_state(repo)
-    if state is None:
-        return
-    changed = False
-    kept: list[PathState] = []
-    for p in state.paths:
-        entry = staged.get(p.path)
-        if entry is None or not p.conflicts:
-            kept.append(p)
-            continue
-        _refuse_records(repo, p, entry.dataset)
-        kept.append(msgspec.structs.replace(p, conflicts=(), slots=()))
-        changed = True
-    if changed:
-        _write_state(repo, msgspec.structs.replace(state, paths=tuple(kept)))
-
-
-def _refuse_records(repo: Repository, p: PathState, dataset_oid: bytes) -> None:
-    dataset = repo.read_dataset(dataset_oid)
-    if dataset.format.kind not in _MARKED_KINDS:
-        return
-    ids = split_oids(repo.read_oid_list(dataset))
-    known = (
-        set(split_oids(repo.read_oid_list(repo.read_dataset(p.template)))) if p.template else set()
-    )
-    markers = {s.marker: s for s in p.slots}
-    fresh = [oid for oid in ids if oid not in known]
-    edited: dict[bytes, dict[str, Any]] = {}
-    if fresh:
-        marker = f'"{MARKER}":'.encode()
-        for oid, body in zip(fresh, repo.store.read_bulk(fresh, Kind.DATAPOINT), strict=True):
-            if marker in body:
-                record = decode_canonical(body)
-                if MARKER in record:
-                    edited[oid] = record
-    for position, oid in enumerate(ids):
-        if oid in markers:
-            _still_conflict(p.path, position, markers[oid].key)
-        if oid in edited:
-            record = edited[oid]
-            key = {f: record[f] for f in dataset.key if f in record}
-            _still_conflict(p.path, position, key if len(key) == len(dataset.key) else None)
-
-
-def _still_conflict(path: str, position: int, key: dict[str, Any] | None) -> None:
-    what = f"datapoint {key_text(key)}" if key else f"datapoint {position + 1}"
-    raise BadState(
-        f"{path}: {what} is still a conflict record ({MARKER!r})",
-        hint="edit it into the one datapoint you want, or run "
-        f"'dsv resolve --ours|--theirs {path}" + (f" --key {key_text(key)}'" if key else "'"),
-    )
 
 
 # -- revert and cherry-pick --------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dsv.objects import (
     TreeEntry,
     encode_object,
 )
-from dsv.ops.merging import check_resolved, finish_commit, merge_parents, settle_added
+from dsv.ops.mergestate import check_resolved, finish_commit, merge_parents, settle_added
 from dsv.paths import BadPath, check_dataset_path, check_tree_paths
 from dsv.progress import ProgressFn, Step
 from dsv.refs import MISSING

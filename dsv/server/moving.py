@@ -12,7 +12,8 @@ import msgspec
 from dsv.errors import BadInput, CorruptObject
 from dsv.objects import Kind
 from dsv.pack import PreparedPack
-from dsv.server.dialects.humanloop.store import DatasetMove, SqliteHumanloopStore, open_store
+from dsv.server.dialects.humanloop.backends import open_store
+from dsv.server.dialects.humanloop.store import DatasetMove, SqliteHumanloopStore
 from dsv.server.storage import BlobStore, MetaStore, RefChange, StorageError, open_storage
 from dsv.server.storage.sqlite import SqliteMetaStore
 from dsv.server.storage.stored import StoredObjects

@@ -25,9 +25,9 @@ from benchmarks.push import Server
 from dsv.cli import main
 from dsv.notebook import Repository
 from dsv.server.dialects import FieldError
+from dsv.server.dialects.humanloop.backends import open_store
 from dsv.server.dialects.humanloop.routes import parse_form
 from dsv.server.dialects.humanloop.service import DATAPOINT_CHUNK, HumanloopService
-from dsv.server.dialects.humanloop.store import open_store
 from dsv.server.dialects.humanloop.types import CreateDatapoint, UpsertRequest
 from dsv.server.storage import open_storage
 from dsv.server.storage.sqlite import SqliteMetaStore

@@ -22,8 +22,8 @@ from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.response import Stream
 
 from dsv.server.dialects import FieldError, Mount
+from dsv.server.dialects.humanloop.backends import open_store
 from dsv.server.dialects.humanloop.service import HumanloopService, Streamed
-from dsv.server.dialects.humanloop.store import open_store
 from dsv.server.dialects.humanloop.types import (
     MoveRequest,
     UpsertRequest,

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import msgspec
 
-from dsv.server.storage import MetaStore, RefChange, StorageError
+from dsv.server.storage import RefChange, StorageError
 from dsv.server.storage.sqlite import SqliteMetaStore
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "HumanloopStore",
     "SqliteHumanloopStore",
     "VersionNote",
-    "open_store",
 ]
 
 
@@ -214,15 +213,3 @@ class SqliteHumanloopStore:
                     int(note.hidden),
                 ),
             )
-
-
-def open_store(meta: MetaStore) -> HumanloopStore:
-    """The Humanloop store beside `meta`; one per core backend."""
-    if isinstance(meta, SqliteMetaStore):
-        return SqliteHumanloopStore(meta)
-    if type(meta).__module__ == "dsv.server.storage.postgres":
-        # Imported only here: psycopg is an optional dependency (dsv[scale]).
-        from dsv.server.dialects.humanloop.postgres import PostgresHumanloopStore
-
-        return PostgresHumanloopStore(meta)  # type: ignore[arg-type]
-    raise StorageError(f"the Humanloop API has no store beside a {type(meta).__name__}")

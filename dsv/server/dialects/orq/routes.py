@@ -18,7 +18,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.handlers.http_handlers import HTTPRouteHandler
 
 from dsv.server.dialects import Mount
-from dsv.server.dialects.humanloop.store import open_store
+from dsv.server.dialects.humanloop.backends import open_store
 from dsv.server.dialects.humanloop.types import decode_body
 from dsv.server.dialects.orq.service import OrqService
 from dsv.server.dialects.orq.types import (

@@ -21,9 +21,9 @@ from litestar.response import Stream
 
 from dsv.server.dialects import Mount
 from dsv.server.dialects.files import FileDatasets
-from dsv.server.dialects.humanloop.store import open_store as open_humanloop_store
+from dsv.server.dialects.humanloop.backends import open_store as open_humanloop_store
+from dsv.server.dialects.overmind.backends import open_store
 from dsv.server.dialects.overmind.service import API, Detail, Filters, OvermindService
-from dsv.server.dialects.overmind.store import open_store
 from dsv.server.dialects.overmind.types import decode_body, page_links, parse_int
 from dsv.server.storage import KeyRecord
 

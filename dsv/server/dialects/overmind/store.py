@@ -14,10 +14,9 @@ from typing import Protocol
 
 import msgspec
 
-from dsv.server.storage import MetaStore, StorageError
 from dsv.server.storage.sqlite import SqliteMetaStore
 
-__all__ = ["OvermindStore", "SqliteOvermindStore", "VersionRow", "open_store"]
+__all__ = ["OvermindStore", "SqliteOvermindStore", "VersionRow"]
 
 
 class VersionRow(msgspec.Struct, frozen=True):
@@ -125,15 +124,3 @@ class SqliteOvermindStore:
                 f"SELECT {_COLUMNS} FROM overmind_versions WHERE dataset = ?", (dataset,)
             ).fetchall()
         return {r.commit: r for r in map(_row, rows)}
-
-
-def open_store(meta: MetaStore) -> OvermindStore:
-    """The Overmind store beside `meta`; one per core backend."""
-    if isinstance(meta, SqliteMetaStore):
-        return SqliteOvermindStore(meta)
-    if type(meta).__module__ == "dsv.server.storage.postgres":
-        # Imported only here: psycopg is an optional dependency (dsv[scale]).
-        from dsv.server.dialects.overmind.postgres import PostgresOvermindStore
-
-        return PostgresOvermindStore(meta)  # type: ignore[arg-type]
-    raise StorageError(f"the Overmind Lab API has no store beside a {type(meta).__name__}")

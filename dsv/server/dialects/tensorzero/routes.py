@@ -16,7 +16,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.handlers.http_handlers import HTTPRouteHandler
 
 from dsv.server.dialects import FieldError, Mount
-from dsv.server.dialects.humanloop.store import open_store
+from dsv.server.dialects.humanloop.backends import open_store
 from dsv.server.dialects.humanloop.types import decode_body
 from dsv.server.dialects.paging import int_param, parse_limit_offset
 from dsv.server.dialects.tensorzero.service import TensorZeroService
