@@ -37,12 +37,8 @@ from dsv.protocol import (
     iter_pack,
     references,
 )
-from dsv.server.dialects.humanloop.store import (
-    DatasetMove,
-    HumanloopStore,
-    VersionNote,
-    open_store,
-)
+from dsv.server.dialects.humanloop.backends import open_store
+from dsv.server.dialects.humanloop.store import DatasetMove, HumanloopStore, VersionNote
 from dsv.server.keys import AccessDenied, authorize, create_key, key_digest, revoke_key
 from dsv.server.storage import (
     BlobStore,
