@@ -6,18 +6,13 @@ Paths, query parameters, bodies and statuses are those the official `orq-ai-sdk`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import anyio.to_thread
-import msgspec
 from litestar import Request, Response, delete, get, patch, post
-from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.handlers.http_handlers import HTTPRouteHandler
 
 from dsv.server.dialects import Mount
+from dsv.server.dialects.handlers import json_response, key_guard, keyed_runner
 from dsv.server.dialects.humanloop.backends import open_store
 from dsv.server.dialects.humanloop.types import decode_body
 from dsv.server.dialects.orq.service import OrqService
@@ -29,7 +24,6 @@ from dsv.server.dialects.orq.types import (
     UpdateDataset,
 )
 from dsv.server.dialects.paging import MAX_PAGE_SIZE, int_param
-from dsv.server.storage import KeyRecord
 
 __all__ = ["routes"]
 
@@ -40,12 +34,6 @@ _POINT = _ITEM + "/datapoints/{datapoint_id:str}"
 _DEFAULT_LIMIT = 10
 
 
-def _json(value: Any) -> Response[bytes]:
-    return Response(
-        content=msgspec.json.encode(value), status_code=200, media_type="application/json"
-    )
-
-
 def _limit(text: str | None) -> int:
     return int_param("limit", text, _DEFAULT_LIMIT, 1, MAX_PAGE_SIZE)
 
@@ -54,24 +42,8 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
     """The dialect's routes over the server's storage."""
     service = OrqService(mount, open_store(mount.meta))
 
-    async def keyed(
-        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-    ) -> None:
-        """A valid key before the body is read; then the body's media type."""
-        key = mount.key_of(connection)
-        mount.note_caller(await anyio.to_thread.run_sync(lambda: service.authenticate(key)))
-        if handler.opt.get("body"):
-            given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
-            if given != "application/json":
-                raise HTTPException(
-                    status_code=415,
-                    detail=f"this route takes application/json, "
-                    f"not {given or 'a body without a type'}",
-                )
-
-    async def run(request: Request[Any, Any, Any], work: Callable[[KeyRecord | None], Any]) -> Any:
-        key = mount.key_of(request)
-        return await anyio.to_thread.run_sync(lambda: work(service.authenticate(key)))
+    keyed = key_guard(mount, service.authenticate)
+    run = keyed_runner(mount, service.authenticate)
 
     @get(_BASE, guards=[keyed])
     async def list_datasets(
@@ -97,13 +69,13 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
                 updated_by=updated_by or None,
             ),
         )
-        return _json(found)
+        return json_response(found)
 
     @post(_BASE, guards=[keyed], opt={"body": True}, status_code=200)
     async def create_dataset(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create a dataset: a commit adding an empty `.jsonl` file."""
         data: CreateDataset = decode_body(await request.body(), CreateDataset)
-        return _json(
+        return json_response(
             await run(
                 request, lambda caller: service.create_dataset(caller, data.display_name, data.path)
             )
@@ -112,13 +84,14 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
     @get(_ITEM, guards=[keyed])
     async def retrieve_dataset(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
         """Retrieve a dataset: its latest version on the default branch."""
-        return _json(await run(request, lambda caller: service.get_dataset(caller, dataset_id)))
+        found = await run(request, lambda caller: service.get_dataset(caller, dataset_id))
+        return json_response(found)
 
     @patch(_ITEM, guards=[keyed], opt={"body": True})
     async def update_dataset(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
         """Update a dataset: a new display name renames the file (a commit); the id stays."""
         data: UpdateDataset = decode_body(await request.body(), UpdateDataset)
-        return _json(
+        return json_response(
             await run(request, lambda caller: service.update_dataset(caller, dataset_id, data))
         )
 
@@ -142,7 +115,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
     ) -> Response[bytes]:
         """List datapoints of the latest version, a cursor's window at a time."""
         count = _limit(limit)
-        return _json(
+        return json_response(
             await run(
                 request,
                 lambda caller: service.list_datapoints(
@@ -161,7 +134,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
     ) -> Response[bytes]:
         """Create datapoints (a JSON array): a commit adding them."""
         data: list[DatapointBody] = decode_body(await request.body(), list[DatapointBody])
-        return _json(
+        return json_response(
             await run(
                 request, lambda caller: service.create_datapoints(caller, dataset_id, data, "")
             )
@@ -171,7 +144,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
     async def bulk_create(request: Request[Any, Any, Any], dataset_id: str) -> Response[bytes]:
         """Create datapoints in bulk (`{"items": [...]}`): one commit adding them."""
         data: BulkCreate = decode_body(await request.body(), BulkCreate)
-        return _json(
+        return json_response(
             await run(
                 request,
                 lambda caller: service.create_datapoints(caller, dataset_id, data.items, "items"),
@@ -191,7 +164,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         request: Request[Any, Any, Any], dataset_id: str, datapoint_id: str
     ) -> Response[bytes]:
         """Retrieve a datapoint of the latest version."""
-        return _json(
+        return json_response(
             await run(
                 request, lambda caller: service.get_datapoint(caller, dataset_id, datapoint_id)
             )
@@ -203,7 +176,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
     ) -> Response[bytes]:
         """Update a datapoint: the fields sent replace its own (a commit; a new id)."""
         data: DatapointBody = decode_body(await request.body(), DatapointBody)
-        return _json(
+        return json_response(
             await run(
                 request,
                 lambda caller: service.update_datapoint(caller, dataset_id, datapoint_id, data),

@@ -4,18 +4,13 @@ and the older endpoints of TensorZero's documentation (with and without `/v1`)."
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import anyio.to_thread
-import msgspec
 from litestar import Request, Response, delete, get, patch, post
-from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.handlers.http_handlers import HTTPRouteHandler
 
 from dsv.server.dialects import FieldError, Mount
+from dsv.server.dialects.handlers import json_response, key_guard, keyed_runner
 from dsv.server.dialects.humanloop.backends import open_store
 from dsv.server.dialects.humanloop.types import decode_body
 from dsv.server.dialects.paging import int_param, parse_limit_offset
@@ -38,34 +33,12 @@ _OLD = ["/datasets/{dataset_name:str}", _BASE]
 _OLD_LIMIT = 100
 
 
-def _json(value: Any) -> Response[bytes]:
-    return Response(
-        content=msgspec.json.encode(value), status_code=200, media_type="application/json"
-    )
-
-
 def routes(mount: Mount) -> list[HTTPRouteHandler]:
     """The dialect's routes over the server's storage."""
     service = TensorZeroService(mount, open_store(mount.meta))
 
-    async def keyed(
-        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-    ) -> None:
-        """A valid key before the body is read; then the body's media type."""
-        key = mount.key_of(connection)
-        mount.note_caller(await anyio.to_thread.run_sync(lambda: service.authenticate(key)))
-        if handler.opt.get("body"):
-            given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
-            if given != "application/json":
-                raise HTTPException(
-                    status_code=415,
-                    detail=f"this route takes application/json, "
-                    f"not {given or 'a body without a type'}",
-                )
-
-    async def run(request: Request[Any, Any, Any], work: Callable[[KeyRecord | None], Any]) -> Any:
-        key = mount.key_of(request)
-        return await anyio.to_thread.run_sync(lambda: work(service.authenticate(key)))
+    keyed = key_guard(mount, service.authenticate)
+    run = keyed_runner(mount, service.authenticate)
 
     body = {"body": True}
 
@@ -78,7 +51,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         ids = await run(
             request, lambda c: service.create_datapoints(c, dataset_name, data.datapoints)
         )
-        return _json({"ids": ids})
+        return json_response({"ids": ids})
 
     @patch(_BASE + "/datapoints", guards=[keyed], opt=body)
     async def update_datapoints(
@@ -89,7 +62,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         ids = await run(
             request, lambda c: service.update_datapoints(c, dataset_name, data.datapoints)
         )
-        return _json({"ids": ids})
+        return json_response({"ids": ids})
 
     @patch(_BASE + "/datapoints/metadata", guards=[keyed], opt=body)
     async def update_metadata(
@@ -100,7 +73,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         ids = await run(
             request, lambda c: service.update_metadata(c, dataset_name, data.datapoints)
         )
-        return _json({"ids": ids})
+        return json_response({"ids": ids})
 
     @delete(_BASE + "/datapoints", guards=[keyed], opt=body, status_code=200)
     async def delete_datapoints(
@@ -109,7 +82,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         """Delete datapoints (body `{"ids"}`): a commit without them; how many went."""
         data: IdsBody = decode_body(await request.body(), IdsBody)
         count = await run(request, lambda c: service.delete_datapoints(c, dataset_name, data.ids))
-        return _json({"num_deleted_datapoints": count})
+        return json_response({"num_deleted_datapoints": count})
 
     @post(_BASE + "/list_datapoints", guards=[keyed], opt=body, status_code=200)
     async def list_datapoints(
@@ -118,21 +91,21 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         """List datapoints of the latest version: limit and offset, filters."""
         data: ListBody = decode_body(await request.body(), ListBody)
         found = await run(request, lambda c: service.list_datapoints(c, dataset_name, data))
-        return _json({"datapoints": found})
+        return json_response({"datapoints": found})
 
     @post(_BASE + "/get_datapoints", guards=[keyed], opt=body, status_code=200)
     async def get_datapoints(request: Request[Any, Any, Any], dataset_name: str) -> Response[bytes]:
         """Get datapoints by id, deleted ones included (`is_deleted`)."""
         data: IdsBody = decode_body(await request.body(), IdsBody)
         found = await run(request, lambda c: service.get_datapoints(c, dataset_name, data.ids))
-        return _json({"datapoints": found})
+        return json_response({"datapoints": found})
 
     @post("/v1/datasets/get_datapoints", guards=[keyed], opt=body, status_code=200)
     async def get_datapoints_anywhere(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Get datapoints by id from every dataset (the client's call without a name)."""
         data: IdsBody = decode_body(await request.body(), IdsBody)
         found = await run(request, lambda c: service.get_datapoints(c, None, data.ids))
-        return _json({"datapoints": found})
+        return json_response({"datapoints": found})
 
     @post(_BASE + "/from_inferences", guards=[keyed], status_code=200)
     async def from_inferences(request: Request[Any, Any, Any], dataset_name: str) -> None:
@@ -147,7 +120,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
     @delete(_BASE, guards=[keyed], status_code=200)
     async def delete_dataset(request: Request[Any, Any, Any], dataset_name: str) -> Response[bytes]:
         """Delete a dataset: a commit removing its file; how many datapoints went."""
-        return _json(await run(request, lambda c: service.delete_dataset(c, dataset_name)))
+        return json_response(await run(request, lambda c: service.delete_dataset(c, dataset_name)))
 
     @get("/internal/datasets", guards=[keyed])
     async def list_datasets(
@@ -159,7 +132,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         """The gateway's list of datasets: name, datapoint count, last update."""
         count = None if limit in (None, "") else int_param("limit", limit, 0, 0, None)
         start = int_param("offset", offset, 0, 0, None)
-        return _json(
+        return json_response(
             await run(
                 request,
                 lambda c: service.list_datasets(
@@ -181,7 +154,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         """List datapoints (older endpoint): a JSON array."""
         count, start = parse_limit_offset(limit, offset, default_limit=_OLD_LIMIT)
         request_body = ListBody(function_name=function or None, limit=count, offset=start)
-        return _json(
+        return json_response(
             await run(request, lambda c: service.list_datapoints(c, dataset_name, request_body))
         )
 
@@ -190,7 +163,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
         request: Request[Any, Any, Any], dataset_name: str, datapoint_id: str
     ) -> Response[bytes]:
         """Get a datapoint (older endpoint)."""
-        return _json(
+        return json_response(
             await run(request, lambda c: service.get_datapoint(c, dataset_name, datapoint_id))
         )
 
@@ -198,7 +171,7 @@ def routes(mount: Mount) -> list[HTTPRouteHandler]:
     async def old_bulk(request: Request[Any, Any, Any], dataset_name: str) -> Response[bytes]:
         """Bulk insert datapoints (older endpoint): their ids, a JSON array."""
         data: LegacyBulkBody = decode_body(await request.body(), LegacyBulkBody)
-        return _json(
+        return json_response(
             await run(
                 request, lambda c: service.create_datapoints(c, dataset_name, data.datapoints)
             )
