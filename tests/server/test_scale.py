@@ -285,7 +285,8 @@ def test_postgres_stopped_mid_write_is_a_clear_error_and_recovers(
     assert "metadata database" in health.json()["error"]["message"]
     # No manual repair: once the server's pool has reconnected (its /healthz says so, as a
     # load balancer would wait for), the same push lands, and the clone is whole.
-    _healthy(url, within=60)
+    for server in deployment.servers:
+        _healthy(server.url, within=60)
     ok(tmp_path / "a", "push", "origin", "main", key=key)
     ok(tmp_path, "clone", f"{deployment.servers[2].url}/{repo}", "b", key=key)
     assert "ok" in ok(tmp_path / "b", "fsck", key=key)
@@ -310,7 +311,8 @@ def test_seaweedfs_stopped_mid_write_is_a_clear_error_and_recovers(
     # Nothing moved to missing data, and the same push lands once S3 is back.
     info = httpx.get(f"{url}/v1/{repo}/info", headers={"X-API-KEY": key}, timeout=10)
     assert info.status_code != 200 or "refs/heads/main" not in info.json()["refs"]
-    _healthy(url, within=60)
+    for server in deployment.servers:
+        _healthy(server.url, within=60)
     ok(tmp_path / "a", "push", "origin", "main", key=key)
     ok(tmp_path, "clone", f"{deployment.servers[0].url}/{repo}", "b", key=key)
     assert "ok" in ok(tmp_path / "b", "fsck", key=key)
