@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -505,8 +506,52 @@ def test_a_pack_stored_by_one_server_is_read_by_another(seaweedfs: object, tmp_p
         # A server starting later on the same cache fetches nothing twice.
         three = S3BlobStore(url, tmp_path / "two")
         assert three.read("acme/evals", Kind.DATAPOINT, oids[:1]) == [objects[0][1]]
-        assert not three._sync("acme/evals")
+        assert not three._sync("acme/evals", since=0)
         three.close()
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_miss_is_read_again_when_another_thread_fetched_the_pack_meanwhile(
+    seaweedfs: object, tmp_path: Path
+) -> None:
+    """Two requests miss the same new pack: one fetches it, the other must still find it."""
+    from dsv.server.storage.s3 import S3BlobStore
+
+    url = f"s3://dsv/{uuid.uuid4().hex}"
+    one, two = S3BlobStore(url, tmp_path / "one"), S3BlobStore(url, tmp_path / "two")
+    try:
+        objects = _points(20)
+        two.missing("acme/evals", [hash_object(*objects[0])])
+        prepared, oids = _pack(tmp_path, objects)
+        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        cache_read, cache_missing = two.cache.read, two.cache.missing
+
+        def read_then_other_thread_syncs(repo: str, kind: Kind, wanted: Any) -> list[bytes]:
+            try:
+                return cache_read(repo, kind, wanted)
+            finally:
+                # This read missed; another request's sync fetches the pack before ours runs.
+                two.cache.read = cache_read  # type: ignore[method-assign]
+                two._sync(repo, since=two._fetched.get(repo, 0))
+
+        two.cache.read = read_then_other_thread_syncs  # type: ignore[method-assign]
+        assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in objects]
+
+        more = _points(20, "more")
+        prepared, more_oids = _pack(tmp_path, more)
+        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+
+        def missing_then_other_thread_syncs(repo: str, wanted: Any) -> set[bytes]:
+            try:
+                return cache_missing(repo, wanted)
+            finally:
+                two.cache.missing = cache_missing  # type: ignore[method-assign]
+                two._sync(repo, since=two._fetched.get(repo, 0))
+
+        two.cache.missing = missing_then_other_thread_syncs  # type: ignore[method-assign]
+        assert two.missing("acme/evals", more_oids) == set()
     finally:
         one.close()
         two.close()

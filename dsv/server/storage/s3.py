@@ -88,6 +88,9 @@ class S3BlobStore:
         self._guard = threading.Lock()
         self._syncing: dict[str, threading.Lock] = {}
         self._seen: dict[str, set[str]] = {}
+        # Packs fetched per repository so far: a miss that waited on another thread's sync
+        # must not take "nothing new" for "nothing fetched since I looked".
+        self._fetched: dict[str, int] = {}
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -126,8 +129,13 @@ class S3BlobStore:
         with open(path, "a") as out:
             out.write(name + "\n")
 
-    def _sync(self, repo: str) -> bool:
-        """Fetch the packs of `repo` that S3 has and the cache lacks; were there any?"""
+    def _gained(self, repo: str) -> None:
+        with self._guard:
+            self._fetched[repo] = self._fetched.get(repo, 0) + 1
+
+    def _sync(self, repo: str, *, since: int) -> bool:
+        """Fetch the packs of `repo` that S3 has and the cache lacks; has the cache gained
+        any since the count `since` was read?"""
         with self._guard:
             lock = self._syncing.setdefault(repo, threading.Lock())
         with lock, self._errors(f"list the packs of {repo}"):
@@ -140,7 +148,7 @@ class S3BlobStore:
             }
             new = sorted(names - seen)
             if not new:
-                return False
+                return self._fetched.get(repo, 0) != since
             pack_dir = self._cache_dir(repo) / "objects" / "pack"
             pack_dir.mkdir(parents=True, exist_ok=True)
             for name in new:
@@ -153,19 +161,22 @@ class S3BlobStore:
                             out.write(chunk)
                     os.replace(tmp, pack_dir / f"{name}{ext}")
                 self._note_seen(repo, name)
+                self._gained(repo)
             return True
 
     def missing(self, repo: str, oids: Iterable[bytes]) -> set[bytes]:
+        since = self._fetched.get(repo, 0)
         wanted = self.cache.missing(repo, oids)
-        if wanted and self._sync(repo):
+        if wanted and self._sync(repo, since=since):
             return self.cache.missing(repo, wanted)
         return wanted
 
     def read(self, repo: str, kind: Kind, oids: Sequence[bytes]) -> list[bytes]:
+        since = self._fetched.get(repo, 0)
         try:
             return self.cache.read(repo, kind, oids)
         except CorruptObject:
-            if not self._sync(repo):
+            if not self._sync(repo, since=since):
                 raise
         return self.cache.read(repo, kind, oids)
 
@@ -181,6 +192,7 @@ class S3BlobStore:
             raise
         self.cache.put_pack(repo, pack)
         self._note_seen(repo, pack.name)
+        self._gained(repo)
         fsync_dir(self._cache_dir(repo))
 
     def health(self) -> None:
