@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import zstandard
 
@@ -18,7 +19,7 @@ from dsv.fsutil import fsync_dir, write_atomic
 from dsv.objects import OID_SIZE, Kind, hash_object
 from dsv.pack import Pack, PackWriter, PreparedPack
 
-__all__ = ["LOOSE_LIMIT", "PACKS_MOST", "ObjectStore", "ObjectWriter"]
+__all__ = ["LOOSE_LIMIT", "PACKS_MOST", "ObjectStore", "ObjectWriter", "small_packs"]
 
 # Up to this many new objects (and bytes) a write stays loose (one file each); more go into
 # one pack, so a commit of 100,000 datapoints adds a few files, not 100,000.
@@ -36,6 +37,8 @@ _RUN_BATCH = 8192
 # Hashes read_many may spend beyond the bodies it yields before it gives up on runs.
 _HASH_SLACK = 8192
 
+_P = TypeVar("_P")
+
 
 # Below this many blocks, bodies are read one by one through the block cache.
 _PARALLEL_BLOCKS = 16
@@ -45,6 +48,16 @@ _BATCH_BLOCKS = 16
 
 def _workers() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+
+
+def small_packs(packs: Iterable[_P], *, size: Callable[[_P], int]) -> list[_P]:
+    """The packs a geometric repack merges: all but the large ones that each hold at least
+    twice what all smaller packs hold together (sizes in objects or bytes)."""
+    by_size = sorted(packs, key=size, reverse=True)
+    sizes = [size(pack) for pack in by_size]
+    tails = list(itertools.accumulate(reversed(sizes)))[::-1]  # tails[i] = sum(sizes[i:])
+    first = next((i for i, n in enumerate(sizes) if n < 2 * (tails[i] - n)), len(sizes))
+    return by_size[first:]
 
 
 class ObjectStore:
@@ -162,11 +175,7 @@ class ObjectStore:
         packs = self.packs
         if len(packs) <= most:
             return None
-        by_size = sorted(packs, key=lambda p: p.count, reverse=True)
-        counts = [pack.count for pack in by_size]
-        tails = list(itertools.accumulate(reversed(counts)))[::-1]  # tails[i] = sum(counts[i:])
-        first = next((i for i, n in enumerate(counts) if n < 2 * (tails[i] - n)), len(counts))
-        merging = by_size[first:]
+        merging = small_packs(packs, size=lambda p: p.count)
         if len(merging) < 2:
             return None
 

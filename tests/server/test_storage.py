@@ -557,6 +557,113 @@ def test_a_miss_is_read_again_when_another_thread_fetched_the_pack_meanwhile(
         two.close()
 
 
+def _s3_pack_names(blobs: Any, repo: str = "acme/evals") -> set[str]:
+    return set(blobs._list_packs(repo))
+
+
+def test_s3_packs_past_the_limit_are_compacted_in_the_background(
+    seaweedfs: object, tmp_path: Path
+) -> None:
+    from dsv.server.storage.s3 import S3BlobStore
+    from dsv.store import PACKS_MOST
+
+    url = f"s3://dsv/{uuid.uuid4().hex}"
+    writer, early = S3BlobStore(url, tmp_path / "w"), S3BlobStore(url, tmp_path / "early")
+    everything: list[tuple[Kind, bytes]] = []
+    try:
+        for n in range(PACKS_MOST + 8):
+            objects = _points(10, f"write {n}")
+            everything += objects
+            prepared, oids = _pack(tmp_path, objects)
+            writer.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+            if n == 3:
+                # A server that fetched the first packs before they were merged away.
+                assert early.missing("acme/evals", oids) == set()
+    finally:
+        writer.close()  # waits for the compaction under way
+    oids = [hash_object(*o) for o in everything]
+    assert len(_s3_pack_names(early)) <= PACKS_MOST
+    late = S3BlobStore(url, tmp_path / "late")
+    try:
+        for reader in (early, late):
+            assert reader.missing("acme/evals", oids) == set()
+            assert reader.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
+    finally:
+        early.close()
+        late.close()
+
+
+def test_a_pack_compacted_away_between_listing_and_fetch_is_read_from_the_merged_one(
+    seaweedfs: object, tmp_path: Path
+) -> None:
+    from dsv.server.storage.s3 import S3BlobStore
+
+    url = f"s3://dsv/{uuid.uuid4().hex}"
+    one, two = S3BlobStore(url, tmp_path / "one"), S3BlobStore(url, tmp_path / "two")
+    try:
+        everything: list[tuple[Kind, bytes]] = []
+        for n in range(4):
+            objects = _points(10, f"write {n}")
+            everything += objects
+            prepared, _ = _pack(tmp_path, objects)
+            one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        listed = two._list_packs
+
+        def list_then_compacted(repo: str) -> Any:
+            names = listed(repo)
+            two._list_packs = listed  # type: ignore[method-assign]
+            assert one.compact(repo, most=1) is not None
+            return names
+
+        two._list_packs = list_then_compacted  # type: ignore[method-assign]
+        oids = [hash_object(*o) for o in everything]
+        assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
+        assert len(_s3_pack_names(two)) == 1
+    finally:
+        one.close()
+        two.close()
+
+
+def test_servers_compacting_at_once_lose_nothing(seaweedfs: object, tmp_path: Path) -> None:
+    from dsv.server.storage.s3 import S3BlobStore
+
+    url = f"s3://dsv/{uuid.uuid4().hex}"
+    servers = [S3BlobStore(url, tmp_path / f"s{n}") for n in range(3)]
+    everything: list[tuple[Kind, bytes]] = []
+    try:
+        for n in range(9):
+            objects = _points(20, f"write {n}")
+            everything += objects
+            prepared, _ = _pack(tmp_path, objects)
+            servers[n % 3].put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        barrier = threading.Barrier(3)
+        errors: list[BaseException] = []
+
+        def compact(server: Any) -> None:
+            barrier.wait()
+            try:
+                server.compact("acme/evals", most=1)
+            except BaseException as exc:  # pragma: no cover - the assertion names it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=compact, args=(s,)) for s in servers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+    finally:
+        for server in servers:
+            server.close()
+    fresh = S3BlobStore(url, tmp_path / "fresh")
+    try:
+        oids = [hash_object(*o) for o in everything]
+        assert fresh.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
+        assert len(_s3_pack_names(fresh)) < 9
+    finally:
+        fresh.close()
+
+
 def test_a_pack_without_its_index_in_s3_is_invisible(seaweedfs: object, tmp_path: Path) -> None:
     import obstore
 
