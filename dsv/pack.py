@@ -14,7 +14,7 @@ import struct
 import sys
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -23,9 +23,21 @@ import zstandard
 
 from dsv.errors import CorruptObject
 from dsv.fsutil import digest_fd, fsync_dir, note_temp
-from dsv.objects import OID_SIZE, Kind, split_oids
+from dsv.objects import OID_SIZE, Kind, hash_object, hash_objects, split_oids
 
-__all__ = ["BLOCK_SIZE", "PACK_MAGIC", "Pack", "PackWriter", "PreparedPack", "scan_pack"]
+__all__ = [
+    "BLOCK_SIZE",
+    "PACK_MAGIC",
+    "BlockCheck",
+    "Pack",
+    "PackWriter",
+    "PreparedPack",
+    "empty_pack",
+    "encode_index",
+    "index_pack",
+    "read_chunks",
+    "scan_pack",
+]
 
 PACK_MAGIC = b"DSVPACK\n"
 IDX_MAGIC = b"DSVIDX\n\x00"
@@ -58,6 +70,43 @@ _Where = tuple[int, int, int]  # request, block, raw offset of a frame
 assert array(_U32).itemsize == 4
 
 
+def encode_index(
+    oids: list[bytes],
+    block_of: array[int],
+    offset_of: array[int],
+    length_of: array[int],
+    kind_of: bytearray,
+    blocks: list[bytes],
+    frames: array[int],
+    checksum: bytes,
+) -> bytes:
+    """The idx of a pack (format.md §4) from its entries, block table and frame ends."""
+    order = sorted(range(len(oids)), key=oids.__getitem__)
+    fanout = [0] * 256
+    for oid in oids:
+        fanout[oid[0]] += 1
+    fanout = list(itertools.accumulate(fanout))
+
+    def column(values: array[int]) -> bytes:
+        return array(_U32, [values[i] for i in order]).tobytes()
+
+    body = b"".join(
+        [
+            _IDX_HEADER.pack(IDX_MAGIC, PACK_VERSION, len(oids), len(blocks), len(frames) // 2),
+            struct.pack("<256I", *fanout),
+            b"".join([oids[i] for i in order]),
+            column(block_of),
+            column(offset_of),
+            column(length_of),
+            bytes([kind_of[i] for i in order]),
+            b"".join(blocks),
+            frames.tobytes(),
+            checksum,
+        ]
+    )
+    return body + blake3.blake3(body).digest()
+
+
 class PackWriter:
     """Streams objects into a new pack; `finish` makes it visible atomically (idx last)."""
 
@@ -85,6 +134,8 @@ class PackWriter:
         self._offset_of = array(_U32)
         self._length_of = array(_U32)
         self._kind_of = bytearray()
+        # Dictionaries copied from other packs: (pack name, its dictionary field) -> ours.
+        self._copied: dict[tuple[str, int], int] = {}
         self._put(_HEADER.pack(PACK_MAGIC, PACK_VERSION, 0))
 
     def __len__(self) -> int:
@@ -136,6 +187,43 @@ class PackWriter:
         self._offset_of.extend(pack._offset_col)
         self._length_of.extend(pack._length_col)
         self._kind_of += pack._kind_col
+
+    def copy_block(self, pack: Pack, block: int, entries: Sequence[int]) -> None:
+        """Append data block `block` of `pack` as it is stored (its dictionary first, once
+        per writer); `entries` are the index positions in `pack` of the objects it holds."""
+        self._flush_block()
+        rlen, dictionary, frames, data = pack.read_block_data(block)
+        if dictionary == DICTIONARY_BLOCK:
+            raise CorruptObject(f"pack {pack.name}: block {block} is a dictionary")
+        if dictionary:
+            ours = self._copied.get((pack.name, dictionary))
+            if ours is None:
+                _, _, _, words = pack.read_block_data(dictionary - 1)
+                self._write_block(words, len(words), DICTIONARY_BLOCK, [])
+                ours = self._copied[(pack.name, dictionary)] = len(self._blocks)
+            dictionary = ours
+        self._write_block(data, rlen, dictionary, frames)
+        at = len(self._blocks) - 1
+        for i in entries:
+            self._oids.append(pack.oid_at(i))
+            self._block_of.append(at)
+            self._offset_of.append(pack._offset_col[i])
+            self._length_of.append(pack._length_col[i])
+            self._kind_of.append(pack._kind_col[i])
+
+    def copy_cost(self, pack: Pack, block: int) -> int:
+        """Bytes `copy_block` of that block would add: the block, and its dictionary if this
+        writer has not copied it yet."""
+        cost = pack.block_stored_len(block)
+        dictionary = pack.block_dictionary(block)
+        if dictionary and (pack.name, dictionary) not in self._copied:
+            cost += pack.block_stored_len(dictionary - 1)
+        return cost
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of the pack so far, blocks still held in memory aside."""
+        return self._offset
 
     def _write_block(
         self, data: bytes, rlen: int, dictionary: int, frames: list[tuple[int, int]]
@@ -242,33 +330,16 @@ class PackWriter:
         return PreparedPack(self.directory, f"pack-{checksum.hex()}", self._tmp, idx_tmp)
 
     def _encode_index(self, checksum: bytes) -> bytes:
-        oids = self._oids
-        order = sorted(range(len(oids)), key=oids.__getitem__)
-        fanout = [0] * 256
-        for oid in oids:
-            fanout[oid[0]] += 1
-        fanout = list(itertools.accumulate(fanout))
-
-        def column(values: array[int]) -> bytes:
-            return array(_U32, [values[i] for i in order]).tobytes()
-
-        body = b"".join(
-            [
-                _IDX_HEADER.pack(
-                    IDX_MAGIC, PACK_VERSION, len(oids), len(self._blocks), len(self._frames) // 2
-                ),
-                struct.pack("<256I", *fanout),
-                b"".join([oids[i] for i in order]),
-                column(self._block_of),
-                column(self._offset_of),
-                column(self._length_of),
-                bytes([self._kind_of[i] for i in order]),
-                b"".join(self._blocks),
-                self._frames.tobytes(),
-                checksum,
-            ]
+        return encode_index(
+            self._oids,
+            self._block_of,
+            self._offset_of,
+            self._length_of,
+            self._kind_of,
+            self._blocks,
+            self._frames,
+            checksum,
         )
-        return body + blake3.blake3(body).digest()
 
     def finish(self) -> str:
         """Write trailer and index, fsync both, rename into place; return the pack name."""
@@ -571,6 +642,19 @@ class Pack:
             raise CorruptObject(f"pack {self.name} is truncated")
         return data
 
+    def block_raw_len(self, block: int) -> int:
+        return self._block_info(block)[2]
+
+    def block_dictionary(self, block: int) -> int:
+        """The block's dictionary field: 0, or 1 + the dictionary block's number."""
+        return self._block_info(block)[3]
+
+    def block_stored_len(self, block: int) -> int:
+        """Bytes of `block` in the pack: its header, frame table and data."""
+        clen = self._block_info(block)[1]
+        first, stop = self._frame_range(block)
+        return self._head_size(stop - first) + clen
+
     def read_block_data(self, block: int) -> tuple[int, int, list[tuple[int, int]], bytes]:
         """Block `block` as stored: raw length, dictionary, (compressed, raw) size of each
         frame, and its data."""
@@ -798,3 +882,149 @@ def scan_pack(path: Path) -> Iterator[tuple[Kind, bytes]]:
                 yield Kind(kind), body
             except ValueError as exc:
                 raise CorruptObject(f"{path.name}: unknown object kind {kind}") from exc
+
+
+# The receiver's checks of one block: its kinds, the ids it computed, and the bodies.
+BlockCheck = Callable[[bytes, list[bytes], list[bytes]], None]
+
+
+def index_pack(path: Path, *, check: BlockCheck | None = None) -> PreparedPack | None:
+    """Verify a whole pack file received from elsewhere and write its index beside it: the
+    pack, ready to publish under its name, or None if it holds no object.
+
+    Everything is checked as a reader of the pack would trust it (format.md §4): the header,
+    every block's framing and sizes, each frame decompressing to its size and ending where a
+    body ends, dictionaries named before use, every kind, and the trailer. Each object's id is
+    computed here from its kind and body; `check` sees every data block's objects before the
+    index is written. Blocks are kept as they are: nothing is recompressed.
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CorruptObject(f"cannot read the pack: {exc.strerror}") from exc
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        end = size - OID_SIZE
+        hasher = blake3.blake3()
+
+        def take(n: int) -> bytes:
+            data = handle.read(n)
+            if len(data) != n:
+                raise CorruptObject("pack is truncated")
+            hasher.update(data)
+            return data
+
+        if end < _HEADER.size:
+            raise CorruptObject("pack is truncated")
+        magic, version, _ = _HEADER.unpack(take(_HEADER.size))
+        if magic != PACK_MAGIC or version != PACK_VERSION:
+            raise CorruptObject(f"not a dsv pack of version {PACK_VERSION}")
+        pos = _HEADER.size
+        blocks: list[bytes] = []
+        frames = array(_U32)
+        oids: list[bytes] = []
+        block_of, offset_of, length_of = array(_U32), array(_U32), array(_U32)
+        kind_of = bytearray()
+        decompressors: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
+        while pos < end:
+            if end - pos < _BLOCK.size:
+                raise CorruptObject("pack block header runs past the trailer")
+            clen, rlen, dictionary, nframes = _BLOCK.unpack(take(_BLOCK.size))
+            if nframes > clen or _FRAME.size * nframes + clen > end - pos - _BLOCK.size:
+                raise CorruptObject("pack block runs past the trailer")
+            sizes = list(_FRAME.iter_unpack(take(_FRAME.size * nframes)))
+            data = take(clen)
+            number = len(blocks)
+            blocks.append(_IDX_BLOCK.pack(pos, clen, rlen, dictionary, len(frames) // 2))
+            pos += _BLOCK.size + _FRAME.size * nframes + clen
+            try:
+                if dictionary == DICTIONARY_BLOCK:
+                    if nframes or rlen != clen:
+                        raise ValueError("a dictionary block has frames or two sizes")
+                    words = zstandard.ZstdCompressionDict(
+                        data, dict_type=zstandard.DICT_TYPE_FULLDICT
+                    )
+                    decompressors[number + 1] = zstandard.ZstdDecompressor(dict_data=words)
+                    continue
+                if not nframes:
+                    raise ValueError("a data block has no frame")
+                if rlen > MAX_RAW:
+                    raise ValueError(f"it holds {rlen} raw bytes, over the {MAX_RAW} limit")
+                decompressor = decompressors.get(dictionary)
+                if decompressor is None:
+                    raise ValueError("it names no dictionary before it")
+                raw = _inflate(decompressor, data, rlen, sizes)
+                (count,) = _COUNT.unpack_from(raw, 0)
+                head = 4 + 5 * count
+                if not count or head > rlen:
+                    raise ValueError("its header is empty or longer than the block")
+                kinds = raw[4 : 4 + count]
+                lengths = array(_U32, raw[4 + count : head])
+                starts = array(_U32, itertools.accumulate(lengths, initial=head))
+                if starts[-1] != rlen:
+                    raise ValueError("its entries do not add up to its size")
+                ends = set(starts[1:])
+                raw_end = 0
+                for _, frame_raw in sizes:
+                    raw_end += frame_raw
+                    if raw_end not in ends:
+                        raise ValueError("a frame ends inside a body")
+                if any(k not in _KINDS for k in kinds):
+                    raise ValueError("it holds an unknown kind of object")
+            except (zstandard.ZstdError, ValueError, struct.error) as exc:
+                raise CorruptObject(f"corrupt pack block: {exc}") from exc
+            view = memoryview(raw)
+            bodies = [bytes(view[a:b]) for a, b in itertools.pairwise(starts)]
+            if kinds.count(kinds[:1]) == count:
+                ids = hash_objects(_KINDS[kinds[0]], bodies)
+            else:
+                ids = [hash_object(_KINDS[k], b) for k, b in zip(kinds, bodies, strict=True)]
+            if check is not None:
+                check(kinds, ids, bodies)
+            oids += ids
+            block_of.extend(itertools.repeat(number, count))
+            offset_of.extend(starts[:count])
+            length_of.extend(lengths)
+            kind_of += kinds
+            raw_end = 0
+            compressed_end = 0
+            for frame_clen, frame_raw in sizes:
+                compressed_end += frame_clen
+                raw_end += frame_raw
+                frames.extend((compressed_end, raw_end))
+        checksum = hasher.digest()
+        if pos != end or handle.read(OID_SIZE) != checksum:
+            raise CorruptObject("pack checksum mismatch: the pack was damaged in transit")
+    if not oids:
+        return None
+    idx = encode_index(oids, block_of, offset_of, length_of, kind_of, blocks, frames, checksum)
+    idx_tmp = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}.idx")
+    note_temp(idx_tmp)
+    try:
+        with open(path, "rb+") as pack_file:
+            os.fsync(pack_file.fileno())
+        with open(idx_tmp, "wb") as out:
+            out.write(idx)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        idx_tmp.unlink(missing_ok=True)
+        raise
+    return PreparedPack(path.parent, f"pack-{checksum.hex()}", path, idx_tmp)
+
+
+def empty_pack() -> bytes:
+    """A pack of no objects: its header and trailer."""
+    header = _HEADER.pack(PACK_MAGIC, PACK_VERSION, 0)
+    return header + blake3.blake3(header).digest()
+
+
+def read_chunks(path: Path, *, remove: bool = False) -> Iterator[bytes]:
+    """The bytes of `path` in pieces of 1 MiB; with `remove`, the file goes when done."""
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                yield chunk
+    finally:
+        if remove:
+            path.unlink(missing_ok=True)

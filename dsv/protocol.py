@@ -57,8 +57,8 @@ __all__ = [
     "references",
 ]
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
 PACK_MEDIA_TYPE = "application/x-dsv-pack"
 REQUEST_ID_HEADER = "X-Request-ID"
 # A block may hold one object bigger than BLOCK_SIZE, but no more than this: a cap on what

@@ -6,10 +6,10 @@ import contextlib
 import itertools
 import operator
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import zstandard
 
@@ -19,7 +19,14 @@ from dsv.fsutil import fsync_dir, write_atomic
 from dsv.objects import OID_SIZE, Kind, hash_object
 from dsv.pack import Pack, PackWriter, PreparedPack
 
-__all__ = ["LOOSE_LIMIT", "PACKS_MOST", "ObjectStore", "ObjectWriter", "small_packs"]
+__all__ = [
+    "LOOSE_LIMIT",
+    "PACKS_MOST",
+    "CopyPart",
+    "ObjectStore",
+    "ObjectWriter",
+    "small_packs",
+]
 
 # Up to this many new objects (and bytes) a write stays loose (one file each); more go into
 # one pack, so a commit of 100,000 datapoints adds a few files, not 100,000.
@@ -58,6 +65,23 @@ def small_packs(packs: Iterable[_P], *, size: Callable[[_P], int]) -> list[_P]:
     tails = list(itertools.accumulate(reversed(sizes)))[::-1]  # tails[i] = sum(sizes[i:])
     first = next((i for i, n in enumerate(sizes) if n < 2 * (tails[i] - n)), len(sizes))
     return by_size[first:]
+
+
+class CopyPart(NamedTuple):
+    """Objects to copy into a pack: a stored block as it is (`pack` set), or bodies to read."""
+
+    oids: list[bytes]
+    sizes: list[int]  # raw bytes of each body
+    pack: Pack | None = None
+    block: int = 0
+    entries: Sequence[int] = ()
+
+    @property
+    def stored(self) -> int:
+        """Bytes the part adds to a pack at most (a copied block's dictionary aside)."""
+        if self.pack is not None:
+            return self.pack.block_stored_len(self.block)
+        return sum(self.sizes) + 5 * len(self.sizes) + 512
 
 
 class ObjectStore:
@@ -373,6 +397,79 @@ class ObjectStore:
                         start, data = by_frame[f]
                         found_kind, body = pack.entry_in(data, at, start)
                         yield i, self._checked(oids[i], kind, found_kind, bytes(body))
+
+    def plan_copy(self, kind: Kind, oids: Sequence[bytes]) -> list[CopyPart]:
+        """`oids` in their order as parts to copy: each run of them that is exactly a stored
+        block, in its order, is a part copied as stored (compressed, never read); the others
+        are read (and verified) when written. What a push sends and a server answers, so a
+        version's datapoints cross the wire in the blocks `add` made, not recompressed."""
+        self.reload()
+        packs = self.packs
+        located: list[tuple[int, int] | None] = [None] * len(oids)
+        pending = sorted(range(len(oids)), key=oids.__getitem__)
+        for number, pack in enumerate(packs):
+            if not pending:
+                break
+            found = pack.find_sorted([oids[i] for i in pending])
+            left = []
+            for i, at in zip(pending, found, strict=True):
+                if at < 0:
+                    left.append(i)
+                else:
+                    located[i] = (number, at)
+            pending = left
+        parts: list[CopyPart] = []
+        reads: list[bytes] = []
+        sizes: list[int] = []
+
+        def read_part() -> None:
+            if reads:
+                parts.append(CopyPart(reads.copy(), sizes.copy()))
+                reads.clear()
+                sizes.clear()
+
+        i = 0
+        while i < len(oids):
+            where = located[i]
+            if where is None:
+                reads.append(oids[i])
+                sizes.append(len(self.read(oids[i], kind)[1]))  # loose: few, small
+                i += 1
+                continue
+            pack = packs[where[0]]
+            block, offset, length = pack.location(where[1])
+            lengths = [length]
+            # The run goes on while each next id is the next entry of the same block.
+            j, expected = i + 1, offset + length
+            while j < len(oids):
+                nxt = located[j]
+                if nxt is None or nxt[0] != where[0]:
+                    break
+                b, o, n = pack.location(nxt[1])
+                if b != block or o != expected:
+                    break
+                expected = o + n
+                lengths.append(n)
+                j += 1
+            entries = [at for _, at in located[i:j]]  # type: ignore[misc]
+            whole = offset == 4 + 5 * (j - i) and expected == pack.block_raw_len(block)
+            if whole and all(pack.kind_at(e) == kind for e in entries):
+                read_part()
+                parts.append(CopyPart(list(oids[i:j]), lengths, pack, block, entries))
+            else:
+                reads.extend(oids[i:j])
+                sizes.extend(lengths)
+            i = j
+        read_part()
+        return parts
+
+    def write_parts(self, writer: PackWriter, kind: Kind, parts: Iterable[CopyPart]) -> None:
+        """Add the objects of `parts` (of `plan_copy`) to `writer`, in order."""
+        for part in parts:
+            if part.pack is not None:
+                writer.copy_block(part.pack, part.block, part.entries)
+            else:
+                writer.add_many(kind, part.oids, self.read_bulk(part.oids, kind))
 
     def missing(self, oids: Iterable[bytes]) -> set[bytes]:
         """Which of `oids` the store lacks; the cost follows the ids asked, not the store."""

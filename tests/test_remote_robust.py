@@ -252,16 +252,17 @@ def test_size_limits_answer_413(server: tuple[Server, str]) -> None:
     assert "at most 500" in _error(reply, 413, "too_large")
 
 
-def test_client_halves_packs_when_a_413_comes_anyway(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_client_halves_packs_when_a_413_comes_anyway(tmp_path: Path, version: int) -> None:
     """A proxy may take less than the server announced: the client resends in smaller packs."""
-    repo = Repository.init(tmp_path)
+    repo = Repository.init(tmp_path / "repo")
     points = [os.urandom(2000).hex().encode() for _ in range(400)]
     bodies = [canonicalize(b'{"x": "' + p + b'"}') for p in points]
     with repo.store.writer() as writer:
         items = [(Kind.DATAPOINT, writer.write(Kind.DATAPOINT, b)) for b in bodies]
 
     class Proxy:
-        info = Info((1,), "t", "a/b", True, None, {}, Limits(4 << 20, 500), True)
+        info = Info((version,), "t", "a/b", True, None, {}, Limits(4 << 20, 500), True)
         received: list[bytes] = []
         refused = 0
 
@@ -270,11 +271,17 @@ def test_client_halves_packs_when_a_413_comes_anyway(tmp_path: Path) -> None:
             if len(data) > 300_000:
                 Proxy.refused += 1
                 raise RemoteRefused("too big", None, status=413, code="too_large")
-            got = [body for _, body in iter_pack([data])]
+            if version == 1:
+                got = [body for _, body in iter_pack([data])]
+            else:
+                (tmp_path / "sent.pack").write_bytes(data)
+                got = [body for _, body in scan_pack(tmp_path / "sent.pack")]
             Proxy.received += got
             return PackReply(len(got), len(got), len(data))
 
-    packs = _send(repo, Proxy(), items, lambda _: None)  # type: ignore[arg-type]
+    proxy = Proxy()
+    proxy.version = version  # type: ignore[attr-defined]
+    packs = _send(repo, proxy, items, lambda _: None)  # type: ignore[arg-type]
     assert Proxy.refused >= 1 and packs >= 3
     assert Proxy.received == bodies
 
@@ -315,7 +322,7 @@ def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch
     from dsv.remote import connection
 
     info = {
-        "versions": [2, 3],
+        "versions": [3, 4],
         "server": "dsv 9",
         "repository": "a/b",
         "exists": True,
@@ -337,7 +344,9 @@ def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch
     def connect(url: str) -> None:
         connection.Connection(url, key=None, key_source="DSV_API_KEY", name="origin").close()
 
-    with pytest.raises(RemoteError, match=r"speaks protocol version\(s\) 2, 3; this dsv speaks 1"):
+    with pytest.raises(
+        RemoteError, match=r"speaks protocol version\(s\) 3, 4; this dsv speaks 1, 2"
+    ):
         connect("http://h/future/b")
     with pytest.raises(RemoteError, match="sent a malformed answer"):
         connect("http://h/garbled/b")

@@ -105,6 +105,59 @@ def test_push_then_clone_gives_identical_records_and_history(tmp_path: Path, url
         assert repo.refs.read("refs/remotes/origin/main") == repo.head()
 
 
+def _blocks(root: Path) -> set[bytes]:
+    """The blocks of datapoints of a repository's packs, as stored (compressed)."""
+    from dsv.objects import Kind
+    from dsv.pack import Pack
+
+    found = set()
+    for idx in (root / ".dsv" / "objects" / "pack").glob("pack-*.idx"):
+        pack = Pack(idx.parent, idx.stem)
+        blocks = {
+            pack.location(i)[0] for i in range(pack.count) if pack.kind_at(i) == Kind.DATAPOINT
+        }
+        found |= {pack.read_block_data(b)[3] for b in blocks}
+        pack.close()
+    return found
+
+
+def test_a_version_travels_in_the_blocks_add_made(tmp_path: Path, url: str) -> None:
+    """Protocol version 2: push and clone copy stored blocks; nothing is recompressed."""
+    a = new_repo(tmp_path, "a", url, count=10)
+    words = ["the", "model", "answer", "question", "context", "user", "assistant", "retrieval"]
+    write(
+        a / "long.jsonl",
+        [{"id": i, "text": " ".join(words[(i * k) % 8] for k in range(90))} for i in range(20000)],
+    )
+    dsv(a, "add", "long.jsonl", "--key", "id")
+    dsv(a, "commit", "-m", "long")
+    dsv(a, "gc")  # one pack of the blocks (and dictionary) made here
+    made = _blocks(a)
+    assert len(made) > 8
+    dsv(a, "push")
+    dsv(tmp_path, "clone", url, "b")
+    # Only a block at the edge of a file (holding other objects too) is packed again.
+    assert len(made - _blocks(tmp_path / "b")) <= 3, (
+        len(made),
+        len(made - _blocks(tmp_path / "b")),
+    )
+    assert "ok" in dsv(tmp_path / "b", "fsck").stdout
+
+
+def test_a_client_of_protocol_version_1_still_pushes_and_clones(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dsv.remote import connection
+
+    monkeypatch.setattr(connection, "SUPPORTED_VERSIONS", (1,))
+    a = new_repo(tmp_path, "a", url)
+    edit(a, "second")
+    dsv(a, "push")
+    dsv(tmp_path, "clone", url, "b")
+    assert every_version(tmp_path / "b") == every_version(a)
+    assert "ok" in dsv(tmp_path / "b", "fsck").stdout
+
+
 def test_fetch_and_pull_fast_forward(tmp_path: Path, url: str) -> None:
     a = new_repo(tmp_path, "a", url)
     dsv(a, "push")

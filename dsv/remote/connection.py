@@ -7,7 +7,9 @@ dsv.remote.client's.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -16,10 +18,12 @@ import msgspec
 
 from dsv.config import Remote
 from dsv.errors import CorruptObject, RemoteError
+from dsv.fsutil import note_temp
 from dsv.objects import (
     Kind,
     hash_object,
 )
+from dsv.pack import BlockCheck, PreparedPack, index_pack
 from dsv.protocol import (
     PACK_MEDIA_TYPE,
     SUPPORTED_VERSIONS,
@@ -43,6 +47,8 @@ from dsv.version import __version__
 __all__ = ["Connection", "RemoteRefused", "connect", "open_remote"]
 
 _TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=10.0)
+# The most a version-2 answer may write to disk: a server is not trusted with the disk.
+MAX_ANSWER_BYTES = 1 << 30
 
 
 class RemoteRefused(RemoteError):
@@ -118,6 +124,10 @@ class Connection:
             base_url=self.remote.base, headers=headers, timeout=_TIMEOUT, transport=self._transport
         )
         self._prefix = f"/v1/{self.remote.repo}"
+        self.version = 1
+        # Where version-2 answers are written before they are checked; a fetch sets its
+        # repository's pack directory, so that received packs are kept by a rename.
+        self.scratch = Path(tempfile.gettempdir())
         try:
             self.info = self._negotiate()
         except BaseException:
@@ -206,7 +216,8 @@ class Connection:
                 f"{', '.join(map(str, SUPPORTED_VERSIONS))}",
                 hint="use a dsv release that speaks one of the server's versions",
             )
-        self._prefix = f"/v{max(common)}/{self.remote.repo}"
+        self.version = max(common)
+        self._prefix = f"/v{self.version}/{self.remote.repo}"
         return info
 
     def _pack_stream(self, path: str, body: Any) -> Iterator[tuple[Kind, bytes]]:
@@ -248,20 +259,109 @@ class Connection:
                 raise RemoteError(f"{self._where()} answered about ids it was not asked") from None
         return absent
 
+    def _pack_file(self, path: str, body: Any, check: BlockCheck) -> PreparedPack | None:
+        """A version-2 answer written to a file in `scratch`, then indexed and checked whole
+        (`check` sees every block's objects); the pack, ready to publish or discard."""
+        tmp = self.scratch / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.pack"
+        note_temp(tmp)
+        try:
+            with self._http.stream(
+                "POST",
+                self._prefix + path,
+                content=msgspec.json.encode(body),
+                headers={"Content-Type": "application/json", "Accept": PACK_MEDIA_TYPE},
+            ) as response:
+                if response.status_code != 200:
+                    self._fail(response)
+                written = 0
+                with open(tmp, "wb") as out:
+                    for chunk in response.iter_raw():
+                        written += len(chunk)
+                        if written > MAX_ANSWER_BYTES:
+                            raise RemoteError(
+                                f"{self._where()} sent an answer of more than "
+                                f"{MAX_ANSWER_BYTES >> 20} MiB"
+                            )
+                        out.write(chunk)
+            prepared = index_pack(tmp, check=check)
+            if prepared is None:
+                tmp.unlink(missing_ok=True)
+            return prepared
+        except httpx.HTTPError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._translate(exc) from exc
+        except CorruptObject as exc:
+            tmp.unlink(missing_ok=True)
+            raise RemoteError(f"{self._where()} sent a damaged pack: {exc.message}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _asked(self, kind: Kind, batch: Sequence[bytes]) -> tuple[BlockCheck, set[bytes]]:
+        """A check that refuses an object of another kind, unasked or sent twice; and the
+        set of ids still to come (empty once the answer was whole)."""
+        asked = set(batch)
+
+        def check(kinds: bytes, oids: list[bytes], bodies: list[bytes]) -> None:
+            if kinds.count(kind) != len(kinds):
+                raise RemoteError(f"{self._where()} sent an object that was not asked for")
+            for oid in oids:
+                if oid not in asked:
+                    raise RemoteError(f"{self._where()} sent an object that was not asked for")
+                asked.discard(oid)
+
+        return check, asked
+
+    def _left_out(self, asked: set[bytes]) -> None:
+        if asked:
+            left = plural(len(asked), "object")
+            raise RemoteError(f"{self._where()} left out {left} asked for")
+
     def objects(self, kind: Kind, oids: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
         """(oid, body) of each of `oids`, each re-hashed; anything unasked or absent fails."""
         for batch in self._batches(oids):
-            asked = set(batch)
             request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batch))
-            for got, body in self._pack_stream("/objects", request):
-                oid = hash_object(got, body)
-                if got != kind or oid not in asked:
+            if self.version >= 2:
+                check, asked = self._asked(kind, batch)
+                got: list[tuple[bytes, bytes]] = []
+
+                def keep(kinds: bytes, ids: list[bytes], bodies: list[bytes]) -> None:
+                    check(kinds, ids, bodies)  # noqa: B023 - called before the loop moves on
+                    got.extend(zip(ids, bodies, strict=True))  # noqa: B023
+
+                prepared = self._pack_file("/objects", request, keep)
+                if prepared is not None:
+                    prepared.discard()
+                self._left_out(asked)
+                yield from got
+                continue
+            asked = set(batch)
+            for kind_got, body in self._pack_stream("/objects", request):
+                oid = hash_object(kind_got, body)
+                if kind_got != kind or oid not in asked:
                     raise RemoteError(f"{self._where()} sent an object that was not asked for")
                 asked.discard(oid)
                 yield oid, body
-            if asked:
-                left = plural(len(asked), "object")
-                raise RemoteError(f"{self._where()} left out {left} asked for")
+            self._left_out(asked)
+
+    def object_packs(
+        self, kind: Kind, oids: Sequence[bytes]
+    ) -> Iterator[tuple[PreparedPack | None, int]]:
+        """Packs of `oids` as the remote sent them (version 2), one per batch, each checked
+        whole and made in `scratch`; the caller publishes them. With the count of objects."""
+        if self.version < 2:
+            raise RemoteError(f"{self._where()} sends no whole packs (protocol version 1)")
+        for batch in self._batches(oids):
+            request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batch))
+            check, asked = self._asked(kind, batch)
+            prepared = self._pack_file("/objects", request, check)
+            try:
+                self._left_out(asked)
+            except BaseException:
+                if prepared is not None:
+                    prepared.discard()
+                raise
+            yield prepared, len(batch)
 
     def commits(
         self, wants: Sequence[bytes], haves: Sequence[bytes], *, limit: int | None = None
@@ -275,6 +375,19 @@ class Connection:
             tuple(o.hex() for o in haves[:room]),
             min(limit or most, most),
         )
+        if self.version >= 2:
+            got: list[tuple[bytes, bytes]] = []
+
+            def keep(kinds: bytes, ids: list[bytes], bodies: list[bytes]) -> None:
+                if kinds.count(Kind.COMMIT) != len(kinds):
+                    raise RemoteError(f"{self._where()} sent another kind of object as a commit")
+                got.extend(zip(ids, bodies, strict=True))
+
+            prepared = self._pack_file("/commits", request, keep)
+            if prepared is not None:
+                prepared.discard()
+            yield from got
+            return
         for kind, body in self._pack_stream("/commits", request):
             if kind != Kind.COMMIT:
                 raise RemoteError(f"{self._where()} sent a {kind.name.lower()} as a commit")

@@ -166,7 +166,20 @@ _STATUS_CODES = {
 
 
 def _dialect_of(path: str) -> Dialect | None:
+    if _is_protocol_path(path):
+        return None  # /v2/OWNER/NAME/info is dsv's own, though orq.ai's API owns /v2/
     return next((d for d in DIALECTS if path.startswith(d.prefixes)), None)
+
+
+def _is_protocol_path(path: str) -> bool:
+    """Whether `path` is `/vN/OWNER/NAME/SEGMENT` of a protocol version this server speaks."""
+    parts = path.split("/")
+    return (
+        len(parts) == 5
+        and parts[1] in {f"v{n}" for n in SUPPORTED_VERSIONS}
+        and parts[4] in _PROTOCOL_SEGMENTS
+        and parts[2] != RESERVED_OWNER
+    )
 
 
 def _request_id() -> str:
@@ -217,7 +230,8 @@ _PROTOCOL_SEGMENTS = frozenset({"info", "missing", "objects", "commits", "packs"
 def _reserved_owner(path: str) -> DsvError | None:
     """The error of a protocol call on a repository whose owner is reserved, if it is one."""
     parts = path.split("/")
-    if len(parts) == 5 and parts[1] == "v1" and parts[4] in _PROTOCOL_SEGMENTS:
+    versions = {f"v{n}" for n in SUPPORTED_VERSIONS}
+    if len(parts) == 5 and parts[1] in versions and parts[4] in _PROTOCOL_SEGMENTS:
         try:
             check_repo_name(f"{parts[2]}/{parts[3]}")
         except BadInput as exc:
@@ -414,8 +428,8 @@ def create_app(service: RemoteService, *, web_only: bool = False, title: str = "
     api = []
     if not web_only:
         api = [
-            *_read_routes(service, guard),
-            *_write_routes(service, guard),
+            *(r for n in SUPPORTED_VERSIONS for r in _read_routes(service, guard, n)),
+            *(r for n in SUPPORTED_VERSIONS for r in _write_routes(service, guard, n)),
             *(route for dialect in DIALECTS for route in dialect.routes(mount)),
         ]
     app = Litestar(
@@ -430,7 +444,13 @@ def create_app(service: RemoteService, *, web_only: bool = False, title: str = "
 
 
 _Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
-_BASE = "/v1/{owner:str}/{name:str}"
+
+
+def _base(version: int) -> str:
+    """Where version `version` of the protocol lives (docs/protocol.md §1): every version has
+    the same calls, whose packs differ. One route per version and path: litestar 2 answers
+    500 for a sync_to_thread route given several paths."""
+    return f"/v{version}/{{owner:str}}/{{name:str}}"
 
 
 def _caller(
@@ -481,45 +501,50 @@ def _repo_guard(service: RemoteService) -> _Guard:
     return authorized
 
 
-def _read_routes(service: RemoteService, guard: _Guard) -> list[HTTPRouteHandler]:
+def _read_routes(service: RemoteService, guard: _Guard, version: int) -> list[HTTPRouteHandler]:
     """The protocol's reads: info, missing, objects, commits (docs/protocol.md §3)."""
 
     def who(request: Request[Any, Any, Any], owner: str, name: str) -> str:
         return _caller(service, request, owner, name, write=False)[0]
 
-    @get(f"{_BASE}/info", sync_to_thread=True, guards=[guard])
+    @get(f"{_base(version)}/info", sync_to_thread=True, guards=[guard])
     def info(request: Request[Any, Any, Any], owner: str, name: str) -> Info:
         """Protocol versions, the repository's refs and default branch, and request limits."""
         return service.info(who(request, owner, name), _key_of(request))
 
-    @post(f"{_BASE}/missing", sync_to_thread=True, status_code=200, guards=[guard])
+    @post(f"{_base(version)}/missing", sync_to_thread=True, status_code=200, guards=[guard])
     def missing(
         request: Request[Any, Any, Any], owner: str, name: str, data: IdsRequest
     ) -> MissingReply:
         """Which of the given ids the repository lacks."""
         return service.missing(who(request, owner, name), data)
 
-    @post(f"{_BASE}/objects", sync_to_thread=True, status_code=200, guards=[guard])
+    @post(f"{_base(version)}/objects", sync_to_thread=True, status_code=200, guards=[guard])
     def objects(request: Request[Any, Any, Any], owner: str, name: str, data: IdsRequest) -> Stream:
         """A pack (application/x-dsv-pack) of the given objects, in the order asked."""
-        chunks = service.objects(who(request, owner, name), data)
+        chunks = service.objects(who(request, owner, name), data, version=version)
         return Stream(chunks, media_type=PACK_MEDIA_TYPE)
 
-    @post(f"{_BASE}/commits", sync_to_thread=True, status_code=200, guards=[guard])
+    @post(f"{_base(version)}/commits", sync_to_thread=True, status_code=200, guards=[guard])
     def commits(
         request: Request[Any, Any, Any], owner: str, name: str, data: CommitsRequest
     ) -> Stream:
         """A pack of the commits reachable from `wants`, not walking past `haves`."""
-        chunks = service.commits(who(request, owner, name), data)
+        chunks = service.commits(who(request, owner, name), data, version=version)
         return Stream(chunks, media_type=PACK_MEDIA_TYPE)
 
     return [info, missing, objects, commits]
 
 
-def _write_routes(service: RemoteService, guard: _Guard) -> list[HTTPRouteHandler]:
+def _write_routes(service: RemoteService, guard: _Guard, version: int) -> list[HTTPRouteHandler]:
     """The protocol's writes: a pack, then the refs (docs/protocol.md §4, §5)."""
 
-    @post(f"{_BASE}/packs", status_code=200, guards=[guard], opt={"write": True, "pack": True})
+    @post(
+        f"{_base(version)}/packs",
+        status_code=200,
+        guards=[guard],
+        opt={"write": True, "pack": True},
+    )
     async def packs(request: Request[Any, Any, Any], owner: str, name: str) -> PackReply:
         """Store a pack (body: application/x-dsv-pack) after verifying all of it."""
         repo, _ = await anyio.to_thread.run_sync(
@@ -537,12 +562,14 @@ def _write_routes(service: RemoteService, guard: _Guard) -> list[HTTPRouteHandle
                     if size > service.config.max_request_bytes:
                         raise TooLarge("the request body is larger than this server accepts")
                     handle.write(chunk)
-            return await anyio.to_thread.run_sync(service.receive_pack, repo, tmp, size)
+            return await anyio.to_thread.run_sync(
+                lambda: service.receive_pack(repo, tmp, size, version=version)
+            )
         finally:
             tmp.unlink(missing_ok=True)
 
     @post(
-        f"{_BASE}/refs",
+        f"{_base(version)}/refs",
         sync_to_thread=True,
         status_code=200,
         guards=[guard],

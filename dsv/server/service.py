@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -20,7 +20,7 @@ from dsv.deployment import deployment_paths
 from dsv.errors import AccessDenied, BadInput, Conflict, NotFound, TooLarge, Unprocessable
 from dsv.manifest import join_slices
 from dsv.objects import Dataset, Kind, decode_commit, decode_dataset, hash_object
-from dsv.pack import BLOCK_SIZE, PackWriter
+from dsv.pack import BLOCK_SIZE, PackWriter, empty_pack, index_pack, read_chunks
 from dsv.paths import BadPath, check_tree_paths
 from dsv.protocol import (
     SUPPORTED_VERSIONS,
@@ -223,7 +223,7 @@ class RemoteService:
         # Positions, not ids: an answer about thousands of ids stays a few bytes per id.
         return MissingReply(tuple(i for i, oid in enumerate(wanted) if oid in absent))
 
-    def objects(self, repo: str, request: IdsRequest) -> Iterator[bytes]:
+    def objects(self, repo: str, request: IdsRequest, *, version: int = 1) -> Iterator[bytes]:
         """A pack of the requested objects, in request order; checked before streaming."""
         self._check_ids(len(request.ids))
         kind = kind_named(request.kind)
@@ -235,7 +235,27 @@ class RemoteService:
                 + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""),
                 code="object_not_found",
             )
+        if version >= 2:
+            # Whole stored blocks travel as they are: nothing is read or recompressed.
+            return self._send_file(
+                lambda writer: self.blobs.copy_objects(repo, kind, wanted, writer)
+            )
         return self._stream(repo, kind, wanted)
+
+    def _send_file(self, fill: Callable[[PackWriter], None]) -> Iterator[bytes]:
+        """A pack (version 2) that `fill` writes, made whole before the answer starts, so a
+        failure is an error answer rather than a cut stream; then streamed from its file."""
+        writer = PackWriter(self.tmp_dir)
+        try:
+            fill(writer)
+            prepared = writer.prepare()
+        except BaseException:
+            writer.abort()
+            raise
+        if prepared is None:
+            return iter([empty_pack()])
+        prepared.idx_tmp.unlink(missing_ok=True)
+        return read_chunks(prepared.pack_tmp, remove=True)
 
     def _stream(self, repo: str, kind: Kind, oids: list[bytes]) -> Iterator[bytes]:
         encoder = PackEncoder()
@@ -253,7 +273,7 @@ class RemoteService:
             yield encoder.block(block)
         yield encoder.finish()
 
-    def commits(self, repo: str, request: CommitsRequest) -> Iterator[bytes]:
+    def commits(self, repo: str, request: CommitsRequest, *, version: int = 1) -> Iterator[bytes]:
         """A pack of the commits reachable from `wants`, newest first, stopping at `haves`."""
         self._check_ids(len(request.wants) + len(request.haves))
         wants = _oids(request.wants)
@@ -273,6 +293,12 @@ class RemoteService:
                 if parent not in seen and parent not in stop:
                     seen.add(parent)
                     queue.append(parent)
+        if version >= 2:
+            return self._send_file(
+                lambda writer: writer.add_many(
+                    Kind.COMMIT, [hash_object(k, b) for k, b in found], [b for _, b in found]
+                )
+            )
         return self._encode_all(found)
 
     @staticmethod
@@ -285,7 +311,7 @@ class RemoteService:
 
     # -- receiving a pack --------------------------------------------------------------------
 
-    def receive_pack(self, repo: str, path: Path, size: int) -> PackReply:
+    def receive_pack(self, repo: str, path: Path, size: int, *, version: int = 1) -> PackReply:
         """Verify a received pack completely, then store it; nothing is stored on any error.
 
         Every object is re-hashed (its id is computed here, never taken from the sender),
@@ -335,8 +361,59 @@ class RemoteService:
                 self._check_content(repo, oid, dataset, pages)
             return PackReply(objects=len(have), new=len(self.blobs.missing(repo, have)), bytes=size)
 
+        if version >= 2:
+            return self._receive_whole(repo, path, size)
         # The first pack a write key sends creates the repository; a refused one does not.
         return publish_pack(self.blobs, self.meta, self.tmp_dir, repo, verify)
+
+    def _receive_whole(self, repo: str, path: Path, size: int) -> PackReply:
+        """`receive_pack` of a version-2 pack: indexed and checked where it lies, then stored
+        as it came (its blocks are not recompressed)."""
+        have: set[bytes] = set()
+        needed: set[bytes] = set()
+        pages: dict[bytes, bytes] = {}
+        datasets: list[tuple[bytes, Dataset]] = []
+
+        def check(kinds: bytes, oids: list[bytes], bodies: list[bytes]) -> None:
+            if kinds.count(Kind.DATAPOINT) == len(kinds):
+                check_datapoints(oids, bodies)
+                have.update(oids)
+                return
+            for code, oid, body in zip(kinds, oids, bodies, strict=True):
+                kind = Kind(code)
+                have.add(oid)
+                if kind == Kind.DATAPOINT:
+                    check_datapoints([oid], [body])
+                    continue
+                needed.update(references(kind, oid, body))
+                if kind == Kind.PAGE:
+                    pages[oid] = body
+                elif kind == Kind.DATASET:
+                    datasets.append((oid, decode_dataset(body, oid)))
+
+        prepared = index_pack(path, check=check)
+        try:
+            absent = self.blobs.missing(repo, needed - have)
+            if absent:
+                raise Unprocessable(
+                    f"the pack refers to {plural(len(absent), 'object')} that neither it nor "
+                    f"{repo} holds, e.g. {min(absent).hex()}",
+                    "send objects after everything they refer to (docs/protocol.md §4)",
+                    code="unconnected",
+                )
+            for oid, dataset in datasets:
+                self._check_content(repo, oid, dataset, pages)
+            new = len(self.blobs.missing(repo, have))
+            reply = PackReply(objects=len(have), new=new, bytes=size)
+            # The first pack a write key sends creates the repository; a refused one does not.
+            self.meta.create_repo(repo)
+            if prepared is not None:
+                self.blobs.put_pack(repo, prepared)
+        except BaseException:
+            if prepared is not None:
+                prepared.discard()
+            raise
+        return reply
 
     def _check_content(
         self, repo: str, oid: bytes, dataset: Dataset, pages: dict[bytes, bytes]

@@ -24,8 +24,9 @@ from click.testing import CliRunner, Result
 
 from benchmarks.push import Server, dsv_command
 from dsv.cli import main
-from dsv.objects import Kind
-from dsv.protocol import PACK_MEDIA_TYPE, encode_pack
+from dsv.objects import Kind, hash_object
+from dsv.pack import PackWriter
+from dsv.protocol import PACK_MEDIA_TYPE, encode_pack, iter_pack
 from dsv.server.app import DIALECTS
 from dsv.server.keys import create_key
 from dsv.server.storage.sqlite import SqliteMetaStore
@@ -313,6 +314,48 @@ def test_what_is_not_a_whole_pack_is_refused_whole(http: tuple[str, httpx.Client
     # Nothing of the refused packs was kept.
     reply = client.get(f"{base}/info")
     assert reply.status_code == 200 and reply.json()["refs"] == {}, reply.text
+
+
+def _stored_pack(tmp_path: Path, objects: list[tuple[Kind, bytes]]) -> bytes:
+    """A pack as stored (protocol version 2's packs), made by the library's writer."""
+    writer = PackWriter(tmp_path)
+    for kind, body in objects:
+        writer.add(kind, hash_object(kind, body), body)
+    return (tmp_path / f"{writer.finish()}.pack").read_bytes()
+
+
+def test_version_2_packs_are_checked_whole_and_refused_whole(
+    http: tuple[str, httpx.Client], tmp_path: Path
+) -> None:
+    base, client = http
+    v2 = base.replace("/v1/", "/v2/")
+    tag = os.urandom(8).hex().encode()  # objects no other test stored
+    points = [(Kind.DATAPOINT, b'{"id":%d,"t":"%s"}' % (i, tag)) for i in range(50)]
+    pack = _stored_pack(tmp_path, points)
+    # A version-1 pack is not one of version 2, and the other way round.
+    v1 = b"".join(encode_pack(points))
+    assert "not a dsv pack of version 2" in error_of(
+        client.post(f"{v2}/packs", content=v1, headers=PACK), 422, "corrupt"
+    )
+    error_of(client.post(f"{base}/packs", content=pack, headers=PACK), 422, "corrupt")
+    for bad in (pack[:-1], pack[: len(pack) // 2], pack[:4], pack[:-32] + bytes(32)):
+        error_of(client.post(f"{v2}/packs", content=bad, headers=PACK), 422, "corrupt")
+    not_canonical = _stored_pack(tmp_path, [(Kind.DATAPOINT, b'{"b": 1, "a": 2}')])
+    assert "datapoint" in error_of(
+        client.post(f"{v2}/packs", content=not_canonical, headers=PACK), 422, "corrupt"
+    )
+    page = b"".join(hash_object(k, b) for k, b in points)
+    unconnected = _stored_pack(tmp_path, [(Kind.PAGE, page)])
+    error_of(client.post(f"{v2}/packs", content=unconnected, headers=PACK), 422, "unconnected")
+    assert client.get(f"{base}/info").json()["refs"] == {}
+    # A whole pack is kept as it came, and answered from as stored.
+    reply = client.post(f"{v2}/packs", content=pack, headers=PACK)
+    assert reply.status_code == 200 and reply.json()["objects"] == 50, reply.text
+    ids = [hash_object(k, b).hex() for k, b in points]
+    reply = client.post(f"{v2}/objects", json={"kind": "datapoint", "ids": ids})
+    assert reply.status_code == 200 and reply.content == pack
+    reply = client.post(f"{base}/objects", json={"kind": "datapoint", "ids": ids[::-1]})
+    assert [b for _, b in iter_pack([reply.content])] == [b for _, b in points][::-1]
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,12 @@ class BlobStore(Protocol):
         """Bodies of `oids`, in order, each re-hashed; CorruptObject if one is missing."""
         ...
 
+    def copy_objects(
+        self, repo: str, kind: Kind, oids: Sequence[bytes], writer: PackWriter
+    ) -> None:
+        """Add `oids` (all held) to `writer` in order, copying whole stored blocks as they are."""
+        ...
+
     def put_pack(self, repo: str, pack: PreparedPack) -> None:
         """Make a complete pack and its index part of the repository, idx last; takes the files."""
         ...

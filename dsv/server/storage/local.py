@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dsv.fsutil import fsync_dir
 from dsv.objects import Kind
-from dsv.pack import PreparedPack
+from dsv.pack import PackWriter, PreparedPack
 from dsv.server.storage import StorageError, check_repo_name
 from dsv.store import ObjectStore
 
@@ -60,6 +60,14 @@ class LocalBlobStore:
         with self._store(repo) as store:
             # read_bulk looks for packs it does not know yet before calling an object missing.
             return store.read_bulk(list(oids), kind)
+
+    def copy_objects(
+        self, repo: str, kind: Kind, oids: Sequence[bytes], writer: PackWriter
+    ) -> None:
+        if not oids:
+            return
+        with self._store(repo) as store:
+            store.write_parts(writer, kind, store.plan_copy(kind, oids))
 
     def put_pack(self, repo: str, pack: PreparedPack) -> None:
         pack_dir = self._objects_dir(repo) / "pack"

@@ -221,6 +221,12 @@ class S3BlobStore:
                 raise
         return self.cache.read(repo, kind, oids)
 
+    def copy_objects(
+        self, repo: str, kind: Kind, oids: Sequence[bytes], writer: PackWriter
+    ) -> None:
+        # The caller asked `missing` first, which fetched whatever the cache lacked.
+        self.cache.copy_objects(repo, kind, oids, writer)
+
     def _upload(self, repo: str, pack: PreparedPack) -> None:
         where = self._pack_dir(repo)
         # The index last: a pack without one is invisible to every server.

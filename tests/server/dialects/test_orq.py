@@ -293,12 +293,15 @@ def test_bad_requests_get_orq_errors(orq: Orq, server: Server, key: str) -> None
 def test_other_v2_paths_are_404s_in_orq_shape(server: Server, key: str) -> None:
     for method, path, status in (
         ("GET", "/v2/deployments", 404),
-        ("GET", "/v2/acme/evals/info", 404),
+        ("GET", "/v2/acme/evals/nothing", 404),
         ("PUT", "/v2/datasets", 405),
     ):
         reply = raw(server, method, path, key)
         assert reply.status_code == status
         assert reply.json()["message"] == f"no such endpoint: {method} {path}"
+    # /v2/OWNER/NAME/info and the rest are version 2 of dsv's own protocol, in its shape.
+    reply = raw(server, "POST", "/v2/acme/evals/missing", key, json={"kind": "x", "ids": []})
+    assert reply.status_code in (400, 403) and set(reply.json()) == {"error"}, reply.text
 
 
 def test_a_dataset_written_through_orq_reads_the_same_everywhere(
