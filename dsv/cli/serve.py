@@ -80,6 +80,14 @@ _meta_option = click.option(
     help="Where the orq.ai, TensorZero and Overmind Lab APIs keep datasets for a key not "
     "limited to one repository (docs/dialects.md).",
 )
+@click.option(
+    "--check-workers",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Processes that check received datapoints beside the receiving thread (default: "
+    "one less than the cores; 0: in the request's thread). With several servers on one "
+    "machine, share the cores out.",
+)
 def serve(
     root: str,
     objects: str | None,
@@ -91,6 +99,7 @@ def serve(
     max_ids: int,
     environments: tuple[str, ...],
     api_repo: str,
+    check_workers: int | None,
 ) -> None:
     """Serve the repositories under DIR over HTTP (protocol: docs/protocol.md).
 
@@ -130,6 +139,7 @@ def serve(
         max_ids=max_ids,
         environments=check_environments(environments or DEFAULT_ENVIRONMENTS),
         api_repo=check_repo_name(api_repo),
+        check_workers=check_workers,
     )
     run(config, host=host, port=port, announce=lambda line: click.echo(line))
 

@@ -685,6 +685,7 @@ def _run(app: _App, service: RemoteService, sock: socket.socket) -> None:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        service.checker.close()
         service.blobs.close()
         service.meta.close()
         with contextlib.suppress(OSError):

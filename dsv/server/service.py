@@ -40,6 +40,7 @@ from dsv.protocol import (
     references,
 )
 from dsv.refs import BRANCHES, ENVS, TAGS, check_ref_name
+from dsv.server.checking import DatapointChecker
 from dsv.server.keys import authorize
 from dsv.server.storage import (
     BlobStore,
@@ -107,6 +108,8 @@ class ServerConfig(msgspec.Struct, frozen=True):
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
     # The repository of the dialects without owners in their paths (docs/dialects.md).
     api_repo: str = DEFAULT_API_REPO
+    # Processes checking received datapoints (dsv.server.checking); None: cores - 1.
+    check_workers: int | None = None
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -153,6 +156,7 @@ class RemoteService:
         self.blobs = blobs
         self.meta = meta
         self.stored = StoredObjects(blobs)
+        self.checker = DatapointChecker(config.check_workers)
         self.tmp_dir = Path(config.root) / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._clean_tmp()
@@ -374,9 +378,11 @@ class RemoteService:
         pages: dict[bytes, bytes] = {}
         datasets: list[tuple[bytes, Dataset]] = []
 
+        checks = self.checker.start()
+
         def check(kinds: bytes, oids: list[bytes], bodies: list[bytes]) -> None:
             if kinds.count(Kind.DATAPOINT) == len(kinds):
-                check_datapoints(oids, bodies)
+                checks.add(oids, bodies)
                 have.update(oids)
                 return
             for code, oid, body in zip(kinds, oids, bodies, strict=True):
@@ -391,8 +397,13 @@ class RemoteService:
                 elif kind == Kind.DATASET:
                     datasets.append((oid, decode_dataset(body, oid)))
 
-        prepared = index_pack(path, check=check)
         try:
+            prepared = index_pack(path, check=check)
+        except BaseException:
+            checks.cancel()
+            raise
+        try:
+            checks.finish()
             absent = self.blobs.missing(repo, needed - have)
             if absent:
                 raise Unprocessable(

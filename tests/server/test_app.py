@@ -344,6 +344,15 @@ def test_version_2_packs_are_checked_whole_and_refused_whole(
     assert "datapoint" in error_of(
         client.post(f"{v2}/packs", content=not_canonical, headers=PACK), 422, "corrupt"
     )
+    # Large enough for the checking worker processes: the one bad datapoint is named.
+    bad = b'{"id": 7}'
+    many = _stored_pack(
+        tmp_path,
+        [*points, *[(Kind.DATAPOINT, b'{"n":%d}' % i) for i in range(400)], (Kind.DATAPOINT, bad)],
+    )
+    assert error_of(client.post(f"{v2}/packs", content=many, headers=PACK), 422, "corrupt") == (
+        f"corrupt object {hash_object(Kind.DATAPOINT, bad).hex()}: datapoint is not canonical JSON"
+    )
     page = b"".join(hash_object(k, b) for k, b in points)
     unconnected = _stored_pack(tmp_path, [(Kind.PAGE, page)])
     error_of(client.post(f"{v2}/packs", content=unconnected, headers=PACK), 422, "unconnected")
