@@ -14,6 +14,7 @@ import bisect
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from dsv.blockindex import common_run
 from dsv.errors import CorruptObject
 from dsv.objects import Kind, hash_objects
 from dsv.pack import Pack
@@ -81,25 +82,8 @@ class BlockRuns:
         hashes = block.hashes
         if hashes[q] != oid:
             raise mismatch(oid)
-        # The run is as long as the ids go on equal to the block's hashes. Galloping (runs
-        # of 1, 2, 4... more) then bisecting the last step keeps a short run as cheap as a
-        # long one per id, whatever the order (a reversed version has runs of one).
-        n = min(len(wanted) - at, len(hashes) - q)
-        good, step = 1, 1
-        while good < n:
-            probe = min(good + step, n)
-            if wanted[at + good : at + probe] == hashes[q + good : q + probe]:
-                good, step = probe, step * 2
-                continue
-            low, high = good, probe - 1  # ids good..probe differ somewhere
-            while low < high:
-                middle = (low + high + 1) // 2
-                if wanted[at + good : at + middle] == hashes[q + good : q + middle]:
-                    low = middle
-                else:
-                    high = middle - 1
-            good = low
-            break
+        # The run is as long as the ids go on equal to the block's hashes.
+        good = common_run(wanted, at, hashes, q)
         return block.bodies[q : q + good]
 
     def _locate(self, oid: bytes) -> tuple[_Block, int] | None:

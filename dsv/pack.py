@@ -476,6 +476,15 @@ class Pack:
         self._last_data = b""
 
     @property
+    def oid_column(self) -> memoryview:
+        """Every id, sorted, back to back (a view of the index: valid until `close`)."""
+        return self._oids
+
+    def location_columns(self) -> tuple[bytes, bytes]:
+        """Copies of the block and offset columns (u32 each, in id order)."""
+        return self._block_col.tobytes(), self._offset_col.tobytes()
+
+    @property
     def dictionaries(self) -> int:
         """How many compression dictionaries the pack holds."""
         return sum(entry[3] == DICTIONARY_BLOCK for entry in self._block_table)

@@ -13,6 +13,7 @@ from typing import NamedTuple, TypeVar
 
 import zstandard
 
+from dsv.blockindex import BlockIndex, common_run
 from dsv.blockruns import BlockRuns
 from dsv.errors import CorruptObject
 from dsv.fsutil import fsync_dir, write_atomic
@@ -43,6 +44,9 @@ LOOSE_BYTES = 1 << 20
 _RUN_BATCH = 8192
 # Hashes read_many may spend beyond the bodies it yields before it gives up on runs.
 _HASH_SLACK = 8192
+# From this many ids a copy plan compares whole blocks (dsv.blockindex) rather than look up
+# each id: building a pack's block index costs a sort of its entries.
+_INDEXED_PLAN = 4096
 
 _P = TypeVar("_P")
 
@@ -91,6 +95,7 @@ class ObjectStore:
         self.path = path
         self.pack_dir = path / "pack"
         self._before_pack = before_pack
+        self._block_indexes: dict[str, BlockIndex] = {}
         self._packs: dict[str, Pack] | None = None
         self._retired: list[Pack] = []  # removed by others since listed; closed by `close`
         self._compressor = zstandard.ZstdCompressor(level=3)
@@ -218,6 +223,7 @@ class ObjectStore:
             self.consolidate()
 
     def close(self) -> None:
+        self._block_indexes.clear()
         if self._packs:
             for pack in self._packs.values():
                 pack.close()
@@ -404,20 +410,6 @@ class ObjectStore:
         are read (and verified) when written. What a push sends and a server answers, so a
         version's datapoints cross the wire in the blocks `add` made, not recompressed."""
         self.reload()
-        packs = self.packs
-        located: list[tuple[int, int] | None] = [None] * len(oids)
-        pending = sorted(range(len(oids)), key=oids.__getitem__)
-        for number, pack in enumerate(packs):
-            if not pending:
-                break
-            found = pack.find_sorted([oids[i] for i in pending])
-            left = []
-            for i, at in zip(pending, found, strict=True):
-                if at < 0:
-                    left.append(i)
-                else:
-                    located[i] = (number, at)
-            pending = left
         parts: list[CopyPart] = []
         reads: list[bytes] = []
         sizes: list[int] = []
@@ -428,40 +420,64 @@ class ObjectStore:
                 reads.clear()
                 sizes.clear()
 
+        # Each lookup finds where a run starts; the run is then compared against the ids of
+        # the block holding it at once (dsv.blockindex), so the cost goes by block, not id.
+        bulk = len(oids) >= _INDEXED_PLAN
         i = 0
         while i < len(oids):
-            where = located[i]
-            if where is None:
+            found = self._find_packed(oids[i])
+            if found is None or found[0].kind_at(found[1]) != kind:
                 reads.append(oids[i])
                 sizes.append(len(self.read(oids[i], kind)[1]))  # loose: few, small
                 i += 1
                 continue
-            pack = packs[where[0]]
-            block, offset, length = pack.location(where[1])
-            lengths = [length]
-            # The run goes on while each next id is the next entry of the same block.
-            j, expected = i + 1, offset + length
-            while j < len(oids):
-                nxt = located[j]
-                if nxt is None or nxt[0] != where[0]:
-                    break
-                b, o, n = pack.location(nxt[1])
-                if b != block or o != expected:
-                    break
-                expected = o + n
-                lengths.append(n)
-                j += 1
-            entries = [at for _, at in located[i:j]]  # type: ignore[misc]
-            whole = offset == 4 + 5 * (j - i) and expected == pack.block_raw_len(block)
-            if whole and all(pack.kind_at(e) == kind for e in entries):
-                read_part()
-                parts.append(CopyPart(list(oids[i:j]), lengths, pack, block, entries))
+            pack, at = found
+            block = pack.location(at)[0]
+            if bulk:
+                index = self._block_index(pack)
+                start, stop = index.members(block)
+                first = index.rank[at]
+                run = common_run(oids, i, index.oids(first, stop), 0)
+                entries = list(index.order[first : first + run])
+                whole = first == start and run == stop - start
             else:
-                reads.extend(oids[i:j])
-                sizes.extend(lengths)
-            i = j
+                entries = [at]
+                whole = self._run_in_block(pack, oids, i, entries)
+                run = len(entries)
+            if whole:
+                read_part()
+                lengths = [pack.location(e)[2] for e in entries]
+                parts.append(CopyPart(list(oids[i : i + run]), lengths, pack, block, entries))
+            else:
+                reads.extend(oids[i : i + run])
+                sizes.extend(pack.location(e)[2] for e in entries)
+            i += run
         read_part()
         return parts
+
+    def _run_in_block(self, pack: Pack, oids: Sequence[bytes], i: int, entries: list[int]) -> bool:
+        """Extend `entries` (holding where `oids[i]` is) while the next ids are the next
+        entries of its block, looking each up; whether they make the whole block."""
+        block, offset, length = pack.location(entries[0])
+        expected = offset + length
+        j = i + 1
+        while j < len(oids):
+            at = pack.find(oids[j])
+            if at < 0:
+                break
+            b, o, n = pack.location(at)
+            if b != block or o != expected:
+                break
+            entries.append(at)
+            expected = o + n
+            j += 1
+        return offset == 4 + 5 * len(entries) and expected == pack.block_raw_len(block)
+
+    def _block_index(self, pack: Pack) -> BlockIndex:
+        index = self._block_indexes.get(pack.name)
+        if index is None or index.pack is not pack:
+            index = self._block_indexes[pack.name] = BlockIndex(pack)
+        return index
 
     def write_parts(self, writer: PackWriter, kind: Kind, parts: Iterable[CopyPart]) -> None:
         """Add the objects of `parts` (of `plan_copy`) to `writer`, in order."""

@@ -17,7 +17,15 @@ from pathlib import Path
 import msgspec
 
 from dsv.deployment import deployment_paths
-from dsv.errors import AccessDenied, BadInput, Conflict, NotFound, TooLarge, Unprocessable
+from dsv.errors import (
+    AccessDenied,
+    BadInput,
+    Conflict,
+    CorruptObject,
+    NotFound,
+    TooLarge,
+    Unprocessable,
+)
 from dsv.manifest import join_slices
 from dsv.objects import Dataset, Kind, decode_commit, decode_dataset, hash_object
 from dsv.pack import BLOCK_SIZE, PackWriter, empty_pack, index_pack, read_chunks
@@ -232,19 +240,27 @@ class RemoteService:
         self._check_ids(len(request.ids))
         kind = kind_named(request.kind)
         wanted = list(dict.fromkeys(_oids(request.ids)))
+        if version >= 2:
+            # Whole stored blocks travel as they are: nothing is read or recompressed. The
+            # copy looks every id up anyway, so absence is asked about only when it fails.
+            try:
+                return self._send_file(
+                    lambda writer: self.blobs.copy_objects(repo, kind, wanted, writer)
+                )
+            except CorruptObject:
+                self._check_held(repo, request.kind, wanted)
+                raise
+        self._check_held(repo, request.kind, wanted)
+        return self._stream(repo, kind, wanted)
+
+    def _check_held(self, repo: str, kind: str, wanted: list[bytes]) -> None:
         absent = self.blobs.missing(repo, wanted)
         if absent:
             raise NotFound(
-                f"{repo} has no {request.kind} {min(absent).hex()}"
+                f"{repo} has no {kind} {min(absent).hex()}"
                 + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""),
                 code="object_not_found",
-            )
-        if version >= 2:
-            # Whole stored blocks travel as they are: nothing is read or recompressed.
-            return self._send_file(
-                lambda writer: self.blobs.copy_objects(repo, kind, wanted, writer)
-            )
-        return self._stream(repo, kind, wanted)
+            ) from None
 
     def _send_file(self, fill: Callable[[PackWriter], None]) -> Iterator[bytes]:
         """A pack (version 2) that `fill` writes, made whole before the answer starts, so a
@@ -414,8 +430,8 @@ class RemoteService:
                 )
             for oid, dataset in datasets:
                 self._check_content(repo, oid, dataset, pages)
-            new = len(self.blobs.missing(repo, have))
-            reply = PackReply(objects=len(have), new=new, bytes=size)
+            # `new` is informative (protocol.md §6): counting it would look every id up again.
+            reply = PackReply(objects=len(have), new=len(have), bytes=size)
             # The first pack a write key sends creates the repository; a refused one does not.
             self.meta.create_repo(repo)
             if prepared is not None:

@@ -365,6 +365,8 @@ def test_version_2_packs_are_checked_whole_and_refused_whole(
     assert reply.status_code == 200 and reply.content == pack
     reply = client.post(f"{base}/objects", json={"kind": "datapoint", "ids": ids[::-1]})
     assert [b for _, b in iter_pack([reply.content])] == [b for _, b in points][::-1]
+    reply = client.post(f"{v2}/objects", json={"kind": "datapoint", "ids": [*ids, ZERO]})
+    assert error_of(reply, 404, "object_not_found") == f"{REPO} has no datapoint {ZERO}"
 
 
 @pytest.mark.parametrize(

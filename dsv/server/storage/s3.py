@@ -224,7 +224,9 @@ class S3BlobStore:
     def copy_objects(
         self, repo: str, kind: Kind, oids: Sequence[bytes], writer: PackWriter
     ) -> None:
-        # The caller asked `missing` first, which fetched whatever the cache lacked.
+        # Fetch what the cache lacks first: a copy that failed half way could not be redone
+        # into the same writer.
+        self.missing(repo, oids)
         self.cache.copy_objects(repo, kind, oids, writer)
 
     def _upload(self, repo: str, pack: PreparedPack) -> None:
