@@ -32,7 +32,7 @@ from benchmarks.generate import generate
 from benchmarks.push import Server, _workdir
 from benchmarks.run import _environment, _run, install_dsv
 
-__all__ = ["floor", "measure"]
+__all__ = ["floor", "generate_small", "measure"]
 
 _CHUNK = 1 << 20
 
@@ -95,10 +95,32 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
-def measure(count: int, workdir: Path | None = None) -> dict[str, float]:
+def generate_small(count: int, out: Path) -> tuple[Path, Path]:
+    """Small chat datapoints (about 75 bytes of JSON each), and a second version with 1%
+    edited, 0.5% deleted and 0.5% added: the records issue 29 measured."""
+    out.mkdir(parents=True, exist_ok=True)
+    v1, v2 = out / "small-v1.jsonl", out / "small-v2.jsonl"
+
+    def line(i: int, tag: str = "") -> str:
+        return json.dumps(
+            {"id": i, "messages": [{"role": "user", "content": f"question {i}{tag}"}]}
+        )
+
+    with open(v1, "w") as a, open(v2, "w") as b:
+        for i in range(count):
+            a.write(line(i) + "\n")
+            if i % 200 == 1:
+                continue  # deleted
+            b.write(line(i, " (edited)" if i % 100 == 0 else "") + "\n")
+        for i in range(count, count + count // 200):
+            b.write(line(i) + "\n")
+    return v1, v2
+
+
+def measure(count: int, workdir: Path | None = None, *, small: bool = False) -> dict[str, float]:
     """Time push, clone, 1% push and fetch of `count` datapoints; with the floor."""
     with _workdir(workdir) as work:
-        v1, v2 = generate(count, work / "data")
+        v1, v2 = (generate_small if small else generate)(count, work / "data")
         python = install_dsv(work)
         dsv = str(python.parent / "dsv")
         home = work / "home"
@@ -141,8 +163,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, help="Keep the data and repositories here.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    parser.add_argument(
+        "--small", action="store_true", help="Small chat datapoints (~75 bytes) instead."
+    )
     args = parser.parse_args()
-    figures = measure(args.count, args.workdir)
+    figures = measure(args.count, args.workdir, small=args.small)
     for name, value in figures.items():
         shown = f"{value / 1024:.0f} MiB" if name.endswith("_kib") else f"{value:.3f}"
         print(f"{name}: {shown}")

@@ -138,3 +138,16 @@ def test_dialect_pages_benchmark_runs_every_paging(tmp_path: Path) -> None:
         assert result[f"{name}_last_p50_ms"] > 0
     # A kept workdir is measured again without building.
     assert "build_seconds" not in measure(250, tmp_path / "work", requests=3)
+
+
+def test_sync_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    from benchmarks.sync import generate_small, measure
+
+    v1, v2 = generate_small(1000, tmp_path / "small")
+    first, second = v1.read_text().splitlines(), v2.read_text().splitlines()
+    assert len(first) == 1000 and len(second) == 1000 - 5 + 5
+    assert sum(a != b for a, b in zip(first, second, strict=False)) > 10
+    figures = measure(600, tmp_path / "work", small=True)
+    assert figures["stored_bytes"] > 0 and figures["floor_s"] > 0
+    for step in ("push", "clone", "push_1pct", "fetch_1pct"):
+        assert figures[f"{step}_s"] > 0 and figures[f"{step}_rss_kib"] > 0

@@ -645,8 +645,11 @@ def _receive_packs(
 ) -> tuple[list[str], int]:
     """The datapoints of `oids` that `store` lacks, kept in the packs the remote sends (each
     checked whole before it is published); the names of those packs, and how many came."""
-    absent = missing_from(store, oids)
-    wanted = [oid for oid in oids if oid in absent]
+    if store.packs or next(store.iter_loose(), None) is not None:
+        absent = missing_from(store, oids)
+        wanted = [oid for oid in oids if oid in absent]
+    else:
+        wanted = oids  # a new clone holds nothing yet: no need to look a million ids up
     published: list[str] = []
     done = 0
     for prepared, count in conn.object_packs(Kind.DATAPOINT, wanted):
