@@ -27,7 +27,8 @@ from dsv.objects import (
     decode_dataset,
     split_oids,
 )
-from dsv.pack import BLOCK_SIZE, read_chunks
+from dsv.pack import BLOCK_SIZE
+from dsv.packindex import read_chunks
 from dsv.progress import Progress, ProgressFn
 from dsv.protocol import (
     PackEncoder,

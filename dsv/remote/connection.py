@@ -23,7 +23,8 @@ from dsv.objects import (
     Kind,
     hash_object,
 )
-from dsv.pack import BlockCheck, PreparedPack, index_pack
+from dsv.pack import PreparedPack
+from dsv.packindex import BlockCheck, index_pack
 from dsv.protocol import (
     PACK_MEDIA_TYPE,
     SUPPORTED_VERSIONS,

@@ -28,7 +28,8 @@ from dsv.errors import (
 )
 from dsv.manifest import join_slices
 from dsv.objects import Dataset, Kind, decode_commit, decode_dataset, hash_object
-from dsv.pack import BLOCK_SIZE, PackWriter, empty_pack, index_pack, read_chunks
+from dsv.pack import BLOCK_SIZE, PackWriter
+from dsv.packindex import empty_pack, index_pack, read_chunks
 from dsv.paths import BadPath, check_tree_paths
 from dsv.protocol import (
     SUPPORTED_VERSIONS,

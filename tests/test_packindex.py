@@ -15,7 +15,8 @@ import zstandard
 from dsv.canonical import canonicalize
 from dsv.errors import CorruptObject
 from dsv.objects import Kind, hash_object
-from dsv.pack import MAX_RAW, Pack, PackWriter, index_pack
+from dsv.pack import MAX_RAW, Pack, PackWriter
+from dsv.packindex import index_pack
 from dsv.store import ObjectStore
 
 MAGIC = b"DSVPACK\n"
