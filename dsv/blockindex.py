@@ -11,11 +11,14 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Sequence
+from typing import Any
 
 from dsv.objects import OID_SIZE
 from dsv.pack import Pack
 
 __all__ = ["BlockIndex", "common_run"]
+
+_RECENT_BLOCKS = 4
 
 
 def common_run(wanted: Sequence[bytes], at: int, have: Sequence[bytes], q: int) -> int:
@@ -53,17 +56,21 @@ class BlockIndex:
         block_column, offset_column = pack.location_columns()
         blocks = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(block_column)])
         offsets = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(offset_column)])
-        keys = pc.add(
-            pc.shift_left(blocks.cast(pa.uint64()), pa.scalar(32, pa.uint64())),
-            offsets.cast(pa.uint64()),
-        )
-        order = pc.sort_indices(keys)
+
+        def sort_indices(values: Any) -> Any:
+            # The kernel itself: pyarrow's Python wrappers (and pa.scalar) import pandas when
+            # it is installed, which costs a push half a second.
+            return pc.call_function("array_sort_indices", [values])
+
+        # By offset, then (a stable sort) by block: entries in stored order.
+        by_offset = sort_indices(offsets)
+        order = by_offset.take(sort_indices(blocks.take(by_offset)))
         # order[k]: the index position of the k-th entry in stored order; rank its inverse.
         self.order = array("Q", order.buffers()[1].to_pybytes()[: 8 * n])
-        self.rank = array("Q", pc.sort_indices(order).buffers()[1].to_pybytes()[: 8 * n])
-        in_order = pc.take(blocks, order)
-        self._blocks = array("I", in_order.buffers()[1].to_pybytes()[: 4 * n])
+        self.rank = array("Q", sort_indices(order).buffers()[1].to_pybytes()[: 8 * n])
+        self._blocks = array("I", blocks.take(order).buffers()[1].to_pybytes()[: 4 * n])
         self._oids = pack.oid_column
+        self._recent: dict[int, list[bytes]] = {}
 
     def members(self, block: int) -> tuple[int, int]:
         """Where `block`'s entries lie in stored order: [start, stop) of `order`."""
@@ -72,7 +79,16 @@ class BlockIndex:
             bisect.bisect_right(self._blocks, block),
         )
 
-    def oids(self, start: int, stop: int) -> list[bytes]:
-        """Ids of the entries at stored-order places start..stop."""
+    def block_oids(self, block: int) -> list[bytes]:
+        """Ids of `block`'s entries in stored order (the last few blocks asked are kept: a
+        version with scattered edits asks for one block many times, a run at a time)."""
+        cached = self._recent.get(block)
+        if cached is not None:
+            return cached
+        start, stop = self.members(block)
         table = self._oids
-        return [bytes(table[p * OID_SIZE : (p + 1) * OID_SIZE]) for p in self.order[start:stop]]
+        found = [bytes(table[p * OID_SIZE : (p + 1) * OID_SIZE]) for p in self.order[start:stop]]
+        self._recent[block] = found
+        if len(self._recent) > _RECENT_BLOCKS:
+            del self._recent[next(iter(self._recent))]
+        return found

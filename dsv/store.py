@@ -437,7 +437,7 @@ class ObjectStore:
                 index = self._block_index(pack)
                 start, stop = index.members(block)
                 first = index.rank[at]
-                run = common_run(oids, i, index.oids(first, stop), 0)
+                run = common_run(oids, i, index.block_oids(block), first - start)
                 entries = list(index.order[first : first + run])
                 whole = first == start and run == stop - start
             else:
