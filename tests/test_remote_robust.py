@@ -482,3 +482,59 @@ def test_a_server_merges_the_small_packs_pushes_leave(
     assert most <= PACKS_MOST + 1
     dsv(tmp_path, "clone", url, "b")
     assert (tmp_path / "b" / "qa.jsonl").read_text() == "".join(lines).replace(" ", "")
+
+
+def test_a_version_2_answer_may_bring_datapoints_along_but_not_more_than_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server may send a stored block whole, with datapoints not asked for (protocol.md
+    §5); no more of them than were asked, and never another kind."""
+    from dsv.errors import RemoteError
+    from dsv.objects import hash_object
+    from dsv.pack import PackWriter
+    from dsv.remote import connection
+
+    info = {
+        "versions": [1, 2],
+        "server": "dsv",
+        "repository": "a/b",
+        "exists": True,
+        "head": None,
+        "refs": {},
+        "limits": {"max_request_bytes": 1 << 20, "max_ids": 100},
+        "can_write": False,
+    }
+    points = [canonicalize(b'{"n": %d}' % i) for i in range(30)]
+    oids = [hash_object(Kind.DATAPOINT, p) for p in points]
+
+    def pack_of(objects: list[tuple[Kind, bytes]]) -> bytes:
+        writer = PackWriter(tmp_path)
+        for kind, body in objects:
+            writer.add(kind, hash_object(kind, body), body)
+        return (tmp_path / f"{writer.finish()}.pack").read_bytes()
+
+    answers = {
+        "whole": pack_of([(Kind.DATAPOINT, p) for p in points]),
+        "page": pack_of([(Kind.DATAPOINT, p) for p in points[:10]] + [(Kind.PAGE, oids[0])]),
+    }
+    served = {"name": "whole"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/info"):
+            return httpx.Response(200, json=info)
+        return httpx.Response(200, stream=httpx.ByteStream(answers[served["name"]]))
+
+    monkeypatch.setattr(connection.httpx, "HTTPTransport", lambda **_: httpx.MockTransport(answer))
+    with connection.Connection(
+        "http://h/a/b", key=None, key_source="DSV_API_KEY", name="origin"
+    ) as conn:
+        conn.scratch = tmp_path
+        # 20 asked, 10 more came with them: kept out of what objects() gives.
+        assert dict(conn.objects(Kind.DATAPOINT, oids[:20])) == dict(
+            zip(oids[:20], points[:20], strict=True)
+        )
+        with pytest.raises(RemoteError, match="sent an object that was not asked for"):
+            list(conn.objects(Kind.DATAPOINT, oids[:10]))  # 20 unasked for 10 asked
+        served["name"] = "page"
+        with pytest.raises(RemoteError, match="sent an object that was not asked for"):
+            list(conn.objects(Kind.DATAPOINT, oids[:10]))

@@ -299,19 +299,46 @@ class Connection:
             raise
 
     def _asked(self, kind: Kind, batch: Sequence[bytes]) -> tuple[BlockCheck, set[bytes]]:
-        """A check that refuses an object of another kind, unasked or sent twice; and the
-        set of ids still to come (empty once the answer was whole)."""
+        """A check that refuses an object of another kind, and more objects not asked for
+        (or sent twice) than were asked, which only datapoints may come with (a stored block
+        sent whole, protocol.md §5); and the set of ids still to come (empty once the answer
+        was whole)."""
         asked = set(batch)
+        room = len(batch) if kind == Kind.DATAPOINT else 0
+        extra = 0
 
         def check(kinds: bytes, oids: list[bytes], bodies: list[bytes]) -> None:
+            nonlocal extra
             if kinds.count(kind) != len(kinds):
                 raise RemoteError(f"{self._where()} sent an object that was not asked for")
             for oid in oids:
-                if oid not in asked:
+                if oid in asked:
+                    asked.discard(oid)
+                    continue
+                extra += 1
+                if extra > room:
                     raise RemoteError(f"{self._where()} sent an object that was not asked for")
-                asked.discard(oid)
 
         return check, asked
+
+    def _collect(
+        self, kind: Kind, batch: Sequence[bytes]
+    ) -> tuple[BlockCheck, set[bytes], list[tuple[bytes, bytes]]]:
+        """`_asked`'s check, also keeping (oid, body) of each asked object once: a whole
+        block may bring others along, which are dropped."""
+        check, asked = self._asked(kind, batch)
+        got: list[tuple[bytes, bytes]] = []
+
+        def keep(kinds: bytes, ids: list[bytes], bodies: list[bytes]) -> None:
+            wanted = [(o, b) for o, b in zip(ids, bodies, strict=True) if o in asked]
+            check(kinds, ids, bodies)
+            seen: set[bytes] = set()
+            for oid, body in wanted:
+                if oid not in seen:
+                    seen.add(oid)
+                    got.append((oid, body))
+
+        return keep, asked, got
 
     def _left_out(self, asked: set[bytes]) -> None:
         if asked:
@@ -323,13 +350,7 @@ class Connection:
         for batch in self._batches(oids):
             request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batch))
             if self.version >= 2:
-                check, asked = self._asked(kind, batch)
-                got: list[tuple[bytes, bytes]] = []
-
-                def keep(kinds: bytes, ids: list[bytes], bodies: list[bytes]) -> None:
-                    check(kinds, ids, bodies)  # noqa: B023 - called before the loop moves on
-                    got.extend(zip(ids, bodies, strict=True))  # noqa: B023
-
+                keep, asked, got = self._collect(kind, batch)
                 prepared = self._pack_file("/objects", request, keep)
                 if prepared is not None:
                     prepared.discard()

@@ -246,7 +246,7 @@ class RemoteService:
             # copy looks every id up anyway, so absence is asked about only when it fails.
             try:
                 return self._send_file(
-                    lambda writer: self.blobs.copy_objects(repo, kind, wanted, writer)
+                    lambda writer: self.blobs.copy_objects(repo, kind, wanted, writer, extra=True)
                 )
             except CorruptObject:
                 self._check_held(repo, request.kind, wanted)

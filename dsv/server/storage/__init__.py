@@ -132,9 +132,16 @@ class BlobStore(Protocol):
         ...
 
     def copy_objects(
-        self, repo: str, kind: Kind, oids: Sequence[bytes], writer: PackWriter
+        self,
+        repo: str,
+        kind: Kind,
+        oids: Sequence[bytes],
+        writer: PackWriter,
+        *,
+        extra: bool = False,
     ) -> None:
-        """Add `oids` (all held) to `writer` in order, copying whole stored blocks as they are."""
+        """Add `oids` (all held) to `writer` in order, copying whole stored blocks as they are;
+        with `extra`, also blocks mostly asked, with their other objects (`plan_copy`)."""
         ...
 
     def put_pack(self, repo: str, pack: PreparedPack) -> None:

@@ -62,12 +62,18 @@ class LocalBlobStore:
             return store.read_bulk(list(oids), kind)
 
     def copy_objects(
-        self, repo: str, kind: Kind, oids: Sequence[bytes], writer: PackWriter
+        self,
+        repo: str,
+        kind: Kind,
+        oids: Sequence[bytes],
+        writer: PackWriter,
+        *,
+        extra: bool = False,
     ) -> None:
         if not oids:
             return
         with self._store(repo) as store:
-            store.write_parts(writer, kind, store.plan_copy(kind, oids))
+            store.write_parts(writer, kind, store.plan_copy(kind, oids, extra=extra))
 
     def put_pack(self, repo: str, pack: PreparedPack) -> None:
         pack_dir = self._objects_dir(repo) / "pack"

@@ -222,12 +222,18 @@ class S3BlobStore:
         return self.cache.read(repo, kind, oids)
 
     def copy_objects(
-        self, repo: str, kind: Kind, oids: Sequence[bytes], writer: PackWriter
+        self,
+        repo: str,
+        kind: Kind,
+        oids: Sequence[bytes],
+        writer: PackWriter,
+        *,
+        extra: bool = False,
     ) -> None:
         # Fetch what the cache lacks first: a copy that failed half way could not be redone
         # into the same writer.
         self.missing(repo, oids)
-        self.cache.copy_objects(repo, kind, oids, writer)
+        self.cache.copy_objects(repo, kind, oids, writer, extra=extra)
 
     def _upload(self, repo: str, pack: PreparedPack) -> None:
         where = self._pack_dir(repo)
