@@ -475,6 +475,18 @@ class Pack:
             self._order = array(_U32, sorted(range(self.count), key=column.__getitem__))
         return self._order
 
+    def prepare_trust(self) -> None:
+        """Check the index and order it by pack now if the first data block is trusted:
+        readers forked after this share the work instead of each doing it."""
+        first = next(
+            (b for b, entry in enumerate(self._block_table) if entry[3] != DICTIONARY_BLOCK), None
+        )
+        if first is None:
+            return
+        self._block_data(first)  # notes whether its frames carry checksums
+        if self.block_trusted(first):
+            self.pack_order()
+
     def vouched_oids(
         self, block: int, kind: Kind, starts: list[int], bodies: list[bytes]
     ) -> list[bytes] | None:
