@@ -506,10 +506,10 @@ class Pack:
         # Maps over C-level calls, each id sliced from the index's map as bytes: what replaces
         # hashing every body. (The index is in id order, so each entry costs a cache miss or
         # two: reading fewer of its columns here is what makes this pay.)
-        first = map(operator.add, map(operator.mul, at, itertools.repeat(OID_SIZE)),
-                    itertools.repeat(self._oid_base))  # fmt: skip
-        spans = [slice(a, a + OID_SIZE) for a in first]
-        oids = list(map(self._idx.__getitem__, spans))
+        first = list(map(operator.add, map(operator.mul, at, itertools.repeat(OID_SIZE)),
+                         itertools.repeat(self._oid_base)))  # fmt: skip
+        ends = map(operator.add, first, itertools.repeat(OID_SIZE))
+        oids = list(map(self._idx.__getitem__, map(slice, first, ends)))
         kinds = bytes(map(self._kind_col.__getitem__, at))
         if kinds.count(kind) == len(kinds):
             return oids
