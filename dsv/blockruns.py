@@ -1,11 +1,13 @@
 """Reading many objects in a given order as runs of the pack blocks that hold them.
 
 A version's datapoints mostly lie in its packs in the order it lists them (add, push and fetch
-write them so). The reader therefore hashes each block it touches whole, once: the hashes
-verify every body, and a run of the wanted ids that equals a run of the block's hashes is taken
-in one slice, without looking each id up in a map of every pack (which costs about 130 MB per
-million objects). Where the order is scattered (few ids per block), hashing whole blocks costs
-more than it gives: `hashed` tells the caller, who then goes on id by id.
+write them so). The reader therefore takes the ids of each block it touches whole, once: from
+the pack's index where the block is trusted (its frames' checksums verified, `Pack.vouched_oids`;
+docs/format.md §4), else by hashing its bodies, which also verifies them. A run of the wanted
+ids that equals a run of the block's ids is taken in one slice, without looking each id up in a
+map of every pack (which costs about 130 MB per million objects). Where the order is scattered
+(few ids per block), reading whole blocks costs more than it gives: `hashed` tells the caller,
+who then goes on id by id.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ def mismatch(oid: bytes) -> CorruptObject:
 
 
 class _Block:
-    """One decompressed block: its entries' start offsets, bodies and hashes as `kind`."""
+    """One decompressed block: its entries' start offsets, bodies and ids as `kind` (hashed,
+    or the index's where the block is trusted; b"" for another kind's entry)."""
 
     __slots__ = ("bodies", "hashes", "positions", "starts")
 
-    def __init__(self, starts: list[int], bodies: list[bytes], kind: Kind) -> None:
-        self.starts = starts
-        self.bodies = bodies
+    def __init__(self, pack: Pack, block: int, kind: Kind) -> None:
+        self.starts, self.bodies = pack.block_bodies(block)
+        vouched = pack.vouched_oids(block, kind, self.starts, self.bodies)
         # Another kind's body never hashes to an id of `kind`: the tag is part of the hash.
-        self.hashes = hash_objects(kind, bodies)
+        self.hashes = hash_objects(kind, self.bodies) if vouched is None else vouched
         self.positions: dict[bytes, int] | None = None
 
     def position(self, oid: bytes) -> int:
@@ -55,7 +58,7 @@ class BlockRuns:
         self.blocks: OrderedDict[tuple[int, int], _Block] = OrderedDict()
         self.current: _Block | None = None
         self.previous: _Block | None = None
-        # Bodies hashed so far: beyond about twice those taken, runs do not pay.
+        # Bodies read (hashed or not) so far: beyond about twice those taken, runs do not pay.
         self.hashed = 0
 
     def take(self, wanted: list[bytes], at: int) -> list[bytes]:
@@ -95,7 +98,7 @@ class BlockRuns:
             key = (number, index)
             block = self.blocks.get(key)
             if block is None:
-                block = self.blocks[key] = _Block(*pack.block_bodies(index), self.kind)
+                block = self.blocks[key] = _Block(pack, index, self.kind)
                 self.hashed += len(block.bodies)
                 if len(self.blocks) > _CACHED_BLOCKS:
                     self.blocks.popitem(last=False)

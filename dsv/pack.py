@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import mmap
+import operator
 import os
 import struct
 import sys
@@ -123,7 +124,9 @@ class PackWriter:
         note_temp(self._tmp)
         self._file: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 - closed in prepare/abort
         self._level = level
-        self._compressor = zstandard.ZstdCompressor(level=level)
+        # Each frame carries zstd's checksum of its content, which every decompression
+        # verifies: what lets a reader skip re-hashing bodies (docs/format.md §4, trust).
+        self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._hasher = blake3.blake3()
         self._offset = 0
         self._blocks: list[bytes] = []  # index entries
@@ -271,7 +274,11 @@ class PackWriter:
         self._dictionary = len(self._blocks)
         trained.precompute_compress(level=self._level)
         self._compressor = zstandard.ZstdCompressor(
-            level=self._level, dict_data=trained, write_dict_id=False, write_content_size=False
+            level=self._level,
+            dict_data=trained,
+            write_dict_id=False,
+            write_content_size=False,
+            write_checksum=True,
         )
 
     def _flush_block(self) -> None:
@@ -454,6 +461,7 @@ class Pack:
         pos = header
         self._fanout = struct.unpack_from("<256I", view, pos)
         pos += 1024
+        self._oid_base = pos
         self._oids = view[pos : pos + count * OID_SIZE]
         pos += count * OID_SIZE
         columns = []
@@ -495,6 +503,10 @@ class Pack:
         self._cache_size = cache_blocks
         self._last_block = -1
         self._last_data = b""
+        # What a read needs to trust bodies without re-hashing them (docs/format.md §4).
+        self._intact: bool | None = None  # the index matches its checksum
+        self._summed: dict[int, bool] = {}  # block -> every frame carries a checksum
+        self._order: array[int] | None = None  # index positions in pack order
 
     @property
     def oid_column(self) -> memoryview:
@@ -526,6 +538,83 @@ class Pack:
         if checksum != trailer or self._pread(OID_SIZE, size - OID_SIZE) != trailer:
             return "pack checksum mismatch"
         return None
+
+    def index_intact(self) -> bool:
+        """Whether the index matches its own checksum; found once, on the first ask."""
+        if self._intact is None:
+            body = memoryview(self._idx)[:-32]
+            try:
+                # One thread: blake3's pool does not survive the fork of checkout's workers.
+                digest = blake3.blake3(body).digest()
+            finally:
+                body.release()
+            self._intact = digest == self._idx[-32:]
+        return self._intact
+
+    def block_trusted(self, block: int) -> bool:
+        """Whether bodies of `block`, once read, may be taken without re-hashing them
+        (docs/format.md §4, trust): every frame of the block carries a zstd content checksum,
+        which decompressing it verified, and the index matches its checksum. False for a block
+        not read yet, and for blocks written before frames had checksums."""
+        return self._summed.get(block, False) and self.index_intact()
+
+    def trusted_at(self, i: int, kind: Kind) -> bool:
+        """`block_trusted` for entry `i`'s block, and the index says the entry is a `kind`."""
+        return self._kind_col[i] == kind and self.block_trusted(self._block_col[i])
+
+    def pack_order(self) -> array[int]:
+        """Index positions of every entry in the order of the pack (by block, then offset)."""
+        if self._order is None:
+            # Keys block << 32 | offset, put together bytewise at C speed.
+            keys = bytearray(8 * self.count)
+            offsets, blocks = self._offset_col.tobytes(), self._block_col.tobytes()
+            low, high = (0, 4) if sys.byteorder == "little" else (4, 0)
+            for k in range(4):
+                keys[low + k :: 8] = offsets[k::4]
+                keys[high + k :: 8] = blocks[k::4]
+            column = memoryview(bytes(keys)).cast("Q")
+            self._order = array(_U32, sorted(range(self.count), key=column.__getitem__))
+        return self._order
+
+    def prepare_trust(self) -> None:
+        """Check the index and order it by pack now if the first data block is trusted:
+        readers forked after this share the work instead of each doing it."""
+        first = next(
+            (b for b, entry in enumerate(self._block_table) if entry[3] != DICTIONARY_BLOCK), None
+        )
+        if first is None:
+            return
+        self._block_data(first)  # notes whether its frames carry checksums
+        if self.block_trusted(first):
+            self.pack_order()
+
+    def vouched_oids(
+        self, block: int, kind: Kind, starts: list[int], bodies: list[bytes]
+    ) -> list[bytes] | None:
+        """The ids of `block`'s entries (as `block_bodies` gave them) from the index, b"" for
+        an entry of another kind than `kind`; None unless the block is trusted
+        (`block_trusted`), or if the index lists another number of entries in it or an entry
+        is empty (entries at one offset could pair ids with bodies wrongly). The caller then
+        takes bodies by these ids without re-hashing them."""
+        if not self.block_trusted(block):
+            return None
+        order = self.pack_order()
+        column = self._block_col.__getitem__
+        lo = bisect.bisect_left(order, block, key=column)
+        at = order[lo : bisect.bisect_right(order, block, lo, key=column)]
+        if len(at) != len(starts) or len(starts) != len(bodies) or not all(bodies):
+            return None
+        # Maps over C-level calls, each id sliced from the index's map as bytes: what replaces
+        # hashing every body. (The index is in id order, so each entry costs a cache miss or
+        # two: reading fewer of its columns here is what makes this pay.)
+        first = list(map(operator.add, map(operator.mul, at, itertools.repeat(OID_SIZE)),
+                         itertools.repeat(self._oid_base)))  # fmt: skip
+        ends = map(operator.add, first, itertools.repeat(OID_SIZE))
+        oids = list(map(self._idx.__getitem__, map(slice, first, ends)))
+        kinds = bytes(map(self._kind_col.__getitem__, at))
+        if kinds.count(kind) == len(kinds):
+            return oids
+        return [oid if k == kind else b"" for oid, k in zip(oids, kinds, strict=True)]
 
     def close(self, *views: memoryview) -> None:
         for view in (*self._views, *views):
@@ -724,6 +813,8 @@ class Pack:
         ends = self._frame_ends
         if stop == first or (ends[2 * stop - 2], ends[2 * stop - 1]) != (len(data), rlen):
             raise CorruptObject(f"pack {self.name}: block {block} has a bad frame table")
+        if block not in self._summed:
+            self._summed[block] = _checksummed(data, ends, first, stop)
         return data, rlen, dictionary, first, stop
 
     def _load_block(self, block: int) -> bytes:
@@ -833,6 +924,21 @@ def _decompress_all(
             decompressor.decompress(p, max_output_size=n)
             for p, n in zip(pieces, sizes, strict=True)
         ]
+
+
+def _checksummed(data: bytes, ends: memoryview, first: int, stop: int) -> bool:
+    """Whether each of a block's frames `first`..`stop` declares a content checksum."""
+    view = memoryview(data)
+    try:
+        for f in range(first, stop):
+            start = ends[2 * f - 2] if f > first else 0
+            if not zstandard.get_frame_parameters(view[start : start + 18]).has_checksum:
+                return False
+    except zstandard.ZstdError:
+        return False  # damaged: reading it re-hashes, which names the damage
+    finally:
+        view.release()
+    return True
 
 
 def _inflate(

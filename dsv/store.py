@@ -1,4 +1,9 @@
-"""The object store: loose objects and packs under `.dsv/objects`, re-hashed on every read."""
+"""The object store: loose objects and packs under `.dsv/objects`.
+
+Objects are verified by their id when they enter a repository. A read re-hashes what it reads,
+except bulk reads of pack blocks whose frames carry checksums (docs/format.md §4, trust): those
+trust the pack, and `dsv fsck` re-hashes everything.
+"""
 
 from __future__ import annotations
 
@@ -279,7 +284,10 @@ class ObjectStore:
             raise CorruptObject(f"corrupt object {oid.hex()}: unreadable") from exc
 
     def read(self, oid: bytes, kind: Kind | None = None) -> tuple[Kind, bytes]:
-        """Kind and body of `oid`, verified against its id."""
+        """Kind and body of `oid`, verified against its id.
+
+        Always re-hashed, wherever it is stored: one object costs little to hash, and fsck
+        and gc rely on it."""
         found_kind, body = self._read_raw(oid)
         if hash_object(found_kind, body) != oid:
             raise CorruptObject(f"corrupt object {oid.hex()}: content does not match its id")
@@ -292,13 +300,19 @@ class ObjectStore:
     def read_body(self, oid: bytes, kind: Kind) -> bytes:
         return self.read(oid, kind)[1]
 
-    def _checked(self, oid: bytes, kind: Kind, found_kind: Kind, body: bytes) -> bytes:
-        if found_kind != kind or hash_object(found_kind, body) != oid:
+    def _checked(
+        self, oid: bytes, kind: Kind, found_kind: Kind, body: bytes, *, trusted: bool = False
+    ) -> bytes:
+        """`body` if it is a `kind` and hashes to `oid`, which a `trusted` body (of a block
+        whose frames verified their checksums, `Pack.block_trusted`) is taken to; else the
+        slow path's error."""
+        if found_kind != kind or (not trusted and hash_object(found_kind, body) != oid):
             return self.read(oid, kind)[1]  # the slow path names the exact problem
         return body
 
     def read_many(self, oids: Iterable[bytes], kind: Kind) -> Iterator[bytes]:
-        """Bodies of `oids` in the order given, each verified, in memory that does not grow
+        """Bodies of `oids` in the order given, each verified (re-hashed or taken from a
+        trusted block, `Pack.block_trusted`), in memory that does not grow
         with their number (a million-datapoint dataset streams in a few blocks' worth).
 
         Ids are read as runs of the pack blocks holding them (dsv.blockruns); where the order
@@ -331,7 +345,7 @@ class ObjectStore:
             return self.read(oid, kind)[1]
         pack, at = found
         found_kind, body = pack.read_at(at)
-        return self._checked(oid, kind, found_kind, body)
+        return self._checked(oid, kind, found_kind, body, trusted=pack.trusted_at(at, kind))
 
     def read_bulk(self, oids: list[bytes], kind: Kind) -> list[bytes]:
         """Bodies of scattered `oids`, in their order, each verified; each frame is
@@ -378,7 +392,8 @@ class ObjectStore:
         if len(blocks) < _PARALLEL_BLOCKS:
             for n, _, at, i in located:
                 found_kind, body = packs[n].read_at(at)
-                yield i, self._checked(oids[i], kind, found_kind, body)
+                trusted = packs[n].trusted_at(at, kind)
+                yield i, self._checked(oids[i], kind, found_kind, body, trusted=trusted)
             return
         # Batches of blocks are decompressed on every core by zstd's own threads in one call
         # per pack, and of each block only the frames holding asked-for bodies. (A pool of
@@ -402,7 +417,14 @@ class ObjectStore:
                     for f, (at, i) in zip(frames, entries, strict=True):
                         start, data = by_frame[f]
                         found_kind, body = pack.entry_in(data, at, start)
-                        yield i, self._checked(oids[i], kind, found_kind, bytes(body))
+                        checked = self._checked(
+                            oids[i],
+                            kind,
+                            found_kind,
+                            bytes(body),
+                            trusted=pack.trusted_at(at, kind),
+                        )
+                        yield i, checked
 
     def plan_copy(
         self, kind: Kind, oids: Sequence[bytes], *, extra: bool = False

@@ -94,6 +94,20 @@ def assert_one_error_line(stderr: str) -> None:
 
 
 @pytest.fixture
+def packs_of_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packs written from now on have frames without content checksums, as dsv wrote them
+    before format version 8: reads re-hash their bodies (docs/format.md §4, trust)."""
+    import zstandard
+
+    real = zstandard.ZstdCompressor
+
+    def without_checksums(*args: Any, **kwargs: Any) -> zstandard.ZstdCompressor:
+        return real(*args, **{**kwargs, "write_checksum": False})
+
+    monkeypatch.setattr(zstandard, "ZstdCompressor", without_checksums)
+
+
+@pytest.fixture
 def parsed_lines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Sizes of the batches of lines the JSONL reader canonicalises from now on (clear it to
     forget earlier reads): how a test tells that cached lines were not parsed again."""

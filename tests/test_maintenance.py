@@ -105,3 +105,43 @@ def test_gc_recompresses_denser_with_a_dictionary_of_the_datapoints(
     assert pack.dictionaries == 1
     assert maintenance.fsck(repo).ok
     assert list(repo.records("HEAD", "qa.jsonl")) == records
+
+
+def test_fsck_finds_a_pack_whose_index_gives_an_id_another_objects_body(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dsv.cli import main
+    from dsv.objects import Kind
+    from dsv.pack import PackWriter
+
+    repo = _packed_repo(tmp_path)
+    [pack] = repo.store.packs
+    entries = [(pack.oid_at(i), *pack.read_at(i)) for i in range(pack.count)]
+    a, b = [n for n, (_, kind, _) in enumerate(entries) if kind == Kind.DATAPOINT][:2]
+    # The same objects, but the entries of ids a and b hold each other's body: every
+    # checksum (frames, pack, index) is computed over the lie, so each one holds.
+    writer = PackWriter(repo.store.pack_dir)
+    for n, (oid, kind, _) in enumerate(entries):
+        writer.add(kind, oid, entries[{a: b, b: a}.get(n, n)][2])
+    writer.finish()
+    repo.store.remove_pack(pack.name)
+    repo.close()
+    repo = Repository.open(tmp_path)
+    [lying] = repo.store.packs
+    assert lying.verify() is None
+    # A bulk read trusts the pack (docs/format.md §4, trust): the records come back swapped.
+    ids = [r["id"] for r in repo.records("HEAD", "qa.jsonl")]
+    assert sorted(ids) == list(range(300)) and ids != list(range(300))
+    report = maintenance.fsck(repo)
+    repo.close()
+    bad = sorted(f"datapoint {entries[n][0].hex()}" for n in (a, b))
+    assert sorted(report.corrupt) == bad and not report.missing
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "fsck"])
+    assert result.exit_code == 1
+    assert sorted(result.stdout.splitlines()[:2]) == [f"corrupt {line}" for line in bad]
+    assert result.stdout.splitlines()[2].endswith(": PROBLEMS FOUND")
+    # One object read alone is always re-hashed.
+    oid = entries[a][0].hex()
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "cat-object", oid])
+    assert result.exit_code == 4
+    assert result.stderr.startswith(f"error: corrupt object {oid}: content does not match its id")

@@ -538,3 +538,33 @@ def test_a_version_2_answer_may_bring_datapoints_along_but_not_more_than_asked(
         served["name"] = "page"
         with pytest.raises(RemoteError, match="sent an object that was not asked for"):
             list(conn.objects(Kind.DATAPOINT, oids[:10]))
+
+
+def test_a_clone_re_hashes_what_the_server_read_from_a_pack_that_lies(
+    tmp_path: Path, server: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server's bulk reads trust its packs (docs/format.md §4, trust); a client trusts no
+    # server, so a pack whose index gives an id another body is caught on receipt.
+    from dsv.pack import PackWriter
+
+    lines = "".join(json.dumps({"id": i, "text": "x" * i}) + "\n" for i in range(300))
+    url = _pushed(tmp_path, server, monkeypatch, "lying/pack", lines)
+    store = ObjectStore(server[0].root / "repos" / "lying" / "pack" / "objects")
+    try:
+        [pack] = store.packs
+        entries = [(pack.oid_at(i), *pack.read_at(i)) for i in range(pack.count)]
+        forged = next(n for n, (_, kind, _) in enumerate(entries) if kind == Kind.DATAPOINT)
+        writer = PackWriter(store.pack_dir)
+        for n, (oid, kind, body) in enumerate(entries):
+            writer.add(kind, oid, b'{"forged":true}' if n == forged else body)
+        writer.finish()
+        store.remove_pack(pack.name)
+    finally:
+        store.close()
+    # A server started now opens the lying pack (the running one holds the old one open).
+    with Server(server[0].root) as fresh:
+        url = f"{fresh.url}/lying/pack"
+        err = dsv(tmp_path, "clone", url, "b", code=5).stderr
+    assert err.splitlines()[1:] == [
+        f"error: remote 'origin' ({url}) sent an object that was not asked for"
+    ]

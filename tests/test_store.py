@@ -695,3 +695,84 @@ def test_a_writer_given_samples_learns_its_dictionary_from_them(tmp_path: Path) 
     assert [body for _, body in scan_pack(dense.pack_path)] == [*pages, *bodies]
     for at in range(0, dense.count, 41):
         assert dense.read_at(at)[1] == taught.read_at(taught.find(dense.oid_at(at)))[1]
+
+
+@pytest.mark.parametrize("frames", ["with checksums", "of before"])
+def test_bulk_reads_trust_checksummed_frames_and_re_hash_older_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, frames: str
+) -> None:
+    import zstandard
+
+    from dsv import blockruns, materialize, objects
+
+    if frames == "of before":
+        request.getfixturevalue("packs_of_before")
+    bodies = _varied(3000)
+    store = ObjectStore(tmp_path / "objects")
+    pack = _pack_of(store.pack_dir, bodies)
+    store.reload()
+    assert pack.dictionaries == 1 and pack.nblocks > 20  # one-frame and many-frame blocks
+    data = pack.pack_path.read_bytes()
+    summed = {
+        zstandard.get_frame_parameters(data[start:]).has_checksum for start in _frame_starts(pack)
+    }
+    assert summed == {frames == "with checksums"}
+    hashed: list[int] = []
+    real = objects.hash_objects
+
+    def counting(kind: Kind, many: list[bytes]) -> list[bytes]:
+        hashed.append(len(many))
+        return real(kind, many)
+
+    def counting_one(kind: Kind, body: bytes | memoryview) -> bytes:
+        return counting(kind, [bytes(body)])[0]
+
+    for module in (objects, blockruns, materialize):
+        monkeypatch.setattr(module, "hash_objects", counting)
+    monkeypatch.setattr(store_module, "hash_object", counting_one)
+    oids = [hash_object(Kind.DATAPOINT, b) for b in bodies]
+    assert list(store.read_many(oids, Kind.DATAPOINT)) == bodies
+    assert store.read_bulk(oids[::-7], Kind.DATAPOINT) == bodies[::-7]  # by frame
+    assert store.read_bulk(oids[:5], Kind.DATAPOINT) == bodies[:5]  # block by block
+    path = tmp_path / "out.jsonl"
+    monkeypatch.setattr(materialize, "PARALLEL_MIN", 0)
+    materialize.write_jsonl(store, b"".join(oids), path)
+    assert path.read_bytes() == b"\n".join([*bodies, b""])
+    if frames == "with checksums":
+        # Workers are other processes: what they hashed is not counted here, the file is.
+        assert hashed == []
+    else:
+        assert sum(hashed) >= len(oids) + len(oids[::-7]) + 5
+
+
+def _frame_starts(pack: Pack) -> list[int]:
+    """Where each frame of `pack`'s data blocks starts in the pack file."""
+    starts = []
+    for block in range(pack.nblocks):
+        _, dictionary, frames, _ = pack.read_block_data(block)
+        if dictionary == 0xFFFFFFFF:
+            continue
+        at = pack._block_table[block][0] + 16 + 8 * len(frames)
+        for compressed, _ in frames:
+            starts.append(at)
+            at += compressed
+    return starts
+
+
+def test_a_frame_that_fails_its_checksum_names_its_pack(tmp_path: Path) -> None:
+    bodies = _varied(300)
+    store = ObjectStore(tmp_path / "objects")
+    pack = _pack_of(store.pack_dir, bodies)
+    _, _, [(compressed, _)], _ = pack.read_block_data(0)
+    end = _frame_starts(pack)[0] + compressed
+    data = bytearray(pack.pack_path.read_bytes())
+    data[end - 1] ^= 1  # the frame's checksum: the content still decompresses
+    os.chmod(pack.pack_path, 0o644)
+    pack.pack_path.write_bytes(bytes(data))
+    store.reload()
+    oids = [hash_object(Kind.DATAPOINT, b) for b in bodies]
+    message = f"pack {pack.name}: block 0 is corrupt .*checksum"
+    with pytest.raises(CorruptObject, match=message):
+        list(store.read_many(oids, Kind.DATAPOINT))
+    with pytest.raises(CorruptObject, match=message):
+        store.read_bulk(oids, Kind.DATAPOINT)
