@@ -565,6 +565,6 @@ def test_a_clone_re_hashes_what_the_server_read_from_a_pack_that_lies(
     with Server(server[0].root) as fresh:
         url = f"{fresh.url}/lying/pack"
         err = dsv(tmp_path, "clone", url, "b", code=5).stderr
-    assert err.splitlines()[1:] == [
-        f"error: remote 'origin' ({url}) sent an object that was not asked for"
-    ]
+    # The forged body hashes to an id not asked for: under protocol version 2 a datapoint
+    # may come unasked (a block sent whole), so what the client finds is the one left out.
+    assert err.splitlines()[1:] == [f"error: remote 'origin' ({url}) left out 1 object asked for"]

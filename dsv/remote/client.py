@@ -5,6 +5,7 @@ Library code: it returns results and reports progress through a callback; it nev
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -27,7 +28,7 @@ from dsv.objects import (
     decode_dataset,
     split_oids,
 )
-from dsv.pack import BLOCK_SIZE
+from dsv.pack import BLOCK_SIZE, PreparedPack
 from dsv.packindex import read_chunks
 from dsv.progress import Progress, ProgressFn
 from dsv.protocol import (
@@ -397,31 +398,58 @@ def _send_whole(
     progress: ProgressFn,
     budget: int,
 ) -> int:
-    """`_send` in protocol version 2: packs as stored, stored blocks copied as they are."""
+    """`_send` in protocol version 2: packs as stored, stored blocks copied as they are.
+
+    One pack is sent (and checked by the server) while the next is made, so the two sides'
+    work overlaps; packs still reach the server one at a time, in order, as §4 needs."""
     store = repo.store
     store.pack_dir.mkdir(parents=True, exist_ok=True)
     sent_objects = sent_bytes = packs = at = 0
-    while at < len(items):
-        cut = cut_packs(store, items, store.pack_dir, budget, start=at)
+
+    def send(prepared: PreparedPack) -> None:
         try:
-            for prepared, count in cut:
-                try:
-                    size = prepared.pack_tmp.stat().st_size
-                    conn.send_pack(read_chunks(prepared.pack_tmp))
-                finally:
-                    prepared.discard()
+            conn.send_pack(read_chunks(prepared.pack_tmp))
+        finally:
+            prepared.discard()
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dsv-send") as sender:
+        while at < len(items):
+            cut = cut_packs(store, items, store.pack_dir, budget, start=at)
+            in_flight: tuple[concurrent.futures.Future[None], int, int] | None = None
+
+            def settle() -> None:
+                nonlocal in_flight, packs, at, sent_objects, sent_bytes
+                if in_flight is None:
+                    return
+                future, count, size = in_flight
+                in_flight = None
+                future.result()
                 packs += 1
                 at += count
                 sent_objects += count
                 sent_bytes += size
                 progress(Progress("sending", sent_objects, len(items), sent_bytes))
-        except RemoteRefused as exc:
-            # Some proxy in between takes less than the server said: halve and resend.
-            if exc.status != 413 or budget <= _MIN_PACK:
-                raise
-            budget //= 2
-        finally:
-            cut.close()
+
+            try:
+                for prepared, count in cut:
+                    size = prepared.pack_tmp.stat().st_size
+                    try:
+                        settle()
+                    except BaseException:
+                        prepared.discard()
+                        raise
+                    in_flight = (sender.submit(send, prepared), count, size)
+                settle()
+            except RemoteRefused as exc:
+                # Some proxy in between takes less than the server said: halve and resend.
+                if exc.status != 413 or budget <= _MIN_PACK:
+                    raise
+                budget //= 2
+            finally:
+                if in_flight is not None:
+                    # An error while making the next pack: let the one in flight finish.
+                    concurrent.futures.wait([in_flight[0]])
+                cut.close()
     return packs
 
 
