@@ -6,6 +6,8 @@ dsv.remote.client's.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -263,6 +265,10 @@ class Connection:
     def _pack_file(self, path: str, body: Any, check: BlockCheck) -> PreparedPack | None:
         """A version-2 answer written to a file in `scratch`, then indexed and checked whole
         (`check` sees every block's objects); the pack, ready to publish or discard."""
+        return self._indexed(self._download(path, body), check)
+
+    def _download(self, path: str, body: Any) -> Path:
+        """A version-2 answer, written to a file in `scratch` (at most MAX_ANSWER_BYTES)."""
         tmp = self.scratch / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.pack"
         note_temp(tmp)
         try:
@@ -284,13 +290,21 @@ class Connection:
                                 f"{MAX_ANSWER_BYTES >> 20} MiB"
                             )
                         out.write(chunk)
+            return tmp
+        except httpx.HTTPError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._translate(exc) from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _indexed(self, tmp: Path, check: BlockCheck) -> PreparedPack | None:
+        """The downloaded pack `tmp`, checked whole and indexed (None, and gone, if empty)."""
+        try:
             prepared = index_pack(tmp, check=check)
             if prepared is None:
                 tmp.unlink(missing_ok=True)
             return prepared
-        except httpx.HTTPError as exc:
-            tmp.unlink(missing_ok=True)
-            raise self._translate(exc) from exc
         except CorruptObject as exc:
             tmp.unlink(missing_ok=True)
             raise RemoteError(f"{self._where()} sent a damaged pack: {exc.message}") from exc
@@ -373,17 +387,36 @@ class Connection:
         whole and made in `scratch`; the caller publishes them. With the count of objects."""
         if self.version < 2:
             raise RemoteError(f"{self._where()} sends no whole packs (protocol version 1)")
-        for batch in self._batches(oids):
-            request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batch))
-            check, asked = self._asked(kind, batch)
-            prepared = self._pack_file("/objects", request, check)
+        batches = list(self._batches(oids))
+        # The next answer downloads (and the server makes it) while this one is checked.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dsv-fetch") as pool:
+
+            def start(n: int) -> concurrent.futures.Future[Path] | None:
+                if n >= len(batches):
+                    return None
+                request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batches[n]))
+                return pool.submit(self._download, "/objects", request)
+
+            coming = start(0)
             try:
-                self._left_out(asked)
-            except BaseException:
-                if prepared is not None:
-                    prepared.discard()
-                raise
-            yield prepared, len(batch)
+                for n, batch in enumerate(batches):
+                    assert coming is not None
+                    tmp = coming.result()
+                    coming = start(n + 1)
+                    check, asked = self._asked(kind, batch)
+                    prepared = self._indexed(tmp, check)
+                    try:
+                        self._left_out(asked)
+                    except BaseException:
+                        if prepared is not None:
+                            prepared.discard()
+                        raise
+                    yield prepared, len(batch)
+            finally:
+                if coming is not None:
+                    # Stopped early: the download under way is not wanted.
+                    with contextlib.suppress(BaseException):
+                        coming.result().unlink(missing_ok=True)
 
     def commits(
         self, wants: Sequence[bytes], haves: Sequence[bytes], *, limit: int | None = None
