@@ -697,6 +697,7 @@ def test_a_writer_given_samples_learns_its_dictionary_from_them(tmp_path: Path) 
         assert dense.read_at(at)[1] == taught.read_at(taught.find(dense.oid_at(at)))[1]
 
 
+@pytest.mark.usefixtures("small_blocks")
 @pytest.mark.parametrize("frames", ["with checksums", "of before"])
 def test_bulk_reads_trust_checksummed_frames_and_re_hash_older_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, frames: str
