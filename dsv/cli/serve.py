@@ -58,7 +58,7 @@ _meta_option = click.option(
 )
 @click.option(
     "--max-ids",
-    default=10_000,
+    default=100_000,
     show_default=True,
     type=click.IntRange(min=1),
     metavar="N",
