@@ -1,20 +1,33 @@
-"""The embedded blob store: one dsv object store per repository, under the server's root."""
+"""The embedded blob store: one dsv object store per repository, under the server's root.
+
+Every write stores a pack, so a busy repository's packs are merged in the background, one
+thread per server process (as the S3 store's compaction): past `PACKS_MOST` packs, the small
+ones become one (`ObjectStore.consolidate`). The merge runs on an object store of its own, not
+on the one requests read through, so reads of the repository go on while it copies blocks;
+the merged pack is published before any pack it replaces is removed, so a reader of this or
+another process on the same root finds every object all along (it lists the packs again
+when one vanishes).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from dsv.errors import DsvError
 from dsv.fsutil import fsync_dir
 from dsv.objects import Kind
 from dsv.pack import PreparedPack
 from dsv.server.storage import StorageError, check_repo_name
-from dsv.store import ObjectStore
+from dsv.store import PACKS_MOST, ObjectStore
 
 __all__ = ["LocalBlobStore"]
+
+log = logging.getLogger("dsv.serve")
 
 
 class LocalBlobStore:
@@ -24,6 +37,9 @@ class LocalBlobStore:
         self.root = root
         self._stores: dict[str, tuple[ObjectStore, threading.Lock]] = {}
         self._guard = threading.Lock()
+        self._compact_wanted: set[str] = set()
+        self._compactor: threading.Thread | None = None
+        self._closing = False
 
     def _objects_dir(self, repo: str) -> Path:
         owner, name = check_repo_name(repo).split("/")
@@ -74,9 +90,80 @@ class LocalBlobStore:
             raise StorageError(f"cannot store a pack of {repo}: {exc.strerror}") from exc
         with self._store(repo) as store:
             store.reload()
-            # Every push leaves a pack: merge the small ones as they pile up, or a busy
-            # repository's reads would try hundreds of packs for each object.
-            store.tidy()
+        # Every write leaves a pack: merge the small ones as they pile up, or a busy
+        # repository's reads would try hundreds of packs for each object. Not in this
+        # write's time: the write that crosses the limit would pay for the whole merge.
+        self._request_compaction(repo)
+
+    # -- compaction ------------------------------------------------------------------------
+
+    def compact(self, repo: str, *, most: int = PACKS_MOST) -> str | None:
+        """Past `most` packs of `repo`, merge the small ones; the merged pack's name, or None
+        when there was nothing to merge."""
+        return self._merge(repo, lambda merger: merger.consolidate(most=most))
+
+    def repack(self, repo: str) -> str | None:
+        """Merge every pack of `repo` into one (`dsv gc --root`); its name, or None when the
+        repository has one pack or none."""
+
+        def everything(merger: ObjectStore) -> str | None:
+            packs = merger.packs
+            if len(packs) < 2:
+                return None
+            # Oldest first, as `consolidate` orders them: a version's objects stay together.
+            names = sorted(packs, key=lambda p: (p.pack_path.stat().st_mtime, p.name))
+            return merger.merge_packs([p.name for p in names])
+
+        return self._merge(repo, everything)
+
+    def _merge(self, repo: str, merge: Callable[[ObjectStore], str | None]) -> str | None:
+        objects = self._objects_dir(repo)
+        if not (objects / "pack").is_dir():
+            return None
+        # A store of its own: the one requests use stays free for them while blocks are
+        # copied, and, like another process's, it finds the packs gone when it next looks.
+        merger = ObjectStore(objects)
+        try:
+            merged = merge(merger)
+        except OSError as exc:
+            raise StorageError(f"cannot merge the packs of {repo}: {exc}") from exc
+        finally:
+            merger.close()
+        if merged is not None:
+            with self._store(repo) as store:
+                # Drop the replaced packs' open files and maps (kept readable for reads that
+                # listed them), or their disk space would stay taken until the server stops.
+                # The next read opens the packs again.
+                store.close()
+        return merged
+
+    def _request_compaction(self, repo: str) -> None:
+        with self._guard:
+            if self._closing:
+                return
+            self._compact_wanted.add(repo)
+            if self._compactor is None:
+                self._compactor = threading.Thread(
+                    target=self._compact_wanted_repos, name="dsv-compact", daemon=True
+                )
+                self._compactor.start()
+
+    def _compact_wanted_repos(self) -> None:
+        while True:
+            with self._guard:
+                if self._closing or not self._compact_wanted:
+                    self._compactor = None
+                    return
+                repo = self._compact_wanted.pop()
+            try:
+                self.compact(repo)
+            except DsvError as exc:
+                # The merged pack is published before any is removed: the packs are as they
+                # were, or merged. The next write tries again.
+                log.warning("compacting the packs of %s failed: %s", repo, exc.message)
+            except Exception:
+                # A bug must not end compaction for the life of the server, nor go unseen.
+                log.exception("compacting the packs of %s failed", repo)
 
     def health(self) -> None:
         try:
@@ -85,6 +172,11 @@ class LocalBlobStore:
             raise StorageError(f"object storage {self.root}: {exc.strerror}") from exc
 
     def close(self) -> None:
+        with self._guard:
+            self._closing = True
+            compactor = self._compactor
+        if compactor is not None:
+            compactor.join()
         with self._guard:
             for store, _ in self._stores.values():
                 store.close()
