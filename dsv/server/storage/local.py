@@ -61,6 +61,9 @@ class LocalBlobStore:
                 yield store
             except OSError as exc:
                 raise StorageError(f"object storage of {repo} failed: {exc}") from exc
+            # Packs another process merged away stay open for a read that listed them; none
+            # does now, and a server runs for months.
+            store.close_retired()
 
     def missing(self, repo: str, oids: Iterable[bytes]) -> set[bytes]:
         wanted = set(oids)
@@ -131,10 +134,9 @@ class LocalBlobStore:
             merger.close()
         if merged is not None:
             with self._store(repo) as store:
-                # Drop the replaced packs' open files and maps (kept readable for reads that
-                # listed them), or their disk space would stay taken until the server stops.
-                # The next read opens the packs again.
-                store.close()
+                # Let go of the replaced packs' open files and maps (on leaving `_store`), or
+                # their disk space would stay taken until the server stops.
+                store.reload()
         return merged
 
     def _request_compaction(self, repo: str) -> None:
