@@ -799,16 +799,16 @@ def _write_packs(blobs: LocalBlobStore, tmp_path: Path, count: int) -> list[tupl
 def test_local_packs_are_merged_in_the_background_not_in_the_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dsv.store import PACKS_MOST, ObjectStore
+    from dsv.store import PACKS_MOST
 
     merging_threads: list[str] = []
-    merge_packs = ObjectStore.merge_packs
+    finish = PackWriter.finish
 
-    def noting(self: ObjectStore, names: list[str]) -> str:
-        merging_threads.append(threading.current_thread().name)
-        return merge_packs(self, names)
+    def noting(self: PackWriter) -> str:
+        merging_threads.append(threading.current_thread().name)  # a write only prepares
+        return finish(self)
 
-    monkeypatch.setattr(ObjectStore, "merge_packs", noting)
+    monkeypatch.setattr(PackWriter, "finish", noting)
     blobs = LocalBlobStore(tmp_path / "root")
     try:
         everything = _write_packs(blobs, tmp_path, PACKS_MOST + 8)
@@ -967,3 +967,62 @@ def test_a_failed_background_merge_is_logged_and_the_write_stands(
         assert reader.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
     finally:
         reader.close()
+
+
+def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packs of API writes (a block of a few objects each) are written anew, datapoints
+    after the rest; a push's pack of full blocks is copied as it is."""
+    from dsv.pack import Pack
+    from dsv.store import PACKS_MOST
+
+    monkeypatch.setattr(LocalBlobStore, "_request_compaction", lambda self, repo: None)
+    root = tmp_path / "root"
+    blobs = LocalBlobStore(root)
+    filler = "x" * 1000
+    pushed = [
+        (Kind.DATAPOINT, canonicalize(f'{{"i": {i}, "f": "{filler}"}}'.encode()))
+        for i in range(1500)
+    ]
+    everything = list(pushed)
+    prepared, _ = _pack(tmp_path, pushed)
+    blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    pack_dir = root / "repos" / "acme" / "evals" / "objects" / "pack"
+    (dense_name,) = [p.stem for p in pack_dir.glob("*.idx")]
+    dense = Pack(pack_dir, dense_name)
+    dense_blocks = dense.nblocks
+    dense.close()
+    for n in range(PACKS_MOST + 4):
+        objects = [(Kind.PAGE, f"page of write {n}".encode()), *_points(10, f"write {n}")]
+        everything += objects
+        prepared, _ = _pack(tmp_path, objects)
+        blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    try:
+        merged_name = blobs.repack("acme/evals")
+        assert merged_name is not None
+        assert [p.stem for p in pack_dir.glob("*.idx")] == [merged_name]
+        merged = Pack(pack_dir, merged_name)
+        try:
+            # The small packs' 16 blocks became one, pages first; the full ones are as they were.
+            assert merged.nblocks == 1 + dense_blocks
+            first = sorted(
+                (merged.location(i)[1], merged.kind_at(i))
+                for i in range(merged.count)
+                if merged.location(i)[0] == 0
+            )
+            kinds = [kind for _, kind in first]
+            assert kinds == [Kind.PAGE] * (PACKS_MOST + 4) + [Kind.DATAPOINT] * 10 * (
+                PACKS_MOST + 4
+            )
+        finally:
+            merged.close()
+        oids = [hash_object(*o) for o in everything]
+        assert blobs.missing("acme/evals", oids) == set()
+        for kind in (Kind.PAGE, Kind.DATAPOINT):
+            wanted = [
+                (oid, body) for oid, (k, body) in zip(oids, everything, strict=True) if k == kind
+            ]
+            assert blobs.read("acme/evals", kind, [o for o, _ in wanted]) == [b for _, b in wanted]
+    finally:
+        blobs.close()

@@ -2,11 +2,13 @@
 
 Every write stores a pack, so a busy repository's packs are merged in the background, one
 thread per server process (as the S3 store's compaction): past `PACKS_MOST` packs, the small
-ones become one (`ObjectStore.consolidate`). The merge runs on an object store of its own, not
-on the one requests read through, so reads of the repository go on while it copies blocks;
-the merged pack is published before any pack it replaces is removed, so a reader of this or
-another process on the same root finds every object all along (it lists the packs again
-when one vanishes).
+ones become one (the geometric rule of `ObjectStore.consolidate`); objects of packs of small
+blocks are written anew into full blocks, so that a repository written by thousands of API
+writes reads as one written by a push does (docs/performance.md). The merge runs on an
+object store of its own, not on the one requests read through, so reads of the repository go
+on while it copies blocks; the merged pack is published before any pack it replaces is
+removed, so a reader of this or another process on the same root finds every object all
+along (it lists the packs again when one vanishes).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from dsv.errors import DsvError
+from dsv.errors import CorruptObject, DsvError
 from dsv.fsutil import fsync_dir
-from dsv.objects import Kind
-from dsv.pack import PreparedPack
+from dsv.objects import Kind, hash_object
+from dsv.pack import BLOCK_SIZE, Pack, PackWriter, PreparedPack
 from dsv.server.storage import StorageError, check_repo_name
-from dsv.store import PACKS_MOST, ObjectStore
+from dsv.store import PACKS_MOST, ObjectStore, small_packs
 
 __all__ = ["LocalBlobStore"]
 
@@ -101,9 +103,21 @@ class LocalBlobStore:
     # -- compaction ------------------------------------------------------------------------
 
     def compact(self, repo: str, *, most: int = PACKS_MOST) -> str | None:
-        """Past `most` packs of `repo`, merge the small ones; the merged pack's name, or None
-        when there was nothing to merge."""
-        return self._merge(repo, lambda merger: merger.consolidate(most=most))
+        """Past `most` packs of `repo`, merge the small ones (the geometric rule of
+        `ObjectStore.consolidate`); the merged pack's name, or None when there was nothing to
+        merge."""
+
+        def small(merger: ObjectStore) -> str | None:
+            listed = sum(name.endswith(".idx") for name in os.listdir(merger.pack_dir))
+            if listed <= most:  # after most writes: decided without opening a pack
+                return None
+            packs = merger.packs
+            if len(packs) <= most:
+                return None
+            merging = small_packs(packs, size=lambda p: p.count)
+            return _merge_packs(merger, merging) if len(merging) >= 2 else None
+
+        return self._merge(repo, small)
 
     def repack(self, repo: str) -> str | None:
         """Merge every pack of `repo` into one (`dsv gc --root`); its name, or None when the
@@ -111,11 +125,7 @@ class LocalBlobStore:
 
         def everything(merger: ObjectStore) -> str | None:
             packs = merger.packs
-            if len(packs) < 2:
-                return None
-            # Oldest first, as `consolidate` orders them: a version's objects stay together.
-            names = sorted(packs, key=lambda p: (p.pack_path.stat().st_mtime, p.name))
-            return merger.merge_packs([p.name for p in names])
+            return _merge_packs(merger, packs) if len(packs) >= 2 else None
 
         return self._merge(repo, everything)
 
@@ -127,6 +137,7 @@ class LocalBlobStore:
         # copied, and, like another process's, it finds the packs gone when it next looks.
         merger = ObjectStore(objects)
         try:
+            # Cheap when under the limit (the common case): one listing, no pack opened.
             merged = merge(merger)
         except OSError as exc:
             raise StorageError(f"cannot merge the packs of {repo}: {exc}") from exc
@@ -183,3 +194,68 @@ class LocalBlobStore:
             for store, _ in self._stores.values():
                 store.close()
             self._stores.clear()
+
+
+def _merge_packs(store: ObjectStore, packs: list[Pack]) -> str:
+    """Replace `packs` of `store` by one holding their objects; its name.
+
+    As `ObjectStore.merge_packs`, but a pack of small blocks (an API write's, a small push's)
+    is written anew rather than copied block by block: ten thousand writes would otherwise
+    leave ten thousand blocks of a few datapoints, each a decompression of its own for a read
+    of a few of them. Objects written anew go kind by kind, datapoints last, so that
+    datapoints fill whole blocks as a push's do. Each is re-hashed on the way.
+    """
+    packs = sorted(packs, key=_age)  # oldest first: a version's objects stay in write order
+    for pack in packs:
+        # Blocks copied unread get a fresh checksum: damage must be found before.
+        problem = pack.verify()
+        if problem is not None:
+            raise CorruptObject(f"pack {pack.name}: {problem}", hint="run 'dsv fsck'")
+    dense = [pack for pack in packs if _dense(pack)]
+    sparse = [pack for pack in packs if not _dense(pack)]
+    writer = PackWriter(store.pack_dir)
+    try:
+        # Written objects first: copying a pack ends the choice of a dictionary for them.
+        for datapoints in (False, True):
+            for pack in sparse:
+                for i in _stored_order(pack):
+                    kind = pack.kind_at(i)
+                    if (kind == Kind.DATAPOINT) != datapoints:
+                        continue
+                    oid = pack.oid_at(i)
+                    body = pack.read_at(i)[1]
+                    if hash_object(kind, body) != oid:
+                        raise CorruptObject(
+                            f"pack {pack.name}: object {oid.hex()} does not match its id",
+                            hint="run 'dsv fsck'",
+                        )
+                    writer.add(kind, oid, body)
+        for pack in dense:
+            writer.add_pack(pack)
+        merged = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    for pack in packs:
+        if pack.name != merged:
+            store.remove_pack(pack.name)
+    store.reload()
+    return merged
+
+
+def _stored_order(pack: Pack) -> list[int]:
+    """The entries of `pack` in the order its blocks hold them: each block is read once."""
+    return sorted(range(pack.count), key=lambda i: pack.location(i)[:2])
+
+
+def _age(pack: Pack) -> tuple[float, str]:
+    try:
+        return pack.pack_path.stat().st_mtime, pack.name
+    except OSError:
+        return 0.0, pack.name
+
+
+def _dense(pack: Pack) -> bool:
+    """Whether `pack`'s blocks are about full: copied as they are when merged."""
+    raw = sum(int(pack.location(i)[2]) for i in range(pack.count))
+    return bool(raw >= pack.nblocks * (BLOCK_SIZE // 2))
