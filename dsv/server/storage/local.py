@@ -27,7 +27,7 @@ from dsv.pack import BLOCK_SIZE, Pack, PackWriter, PreparedPack
 from dsv.server.storage import StorageError, check_repo_name
 from dsv.store import PACKS_MOST, ObjectStore, small_packs
 
-__all__ = ["LocalBlobStore"]
+__all__ = ["LocalBlobStore", "write_merged"]
 
 log = logging.getLogger("dsv.serve")
 
@@ -211,27 +211,9 @@ def _merge_packs(store: ObjectStore, packs: list[Pack]) -> str:
         problem = pack.verify()
         if problem is not None:
             raise CorruptObject(f"pack {pack.name}: {problem}", hint="run 'dsv fsck'")
-    dense = [pack for pack in packs if _dense(pack)]
-    sparse = [pack for pack in packs if not _dense(pack)]
     writer = PackWriter(store.pack_dir)
     try:
-        # Written objects first: copying a pack ends the choice of a dictionary for them.
-        for datapoints in (False, True):
-            for pack in sparse:
-                for i in _stored_order(pack):
-                    kind = pack.kind_at(i)
-                    if (kind == Kind.DATAPOINT) != datapoints:
-                        continue
-                    oid = pack.oid_at(i)
-                    body = pack.read_at(i)[1]
-                    if hash_object(kind, body) != oid:
-                        raise CorruptObject(
-                            f"pack {pack.name}: object {oid.hex()} does not match its id",
-                            hint="run 'dsv fsck'",
-                        )
-                    writer.add(kind, oid, body)
-        for pack in dense:
-            writer.add_pack(pack)
+        write_merged(writer, packs)
         merged = writer.finish()
     except BaseException:
         writer.abort()
@@ -241,6 +223,31 @@ def _merge_packs(store: ObjectStore, packs: list[Pack]) -> str:
             store.remove_pack(pack.name)
     store.reload()
     return merged
+
+
+def write_merged(writer: PackWriter, packs: list[Pack]) -> None:
+    """Add the objects of `packs` to `writer`: those of packs of small blocks anew, kind by
+    kind with datapoints last and each re-hashed, then the full blocks of the others as they
+    are (the packs are verified by their checksums before)."""
+    dense = [pack for pack in packs if _dense(pack)]
+    sparse = [pack for pack in packs if not _dense(pack)]
+    # Written objects first: copying a pack ends the choice of a dictionary for them.
+    for datapoints in (False, True):
+        for pack in sparse:
+            for i in _stored_order(pack):
+                kind = pack.kind_at(i)
+                if (kind == Kind.DATAPOINT) != datapoints:
+                    continue
+                oid = pack.oid_at(i)
+                body = pack.read_at(i)[1]
+                if hash_object(kind, body) != oid:
+                    raise CorruptObject(
+                        f"pack {pack.name}: object {oid.hex()} does not match its id",
+                        hint="run 'dsv fsck'",
+                    )
+                writer.add(kind, oid, body)
+    for pack in dense:
+        writer.add_pack(pack)
 
 
 def _stored_order(pack: Pack) -> list[int]:
