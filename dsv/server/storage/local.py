@@ -231,6 +231,8 @@ def write_merged(writer: PackWriter, packs: list[Pack]) -> None:
     are (the packs are verified by their checksums before)."""
     dense = [pack for pack in packs if _dense(pack)]
     sparse = [pack for pack in packs if not _dense(pack)]
+    # An object in two packs (two merges at once, a resumed push) is written once.
+    written: set[bytes] = set()
     # Written objects first: copying a pack ends the choice of a dictionary for them.
     for datapoints in (False, True):
         for pack in sparse:
@@ -239,6 +241,9 @@ def write_merged(writer: PackWriter, packs: list[Pack]) -> None:
                 if (kind == Kind.DATAPOINT) != datapoints:
                     continue
                 oid = pack.oid_at(i)
+                if oid in written:
+                    continue
+                written.add(oid)
                 body = pack.read_at(i)[1]
                 if hash_object(kind, body) != oid:
                     raise CorruptObject(
