@@ -269,5 +269,4 @@ def _age(pack: Pack) -> tuple[float, str]:
 
 def _dense(pack: Pack) -> bool:
     """Whether `pack`'s blocks are about full: copied as they are when merged."""
-    raw = sum(int(pack.location(i)[2]) for i in range(pack.count))
-    return bool(raw >= pack.nblocks * (BLOCK_SIZE // 2))
+    return bool(pack.raw_bytes >= pack.nblocks * (BLOCK_SIZE // 2))
