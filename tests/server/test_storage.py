@@ -973,7 +973,7 @@ def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Packs of API writes (a block of a few objects each) are written anew, datapoints
-    after the rest; a push's pack of full blocks is copied as it is."""
+    first; a push's pack of full blocks is copied as it is."""
     from dsv.pack import Pack
     from dsv.store import PACKS_MOST
 
@@ -983,7 +983,7 @@ def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
     filler = "x" * 1000
     pushed = [
         (Kind.DATAPOINT, canonicalize(f'{{"i": {i}, "f": "{filler}"}}'.encode()))
-        for i in range(1500)
+        for i in range(1100)
     ]
     everything = list(pushed)
     prepared, _ = _pack(tmp_path, pushed)
@@ -996,17 +996,19 @@ def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
     for n in range(PACKS_MOST + 4):
         # One object stored by every write (as after two merges at once) is kept once.
         shared = (Kind.PAGE, b"in every write")
-        objects = [shared, (Kind.PAGE, f"page of write {n}".encode()), *_points(10, f"write {n}")]
+        objects = [shared, (Kind.PAGE, f"page of write {n}".encode()), *_points(100, f"w{n}")]
         everything += objects[1:] if n else objects
         prepared, _ = _pack(tmp_path, objects)
         blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
     try:
-        merged_name = blobs.repack("acme/evals")
+        # By count, the full pack is below twice the rest: the geometric rule merges it too.
+        merged_name = blobs.compact("acme/evals")
         assert merged_name is not None
         assert [p.stem for p in pack_dir.glob("*.idx")] == [merged_name]
         merged = Pack(pack_dir, merged_name)
         try:
-            # The small packs' 16 blocks became one, pages first; the full ones are as they were.
+            # The small packs' 16 blocks became one, datapoints first; the full ones are as
+            # they were.
             assert merged.nblocks == 1 + dense_blocks
             first = sorted(
                 (merged.location(i)[1], merged.kind_at(i))
@@ -1014,8 +1016,8 @@ def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
                 if merged.location(i)[0] == 0
             )
             kinds = [kind for _, kind in first]
-            assert kinds == [Kind.PAGE] * (1 + PACKS_MOST + 4) + [Kind.DATAPOINT] * 10 * (
-                PACKS_MOST + 4
+            assert kinds == [Kind.DATAPOINT] * 100 * (PACKS_MOST + 4) + [Kind.PAGE] * (
+                1 + PACKS_MOST + 4
             )
             assert merged.count == len(everything)
         finally:

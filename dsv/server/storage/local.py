@@ -120,12 +120,12 @@ class LocalBlobStore:
         return self._merge(repo, small)
 
     def repack(self, repo: str) -> str | None:
-        """Merge every pack of `repo` into one (`dsv gc --root`); its name, or None when the
-        repository has one pack or none."""
+        """Write every object of `repo` anew into one pack (`dsv gc --root`), as a push would
+        lay them out; its name, or None when the repository has no pack."""
 
         def everything(merger: ObjectStore) -> str | None:
             packs = merger.packs
-            return _merge_packs(merger, packs) if len(packs) >= 2 else None
+            return _merge_packs(merger, packs, anew=True) if packs else None
 
         return self._merge(repo, everything)
 
@@ -196,14 +196,14 @@ class LocalBlobStore:
             self._stores.clear()
 
 
-def _merge_packs(store: ObjectStore, packs: list[Pack]) -> str:
+def _merge_packs(store: ObjectStore, packs: list[Pack], *, anew: bool = False) -> str:
     """Replace `packs` of `store` by one holding their objects; its name.
 
     As `ObjectStore.merge_packs`, but a pack of small blocks (an API write's, a small push's)
     is written anew rather than copied block by block: ten thousand writes would otherwise
     leave ten thousand blocks of a few datapoints, each a decompression of its own for a read
-    of a few of them. Objects written anew go kind by kind, datapoints last, so that
-    datapoints fill whole blocks as a push's do. Each is re-hashed on the way.
+    of a few of them. Objects written anew go datapoints first, so that datapoints fill
+    whole blocks as a push's do. Each is re-hashed on the way. `anew`: every pack so.
     """
     packs = sorted(packs, key=_age)  # oldest first: a version's objects stay in write order
     for pack in packs:
@@ -213,7 +213,7 @@ def _merge_packs(store: ObjectStore, packs: list[Pack]) -> str:
             raise CorruptObject(f"pack {pack.name}: {problem}", hint="run 'dsv fsck'")
     writer = PackWriter(store.pack_dir)
     try:
-        write_merged(writer, packs)
+        write_merged(writer, packs, anew=anew)
         merged = writer.finish()
     except BaseException:
         writer.abort()
@@ -225,16 +225,18 @@ def _merge_packs(store: ObjectStore, packs: list[Pack]) -> str:
     return merged
 
 
-def write_merged(writer: PackWriter, packs: list[Pack]) -> None:
-    """Add the objects of `packs` to `writer`: those of packs of small blocks anew, kind by
-    kind with datapoints last and each re-hashed, then the full blocks of the others as they
-    are (the packs are verified by their checksums before)."""
-    dense = [pack for pack in packs if _dense(pack)]
-    sparse = [pack for pack in packs if not _dense(pack)]
+def write_merged(writer: PackWriter, packs: list[Pack], *, anew: bool = False) -> None:
+    """Add the objects of `packs` to `writer`: those of packs of small blocks (of every pack
+    if `anew`) written anew, datapoints first and each re-hashed, then the full blocks of the
+    others as they are (the packs are verified by their checksums before)."""
+    dense = [] if anew else [pack for pack in packs if _dense(pack)]
+    sparse = [pack for pack in packs if pack not in dense]
     # An object in two packs (two merges at once, a resumed push) is written once.
     written: set[bytes] = set()
-    # Written objects first: copying a pack ends the choice of a dictionary for them.
-    for datapoints in (False, True):
+    # Datapoints first: the writer trains its dictionary on its first full block, and
+    # without one a block is a single frame, so a read of one datapoint would decompress
+    # all of it. Written objects before copied ones: copying ends that choice.
+    for datapoints in (True, False):
         for pack in sparse:
             for i in _stored_order(pack):
                 kind = pack.kind_at(i)
