@@ -55,10 +55,10 @@ def fsck(ctx: click.Context) -> None:
 def gc(ctx: click.Context, dry_run: bool, root: str | None) -> None:
     """Drop objects nothing reaches and repack the rest into one pack.
 
-    With --root, merge the packs of every repository of an embedded server into one each,
-    safely while it serves. On a server gc removes no object: one no ref reaches may be
-    part of a push in flight (its packs are stored before its ref moves). A server on S3
-    compacts its packs itself (docs/deploy.md).
+    With --root, write the packs of every repository of an embedded server anew, into one
+    pack of datapoints and one of the rest each, safely while it serves. On a server gc
+    removes no object: one no ref reaches may be part of a push in flight (its packs are
+    stored before its ref moves). A server on S3 compacts its packs itself (docs/deploy.md).
 
     \b
     Example:
@@ -99,9 +99,8 @@ def _gc_server(ctx: click.Context, root: Path, *, dry_run: bool) -> None:
         click.echo(f"no repositories under {root}")
     for r in reports:
         if r.packs_after is None:
-            into = min(r.packs_before, 1)
             click.echo(
-                f"{r.name}: would merge {plural(r.packs_before, 'pack')} into {into} "
+                f"{r.name}: would write {plural(r.packs_before, 'pack')} anew "
                 f"({r.bytes_before} bytes now)"
             )
         else:

@@ -1,6 +1,7 @@
 """`dsv gc --root`: compact every repository of an embedded server root.
 
-A server's gc merges each repository's packs into one and removes no object. An object no
+A server's gc writes each repository's packs anew, into one pack of datapoints and one of
+the rest (as a push stores them), and removes no object. An object no
 ref reaches may belong to a push in flight: the client uploads its packs (each verified and
 stored as it arrives) and moves the ref only after, possibly minutes later on a slow link,
 and an API write stores its pack before it moves its ref. Only an age could tell those from
@@ -50,7 +51,8 @@ def _packs(pack_dir: Path) -> tuple[int, int]:
 
 
 def gc_root(root: Path, *, dry_run: bool = False) -> list[RepoGc]:
-    """Merge the packs of every repository under server root `root` into one pack each.
+    """Write the packs of every repository under server root `root` anew, into a pack of
+    datapoints and one of the rest each.
 
     Safe while `dsv serve` runs on `root`: the merged pack is published before any pack it
     replaces is removed, and the server's reads list the packs again when one vanishes.

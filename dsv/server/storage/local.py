@@ -120,8 +120,9 @@ class LocalBlobStore:
         return self._merge(repo, small)
 
     def repack(self, repo: str) -> str | None:
-        """Write every object of `repo` anew into one pack (`dsv gc --root`), as a push would
-        lay them out; its name, or None when the repository has no pack."""
+        """Write every object of `repo` anew, into a pack of datapoints and one of the rest
+        (`dsv gc --root`), as a push lays them out; the datapoints' pack's name (the other's
+        if there are none), or None when the repository has no pack."""
 
         def everything(merger: ObjectStore) -> str | None:
             packs = merger.packs
@@ -197,13 +198,15 @@ class LocalBlobStore:
 
 
 def _merge_packs(store: ObjectStore, packs: list[Pack], *, anew: bool = False) -> str:
-    """Replace `packs` of `store` by one holding their objects; its name.
+    """Replace `packs` of `store` by two holding their objects, datapoints and the rest, as a
+    push stores them; the datapoints' pack's name.
 
     As `ObjectStore.merge_packs`, but a pack of small blocks (an API write's, a small push's)
     is written anew rather than copied block by block: ten thousand writes would otherwise
     leave ten thousand blocks of a few datapoints, each a decompression of its own for a read
-    of a few of them. Objects written anew go datapoints first, so that datapoints fill
-    whole blocks as a push's do. Each is re-hashed on the way. `anew`: every pack so.
+    of a few of them. Datapoints get a pack of their own, whose dictionary is trained on them
+    and whose blocks are cut in small frames; manifests and commits compress best in whole
+    blocks. Each object is re-hashed on the way. `anew`: every pack so.
     """
     packs = sorted(packs, key=_age)  # oldest first: a version's objects stay in write order
     for pack in packs:
@@ -211,32 +214,37 @@ def _merge_packs(store: ObjectStore, packs: list[Pack], *, anew: bool = False) -
         problem = pack.verify()
         if problem is not None:
             raise CorruptObject(f"pack {pack.name}: {problem}", hint="run 'dsv fsck'")
-    writer = PackWriter(store.pack_dir)
+    datapoints, rest = PackWriter(store.pack_dir), PackWriter(store.pack_dir)
     try:
-        write_merged(writer, packs, anew=anew)
-        merged = writer.finish()
+        write_merged(datapoints, packs, anew=anew, rest=rest)
+        merged = [datapoints.finish(), rest.finish()]
     except BaseException:
-        writer.abort()
+        datapoints.abort()
+        rest.abort()
         raise
     for pack in packs:
-        if pack.name != merged:
+        if pack.name not in merged:
             store.remove_pack(pack.name)
     store.reload()
-    return merged
+    return merged[0] or merged[1]
 
 
-def write_merged(writer: PackWriter, packs: list[Pack], *, anew: bool = False) -> None:
+def write_merged(
+    writer: PackWriter, packs: list[Pack], *, anew: bool = False, rest: PackWriter | None = None
+) -> None:
     """Add the objects of `packs` to `writer`: those of packs of small blocks (of every pack
     if `anew`) written anew, datapoints first and each re-hashed, then the full blocks of the
-    others as they are (the packs are verified by their checksums before)."""
+    others as they are (the packs are verified by their checksums before). With `rest`, the
+    objects written anew that are not datapoints go there."""
     dense = [] if anew else [pack for pack in packs if _dense(pack)]
     sparse = [pack for pack in packs if pack not in dense]
     # An object in two packs (two merges at once, a resumed push) is written once.
     written: set[bytes] = set()
-    # Datapoints first: the writer trains its dictionary on its first full block, and
+    # Datapoints first: a writer trains its dictionary on its first full block, and
     # without one a block is a single frame, so a read of one datapoint would decompress
     # all of it. Written objects before copied ones: copying ends that choice.
     for datapoints in (True, False):
+        into = writer if datapoints or rest is None else rest
         for pack in sparse:
             for i in _stored_order(pack):
                 kind = pack.kind_at(i)
@@ -252,7 +260,7 @@ def write_merged(writer: PackWriter, packs: list[Pack], *, anew: bool = False) -
                         f"pack {pack.name}: object {oid.hex()} does not match its id",
                         hint="run 'dsv fsck'",
                     )
-                writer.add(kind, oid, body)
+                into.add(kind, oid, body)
     for pack in dense:
         writer.add_pack(pack)
 
