@@ -7,7 +7,9 @@ server root through the library, a real `dsv serve` is started on 127.0.0.1, and
 - four `GET /v5/datasets/{id}?include_datapoints=true` run at once while page requests
   (`GET /v5/datasets/{id}/datapoints?page=N&size=100`) are timed one after another, and the
   server's resident memory is sampled from /proc;
-- `POST /v1/OWNER/NAME/missing` is timed for 4,096, 4,097 and 100,000 ids of the dataset.
+- `POST /v1/OWNER/NAME/missing` is timed for 4,096, 4,097 and 100,000 ids of the dataset;
+- `POST /v1/OWNER/NAME/objects` for 100 and 10,000 of its datapoints, each response read to
+  its end (its cost should follow the ids asked, not the repository's size).
 
     python -m benchmarks.serve_reads --count 1000000
 """
@@ -38,6 +40,8 @@ __all__ = ["build_dataset_root", "measure"]
 REPO = "bench/evals"
 _STREAMS = 4
 _BATCH = 10_000
+# The ids of the `/objects` requests timed: a few, and the most a request may ask.
+_OBJECTS_IDS = (100, 10_000)
 
 
 class _PackSink:
@@ -175,6 +179,19 @@ def _missing_seconds(client: httpx.Client, ids: list[bytes], runs: int = 3) -> f
     return statistics.median(times)
 
 
+def _objects_seconds(client: httpx.Client, ids: list[bytes], runs: int = 3) -> float:
+    body = {"kind": "datapoint", "ids": [oid.hex() for oid in ids]}
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        with client.stream("POST", f"/v1/{REPO}/objects", json=body) as reply:
+            reply.raise_for_status()
+            size = sum(len(chunk) for chunk in reply.iter_bytes())
+        times.append(time.perf_counter() - started)
+        assert size > 0
+    return statistics.median(times)
+
+
 def measure(
     count: int, workdir: Path | None = None, *, missing_ids: int = 100_000
 ) -> dict[str, float]:
@@ -220,6 +237,7 @@ def measure(
                 missing = {
                     n: _missing_seconds(client, sample[:n]) for n in (4096, 4097, len(sample))
                 }
+                fetched = {n: _objects_seconds(client, sample[:n]) for n in _OBJECTS_IDS}
     assert all(size > 0 for size in sizes)
     return {
         "datapoints": count,
@@ -239,6 +257,7 @@ def measure(
         "missing_4096_ms": missing[4096] * 1000,
         "missing_4097_ms": missing[4097] * 1000,
         "missing_most_ms": missing[len(sample)] * 1000,
+        **{f"objects_{n}_ms": fetched[n] * 1000 for n in _OBJECTS_IDS},
     }
 
 

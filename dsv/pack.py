@@ -670,6 +670,11 @@ class Pack:
             out.append(at)
         return out
 
+    @property
+    def raw_bytes(self) -> int:
+        """What its objects' bodies take uncompressed."""
+        return sum(self._length_col)
+
     def oid_at(self, i: int) -> bytes:
         return bytes(self._oids[i * OID_SIZE : (i + 1) * OID_SIZE])
 

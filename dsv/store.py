@@ -227,6 +227,13 @@ class ObjectStore:
         with contextlib.suppress(OSError, CorruptObject):
             self.consolidate()
 
+    def close_retired(self) -> None:
+        """Close the packs others removed since they were opened, once no read can hold them
+        (their disk space is freed only then)."""
+        for pack in self._retired:
+            pack.close()
+        self._retired = []
+
     def close(self) -> None:
         self._block_indexes.clear()
         if self._packs:

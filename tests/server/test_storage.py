@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -769,3 +770,259 @@ def test_two_servers_on_one_database_share_refs_keys_and_the_write_lock(
     finally:
         one.close()
         two.close()
+
+
+# -- the embedded store's background compaction ------------------------------------------------
+
+
+def _local_pack_count(root: Path, repo: str = "acme/evals") -> int:
+    return len(list((root / "repos" / repo / "objects" / "pack").glob("*.idx")))
+
+
+def _settle(blobs: LocalBlobStore) -> None:
+    """Wait until the compactor has merged everything asked of it (closing drops the rest)."""
+    deadline = time.monotonic() + 60
+    while blobs._compactor is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _write_packs(blobs: LocalBlobStore, tmp_path: Path, count: int) -> list[tuple[Kind, bytes]]:
+    everything: list[tuple[Kind, bytes]] = []
+    for n in range(count):
+        objects = _points(10, f"write {n}")
+        everything += objects
+        prepared, _ = _pack(tmp_path, objects)
+        blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    return everything
+
+
+def test_local_packs_are_merged_in_the_background_not_in_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dsv.store import PACKS_MOST
+
+    merging_threads: list[str] = []
+    finish = PackWriter.finish
+
+    def noting(self: PackWriter) -> str:
+        merging_threads.append(threading.current_thread().name)  # a write only prepares
+        return finish(self)
+
+    monkeypatch.setattr(PackWriter, "finish", noting)
+    blobs = LocalBlobStore(tmp_path / "root")
+    try:
+        everything = _write_packs(blobs, tmp_path, PACKS_MOST + 8)
+        _settle(blobs)
+    finally:
+        blobs.close()
+    assert merging_threads and set(merging_threads) == {"dsv-compact"}
+    assert _local_pack_count(tmp_path / "root") <= PACKS_MOST
+    reader = LocalBlobStore(tmp_path / "root")
+    try:
+        oids = [hash_object(*o) for o in everything]
+        assert reader.missing("acme/evals", oids) == set()
+        assert reader.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
+    finally:
+        reader.close()
+
+
+def test_reads_go_on_while_a_merge_removes_the_packs_it_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the merged pack's publication and each removal, the writing server's own
+    store and another store on the same root read everything, without waiting for the merge."""
+    from dsv.store import PACKS_MOST, ObjectStore
+
+    root = tmp_path / "root"
+    blobs, other = LocalBlobStore(root), LocalBlobStore(root)
+    monkeypatch.setattr(LocalBlobStore, "_request_compaction", lambda self, repo: None)
+    everything = _write_packs(blobs, tmp_path, PACKS_MOST + 4)
+    oids = [hash_object(*o) for o in everything]
+    bodies = [b for _, b in everything]
+    # Both have every pack open before the merge starts.
+    assert blobs.read("acme/evals", Kind.DATAPOINT, oids) == bodies
+    assert other.read("acme/evals", Kind.DATAPOINT, oids) == bodies
+    seen: list[tuple[bool, bool]] = []
+    remove_pack = ObjectStore.remove_pack
+
+    def read_around(self: ObjectStore, name: str) -> None:
+        got: list[bool] = []
+        # In another thread: a merge holding the repository's lock would stall it.
+        reader = threading.Thread(
+            target=lambda: got.append(
+                blobs.missing("acme/evals", oids) == set()
+                and blobs.read("acme/evals", Kind.DATAPOINT, oids) == bodies
+            )
+        )
+        reader.start()
+        reader.join(timeout=30)
+        remove_pack(self, name)
+        fresh = LocalBlobStore(root)  # as a process that starts mid-merge
+        try:
+            seen.append(
+                (
+                    got == [True],
+                    other.read("acme/evals", Kind.DATAPOINT, oids) == bodies
+                    and fresh.read("acme/evals", Kind.DATAPOINT, oids) == bodies,
+                )
+            )
+        finally:
+            fresh.close()
+
+    monkeypatch.setattr(ObjectStore, "remove_pack", read_around)
+    try:
+        assert blobs.compact("acme/evals") is not None
+    finally:
+        blobs.close()
+        other.close()
+    assert len(seen) >= 2
+    assert all(own and others for own, others in seen)
+    assert _local_pack_count(root) <= PACKS_MOST
+
+
+_READER = """
+import sys, time
+from pathlib import Path
+from dsv.objects import Kind
+from dsv.server.storage.local import LocalBlobStore
+
+root, stop, want = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+oids = [bytes.fromhex(h) for h in Path(want).read_text().split()]
+blobs = LocalBlobStore(root)
+reads = 0
+while not stop.exists():
+    got = blobs.read("acme/evals", Kind.DATAPOINT, oids)
+    if blobs.missing("acme/evals", oids) or len(got) != len(oids):
+        sys.exit("an object went missing")
+    if not reads:
+        Path(want + ".ready").touch()
+    reads += 1
+blobs.close()
+print(reads - 1)
+"""
+
+
+def test_another_process_reads_everything_while_packs_are_merged(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dsv.store import PACKS_MOST
+
+    root = tmp_path / "root"
+    blobs = LocalBlobStore(root)
+    first = _write_packs(blobs, tmp_path, 2)
+    want = tmp_path / "oids"
+    want.write_text(" ".join(hash_object(*o).hex() for o in first))
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(root), str(stop), str(want)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = Path(f"{want}.ready")
+        deadline = time.monotonic() + 60
+        while not ready.exists() and reader.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Several rounds of merges, each of packs the reader has open.
+        _write_packs(blobs, tmp_path, 4 * PACKS_MOST)
+        _settle(blobs)
+        blobs.close()
+    finally:
+        stop.touch()
+        out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert int(out) > 0
+    assert _local_pack_count(root) <= PACKS_MOST
+
+
+def test_a_failed_background_merge_is_logged_and_the_write_stands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dsv.store import PACKS_MOST
+
+    def disk_full(self: PackWriter) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PackWriter, "finish", disk_full)
+    blobs = LocalBlobStore(tmp_path / "root")
+    with caplog.at_level("WARNING", logger="dsv.serve"):
+        try:
+            everything = _write_packs(blobs, tmp_path, PACKS_MOST + 1)
+            _settle(blobs)
+        finally:
+            blobs.close()
+    assert any(
+        r.name == "dsv.serve"
+        and r.levelname == "WARNING"
+        and r.getMessage().startswith("compacting the packs of acme/evals failed: ")
+        and "No space left on device" in r.getMessage()
+        for r in caplog.records
+    )
+    assert _local_pack_count(tmp_path / "root") == PACKS_MOST + 1
+    reader = LocalBlobStore(tmp_path / "root")
+    try:
+        oids = [hash_object(*o) for o in everything]
+        assert reader.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
+    finally:
+        reader.close()
+
+
+def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packs of API writes (a block of a few objects each) are written anew, datapoints
+    first; a push's pack of full blocks is copied as it is."""
+    from dsv.pack import Pack
+    from dsv.store import PACKS_MOST
+
+    monkeypatch.setattr(LocalBlobStore, "_request_compaction", lambda self, repo: None)
+    root = tmp_path / "root"
+    blobs = LocalBlobStore(root)
+    filler = "x" * 1000
+    pushed = [
+        (Kind.DATAPOINT, canonicalize(f'{{"i": {i}, "f": "{filler}"}}'.encode()))
+        for i in range(1100)
+    ]
+    everything = list(pushed)
+    prepared, _ = _pack(tmp_path, pushed)
+    blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    pack_dir = root / "repos" / "acme" / "evals" / "objects" / "pack"
+    (dense_name,) = [p.stem for p in pack_dir.glob("*.idx")]
+    dense = Pack(pack_dir, dense_name)
+    dense_blocks = dense.nblocks
+    dense.close()
+    for n in range(PACKS_MOST + 4):
+        # One object stored by every write (as after two merges at once) is kept once.
+        shared = (Kind.PAGE, b"in every write")
+        objects = [shared, (Kind.PAGE, f"page of write {n}".encode()), *_points(100, f"w{n}")]
+        everything += objects[1:] if n else objects
+        prepared, _ = _pack(tmp_path, objects)
+        blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    try:
+        # By count, the full pack is below twice the rest: the geometric rule merges it too.
+        merged_name = blobs.compact("acme/evals")
+        assert merged_name is not None
+        (rest_name,) = {p.stem for p in pack_dir.glob("*.idx")} - {merged_name}
+        merged, rest = Pack(pack_dir, merged_name), Pack(pack_dir, rest_name)
+        try:
+            # The small packs' 16 blocks of datapoints became one; the full ones are as they
+            # were; the rest went to a pack of its own (as a push stores it).
+            assert merged.nblocks == 1 + dense_blocks
+            first = [merged.kind_at(i) for i in range(merged.count) if merged.location(i)[0] == 0]
+            assert first == [Kind.DATAPOINT] * 100 * (PACKS_MOST + 4)
+            assert [rest.kind_at(i) for i in range(rest.count)] == [Kind.PAGE] * (PACKS_MOST + 5)
+            assert merged.count + rest.count == len(everything)
+        finally:
+            merged.close()
+            rest.close()
+        oids = [hash_object(*o) for o in everything]
+        assert blobs.missing("acme/evals", oids) == set()
+        for kind in (Kind.PAGE, Kind.DATAPOINT):
+            wanted = [
+                (oid, body) for oid, (k, body) in zip(oids, everything, strict=True) if k == kind
+            ]
+            assert blobs.read("acme/evals", kind, [o for o, _ in wanted]) == [b for _, b in wanted]
+    finally:
+        blobs.close()

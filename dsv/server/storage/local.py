@@ -1,20 +1,35 @@
-"""The embedded blob store: one dsv object store per repository, under the server's root."""
+"""The embedded blob store: one dsv object store per repository, under the server's root.
+
+Every write stores a pack, so a busy repository's packs are merged in the background, one
+thread per server process (as the S3 store's compaction): past `PACKS_MOST` packs, the small
+ones become one (the geometric rule of `ObjectStore.consolidate`); objects of packs of small
+blocks are written anew into full blocks, so that a repository written by thousands of API
+writes reads as one written by a push does (docs/performance.md). The merge runs on an
+object store of its own, not on the one requests read through, so reads of the repository go
+on while it copies blocks; the merged pack is published before any pack it replaces is
+removed, so a reader of this or another process on the same root finds every object all
+along (it lists the packs again when one vanishes).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from dsv.errors import CorruptObject, DsvError
 from dsv.fsutil import fsync_dir
-from dsv.objects import Kind
-from dsv.pack import PackWriter, PreparedPack
+from dsv.objects import Kind, hash_object
+from dsv.pack import BLOCK_SIZE, Pack, PackWriter, PreparedPack
 from dsv.server.storage import StorageError, check_repo_name
-from dsv.store import ObjectStore
+from dsv.store import PACKS_MOST, ObjectStore, small_packs
 
-__all__ = ["LocalBlobStore"]
+__all__ = ["LocalBlobStore", "write_merged"]
+
+log = logging.getLogger("dsv.serve")
 
 
 class LocalBlobStore:
@@ -24,6 +39,9 @@ class LocalBlobStore:
         self.root = root
         self._stores: dict[str, tuple[ObjectStore, threading.Lock]] = {}
         self._guard = threading.Lock()
+        self._compact_wanted: set[str] = set()
+        self._compactor: threading.Thread | None = None
+        self._closing = False
 
     def _objects_dir(self, repo: str) -> Path:
         owner, name = check_repo_name(repo).split("/")
@@ -45,6 +63,9 @@ class LocalBlobStore:
                 yield store
             except OSError as exc:
                 raise StorageError(f"object storage of {repo} failed: {exc}") from exc
+            # Packs another process merged away stay open for a read that listed them; none
+            # does now, and a server runs for months.
+            store.close_retired()
 
     def missing(self, repo: str, oids: Iterable[bytes]) -> set[bytes]:
         wanted = set(oids)
@@ -88,9 +109,89 @@ class LocalBlobStore:
             raise StorageError(f"cannot store a pack of {repo}: {exc.strerror}") from exc
         with self._store(repo) as store:
             store.reload()
-            # Every push leaves a pack: merge the small ones as they pile up, or a busy
-            # repository's reads would try hundreds of packs for each object.
-            store.tidy()
+        # Every write leaves a pack: merge the small ones as they pile up, or a busy
+        # repository's reads would try hundreds of packs for each object. Not in this
+        # write's time: the write that crosses the limit would pay for the whole merge.
+        self._request_compaction(repo)
+
+    # -- compaction ------------------------------------------------------------------------
+
+    def compact(self, repo: str, *, most: int = PACKS_MOST) -> str | None:
+        """Past `most` packs of `repo`, merge the small ones (the geometric rule of
+        `ObjectStore.consolidate`); the merged pack's name, or None when there was nothing to
+        merge."""
+
+        def small(merger: ObjectStore) -> str | None:
+            listed = sum(name.endswith(".idx") for name in os.listdir(merger.pack_dir))
+            if listed <= most:  # after most writes: decided without opening a pack
+                return None
+            packs = merger.packs
+            if len(packs) <= most:
+                return None
+            merging = small_packs(packs, size=lambda p: p.count)
+            return _merge_packs(merger, merging) if len(merging) >= 2 else None
+
+        return self._merge(repo, small)
+
+    def repack(self, repo: str) -> str | None:
+        """Write every object of `repo` anew, into a pack of datapoints and one of the rest
+        (`dsv gc --root`), as a push lays them out; the datapoints' pack's name (the other's
+        if there are none), or None when the repository has no pack."""
+
+        def everything(merger: ObjectStore) -> str | None:
+            packs = merger.packs
+            return _merge_packs(merger, packs, anew=True) if packs else None
+
+        return self._merge(repo, everything)
+
+    def _merge(self, repo: str, merge: Callable[[ObjectStore], str | None]) -> str | None:
+        objects = self._objects_dir(repo)
+        if not (objects / "pack").is_dir():
+            return None
+        # A store of its own: the one requests use stays free for them while blocks are
+        # copied, and, like another process's, it finds the packs gone when it next looks.
+        merger = ObjectStore(objects)
+        try:
+            # Cheap when under the limit (the common case): one listing, no pack opened.
+            merged = merge(merger)
+        except OSError as exc:
+            raise StorageError(f"cannot merge the packs of {repo}: {exc}") from exc
+        finally:
+            merger.close()
+        if merged is not None:
+            with self._store(repo) as store:
+                # Let go of the replaced packs' open files and maps (on leaving `_store`), or
+                # their disk space would stay taken until the server stops.
+                store.reload()
+        return merged
+
+    def _request_compaction(self, repo: str) -> None:
+        with self._guard:
+            if self._closing:
+                return
+            self._compact_wanted.add(repo)
+            if self._compactor is None:
+                self._compactor = threading.Thread(
+                    target=self._compact_wanted_repos, name="dsv-compact", daemon=True
+                )
+                self._compactor.start()
+
+    def _compact_wanted_repos(self) -> None:
+        while True:
+            with self._guard:
+                if self._closing or not self._compact_wanted:
+                    self._compactor = None
+                    return
+                repo = self._compact_wanted.pop()
+            try:
+                self.compact(repo)
+            except DsvError as exc:
+                # The merged pack is published before any is removed: the packs are as they
+                # were, or merged. The next write tries again.
+                log.warning("compacting the packs of %s failed: %s", repo, exc.message)
+            except Exception:
+                # A bug must not end compaction for the life of the server, nor go unseen.
+                log.exception("compacting the packs of %s failed", repo)
 
     def health(self) -> None:
         try:
@@ -100,6 +201,96 @@ class LocalBlobStore:
 
     def close(self) -> None:
         with self._guard:
+            self._closing = True
+            compactor = self._compactor
+        if compactor is not None:
+            compactor.join()
+        with self._guard:
             for store, _ in self._stores.values():
                 store.close()
             self._stores.clear()
+
+
+def _merge_packs(store: ObjectStore, packs: list[Pack], *, anew: bool = False) -> str:
+    """Replace `packs` of `store` by two holding their objects, datapoints and the rest, as a
+    push stores them; the datapoints' pack's name.
+
+    As `ObjectStore.merge_packs`, but a pack of small blocks (an API write's, a small push's)
+    is written anew rather than copied block by block: ten thousand writes would otherwise
+    leave ten thousand blocks of a few datapoints, each a decompression of its own for a read
+    of a few of them. Datapoints get a pack of their own, whose dictionary is trained on them
+    and whose blocks are cut in small frames; manifests and commits compress best in whole
+    blocks. Each object is re-hashed on the way. `anew`: every pack so.
+    """
+    packs = sorted(packs, key=_age)  # oldest first: a version's objects stay in write order
+    for pack in packs:
+        # Blocks copied unread get a fresh checksum: damage must be found before.
+        problem = pack.verify()
+        if problem is not None:
+            raise CorruptObject(f"pack {pack.name}: {problem}", hint="run 'dsv fsck'")
+    datapoints, rest = PackWriter(store.pack_dir), PackWriter(store.pack_dir)
+    try:
+        write_merged(datapoints, packs, anew=anew, rest=rest)
+        merged = [datapoints.finish(), rest.finish()]
+    except BaseException:
+        datapoints.abort()
+        rest.abort()
+        raise
+    for pack in packs:
+        if pack.name not in merged:
+            store.remove_pack(pack.name)
+    store.reload()
+    return merged[0] or merged[1]
+
+
+def write_merged(
+    writer: PackWriter, packs: list[Pack], *, anew: bool = False, rest: PackWriter | None = None
+) -> None:
+    """Add the objects of `packs` to `writer`: those of packs of small blocks (of every pack
+    if `anew`) written anew, datapoints first and each re-hashed, then the full blocks of the
+    others as they are (the packs are verified by their checksums before). With `rest`, the
+    objects written anew that are not datapoints go there."""
+    dense = [] if anew else [pack for pack in packs if _dense(pack)]
+    sparse = [pack for pack in packs if pack not in dense]
+    # An object in two packs (two merges at once, a resumed push) is written once.
+    written: set[bytes] = set()
+    # Datapoints first: a writer trains its dictionary on its first full block, and
+    # without one a block is a single frame, so a read of one datapoint would decompress
+    # all of it. Written objects before copied ones: copying ends that choice.
+    for datapoints in (True, False):
+        into = writer if datapoints or rest is None else rest
+        for pack in sparse:
+            for i in _stored_order(pack):
+                kind = pack.kind_at(i)
+                if (kind == Kind.DATAPOINT) != datapoints:
+                    continue
+                oid = pack.oid_at(i)
+                if oid in written:
+                    continue
+                written.add(oid)
+                body = pack.read_at(i)[1]
+                if hash_object(kind, body) != oid:
+                    raise CorruptObject(
+                        f"pack {pack.name}: object {oid.hex()} does not match its id",
+                        hint="run 'dsv fsck'",
+                    )
+                into.add(kind, oid, body)
+    for pack in dense:
+        writer.add_pack(pack)
+
+
+def _stored_order(pack: Pack) -> list[int]:
+    """The entries of `pack` in the order its blocks hold them: each block is read once."""
+    return sorted(range(pack.count), key=lambda i: pack.location(i)[:2])
+
+
+def _age(pack: Pack) -> tuple[float, str]:
+    try:
+        return pack.pack_path.stat().st_mtime, pack.name
+    except OSError:
+        return 0.0, pack.name
+
+
+def _dense(pack: Pack) -> bool:
+    """Whether `pack`'s blocks are about full: copied as they are when merged."""
+    return bool(pack.raw_bytes >= pack.nblocks * (BLOCK_SIZE // 2))
