@@ -33,7 +33,6 @@ __all__ = [
     "PackWriter",
     "PreparedPack",
     "encode_index",
-    "scan_pack",
 ]
 
 PACK_MAGIC = b"DSVPACK\n"
@@ -961,65 +960,3 @@ def _inflate(
         parts.append(part)
         at += clen
     return b"".join(parts)
-
-
-def _block_entries(raw: bytes) -> Iterator[tuple[int, bytes]]:
-    (count,) = _COUNT.unpack_from(raw, 0)
-    kinds = raw[4 : 4 + count]
-    lengths = memoryview(raw)[4 + count : 4 + 5 * count].cast("I")
-    at = 4 + 5 * count
-    for kind, length in zip(kinds, lengths, strict=True):
-        yield kind, raw[at : at + length]
-        at += length
-    if at != len(raw):
-        raise ValueError("block length does not match its entries")
-
-
-def scan_pack(path: Path) -> Iterator[tuple[Kind, bytes]]:
-    """Every (kind, body) of a pack file in order, checking framing and the trailer checksum."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < _HEADER.size + OID_SIZE:
-        raise CorruptObject(f"{path.name}: truncated pack")
-    magic, version, _ = _HEADER.unpack_from(data, 0)
-    if magic != PACK_MAGIC or version not in (1, PACK_VERSION):
-        raise CorruptObject(f"{path.name}: not a dsv pack of version 1 or {PACK_VERSION}")
-    end = len(data) - OID_SIZE
-    if blake3.blake3(memoryview(data)[:end]).digest() != data[end:]:
-        raise CorruptObject(f"{path.name}: pack checksum mismatch")
-    pos = _HEADER.size
-    dictionaries: dict[int, zstandard.ZstdCompressionDict] = {}
-    block = 0
-    while pos < end:
-        try:
-            if version == 1:
-                clen, rlen = _BLOCK_V1.unpack_from(data, pos)
-                pos += _BLOCK_V1.size
-                dictionary, sizes = 0, [(clen, rlen)]
-            else:
-                clen, rlen, dictionary, nframes = _BLOCK.unpack_from(data, pos)
-                pos += _BLOCK.size
-                sizes = list(_FRAME.iter_unpack(data[pos : pos + _FRAME.size * nframes]))
-                pos += _FRAME.size * nframes
-            frames = data[pos : pos + clen]
-            pos += clen
-            if pos > end:
-                raise ValueError("it runs past the trailer")
-            block += 1
-            if dictionary == DICTIONARY_BLOCK:
-                dictionaries[block] = zstandard.ZstdCompressionDict(
-                    frames, dict_type=zstandard.DICT_TYPE_FULLDICT
-                )
-                continue
-            if dictionary and dictionary not in dictionaries:
-                raise ValueError("it names no dictionary before it")
-            decompressor = zstandard.ZstdDecompressor(dict_data=dictionaries.get(dictionary))
-            raw = _inflate(decompressor, frames, rlen, sizes)
-            entries = list(_block_entries(raw))
-        except (zstandard.ZstdError, ValueError, TypeError, struct.error) as exc:
-            raise CorruptObject(f"{path.name}: corrupt block ({exc})") from exc
-        for kind, body in entries:
-            try:
-                yield Kind(kind), body
-            except ValueError as exc:
-                raise CorruptObject(f"{path.name}: unknown object kind {kind}") from exc

@@ -1,5 +1,6 @@
-"""Packs that arrive whole (protocol version 2): checked and indexed where they lie, as
-git's index-pack does; and packs streamed out of files.
+"""Whole pack files: those that arrive (protocol version 2), checked and indexed where they
+lie as git's index-pack does; a pack file scanned object by object; packs streamed out of
+files.
 
 A received pack is kept as it came, so it is checked as completely as a reader of a stored
 pack trusts it to be (format.md §4) before its index exists.
@@ -19,9 +20,10 @@ import zstandard
 
 from dsv.errors import CorruptObject
 from dsv.fsutil import note_temp
-from dsv.objects import OID_SIZE, hash_object, hash_objects
+from dsv.objects import OID_SIZE, Kind, hash_object, hash_objects
 from dsv.pack import (
     _BLOCK,
+    _BLOCK_V1,
     _COUNT,
     _FRAME,
     _HEADER,
@@ -37,7 +39,7 @@ from dsv.pack import (
     encode_index,
 )
 
-__all__ = ["BlockCheck", "empty_pack", "index_pack", "read_chunks"]
+__all__ = ["BlockCheck", "empty_pack", "index_pack", "read_chunks", "scan_pack"]
 
 
 # The receiver's checks of one block: its kinds, the ids it computed, and the bodies.
@@ -184,3 +186,65 @@ def read_chunks(path: Path, *, remove: bool = False) -> Iterator[bytes]:
     finally:
         if remove:
             path.unlink(missing_ok=True)
+
+
+def _block_entries(raw: bytes) -> Iterator[tuple[int, bytes]]:
+    (count,) = _COUNT.unpack_from(raw, 0)
+    kinds = raw[4 : 4 + count]
+    lengths = memoryview(raw)[4 + count : 4 + 5 * count].cast("I")
+    at = 4 + 5 * count
+    for kind, length in zip(kinds, lengths, strict=True):
+        yield kind, raw[at : at + length]
+        at += length
+    if at != len(raw):
+        raise ValueError("block length does not match its entries")
+
+
+def scan_pack(path: Path) -> Iterator[tuple[Kind, bytes]]:
+    """Every (kind, body) of a pack file in order, checking framing and the trailer checksum."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < _HEADER.size + OID_SIZE:
+        raise CorruptObject(f"{path.name}: truncated pack")
+    magic, version, _ = _HEADER.unpack_from(data, 0)
+    if magic != PACK_MAGIC or version not in (1, PACK_VERSION):
+        raise CorruptObject(f"{path.name}: not a dsv pack of version 1 or {PACK_VERSION}")
+    end = len(data) - OID_SIZE
+    if blake3.blake3(memoryview(data)[:end]).digest() != data[end:]:
+        raise CorruptObject(f"{path.name}: pack checksum mismatch")
+    pos = _HEADER.size
+    dictionaries: dict[int, zstandard.ZstdCompressionDict] = {}
+    block = 0
+    while pos < end:
+        try:
+            if version == 1:
+                clen, rlen = _BLOCK_V1.unpack_from(data, pos)
+                pos += _BLOCK_V1.size
+                dictionary, sizes = 0, [(clen, rlen)]
+            else:
+                clen, rlen, dictionary, nframes = _BLOCK.unpack_from(data, pos)
+                pos += _BLOCK.size
+                sizes = list(_FRAME.iter_unpack(data[pos : pos + _FRAME.size * nframes]))
+                pos += _FRAME.size * nframes
+            frames = data[pos : pos + clen]
+            pos += clen
+            if pos > end:
+                raise ValueError("it runs past the trailer")
+            block += 1
+            if dictionary == DICTIONARY_BLOCK:
+                dictionaries[block] = zstandard.ZstdCompressionDict(
+                    frames, dict_type=zstandard.DICT_TYPE_FULLDICT
+                )
+                continue
+            if dictionary and dictionary not in dictionaries:
+                raise ValueError("it names no dictionary before it")
+            decompressor = zstandard.ZstdDecompressor(dict_data=dictionaries.get(dictionary))
+            raw = _inflate(decompressor, frames, rlen, sizes)
+            entries = list(_block_entries(raw))
+        except (zstandard.ZstdError, ValueError, TypeError, struct.error) as exc:
+            raise CorruptObject(f"{path.name}: corrupt block ({exc})") from exc
+        for kind, body in entries:
+            try:
+                yield Kind(kind), body
+            except ValueError as exc:
+                raise CorruptObject(f"{path.name}: unknown object kind {kind}") from exc

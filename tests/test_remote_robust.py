@@ -35,7 +35,7 @@ from dsv.objects import (
     hash_object,
     split_oids,
 )
-from dsv.pack import scan_pack
+from dsv.packindex import scan_pack
 from dsv.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.client import RemoteRefused, _send, pull, push
 from dsv.store import PACKS_MOST, ObjectStore

@@ -10,7 +10,8 @@ import pytest
 from dsv import store as store_module
 from dsv.errors import CorruptObject
 from dsv.objects import Kind, hash_object
-from dsv.pack import Pack, PackWriter, scan_pack
+from dsv.pack import Pack, PackWriter
+from dsv.packindex import scan_pack
 from dsv.store import LOOSE_LIMIT, ObjectStore
 
 
