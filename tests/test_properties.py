@@ -23,7 +23,8 @@ from dsv.canonical import (
 )
 from dsv.diff import diff
 from dsv.objects import Kind, hash_object
-from dsv.pack import Pack, PackWriter, scan_pack
+from dsv.pack import Pack, PackWriter
+from dsv.packindex import scan_pack
 
 _scalars = (
     st.none()
