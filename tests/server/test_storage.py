@@ -782,7 +782,7 @@ def _local_pack_count(root: Path, repo: str = "acme/evals") -> int:
 def _settle(blobs: LocalBlobStore) -> None:
     """Wait until the compactor has merged everything asked of it (closing drops the rest)."""
     deadline = time.monotonic() + 60
-    while blobs._compactor is not None and time.monotonic() < deadline:
+    while blobs._compactor.busy and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

@@ -14,22 +14,20 @@ along (it lists the packs again when one vanishes).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from dsv.errors import CorruptObject, DsvError
+from dsv.errors import CorruptObject
 from dsv.fsutil import fsync_dir
 from dsv.objects import Kind, hash_object
 from dsv.pack import BLOCK_SIZE, Pack, PackWriter, PreparedPack
 from dsv.server.storage import StorageError, check_repo_name
+from dsv.server.storage.compactor import Compactor
 from dsv.store import PACKS_MOST, ObjectStore, small_packs
 
 __all__ = ["LocalBlobStore", "write_merged"]
-
-log = logging.getLogger("dsv.serve")
 
 
 class LocalBlobStore:
@@ -39,9 +37,7 @@ class LocalBlobStore:
         self.root = root
         self._stores: dict[str, tuple[ObjectStore, threading.Lock]] = {}
         self._guard = threading.Lock()
-        self._compact_wanted: set[str] = set()
-        self._compactor: threading.Thread | None = None
-        self._closing = False
+        self._compactor = Compactor(self.compact, name="dsv-compact")
 
     def _objects_dir(self, repo: str) -> Path:
         owner, name = check_repo_name(repo).split("/")
@@ -166,32 +162,7 @@ class LocalBlobStore:
         return merged
 
     def _request_compaction(self, repo: str) -> None:
-        with self._guard:
-            if self._closing:
-                return
-            self._compact_wanted.add(repo)
-            if self._compactor is None:
-                self._compactor = threading.Thread(
-                    target=self._compact_wanted_repos, name="dsv-compact", daemon=True
-                )
-                self._compactor.start()
-
-    def _compact_wanted_repos(self) -> None:
-        while True:
-            with self._guard:
-                if self._closing or not self._compact_wanted:
-                    self._compactor = None
-                    return
-                repo = self._compact_wanted.pop()
-            try:
-                self.compact(repo)
-            except DsvError as exc:
-                # The merged pack is published before any is removed: the packs are as they
-                # were, or merged. The next write tries again.
-                log.warning("compacting the packs of %s failed: %s", repo, exc.message)
-            except Exception:
-                # A bug must not end compaction for the life of the server, nor go unseen.
-                log.exception("compacting the packs of %s failed", repo)
+        self._compactor.request(repo)
 
     def health(self) -> None:
         try:
@@ -200,11 +171,7 @@ class LocalBlobStore:
             raise StorageError(f"object storage {self.root}: {exc.strerror}") from exc
 
     def close(self) -> None:
-        with self._guard:
-            self._closing = True
-            compactor = self._compactor
-        if compactor is not None:
-            compactor.join()
+        self._compactor.close()
         with self._guard:
             for store, _ in self._stores.values():
                 store.close()

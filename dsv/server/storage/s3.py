@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
 import os
 import tempfile
 import threading
@@ -34,11 +33,12 @@ import obstore
 from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
-from dsv.errors import BadInput, CorruptObject, DsvError
+from dsv.errors import BadInput, CorruptObject
 from dsv.fsutil import fsync_dir
 from dsv.objects import Kind
 from dsv.pack import Pack, PackWriter, PreparedPack
 from dsv.server.storage import StorageError, check_repo_name
+from dsv.server.storage.compactor import Compactor
 from dsv.server.storage.local import LocalBlobStore, write_merged
 from dsv.store import PACKS_MOST, small_packs
 
@@ -47,7 +47,6 @@ __all__ = ["S3BlobStore", "parse_s3_url"]
 _SEEN = "s3-packs"
 # Listings a sync may take while packs are compacted away under it.
 _RELISTS = 10
-log = logging.getLogger("dsv.serve")
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -104,9 +103,7 @@ class S3BlobStore:
         # Packs fetched per repository so far: a miss that waited on another thread's sync
         # must not take "nothing new" for "nothing fetched since I looked".
         self._fetched: dict[str, int] = {}
-        self._compact_wanted: set[str] = set()
-        self._compactor: threading.Thread | None = None
-        self._closing = False
+        self._compactor = Compactor(self.compact, name="dsv-s3-compact")
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -324,28 +321,7 @@ class S3BlobStore:
         self._note_seen(repo, prepared.name)
 
     def _request_compaction(self, repo: str) -> None:
-        with self._guard:
-            if self._closing:
-                return
-            self._compact_wanted.add(repo)
-            if self._compactor is None:
-                self._compactor = threading.Thread(
-                    target=self._compact_wanted_repos, name="dsv-s3-compact", daemon=True
-                )
-                self._compactor.start()
-
-    def _compact_wanted_repos(self) -> None:
-        while True:
-            with self._guard:
-                if self._closing or not self._compact_wanted:
-                    self._compactor = None
-                    return
-                repo = self._compact_wanted.pop()
-            try:
-                self.compact(repo)
-            except DsvError as exc:
-                # The packs are as they were; the next write tries again.
-                log.warning("compacting the packs of %s failed: %s", repo, exc.message)
+        self._compactor.request(repo)
 
     def health(self) -> None:
         # obstore raises its NotFoundError as a FileNotFoundError.
@@ -354,11 +330,7 @@ class S3BlobStore:
             obstore.head(self.store, ".dsv-health")
 
     def close(self) -> None:
-        with self._guard:
-            self._closing = True
-            compactor = self._compactor
-        if compactor is not None:
-            compactor.join()
+        self._compactor.close()
         self.cache.close()
 
 
