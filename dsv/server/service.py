@@ -157,6 +157,23 @@ def _oids(texts: tuple[str, ...]) -> list[bytes]:
     return [bytes.fromhex(t) for t in texts]
 
 
+class _Received:
+    """What a received pack holds, and what its objects other than datapoints refer to."""
+
+    def __init__(self) -> None:
+        self.have: set[bytes] = set()
+        self.needed: set[bytes] = set()
+        self.pages: dict[bytes, bytes] = {}
+        self.datasets: list[tuple[bytes, Dataset]] = []
+
+    def note(self, kind: Kind, oid: bytes, body: bytes) -> None:
+        self.needed.update(references(kind, oid, body))
+        if kind == Kind.PAGE:
+            self.pages[oid] = body
+        elif kind == Kind.DATASET:
+            self.datasets.append((oid, decode_dataset(body, oid)))
+
+
 class RemoteService:
     """The protocol's rules over a blob store and a metadata store."""
 
@@ -342,18 +359,15 @@ class RemoteService:
         """
 
         def verify(writer: PackWriter) -> PackReply:
-            have: set[bytes] = set()
-            needed: set[bytes] = set()
-            pages: dict[bytes, bytes] = {}
-            datasets: list[tuple[bytes, Dataset]] = []
+            received = _Received()
             points: tuple[list[bytes], list[bytes]] = ([], [])
             with open(path, "rb") as handle:
                 chunks = iter(lambda: handle.read(1 << 20), b"")
                 for kind, body in iter_pack(chunks):
                     oid = hash_object(kind, body)
-                    if oid in have:
+                    if oid in received.have:
                         continue
-                    have.add(oid)
+                    received.have.add(oid)
                     if kind == Kind.DATAPOINT:
                         points[0].append(oid)
                         points[1].append(body)
@@ -361,25 +375,12 @@ class RemoteService:
                             check_datapoints(*points)
                             points = ([], [])
                     else:
-                        needed.update(references(kind, oid, body))
-                        if kind == Kind.PAGE:
-                            pages[oid] = body
-                        elif kind == Kind.DATASET:
-                            datasets.append((oid, decode_dataset(body, oid)))
+                        received.note(kind, oid, body)
                     writer.add(kind, oid, body)
             if points[0]:
                 check_datapoints(*points)
-            absent = self.blobs.missing(repo, needed - have)
-            if absent:
-                raise Unprocessable(
-                    f"the pack refers to {plural(len(absent), 'object')} that neither it nor "
-                    f"{repo} "
-                    f"holds, e.g. {min(absent).hex()}",
-                    "send objects after everything they refer to (docs/protocol.md §4)",
-                    code="unconnected",
-                )
-            for oid, dataset in datasets:
-                self._check_content(repo, oid, dataset, pages)
+            self._check_connected(repo, received)
+            have = received.have
             return PackReply(objects=len(have), new=len(self.blobs.missing(repo, have)), bytes=size)
 
         if version >= 2:
@@ -390,29 +391,20 @@ class RemoteService:
     def _receive_whole(self, repo: str, path: Path, size: int) -> PackReply:
         """`receive_pack` of a version-2 pack: indexed and checked where it lies, then stored
         as it came (its blocks are not recompressed)."""
-        have: set[bytes] = set()
-        needed: set[bytes] = set()
-        pages: dict[bytes, bytes] = {}
-        datasets: list[tuple[bytes, Dataset]] = []
-
+        received = _Received()
         checks = self.checker.start()
 
         def check(kinds: bytes, oids: list[bytes], bodies: list[bytes]) -> None:
+            received.have.update(oids)
             if kinds.count(Kind.DATAPOINT) == len(kinds):
                 checks.add(oids, bodies)
-                have.update(oids)
                 return
             for code, oid, body in zip(kinds, oids, bodies, strict=True):
                 kind = Kind(code)
-                have.add(oid)
                 if kind == Kind.DATAPOINT:
                     check_datapoints([oid], [body])
-                    continue
-                needed.update(references(kind, oid, body))
-                if kind == Kind.PAGE:
-                    pages[oid] = body
-                elif kind == Kind.DATASET:
-                    datasets.append((oid, decode_dataset(body, oid)))
+                else:
+                    received.note(kind, oid, body)
 
         try:
             prepared = index_pack(path, check=check)
@@ -421,18 +413,10 @@ class RemoteService:
             raise
         try:
             checks.finish()
-            absent = self.blobs.missing(repo, needed - have)
-            if absent:
-                raise Unprocessable(
-                    f"the pack refers to {plural(len(absent), 'object')} that neither it nor "
-                    f"{repo} holds, e.g. {min(absent).hex()}",
-                    "send objects after everything they refer to (docs/protocol.md §4)",
-                    code="unconnected",
-                )
-            for oid, dataset in datasets:
-                self._check_content(repo, oid, dataset, pages)
+            self._check_connected(repo, received)
             # `new` is informative (protocol.md §6): counting it would look every id up again.
-            reply = PackReply(objects=len(have), new=len(have), bytes=size)
+            count = len(received.have)
+            reply = PackReply(objects=count, new=count, bytes=size)
             # The first pack a write key sends creates the repository; a refused one does not.
             self.meta.create_repo(repo)
             if prepared is not None:
@@ -442,6 +426,20 @@ class RemoteService:
                 prepared.discard()
             raise
         return reply
+
+    def _check_connected(self, repo: str, received: _Received) -> None:
+        """Everything the pack refers to is in it or stored (§4), and each dataset's slices
+        give its count and content id."""
+        absent = self.blobs.missing(repo, received.needed - received.have)
+        if absent:
+            raise Unprocessable(
+                f"the pack refers to {plural(len(absent), 'object')} that neither it nor "
+                f"{repo} holds, e.g. {min(absent).hex()}",
+                "send objects after everything they refer to (docs/protocol.md §4)",
+                code="unconnected",
+            )
+        for oid, dataset in received.datasets:
+            self._check_content(repo, oid, dataset, received.pages)
 
     def _check_content(
         self, repo: str, oid: bytes, dataset: Dataset, pages: dict[bytes, bytes]
