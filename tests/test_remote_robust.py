@@ -570,3 +570,41 @@ def test_a_clone_re_hashes_what_the_server_read_from_a_pack_that_lies(
     # The forged body hashes to an id not asked for: under protocol version 2 a datapoint
     # may come unasked (a block sent whole), so what the client finds is the one left out.
     assert err.splitlines()[1:] == [f"error: remote 'origin' ({url}) left out 1 object asked for"]
+
+
+def test_a_version_2_answer_larger_than_the_cap_is_refused_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server is not trusted with the client's disk: an endless answer stops at the cap."""
+    from dsv.errors import RemoteError
+    from dsv.objects import hash_object
+    from dsv.remote import connection
+
+    info = {
+        "versions": [2],
+        "server": "dsv",
+        "repository": "a/b",
+        "exists": True,
+        "head": None,
+        "refs": {},
+        "limits": {"max_request_bytes": 1 << 20, "max_ids": 100},
+        "can_write": False,
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/info"):
+            return httpx.Response(200, json=info)
+        return httpx.Response(200, stream=httpx.ByteStream(b"x" * 5000))
+
+    monkeypatch.setattr(connection.httpx, "HTTPTransport", lambda **_: httpx.MockTransport(answer))
+    monkeypatch.setattr(connection, "MAX_ANSWER_BYTES", 1000)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    oid = hash_object(Kind.DATAPOINT, b"{}")
+    with connection.Connection(
+        "http://h/a/b", key=None, key_source="DSV_API_KEY", name="origin"
+    ) as conn:
+        conn.scratch = scratch
+        with pytest.raises(RemoteError, match="sent an answer of more than 0 MiB"):
+            list(conn.object_packs(Kind.DATAPOINT, [oid]))
+    assert list(scratch.iterdir()) == []
