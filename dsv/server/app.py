@@ -453,12 +453,20 @@ def _base(version: int) -> str:
     return f"/v{version}/{{owner:str}}/{{name:str}}"
 
 
+# Where a protocol request's state keeps its guard's check: (repository, write, caller).
+_CHECKED = "dsv.checked"
+
+
 def _caller(
     service: RemoteService, request: Request[Any, Any, Any], owner: str, name: str, *, write: bool
 ) -> tuple[str, Caller]:
     """The repository a request names and who sent it; noted in the access log."""
     repo = f"{owner}/{name}"
-    found = service.caller(_key_of(request), repo, write=write)
+    # The guard looked the key up for this repository already (one database round trip).
+    checked = request.state.get(_CHECKED)
+    found = checked[2] if checked and checked[:2] == (repo, write) else None
+    if found is None:
+        found = service.caller(_key_of(request), repo, write=write)
     _note_caller(found.key)
     return repo, found
 
@@ -491,7 +499,8 @@ def _repo_guard(service: RemoteService) -> _Guard:
         repo = f"{connection.path_params['owner']}/{connection.path_params['name']}"
         write = bool(handler.opt.get("write"))
         key = _key_of(connection)
-        await anyio.to_thread.run_sync(lambda: service.caller(key, repo, write=write))
+        found = await anyio.to_thread.run_sync(lambda: service.caller(key, repo, write=write))
+        connection.state[_CHECKED] = (repo, write, found)
         if connection.scope.get("method") == "POST":
             expected = PACK_MEDIA_TYPE if handler.opt.get("pack") else "application/json"
             given = connection.headers.get("content-type", "").split(";")[0].strip().lower()

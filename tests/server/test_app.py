@@ -604,3 +604,52 @@ def test_start_up_removes_the_temporary_packs_of_dead_servers_only(tmp_path: Pat
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_request_looks_its_key_up_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard's key lookup serves the handler too: with shared storage each lookup is a
+    database round trip, on every page read."""
+    import anyio
+
+    from dsv.server.app import create_app
+    from dsv.server.service import RemoteService, ServerConfig
+    from dsv.server.storage import open_storage
+
+    root = tmp_path / "root"
+    blobs, meta = open_storage(root)
+    service = RemoteService(ServerConfig(root=str(root), check_workers=0), blobs, meta)
+    key = create_key(meta, "write")[1]
+    lookups: list[bytes] = []
+    real = meta.key_by_digest
+
+    def counted(digest: bytes) -> Any:
+        lookups.append(digest)
+        return real(digest)
+
+    monkeypatch.setattr(meta, "key_by_digest", counted)
+
+    async def requests() -> list[int]:
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://dsv") as client:
+            headers = {"X-API-KEY": key}
+            upsert = {"path": "acme/evals/qa", "datapoints": [{"inputs": {"q": "x"}}]}
+            paths = [
+                ("POST", "/v5/datasets", upsert),
+                ("GET", "/v5/datasets", None),
+                ("POST", "/v1/acme/evals/missing", {"kind": "datapoint", "ids": []}),
+                ("GET", "/api/datasets/", None),
+            ]
+            codes = []
+            for method, path, body in paths:
+                before = len(lookups)
+                reply = await client.request(method, path, headers=headers, json=body)
+                codes.append(reply.status_code)
+                assert len(lookups) - before == 1, (path, reply.text)
+            return codes
+
+    try:
+        assert anyio.run(requests) == [200, 200, 200, 200]
+    finally:
+        service.checker.close()
+        blobs.close()
+        meta.close()

@@ -16,10 +16,31 @@ from litestar.handlers.base import BaseRouteHandler
 from dsv.server.dialects import Mount
 from dsv.server.storage import KeyRecord
 
-__all__ = ["json_response", "key_guard", "keyed_runner"]
+__all__ = ["authenticated", "json_response", "key_guard", "keyed_runner"]
 
 Authenticate = Callable[[str | None], KeyRecord | None]
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+
+# Where a request's state keeps its caller's key record, once the guard has looked it up.
+_CALLER = "dsv.caller"
+
+
+async def authenticated(
+    connection: ASGIConnection[Any, Any, Any, Any],
+    authenticate: Authenticate,
+    key_of: Callable[[ASGIConnection[Any, Any, Any, Any]], str | None],
+) -> KeyRecord | None:
+    """The caller's key record, looked up once a request: the guard's lookup is kept in the
+    request's state for its handler (a second lookup was a database round trip more)."""
+    state = connection.state
+    if _CALLER in state:
+        found: KeyRecord | None = state[_CALLER]
+        return found
+    key = key_of(connection)
+    found = await anyio.to_thread.run_sync(lambda: authenticate(key))
+    state[_CALLER] = found
+    return found
 
 
 def json_response(value: Any) -> Response[bytes]:
@@ -35,8 +56,7 @@ def key_guard(mount: Mount, authenticate: Authenticate) -> Guard:
     async def keyed(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
-        key = mount.key_of(connection)
-        mount.note_caller(await anyio.to_thread.run_sync(lambda: authenticate(key)))
+        mount.note_caller(await authenticated(connection, authenticate, mount.key_of))
         if handler.opt.get("body"):
             given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
             if given != "application/json":
@@ -55,7 +75,7 @@ def keyed_runner(
     """`run(request, work)`: `work(the caller's key record)` in a worker thread."""
 
     async def run(request: Request[Any, Any, Any], work: Callable[[KeyRecord | None], Any]) -> Any:
-        key = mount.key_of(request)
-        return await anyio.to_thread.run_sync(lambda: work(authenticate(key)))
+        caller = await authenticated(request, authenticate, mount.key_of)
+        return await anyio.to_thread.run_sync(lambda: work(caller))
 
     return run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import select
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,7 @@ from dsv.server.storage import (
     check_repo_name,
 )
 
-__all__ = ["CORE_MIGRATIONS", "PostgresMetaStore", "lock_key"]
+__all__ = ["CORE_MIGRATIONS", "PostgresMetaStore", "check_on_loan", "lock_key"]
 
 # Each step runs once, in order, in one transaction with its version's record; a released
 # step is never edited, a change is a new step.
@@ -49,6 +50,22 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 _MIGRATION_LOCK = "dsv:migrations"
+
+
+def check_on_loan(conn: psycopg.Connection[Any]) -> None:
+    """Raise if a pooled connection is dead; a round trip only when its socket says so.
+
+    An idle connection's socket has nothing to read unless the server sent something
+    unasked: the end of the stream when it restarted or dropped the session, or a notice.
+    Only then is the real check (an empty query) paid; a check on every loan had been a
+    second round trip for each of a page read's queries.
+    """
+    if conn.broken or conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        psycopg_pool.ConnectionPool.check_connection(conn)
 
 
 def lock_key(name: str) -> int:
@@ -71,6 +88,7 @@ class PostgresMetaStore:
         self._local = threading.local()
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
+        self._settled: dict[str, RepoRecord] = {}
         try:
             self.pool = psycopg_pool.ConnectionPool(
                 dsn,
@@ -79,7 +97,7 @@ class PostgresMetaStore:
                 timeout=timeout,
                 kwargs={"autocommit": True, "connect_timeout": 10},
                 # A server restart leaves dead connections in the pool: check each on loan.
-                check=psycopg_pool.ConnectionPool.check_connection,
+                check=check_on_loan,
                 # Give up a failing reconnection soon: the next request then tries afresh,
                 # instead of waiting out a backoff grown during an outage.
                 reconnect_timeout=5.0,
@@ -94,7 +112,7 @@ class PostgresMetaStore:
                 max_size=pool_size,
                 timeout=timeout,
                 kwargs={"autocommit": True, "connect_timeout": 10},
-                check=psycopg_pool.ConnectionPool.check_connection,
+                check=check_on_loan,
                 # Give up a failing reconnection soon: the next request then tries afresh,
                 # instead of waiting out a backoff grown during an outage.
                 reconnect_timeout=5.0,
@@ -189,11 +207,20 @@ class PostgresMetaStore:
     # -- repositories ----------------------------------------------------------------------
 
     def get_repo(self, repo: str) -> RepoRecord | None:
+        # No repository is ever removed and its head is set once (apply_ref_changes sets it
+        # only while NULL), so a record with its head is final: kept, it saves each page
+        # read a round trip.
+        settled = self._settled.get(repo)
+        if settled is not None:
+            return settled
         with self.reading("read a repository") as db:
             row = db.execute(
                 "SELECT name, head, created FROM repos WHERE name = %s", (repo,)
             ).fetchone()
-        return RepoRecord(*row) if row else None
+        record = RepoRecord(*row) if row else None
+        if record is not None and record.head is not None:
+            self._settled[repo] = record
+        return record
 
     def create_repo(self, repo: str) -> None:
         check_repo_name(repo)

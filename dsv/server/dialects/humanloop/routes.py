@@ -22,6 +22,7 @@ from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.response import Stream
 
 from dsv.server.dialects import FieldError, Mount
+from dsv.server.dialects.handlers import authenticated
 from dsv.server.dialects.humanloop.backends import open_store
 from dsv.server.dialects.humanloop.service import HumanloopService, Streamed
 from dsv.server.dialects.humanloop.types import (
@@ -110,8 +111,7 @@ def humanloop_handlers(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
         """A valid key before the body is read; then the body's media type."""
-        key = key_of(connection)
-        note_caller(await anyio.to_thread.run_sync(lambda: service.authenticate(key)))
+        note_caller(await authenticated(connection, service.authenticate, key_of))
         body = handler.opt.get("body")
         if body:
             given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -123,8 +123,8 @@ def humanloop_handlers(
                 )
 
     async def run(request: Request[Any, Any, Any], work: Callable[[KeyRecord | None], Any]) -> Any:
-        key = key_of(request)
-        return await anyio.to_thread.run_sync(lambda: work(service.authenticate(key)))
+        caller = await authenticated(request, service.authenticate, key_of)
+        return await anyio.to_thread.run_sync(lambda: work(caller))
 
     api = _Api(service, keyed, run)
     return [

@@ -21,6 +21,7 @@ from litestar.response import Stream
 
 from dsv.server.dialects import Mount
 from dsv.server.dialects.files import FileDatasets
+from dsv.server.dialects.handlers import authenticated
 from dsv.server.dialects.humanloop.backends import open_store as open_humanloop_store
 from dsv.server.dialects.overmind.backends import open_store
 from dsv.server.dialects.overmind.service import API, Detail, Filters, OvermindService
@@ -80,8 +81,7 @@ def overmind_handlers(service: OvermindService, mount: Mount) -> list[HTTPRouteH
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
         """A valid key before the body is read; then the body's media type."""
-        key = mount.key_of(connection)
-        mount.note_caller(await anyio.to_thread.run_sync(lambda: service.authenticate(key)))
+        mount.note_caller(await authenticated(connection, service.authenticate, mount.key_of))
         if handler.opt.get("json"):
             given = connection.headers.get("content-type", "").split(";")[0].strip().lower()
             if given != "application/json":
@@ -91,8 +91,8 @@ def overmind_handlers(service: OvermindService, mount: Mount) -> list[HTTPRouteH
                 )
 
     async def run(request: Request[Any, Any, Any], work: Callable[[KeyRecord | None], Any]) -> Any:
-        key = mount.key_of(request)
-        return await anyio.to_thread.run_sync(lambda: work(service.authenticate(key)))
+        caller = await authenticated(request, service.authenticate, mount.key_of)
+        return await anyio.to_thread.run_sync(lambda: work(caller))
 
     def detail(value: Detail, status: int = 200) -> Stream:
         return Stream(
