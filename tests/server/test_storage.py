@@ -115,7 +115,41 @@ def _points(n: int, tag: str = "") -> list[tuple[Kind, bytes]]:
     ]
 
 
+def _copied(
+    blobs: BlobStore, tmp_path: Path, oids: list[bytes], *, extra: bool = False
+) -> list[tuple[Kind, bytes]]:
+    """What `copy_objects` of `oids` puts in a new pack, in order."""
+    from dsv.packindex import scan_pack
+
+    out = tmp_path / "copied"
+    out.mkdir(exist_ok=True)
+    writer = PackWriter(out)
+    blobs.copy_objects("acme/evals", Kind.DATAPOINT, oids, writer, extra=extra)
+    prepared = writer.prepare()
+    assert prepared is not None
+    try:
+        return list(scan_pack(prepared.pack_tmp))
+    finally:
+        prepared.discard()
+
+
 # -- blob store contract ------------------------------------------------------------------------
+
+
+def test_blob_store_copies_objects_into_a_pack_and_refuses_an_absent_one(
+    blobs: BlobStore, tmp_path: Path
+) -> None:
+    objects = _points(30)
+    prepared, oids = _pack(tmp_path, objects)
+    blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    for extra in (False, True):
+        assert _copied(blobs, tmp_path, oids[5:25], extra=extra) == objects[5:25]
+    absent = hash_object(Kind.DATAPOINT, b'{"absent": true}')
+    writer = PackWriter(tmp_path)
+    with pytest.raises(CorruptObject):
+        blobs.copy_objects("acme/evals", Kind.DATAPOINT, [*oids[:3], absent], writer)
+    assert len(writer) == 0  # refused before anything was written
+    writer.abort()
 
 
 def test_blob_store_holds_nothing_at_first(blobs: BlobStore) -> None:
@@ -558,6 +592,29 @@ def test_a_miss_is_read_again_when_another_thread_fetched_the_pack_meanwhile(
         two.close()
 
 
+def test_a_copy_by_a_server_whose_cache_lacks_the_pack_fetches_it_first(
+    seaweedfs: object, tmp_path: Path
+) -> None:
+    """A server that listed the repository before another stored a pack copies from it."""
+    from dsv.server.storage.s3 import S3BlobStore
+
+    url = f"s3://dsv/{uuid.uuid4().hex}"
+    one, two = S3BlobStore(url, tmp_path / "one"), S3BlobStore(url, tmp_path / "two")
+    try:
+        objects = _points(40)
+        two.missing("acme/evals", [hash_object(*objects[0])])  # lists: nothing yet
+        prepared, oids = _pack(tmp_path, objects)
+        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        assert _copied(two, tmp_path, oids) == objects
+        more = _points(40, "more")
+        prepared, more_oids = _pack(tmp_path, more)
+        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        assert _copied(two, tmp_path, more_oids, extra=True) == more
+    finally:
+        one.close()
+        two.close()
+
+
 def _s3_pack_names(blobs: Any, repo: str = "acme/evals") -> set[str]:
     return set(blobs._list_packs(repo))
 
@@ -592,6 +649,39 @@ def test_s3_packs_past_the_limit_are_compacted_in_the_background(
     finally:
         early.close()
         late.close()
+
+
+def test_packs_a_server_fetched_before_compaction_are_merged_in_its_cache(
+    seaweedfs: object, tmp_path: Path
+) -> None:
+    """A server that fetched packs as they were stored keeps a few, not one per write: every
+    read tries each pack its cache holds."""
+    from dsv.server.storage.s3 import S3BlobStore
+    from dsv.store import PACKS_MOST
+
+    url = f"s3://dsv/{uuid.uuid4().hex}"
+    writer, reader = S3BlobStore(url, tmp_path / "w"), S3BlobStore(url, tmp_path / "r")
+    writer.request_compaction = lambda repo: None  # type: ignore[method-assign]
+    cached = tmp_path / "r" / "repos" / "acme" / "evals" / "objects" / "pack"
+    everything: list[tuple[Kind, bytes]] = []
+    try:
+        for n in range(PACKS_MOST + 8):
+            objects = _points(10, f"write {n}")
+            everything += objects
+            prepared, oids = _pack(tmp_path, objects)
+            writer.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+            assert reader.missing("acme/evals", oids) == set()  # fetched as stored
+        assert len(_s3_pack_names(writer)) == PACKS_MOST + 8  # S3 itself is not compacted
+        deadline = time.monotonic() + 60
+        while len(list(cached.glob("*.idx"))) > PACKS_MOST:
+            assert time.monotonic() < deadline, "the cache was not compacted"
+            time.sleep(0.1)
+        oids = [hash_object(*o) for o in everything]
+        assert reader.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
+        assert reader.missing("acme/evals", oids) == set()
+    finally:
+        writer.close()
+        reader.close()
 
 
 def test_a_pack_compacted_away_between_listing_and_fetch_is_read_from_the_merged_one(
@@ -735,6 +825,67 @@ def test_postgres_migrations_run_once_and_refuse_a_newer_database(postgres: Post
         PostgresMetaStore(dsn)
 
 
+def test_a_pooled_connection_is_checked_by_its_socket_and_a_dead_one_replaced(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live idle connection is lent without a round trip; one whose session the server
+    ended is found dead on loan, and the query runs on a fresh one."""
+    import psycopg
+    import psycopg_pool
+
+    from dsv.server.storage.postgres import PostgresMetaStore, check_on_loan
+
+    dsn = postgres.database()
+    meta = PostgresMetaStore(dsn)
+    try:
+        meta.create_repo("acme/evals")
+        with meta.pool.connection() as db:
+            pid = db.info.backend_pid
+        checks: list[int] = []
+        real_check = psycopg_pool.ConnectionPool.check_connection
+        monkeypatch.setattr(
+            psycopg_pool.ConnectionPool,
+            "check_connection",
+            staticmethod(lambda conn: (checks.append(1), real_check(conn))[1]),
+        )
+        for _ in range(5):
+            assert meta.list_refs("acme/evals") == {}
+        assert checks == []  # nothing arrived on the idle socket: no round trip
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with meta.pool.connection() as db:
+            # The ended session was refused on loan (a real check ran) and replaced.
+            assert checks and db.info.backend_pid != pid
+            check_on_loan(db)  # a live one passes
+        assert meta.list_refs("acme/evals") == {}
+    finally:
+        meta.close()
+
+
+def test_a_repository_head_set_on_one_server_is_read_by_another(postgres: Postgres) -> None:
+    from dsv.server.storage.postgres import PostgresMetaStore
+
+    dsn = postgres.database()
+    one, two = PostgresMetaStore(dsn), PostgresMetaStore(dsn)
+    try:
+        one.create_repo("acme/evals")
+        before = two.get_repo("acme/evals")
+        assert before is not None and before.head is None  # not final: read again next time
+        one.update_refs(
+            "acme/evals",
+            [RefChange("refs/heads/trunk", None, bytes(32))],
+            user="u",
+            reason="push",
+            head="refs/heads/trunk",
+        )
+        for _ in range(2):  # the second read is the kept record
+            after = two.get_repo("acme/evals")
+            assert after is not None and after.head == "refs/heads/trunk"
+    finally:
+        one.close()
+        two.close()
+
+
 def test_two_servers_on_one_database_share_refs_keys_and_the_write_lock(
     postgres: Postgres,
 ) -> None:
@@ -835,7 +986,7 @@ def test_reads_go_on_while_a_merge_removes_the_packs_it_replaced(
 
     root = tmp_path / "root"
     blobs, other = LocalBlobStore(root), LocalBlobStore(root)
-    monkeypatch.setattr(LocalBlobStore, "_request_compaction", lambda self, repo: None)
+    monkeypatch.setattr(LocalBlobStore, "request_compaction", lambda self, repo: None)
     everything = _write_packs(blobs, tmp_path, PACKS_MOST + 4)
     oids = [hash_object(*o) for o in everything]
     bodies = [b for _, b in everything]
@@ -977,7 +1128,7 @@ def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
     from dsv.pack import Pack
     from dsv.store import PACKS_MOST
 
-    monkeypatch.setattr(LocalBlobStore, "_request_compaction", lambda self, repo: None)
+    monkeypatch.setattr(LocalBlobStore, "request_compaction", lambda self, repo: None)
     root = tmp_path / "root"
     blobs = LocalBlobStore(root)
     filler = "x" * 1000

@@ -108,7 +108,7 @@ class LocalBlobStore:
         # Every write leaves a pack: merge the small ones as they pile up, or a busy
         # repository's reads would try hundreds of packs for each object. Not in this
         # write's time: the write that crosses the limit would pay for the whole merge.
-        self._request_compaction(repo)
+        self.request_compaction(repo)
 
     # -- compaction ------------------------------------------------------------------------
 
@@ -161,7 +161,8 @@ class LocalBlobStore:
                 store.reload()
         return merged
 
-    def _request_compaction(self, repo: str) -> None:
+    def request_compaction(self, repo: str) -> None:
+        """Merge `repo`'s small packs soon, in the background, if they are past the limit."""
         self._compactor.request(repo)
 
     def health(self) -> None:

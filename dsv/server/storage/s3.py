@@ -200,6 +200,11 @@ class S3BlobStore:
                     fetched = True
                 if not vanished:
                     break
+            if fetched:
+                # Packs fetched as other servers stored them, before compaction merged them
+                # in S3, pile up in the cache as on a server's own disk, and every lookup
+                # tries each: the cache merges its own (under names S3 never lists).
+                self.cache.request_compaction(repo)
             return fetched or self._fetched.get(repo, 0) != since
 
     def missing(self, repo: str, oids: Iterable[bytes]) -> set[bytes]:
@@ -227,10 +232,17 @@ class S3BlobStore:
         *,
         extra: bool = False,
     ) -> None:
-        # Fetch what the cache lacks first: a copy that failed half way could not be redone
-        # into the same writer.
-        self.missing(repo, oids)
-        self.cache.copy_objects(repo, kind, oids, writer, extra=extra)
+        since = self._fetched.get(repo, 0)
+        held = len(writer)
+        try:
+            self.cache.copy_objects(repo, kind, oids, writer, extra=extra)
+        except CorruptObject:
+            # An id the cache lacks is found while the copy is planned, before anything is
+            # written; a copy that failed half way could not be redone into the same writer.
+            # (Asking the cache what it lacks first looked every id up twice.)
+            if len(writer) != held or not self._sync(repo, since=since):
+                raise
+            self.cache.copy_objects(repo, kind, oids, writer, extra=extra)
 
     def _upload(self, repo: str, pack: PreparedPack) -> None:
         where = self._pack_dir(repo)
@@ -249,7 +261,7 @@ class S3BlobStore:
         self._note_seen(repo, pack.name)
         self._gained(repo)
         fsync_dir(self._cache_dir(repo))
-        self._request_compaction(repo)
+        self.request_compaction(repo)
 
     # -- compaction ------------------------------------------------------------------------
 
@@ -320,7 +332,8 @@ class S3BlobStore:
             self._gained(repo)
         self._note_seen(repo, prepared.name)
 
-    def _request_compaction(self, repo: str) -> None:
+    def request_compaction(self, repo: str) -> None:
+        """Merge `repo`'s small packs soon, in the background, if they are past the limit."""
         self._compactor.request(repo)
 
     def health(self) -> None:
