@@ -63,6 +63,7 @@ _IDX_BLOCK = struct.Struct("<QIIII")  # ... and dictionary, first frame
 _LEVEL = int(os.environ.get("DSV_ZSTD_LEVEL", "3"))
 _U32 = "I"
 _Where = tuple[int, int, int]  # request, block, raw offset of a frame
+_FINDS_BEFORE_PREFIXES = 4096
 assert array(_U32).itemsize == 4
 
 
@@ -497,6 +498,7 @@ class Pack:
         self._oid_view = _OidView(self._oids, count)
         self._positions: dict[bytes, int] | None = None
         self._prefix_col: array[int] | None = None
+        self._finds = 0
         self._dictionaries: dict[int, zstandard.ZstdCompressionDict] = {}
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_size = cache_blocks
@@ -628,9 +630,21 @@ class Pack:
         first = oid[0]
         lo = self._fanout[first - 1] if first else 0
         hi = self._fanout[first]
-        i = bisect.bisect_left(self._oid_view, oid, lo, hi)
-        if i < hi and self._oid_view[i] == oid:
-            return i
+        if self._prefix_col is None:
+            self._finds += 1
+            if self._finds <= _FINDS_BEFORE_PREFIXES:
+                i = bisect.bisect_left(self._oid_view, oid, lo, hi)
+                return i if i < hi and self._oid_view[i] == oid else -1
+        # Bisecting the prefix column runs in C, where bisecting whole oids calls a Python
+        # method for every probe (a server's page read of 100 ids made thousands of calls).
+        # Building it reads the whole id table: worth it only to a pack looked up often.
+        col, table = self._prefixes(), self._oids
+        key = int.from_bytes(oid[:8], "big")
+        at = bisect.bisect_left(col, key, lo, hi)
+        while at < hi and col[at] == key:  # oids sharing 8 bytes sit together
+            if table[at * OID_SIZE : (at + 1) * OID_SIZE] == oid:
+                return at
+            at += 1
         return -1
 
     def positions(self) -> dict[bytes, int]:
@@ -639,13 +653,8 @@ class Pack:
             self._positions = dict(zip(split_oids(self._oids), range(self.count), strict=True))
         return self._positions
 
-    def find_sorted(self, oids: list[bytes]) -> list[int]:
-        """Index position of each of `oids` (given in sorted order), or -1.
-
-        Bisects a column of every oid's first 8 bytes as big-endian integers, built at C
-        speed and kept: a list of every oid (what bisecting whole oids needs) costs a
-        million objects in a large pack, where this costs one 8 MB array.
-        """
+    def _prefixes(self) -> array[int]:
+        """Every oid's first 8 bytes as a big-endian integer, in index order (built once)."""
         col = self._prefix_col
         if col is None:
             col = array("Q")
@@ -653,7 +662,16 @@ class Pack:
             if sys.byteorder == "little":
                 col.byteswap()
             self._prefix_col = col
-        table, count = self._oids, self.count
+        return col
+
+    def find_sorted(self, oids: list[bytes]) -> list[int]:
+        """Index position of each of `oids` (given in sorted order), or -1.
+
+        Bisects a column of every oid's first 8 bytes as big-endian integers, built at C
+        speed and kept: a list of every oid (what bisecting whole oids needs) costs a
+        million objects in a large pack, where this costs one 8 MB array.
+        """
+        col, table, count = self._prefixes(), self._oids, self.count
         out: list[int] = []
         lo = 0
         for oid in oids:

@@ -368,10 +368,14 @@ class ObjectStore:
         in memory at a time, however many ids are asked for."""
         # The pack holding most of a sample goes first, then by size: a version's new
         # datapoints sit in one small pack, and each pack tried before it is a miss per id.
-        sample = oids[:: max(1, len(oids) // 64)]
-        packs = sorted(
-            self.packs, key=lambda p: (-sum(p.find(oid) >= 0 for oid in sample), -p.count)
-        )
+        # Sixteen ids rank them well enough; a sample of every id of a small read had cost
+        # more lookups than the read itself, in each pack.
+        packs = self.packs
+        if len(packs) > 1:
+            sample = oids[:: max(1, len(oids) // 16)]
+            packs = sorted(
+                packs, key=lambda p: (-sum(p.find(oid) >= 0 for oid in sample), -p.count)
+            )
         located: list[tuple[int, int, int, int]] = []
         # In id order, so that each pack's lookups walk its sorted table forwards.
         pending = sorted(range(len(oids)), key=oids.__getitem__)

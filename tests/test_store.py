@@ -389,6 +389,28 @@ def test_bulk_lookups_tell_apart_oids_that_share_their_first_bytes(tmp_path: Pat
     assert set(pack.find_sorted(sorted(absent))) == {-1}
 
 
+def test_a_pack_looked_up_often_finds_the_same_by_its_prefix_column(tmp_path: Path) -> None:
+    # Past a few thousand lookups `find` bisects the oids' first 8 bytes instead.
+    from dsv.pack import _FINDS_BEFORE_PREFIXES
+
+    directory = tmp_path / "pack"
+    directory.mkdir()
+    oids = sorted({bytes([a]) * 8 + bytes([b]) * 24 for a in (0, 7, 255) for b in range(0, 250, 2)})
+    writer = PackWriter(directory)
+    for oid in oids:
+        writer.add(Kind.DATAPOINT, oid, oid)
+    pack = Pack(directory, writer.finish())
+    absent = [bytes([a]) * 8 + bytes([b]) * 24 for a in (0, 7, 9, 255) for b in (1, 3, 251)]
+    asked = [*oids, *absent]
+    by_whole = [pack.find(oid) for oid in asked]
+    while pack._prefix_col is None:
+        assert pack._finds <= _FINDS_BEFORE_PREFIXES
+        pack.find(oids[0])
+    assert [pack.find(oid) for oid in asked] == by_whole
+    assert [pack.oid_at(at) for at in by_whole[: len(oids)]] == oids
+    assert set(by_whole[len(oids) :]) == {-1}
+
+
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks of 64 KiB, so that a pack of a few thousand objects gets a dictionary."""
