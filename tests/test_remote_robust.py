@@ -38,6 +38,7 @@ from dsv.objects import (
 from dsv.packindex import scan_pack
 from dsv.protocol import PACK_MEDIA_TYPE, Info, Limits, PackReply, encode_pack, iter_pack
 from dsv.remote.client import RemoteRefused, _send, pull, push
+from dsv.remote.packing import Sending
 from dsv.store import PACKS_MOST, ObjectStore
 from tests.conftest import KeyMaker
 
@@ -259,7 +260,8 @@ def test_client_halves_packs_when_a_413_comes_anyway(tmp_path: Path, version: in
     points = [os.urandom(2000).hex().encode() for _ in range(400)]
     bodies = [canonicalize(b'{"x": "' + p + b'"}') for p in points]
     with repo.store.writer() as writer:
-        items = [(Kind.DATAPOINT, writer.write(Kind.DATAPOINT, b)) for b in bodies]
+        items = Sending()
+        items.add(Kind.DATAPOINT, b"".join(writer.write(Kind.DATAPOINT, b) for b in bodies))
 
     class Proxy:
         info = Info((version,), "t", "a/b", True, None, {}, Limits(4 << 20, 500), True)
@@ -608,3 +610,24 @@ def test_a_version_2_answer_larger_than_the_cap_is_refused_and_leaves_no_file(
         with pytest.raises(RemoteError, match="sent an answer of more than 0 MiB"):
             list(conn.object_packs(Kind.DATAPOINT, [oid]))
     assert list(scratch.iterdir()) == []
+
+
+def test_a_push_plan_keeps_order_and_drops_repeats() -> None:
+    """What a push sends: each id once, where it first appears, in batches from any point."""
+    from dsv.remote.packing import unique_oids
+
+    ids = [i.to_bytes(4, "big") * 8 for i in range(70_000)]  # past the dict's range
+    repeated = [*ids, *ids[::7], *reversed(ids[:1000])]
+    for given in (repeated, repeated[:300]):
+        assert unique_oids(b"".join(given)) == b"".join(dict.fromkeys(given))
+    sending = Sending()
+    sending.add(Kind.DATAPOINT, b"".join(ids[:10]))
+    sending.add(Kind.PAGE, b"")
+    sending.add(Kind.PAGE, b"".join(ids[10:15]))
+    assert len(sending) == 15
+    assert list(sending.batches(8, 4)) == [
+        (Kind.DATAPOINT, ids[8:10]),
+        (Kind.PAGE, ids[10:14]),
+        (Kind.PAGE, ids[14:15]),
+    ]
+    assert list(sending.batches(15, 4)) == []

@@ -40,7 +40,7 @@ from dsv.protocol import (
 from dsv.refs import BRANCHES, ENVS, MISSING, REMOTES, TAGS
 from dsv.remote import missing_from, parse_url
 from dsv.remote.connection import Connection, RemoteRefused, connect, open_remote
-from dsv.remote.packing import cut_packs
+from dsv.remote.packing import Sending, cut_packs, unique_oids
 from dsv.repo import Repository
 from dsv.store import ObjectStore
 from dsv.text import plural
@@ -235,9 +235,7 @@ def _short(name: str) -> str:
     return name
 
 
-def _plan_push(
-    repo: Repository, conn: Connection, tips: list[bytes], known: set[bytes]
-) -> list[tuple[Kind, bytes]]:
+def _plan_push(repo: Repository, conn: Connection, tips: list[bytes], known: set[bytes]) -> Sending:
     """Every object the remote lacks, bottom-up, found level by level from the commits down.
 
     The remote holds everything an object it holds reaches (docs/protocol.md §4), so each
@@ -268,28 +266,27 @@ def _plan_push(
     pages = list(dict.fromkeys(pages))
     absent = conn.missing(Kind.PAGE, pages)
     pages = [oid for oid in pages if oid in absent]
-    points: list[bytes] = []
-    asked: set[bytes] = set()
-    batch: list[bytes] = []
-    # Pages are up to 512 KiB each: a few at a time keeps memory flat.
+    # The pages' ids stay packed (32 bytes each) from here on: a million of them as Python
+    # objects in lists and sets had been most of a push's memory.
+    bodies: list[bytes] = []
+    # Pages are up to 512 KiB each: a few at a time.
     for start in range(0, len(pages), 16):
-        chunk = pages[start : start + 16]
-        for body in repo.store.read_bulk(chunk, Kind.PAGE):
-            for oid in split_oids(body):
-                if oid not in asked:
-                    asked.add(oid)
-                    batch.append(oid)
-        if len(batch) >= conn.info.limits.max_ids or start + 16 >= len(pages):
-            absent_points = conn.missing(Kind.DATAPOINT, batch)
-            points += [oid for oid in batch if oid in absent_points]
-            batch = []
-    return (
-        [(Kind.DATAPOINT, o) for o in points]
-        + [(Kind.PAGE, o) for o in pages]
-        + [(Kind.DATASET, o) for o in sorted(datasets)]
-        + [(Kind.TREE, o) for o in sorted(trees)]
-        + [(Kind.COMMIT, o) for o in _topo_order(commits)]
-    )
+        bodies += repo.store.read_bulk(pages[start : start + 16], Kind.PAGE)
+    points = unique_oids(b"".join(bodies))
+    del bodies
+    view, step = memoryview(points), conn.info.limits.max_ids * OID_SIZE
+    kept: list[bytes] = []
+    for at in range(0, len(points), step):
+        batch = split_oids(view[at : at + step])
+        absent = conn.missing(Kind.DATAPOINT, batch)
+        kept.append(b"".join([oid for oid in batch if oid in absent]))
+    sending = Sending()
+    sending.add(Kind.DATAPOINT, b"".join(kept))
+    sending.add(Kind.PAGE, b"".join(pages))
+    sending.add(Kind.DATASET, b"".join(sorted(datasets)))
+    sending.add(Kind.TREE, b"".join(sorted(trees)))
+    sending.add(Kind.COMMIT, b"".join(_topo_order(commits)))
+    return sending
 
 
 class _PackCut:
@@ -298,7 +295,7 @@ class _PackCut:
     def __init__(
         self,
         repo: Repository,
-        items: list[tuple[Kind, bytes]],
+        items: Sending,
         start: int,
         budget: int,
         report: Callable[[int, int], None],
@@ -310,18 +307,9 @@ class _PackCut:
         self.report = report
 
     def _bodies(self) -> Iterator[tuple[Kind, bytes, bytes]]:
-        at = self.end
-        while at < len(self.items):
-            kind = self.items[at][0]
-            stop = at
-            while (
-                stop < len(self.items) and stop - at < _READ_BATCH and self.items[stop][0] == kind
-            ):
-                stop += 1
-            oids = [oid for _, oid in self.items[at:stop]]
+        for kind, oids in self.items.batches(self.end, _READ_BATCH):
             for oid, body in zip(oids, self.repo.store.read_bulk(oids, kind), strict=True):
                 yield kind, oid, body
-            at = stop
 
     def chunks(self) -> Iterator[bytes]:
         encoder = PackEncoder()
@@ -356,9 +344,7 @@ class _PackCut:
         yield encoder.finish()
 
 
-def _send(
-    repo: Repository, conn: Connection, items: list[tuple[Kind, bytes]], progress: ProgressFn
-) -> int:
+def _send(repo: Repository, conn: Connection, items: Sending, progress: ProgressFn) -> int:
     """Send `items` in packs that fit the server's limit; return how many packs."""
     budget = max(_MIN_PACK, min(conn.info.limits.max_request_bytes, PACK_TARGET))
     if conn.version >= 2:
@@ -394,7 +380,7 @@ def _send(
 def _send_whole(
     repo: Repository,
     conn: Connection,
-    items: list[tuple[Kind, bytes]],
+    items: Sending,
     progress: ProgressFn,
     budget: int,
 ) -> int:
@@ -522,7 +508,7 @@ def push(
                 "versions",
             )
         packs = 0
-        items: list[tuple[Kind, bytes]] = []
+        items = Sending()
         if updates:
             (progress or _quiet)(Progress("negotiating", 0, 0, 0))
             known = {o for o in theirs.values() if not missing_from(repo.store, [o])}
