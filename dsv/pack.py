@@ -68,7 +68,7 @@ assert array(_U32).itemsize == 4
 
 
 def encode_index(
-    oids: list[bytes],
+    oids: bytes | bytearray,
     block_of: array[int],
     offset_of: array[int],
     length_of: array[int],
@@ -77,31 +77,60 @@ def encode_index(
     frames: array[int],
     checksum: bytes,
 ) -> bytes:
-    """The idx of a pack (format.md §4) from its entries, block table and frame ends."""
-    order = sorted(range(len(oids)), key=oids.__getitem__)
-    fanout = [0] * 256
-    for oid in oids:
-        fanout[oid[0]] += 1
-    fanout = list(itertools.accumulate(fanout))
+    """The idx of a pack (format.md §4) from its entries (`oids` packed, 32 bytes each, in
+    pack order), block table and frame ends."""
+    count = len(oids) // OID_SIZE
+    order, table = _sort_oids(oids)
+    fanout = array(_U32, [0] * 256)
+    for first in oids[::OID_SIZE]:
+        fanout[first] += 1
+    fanout = array(_U32, itertools.accumulate(fanout))
 
     def column(values: array[int]) -> bytes:
-        return array(_U32, [values[i] for i in order]).tobytes()
+        return array(_U32, map(values.__getitem__, order)).tobytes()
 
     body = b"".join(
         [
-            _IDX_HEADER.pack(IDX_MAGIC, PACK_VERSION, len(oids), len(blocks), len(frames) // 2),
-            struct.pack("<256I", *fanout),
-            b"".join([oids[i] for i in order]),
+            _IDX_HEADER.pack(IDX_MAGIC, PACK_VERSION, count, len(blocks), len(frames) // 2),
+            fanout.tobytes(),
+            table,
             column(block_of),
             column(offset_of),
             column(length_of),
-            bytes([kind_of[i] for i in order]),
+            bytes(map(kind_of.__getitem__, order)),
             b"".join(blocks),
             frames.tobytes(),
             checksum,
         ]
     )
     return body + blake3.blake3(body).digest()
+
+
+# Below this many ids Python sorts them faster than pyarrow loads (0.1-0.3 s).
+_ARROW_SORT = 1 << 16
+
+
+def _sort_oids(oids: bytes | bytearray) -> tuple[array[int], bytes]:
+    """The packed `oids` sorted (a stable sort: equal ids keep their order), and the position
+    each of those came from."""
+    count = len(oids) // OID_SIZE
+    if count < _ARROW_SORT:
+        listed = split_oids(oids)
+        ranked = sorted(range(count), key=listed.__getitem__)
+        return array("Q", ranked), b"".join([listed[i] for i in ranked])
+    import pyarrow as pa  # here: only large packs need it
+    import pyarrow.compute as pc
+
+    # The kernels themselves (pyarrow's wrappers import pandas when it is installed), whose
+    # sort is stable and bytewise as Python's: a million ids as Python objects, and their
+    # sort, had been most of a large fetch's peak memory. The system pool gives it back.
+    pool = pa.system_memory_pool()
+    values = pa.Array.from_buffers(pa.binary(OID_SIZE), count, [None, pa.py_buffer(oids)])
+    found = pc.call_function("array_sort_indices", [values], memory_pool=pool)
+    ordered = pc.call_function("take", [values, found], memory_pool=pool)
+    order = array("Q", found.buffers()[1].to_pybytes()[8 * found.offset :][: 8 * count])
+    table: bytes = ordered.buffers()[1].to_pybytes()
+    return order, table[OID_SIZE * ordered.offset :][: OID_SIZE * count]
 
 
 class PackWriter:
@@ -139,7 +168,7 @@ class PackWriter:
         self._bodies: list[bytes | memoryview] = []
         self._size = 0
         # Every object so far, columnar; index i of each list is one object.
-        self._oids: list[bytes] = []
+        self._oids = bytearray()  # packed, 32 bytes an id
         self._block_of = array(_U32)
         self._offset_of = array(_U32)
         self._length_of = array(_U32)
@@ -151,7 +180,7 @@ class PackWriter:
         self._put(_HEADER.pack(PACK_MAGIC, PACK_VERSION, 0))
 
     def __len__(self) -> int:
-        return len(self._oids)
+        return len(self._oids) // OID_SIZE
 
     def _put(self, data: bytes) -> None:
         self._file.write(data)
@@ -159,7 +188,7 @@ class PackWriter:
         self._offset += len(data)
 
     def add(self, kind: Kind, oid: bytes, body: bytes | memoryview) -> None:
-        self._oids.append(oid)
+        self._oids += oid
         self._kinds.append(kind)
         self._bodies.append(body)
         self._size += len(body)
@@ -177,7 +206,7 @@ class PackWriter:
                 (n for n, total in enumerate(ends, 1) if total >= room), len(bodies) - start
             )
             stop = start + take
-            self._oids += oids[start:stop]
+            self._oids += b"".join(oids[start:stop])
             self._kinds += bytes([kind]) * take
             self._bodies += bodies[start:stop]
             self._size += sum(sizes[start:stop])
@@ -194,7 +223,7 @@ class PackWriter:
             if dictionary not in (0, DICTIONARY_BLOCK):
                 dictionary += base
             self._write_block(data, rlen, dictionary, frames)
-        self._oids += split_oids(pack._oids)
+        self._oids += pack._oids
         self._block_of.extend([block + base for block in pack._block_col])
         self._offset_of.extend(pack._offset_col)
         self._length_of.extend(pack._length_col)
@@ -217,7 +246,7 @@ class PackWriter:
         self._write_block(data, rlen, dictionary, frames)
         at = len(self._blocks) - 1
         for i in entries:
-            self._oids.append(pack.oid_at(i))
+            self._oids += pack._oids[i * OID_SIZE : (i + 1) * OID_SIZE]
             self._block_of.append(at)
             self._offset_of.append(pack._offset_col[i])
             self._length_of.append(pack._length_col[i])

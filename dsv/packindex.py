@@ -80,7 +80,7 @@ def index_pack(path: Path, *, check: BlockCheck | None = None) -> PreparedPack |
         pos = _HEADER.size
         blocks: list[bytes] = []
         frames = array(_U32)
-        oids: list[bytes] = []
+        oids = bytearray()  # packed, 32 bytes an id
         block_of, offset_of, length_of = array(_U32), array(_U32), array(_U32)
         kind_of = bytearray()
         decompressors: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
@@ -139,7 +139,7 @@ def index_pack(path: Path, *, check: BlockCheck | None = None) -> PreparedPack |
                 ids = [hash_object(_KINDS[k], b) for k, b in zip(kinds, bodies, strict=True)]
             if check is not None:
                 check(kinds, ids, bodies)
-            oids += ids
+            oids += b"".join(ids)
             block_of.extend(itertools.repeat(number, count))
             offset_of.extend(starts[:count])
             length_of.extend(lengths)

@@ -24,6 +24,7 @@ from dsv.objects import (
     OID_SIZE,
     Commit,
     Kind,
+    PackedOids,
     decode_commit,
     decode_dataset,
     split_oids,
@@ -576,7 +577,7 @@ def _receive_objects(
             received += len(fresh)
             progress(Progress("receiving commits", received, 0, conn.bytes_received))
 
-        def level(kind: Kind, oids: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        def level(kind: Kind, oids: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
             nonlocal received
             # In the order given, which the remote answers in: datapoints asked in the order
             # their datasets list them are stored that way, so a checkout reads them in order
@@ -607,18 +608,18 @@ def _receive_objects(
             if oid:
                 pages.update(dict.fromkeys(s.page for s in decode_dataset(body, oid).slices))
                 structure.add(Kind.DATASET, oid, body, check_store=False)
-        points: list[bytes] = []
-        seen: set[bytes] = set()
+        bodies: list[bytes] = []
         for oid, body in level(Kind.PAGE, list(pages)):
             if not oid:
                 continue
             if not body or len(body) % OID_SIZE:
                 raise RemoteError(f"{conn.name}: page {oid.hex()} is malformed")
-            for point in split_oids(body):
-                if point not in seen:
-                    seen.add(point)
-                    points.append(point)
+            bodies.append(body)
             structure.add(Kind.PAGE, oid, body, check_store=False)
+        # Packed, each once where it first appears: a million ids as Python objects in a
+        # list and a set had been most of a clone's memory.
+        points = PackedOids(unique_oids(b"".join(bodies)))
+        del bodies
         # Datapoints refer to nothing: each batch is published as it ends, so a rerun after
         # an interruption asks only for the batches that did not arrive.
         writer = store.writer()
@@ -656,10 +657,11 @@ def _receive_objects(
 
 
 def _receive_packs(
-    store: ObjectStore, conn: Connection, oids: list[bytes], progress: ProgressFn
+    store: ObjectStore, conn: Connection, oids: Sequence[bytes], progress: ProgressFn
 ) -> tuple[list[str], int]:
     """The datapoints of `oids` that `store` lacks, kept in the packs the remote sends (each
     checked whole before it is published); the names of those packs, and how many came."""
+    wanted: Sequence[bytes]
     if store.packs or next(store.iter_loose(), None) is not None:
         absent = missing_from(store, oids)
         wanted = [oid for oid in oids if oid in absent]

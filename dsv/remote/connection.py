@@ -387,19 +387,23 @@ class Connection:
         whole and made in `scratch`; the caller publishes them. With the count of objects."""
         if self.version < 2:
             raise RemoteError(f"{self._where()} sends no whole packs (protocol version 1)")
-        batches = list(self._batches(oids))
+        step = max(1, self.info.limits.max_ids)
+        # Each batch is sliced from `oids` when it is needed: `oids` may hold its ids packed.
+        starts = range(0, len(oids), step)
         # The next answer downloads (and the server makes it) while this one is checked.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dsv-fetch") as pool:
 
             def start(n: int) -> concurrent.futures.Future[Path] | None:
-                if n >= len(batches):
+                if n >= len(starts):
                     return None
-                request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batches[n]))
+                batch = oids[starts[n] : starts[n] + step]
+                request = IdsRequest(kind_name(kind), tuple(o.hex() for o in batch))
                 return pool.submit(self._download, "/objects", request)
 
             coming = start(0)
             try:
-                for n, batch in enumerate(batches):
+                for n, at in enumerate(starts):
+                    batch = oids[at : at + step]
                     assert coming is not None
                     tmp = coming.result()
                     coming = start(n + 1)
