@@ -57,18 +57,22 @@ class BlockIndex:
         blocks = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(block_column)])
         offsets = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(offset_column)])
 
-        def sort_indices(values: Any) -> Any:
+        # The system allocator gives what the kernels used back; pyarrow's own keeps it (a
+        # server answering a clone held tens of MB more for it).
+        pool = pa.system_memory_pool()
+
+        def call(name: str, *args: Any) -> Any:
             # The kernel itself: pyarrow's Python wrappers (and pa.scalar) import pandas when
             # it is installed, which costs a push half a second.
-            return pc.call_function("array_sort_indices", [values])
+            return pc.call_function(name, list(args), memory_pool=pool)
 
         # By offset, then (a stable sort) by block: entries in stored order.
-        by_offset = sort_indices(offsets)
-        order = by_offset.take(sort_indices(blocks.take(by_offset)))
+        by_offset = call("array_sort_indices", offsets)
+        order = call("take", by_offset, call("array_sort_indices", call("take", blocks, by_offset)))
         # order[k]: the index position of the k-th entry in stored order; rank its inverse.
         self.order = array("Q", order.buffers()[1].to_pybytes()[: 8 * n])
-        self.rank = array("Q", sort_indices(order).buffers()[1].to_pybytes()[: 8 * n])
-        self._blocks = array("I", blocks.take(order).buffers()[1].to_pybytes()[: 4 * n])
+        self.rank = array("Q", call("array_sort_indices", order).buffers()[1].to_pybytes()[: 8 * n])
+        self._blocks = array("I", call("take", blocks, order).buffers()[1].to_pybytes()[: 4 * n])
         self._oids = pack.oid_column
         self._recent: dict[int, list[bytes]] = {}
 

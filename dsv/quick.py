@@ -47,7 +47,9 @@ def main() -> None:
     text = quick_status(sys.argv[1:], os.environ)
     if text is None:
         from dsv.cli import main as cli_main
+        from dsv.parallel import limit_malloc_arenas
 
+        limit_malloc_arenas()
         cli_main()
         return
     try:

@@ -16,11 +16,12 @@ from dsv.manifest import (
     PAGE_MAX,
     PAGE_MIN,
     build_dataset,
+    check_slices,
     chunk_pages,
     iter_datapoint_oids,
     read_oid_list,
 )
-from dsv.objects import OID_SIZE, Format
+from dsv.objects import OID_SIZE, Format, Kind
 from dsv.store import ObjectStore
 
 
@@ -171,6 +172,11 @@ def test_streamed_ids_are_checked_before_the_first_is_given(tmp_path: Path, dama
         next(iter_datapoint_oids(store, bad))
     with pytest.raises(CorruptObject, match=message):
         read_oid_list(store, bad)
+    # A server checks a pushed dataset's slices where they lie, without joining its ids.
+    pages = {s.page: store.read(s.page, Kind.PAGE)[1] for s in dataset.slices}
+    check_slices(dataset, pages)
+    with pytest.raises(CorruptObject, match=f"corrupt dataset manifest: .*{message}"):
+        check_slices(bad, pages)
 
 
 def test_runs_that_do_not_rebuild_the_ids_are_not_trusted(tmp_path: Path) -> None:

@@ -629,7 +629,8 @@ def _receive_objects(
                 names, count = _receive_packs(store, conn, points, progress)
                 published += names
                 received += count
-            for oid, body in level(Kind.DATAPOINT, [] if conn.version >= 2 else points):
+                points = PackedOids(b"")  # received: let go before the packs are merged
+            for oid, body in level(Kind.DATAPOINT, points):
                 if oid:
                     writer.add(Kind.DATAPOINT, oid, body, check_store=False)
                 else:
