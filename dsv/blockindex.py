@@ -11,10 +11,10 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Sequence
-from typing import Any
 
 from dsv.objects import OID_SIZE
 from dsv.pack import Pack
+from dsv.sorting import arrow_kernel
 
 __all__ = ["BlockIndex", "common_run"]
 
@@ -49,7 +49,6 @@ class BlockIndex:
 
     def __init__(self, pack: Pack) -> None:
         import pyarrow as pa  # here: only large sends need it, and it takes 0.1-0.3 s to load
-        import pyarrow.compute as pc
 
         self.pack = pack
         n = pack.count
@@ -57,15 +56,7 @@ class BlockIndex:
         blocks = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(block_column)])
         offsets = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(offset_column)])
 
-        # The system allocator gives what the kernels used back; pyarrow's own keeps it (a
-        # server answering a clone held tens of MB more for it).
-        pool = pa.system_memory_pool()
-
-        def call(name: str, *args: Any) -> Any:
-            # The kernel itself: pyarrow's Python wrappers (and pa.scalar) import pandas when
-            # it is installed, which costs a push half a second.
-            return pc.call_function(name, list(args), memory_pool=pool)
-
+        call = arrow_kernel  # pyarrow's kernels in C, on the system allocator
         # By offset, then (a stable sort) by block: entries in stored order.
         by_offset = call("array_sort_indices", offsets)
         order = call("take", by_offset, call("array_sort_indices", call("take", blocks, by_offset)))

@@ -25,6 +25,7 @@ import zstandard
 from dsv.errors import CorruptObject
 from dsv.fsutil import digest_fd, fsync_dir, note_temp
 from dsv.objects import OID_SIZE, Kind, split_oids
+from dsv.sorting import argsort_keys, sort_oids
 
 __all__ = [
     "BLOCK_SIZE",
@@ -76,11 +77,12 @@ def encode_index(
     blocks: list[bytes],
     frames: array[int],
     checksum: bytes,
-) -> bytes:
-    """The idx of a pack (format.md §4) from its entries (`oids` packed, 32 bytes each, in
-    pack order), block table and frame ends."""
+) -> list[bytes | memoryview]:
+    """The idx of a pack (format.md §4), in parts to write in order, from its entries (`oids`
+    packed, 32 bytes each, in pack order), block table and frame ends. (Joined, a 1M pack's
+    45 MB index was one more copy at a fetch's peak.)"""
     count = len(oids) // OID_SIZE
-    order, table = _sort_oids(oids)
+    order, table = sort_oids(oids)
     fanout = array(_U32, [0] * 256)
     for first in oids[::OID_SIZE]:
         fanout[first] += 1
@@ -89,7 +91,7 @@ def encode_index(
     def column(values: array[int]) -> bytes:
         return array(_U32, map(values.__getitem__, order)).tobytes()
 
-    parts = [
+    parts: list[bytes | memoryview] = [
         _IDX_HEADER.pack(IDX_MAGIC, PACK_VERSION, count, len(blocks), len(frames) // 2),
         fanout.tobytes(),
         table,
@@ -101,39 +103,11 @@ def encode_index(
         frames.tobytes(),
         checksum,
     ]
-    # Hashed part by part and joined once: `body + digest` copied a 1M pack's 45 MB index.
     hasher = blake3.blake3()
     for part in parts:
         hasher.update(part)
     parts.append(hasher.digest())
-    return b"".join(parts)
-
-
-# Below this many ids Python sorts them faster than pyarrow loads (0.1-0.3 s).
-_ARROW_SORT = 1 << 16
-
-
-def _sort_oids(oids: bytes | bytearray) -> tuple[array[int], bytes]:
-    """The packed `oids` sorted (a stable sort: equal ids keep their order), and the position
-    each of those came from."""
-    count = len(oids) // OID_SIZE
-    if count < _ARROW_SORT:
-        listed = split_oids(oids)
-        ranked = sorted(range(count), key=listed.__getitem__)
-        return array("Q", ranked), b"".join([listed[i] for i in ranked])
-    import pyarrow as pa  # here: only large packs need it
-    import pyarrow.compute as pc
-
-    # The kernels themselves (pyarrow's wrappers import pandas when it is installed), whose
-    # sort is stable and bytewise as Python's: a million ids as Python objects, and their
-    # sort, had been most of a large fetch's peak memory. The system pool gives it back.
-    pool = pa.system_memory_pool()
-    values = pa.Array.from_buffers(pa.binary(OID_SIZE), count, [None, pa.py_buffer(oids)])
-    found = pc.call_function("array_sort_indices", [values], memory_pool=pool)
-    ordered = pc.call_function("take", [values, found], memory_pool=pool)
-    order = array("Q", found.buffers()[1].to_pybytes()[8 * found.offset :][: 8 * count])
-    table: bytes = ordered.buffers()[1].to_pybytes()
-    return order, table[OID_SIZE * ordered.offset :][: OID_SIZE * count]
+    return parts
 
 
 class PackWriter:
@@ -384,12 +358,12 @@ class PackWriter:
         idx_tmp = self.directory / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.idx"
         note_temp(idx_tmp)
         with open(idx_tmp, "wb") as handle:
-            handle.write(idx)
+            handle.writelines(idx)
             handle.flush()
             os.fsync(handle.fileno())
         return PreparedPack(self.directory, f"pack-{checksum.hex()}", self._tmp, idx_tmp)
 
-    def _encode_index(self, checksum: bytes) -> bytes:
+    def _encode_index(self, checksum: bytes) -> list[bytes | memoryview]:
         return encode_index(
             self._oids,
             self._block_of,
@@ -605,8 +579,7 @@ class Pack:
             for k in range(4):
                 keys[low + k :: 8] = offsets[k::4]
                 keys[high + k :: 8] = blocks[k::4]
-            column = memoryview(bytes(keys)).cast("Q")
-            self._order = array(_U32, sorted(range(self.count), key=column.__getitem__))
+            self._order = argsort_keys(bytes(keys), self.count)
         return self._order
 
     def prepare_trust(self) -> None:

@@ -162,7 +162,7 @@ def index_pack(path: Path, *, check: BlockCheck | None = None) -> PreparedPack |
         with open(path, "rb+") as pack_file:
             os.fsync(pack_file.fileno())
         with open(idx_tmp, "wb") as out:
-            out.write(idx)
+            out.writelines(idx)
             out.flush()
             os.fsync(out.fileno())
     except BaseException:

@@ -612,14 +612,9 @@ def test_a_version_2_answer_larger_than_the_cap_is_refused_and_leaves_no_file(
     assert list(scratch.iterdir()) == []
 
 
-def test_a_push_plan_keeps_order_and_drops_repeats() -> None:
-    """What a push sends: each id once, where it first appears, in batches from any point."""
-    from dsv.remote.packing import unique_oids
-
-    ids = [i.to_bytes(4, "big") * 8 for i in range(70_000)]  # past the dict's range
-    repeated = [*ids, *ids[::7], *reversed(ids[:1000])]
-    for given in (repeated, repeated[:300]):
-        assert unique_oids(b"".join(given)) == b"".join(dict.fromkeys(given))
+def test_a_push_plan_gives_its_ids_in_batches_from_any_point() -> None:
+    """What a push sends: its ids in order, in batches from any point."""
+    ids = [i.to_bytes(4, "big") * 8 for i in range(20)]
     sending = Sending()
     sending.add(Kind.DATAPOINT, b"".join(ids[:10]))
     sending.add(Kind.PAGE, b"")

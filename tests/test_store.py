@@ -800,22 +800,3 @@ def test_a_frame_that_fails_its_checksum_names_its_pack(tmp_path: Path) -> None:
         list(store.read_many(oids, Kind.DATAPOINT))
     with pytest.raises(CorruptObject, match=message):
         store.read_bulk(oids, Kind.DATAPOINT)
-
-
-def test_a_large_pack_index_is_sorted_as_a_small_one_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past 65,536 ids the index is sorted by pyarrow's kernel: the same bytes, repeats kept in
-    their order, as Python's stable sort gives."""
-    import random
-
-    from dsv import pack as pack_module
-
-    rng = random.Random(5)
-    ids = [rng.randbytes(32) for _ in range(70_000)]
-    ids += ids[:50]  # a repeat keeps its place after the first
-    rng.shuffle(ids)
-    packed = b"".join(ids)
-    order, table = pack_module._sort_oids(packed)
-    assert list(order) == sorted(range(len(ids)), key=ids.__getitem__)
-    assert table == b"".join(sorted(ids))
-    monkeypatch.setattr(pack_module, "_ARROW_SORT", 1 << 30)
-    assert pack_module._sort_oids(packed) == (order, table)

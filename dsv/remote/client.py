@@ -41,8 +41,9 @@ from dsv.protocol import (
 from dsv.refs import BRANCHES, ENVS, MISSING, REMOTES, TAGS
 from dsv.remote import missing_from, parse_url
 from dsv.remote.connection import Connection, RemoteRefused, connect, open_remote
-from dsv.remote.packing import Sending, cut_packs, unique_oids
+from dsv.remote.packing import Sending, cut_packs
 from dsv.repo import Repository
+from dsv.sorting import unique_oids
 from dsv.store import ObjectStore
 from dsv.text import plural
 

@@ -271,12 +271,26 @@ class Connection:
         """A version-2 answer, written to a file in `scratch` (at most MAX_ANSWER_BYTES)."""
         tmp = self.scratch / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.pack"
         note_temp(tmp)
+        encoded = [msgspec.json.encode(body)]
+        size = len(encoded[0])
+
+        def once() -> Iterator[bytes]:
+            # httpx keeps a finished request in a reference cycle with its response, which
+            # only the garbage collector frees: a fetch's request bodies (7 MB for 100,000
+            # ids) piled up, 63 MB at a 1M clone's peak. Given as a stream, the body is let
+            # go once sent; the explicit length keeps the request unchunked.
+            yield encoded.pop()
+
         try:
             with self._http.stream(
                 "POST",
                 self._prefix + path,
-                content=msgspec.json.encode(body),
-                headers={"Content-Type": "application/json", "Accept": PACK_MEDIA_TYPE},
+                content=once(),
+                headers={
+                    "Content-Type": "application/json",
+                    "Content-Length": str(size),
+                    "Accept": PACK_MEDIA_TYPE,
+                },
             ) as response:
                 if response.status_code != 200:
                     self._fail(response)

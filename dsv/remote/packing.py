@@ -16,15 +16,11 @@ from dsv.objects import OID_SIZE, Kind, split_oids
 from dsv.pack import PackWriter, PreparedPack
 from dsv.store import CopyPart, ObjectStore
 
-__all__ = ["Sending", "cut_packs", "unique_oids"]
+__all__ = ["Sending", "cut_packs"]
 
 # Ids planned at a time: what one plan holds in memory (a few MB), whatever the push's size.
 _PLAN_BATCH = 1 << 16
 _HEADER_AND_TRAILER = 16 + 32
-
-
-# Below this many ids a dict drops repeats faster than pyarrow loads (0.1-0.3 s).
-_ARROW_UNIQUE = 1 << 16
 
 
 class Sending:
@@ -53,23 +49,6 @@ class Sending:
             for lo in range(max(0, start - at), count, size):
                 yield kind, split_oids(view[lo * OID_SIZE : min(count, lo + size) * OID_SIZE])
             at += count
-
-
-def unique_oids(packed: bytes) -> bytes:
-    """The ids `packed` (32 bytes each) without repeats, each where it first appears."""
-    if len(packed) < _ARROW_UNIQUE * OID_SIZE:
-        return b"".join(dict.fromkeys(split_oids(packed)))
-    import pyarrow as pa  # here: only large pushes need it
-    import pyarrow.compute as pc
-
-    values = pa.Array.from_buffers(
-        pa.binary(OID_SIZE), len(packed) // OID_SIZE, [None, pa.py_buffer(packed)]
-    )
-    # The kernel itself (pyarrow's wrappers import pandas when it is installed); its hash
-    # table keeps first appearances in order. The system pool gives the memory back.
-    found = pc.call_function("unique", [values], memory_pool=pa.system_memory_pool())
-    data: bytes = found.buffers()[1].to_pybytes()
-    return data[found.offset * OID_SIZE : (found.offset + len(found)) * OID_SIZE]
 
 
 def _parts(store: ObjectStore, items: Sending, start: int) -> Iterator[tuple[Kind, CopyPart]]:
