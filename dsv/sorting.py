@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from dsv.objects import OID_SIZE, split_oids
 
-__all__ = ["argsort_keys", "arrow_kernel", "sort_oids", "unique_oids"]
+__all__ = ["absent_oids", "argsort_keys", "arrow_kernel", "sort_oids", "unique_oids"]
 
 # Below this many ids Python sorts them faster than pyarrow loads (0.1-0.3 s).
 _ARROW_SORT = 1 << 16
@@ -23,17 +24,17 @@ _ARROW_SORT = 1 << 16
 _ARROW_ARGSORT = 1 << 19
 
 
-def arrow_kernel(name: str, *args: Any) -> Any:
+def arrow_kernel(name: str, *args: Any, options: Any = None) -> Any:
     """pyarrow's compute kernel `name` on `args`, called as itself (pyarrow's Python wrappers,
     and pa.scalar, import pandas when it is installed: half a second) and on the system
     allocator (pyarrow's own keeps what a kernel used)."""
     import pyarrow as pa  # here: only large inputs need it
     import pyarrow.compute as pc
 
-    return pc.call_function(name, list(args), memory_pool=pa.system_memory_pool())
+    return pc.call_function(name, list(args), options=options, memory_pool=pa.system_memory_pool())
 
 
-def _ids_array(oids: bytes | bytearray) -> Any:
+def _ids_array(oids: bytes | bytearray | memoryview) -> Any:
     """The packed `oids` as a pyarrow array of 32-byte values, sharing their memory."""
     import pyarrow as pa
 
@@ -86,3 +87,22 @@ def unique_oids(packed: bytes) -> bytes:
     found = arrow_kernel("unique", _ids_array(packed))
     data: bytes = found.buffers()[1].to_pybytes()
     return data[found.offset * OID_SIZE : (found.offset + len(found)) * OID_SIZE]
+
+
+def absent_oids(wanted: bytes, tables: Sequence[bytes | memoryview]) -> bytes:
+    """The packed `wanted` ids that none of the packed id `tables` holds, in their order.
+
+    By hash lookups in C: a server checking that a pushed million datapoints are stored had
+    spent two seconds sorting and bisecting them as Python objects."""
+    import pyarrow.compute as pc
+
+    values = _ids_array(wanted)
+    for table in tables:
+        if not len(values):
+            break
+        held = arrow_kernel("is_in", values, options=pc.SetLookupOptions(_ids_array(table)))
+        values = arrow_kernel("filter", values, arrow_kernel("invert", held))
+    if not len(values):
+        return b""
+    data: bytes = values.buffers()[1].to_pybytes()
+    return data[values.offset * OID_SIZE : (values.offset + len(values)) * OID_SIZE]

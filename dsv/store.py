@@ -22,8 +22,9 @@ from dsv.blockindex import BlockIndex, common_run
 from dsv.blockruns import BlockRuns
 from dsv.errors import CorruptObject
 from dsv.fsutil import fsync_dir, write_atomic
-from dsv.objects import OID_SIZE, Kind, hash_object
+from dsv.objects import OID_SIZE, Kind, hash_object, split_oids
 from dsv.pack import Pack, PackWriter, PreparedPack
+from dsv.sorting import absent_oids
 
 __all__ = [
     "LOOSE_LIMIT",
@@ -42,6 +43,8 @@ PACKS_MOST = 12
 # What looking an id up in a pack's index costs, in steps of a walk of the whole index: when
 # ids asked times this reaches a pack's size, the pack is walked instead (store.missing).
 _BISECT_STEPS = 8
+# From this many ids on, `missing` looks them up by hash, in C (dsv.sorting.absent_oids).
+_HASHED_LOOKUP = 1 << 16
 # Listings of the pack directory a reload may take while packs vanish under it.
 _RELISTS = 20
 LOOSE_BYTES = 1 << 20
@@ -591,6 +594,11 @@ class ObjectStore:
         if not wanted:
             return wanted
         self.reload()
+        if len(wanted) >= _HASHED_LOOKUP:
+            # The largest packs first: they leave the fewest ids for the next.
+            packs = sorted(self.packs, key=lambda p: -p.count)
+            left = absent_oids(b"".join(wanted), [p.oid_column for p in packs])
+            return self._missing_loose(set(split_oids(left)))
         remaining = sorted(wanted)
         for pack in self.packs:
             if not remaining:
@@ -607,7 +615,12 @@ class ObjectStore:
                 held = set(remaining)
                 held.difference_update(pack.oids())
                 remaining = sorted(held)
-        wanted = set(remaining)
+        return self._missing_loose(set(remaining))
+
+    def _missing_loose(self, wanted: set[bytes]) -> set[bytes]:
+        """Which of `wanted` (in no pack) are not loose objects either."""
+        if not wanted:
+            return wanted
         if len(wanted) > 4096:
             # One listing of the loose objects instead of one stat per remaining id.
             wanted.difference_update(self.iter_loose())

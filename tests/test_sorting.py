@@ -7,7 +7,7 @@ import random
 import pytest
 
 from dsv import sorting
-from dsv.sorting import argsort_keys, sort_oids, unique_oids
+from dsv.sorting import absent_oids, argsort_keys, sort_oids, unique_oids
 
 
 def test_a_large_id_table_is_sorted_as_a_small_one_is(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,3 +48,14 @@ def test_keys_are_ranked_the_same_by_either_sort(
     assert list(argsort_keys(packed, count)) == expected
     monkeypatch.setattr(sorting, "_ARROW_SORT", 1 << 30)  # Python's
     assert list(argsort_keys(packed, count)) == expected
+
+
+def test_absent_ids_are_found_by_hash_as_by_a_set() -> None:
+    rng = random.Random(9)
+    ids = [rng.randbytes(32) for _ in range(3000)]
+    tables = [b"".join(sorted(ids[:1000])), b"", memoryview(b"".join(sorted(ids[1500:2500])))]
+    wanted = ids[500:3000:2] + ids[:10]
+    held = set(ids[:1000]) | set(ids[1500:2500])
+    assert absent_oids(b"".join(wanted), tables) == b"".join(o for o in wanted if o not in held)
+    assert absent_oids(b"".join(ids[:1000]), tables) == b""
+    assert absent_oids(b"", tables) == b""

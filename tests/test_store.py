@@ -655,9 +655,15 @@ def test_a_damaged_pack_is_not_merged_into_a_fresh_checksum(tmp_path: Path) -> N
     assert sorted(p.name for p in store.packs) == sorted(names)  # both kept, as they were
 
 
-def test_missing_above_4096_ids_finds_each_in_packs_and_loose_files(tmp_path: Path) -> None:
-    # Above 4096 ids, missing bisects each pack's index per id instead of walking it; the
-    # answer must be the same as below: packed ids in two packs, a loose one, and absent ones.
+@pytest.mark.parametrize("hashed", [False, True])
+def test_missing_above_4096_ids_finds_each_in_packs_and_loose_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashed: bool
+) -> None:
+    # Above 4096 ids, missing bisects each pack's index per id instead of walking it, and
+    # from 65,536 on it looks them up by hash (`hashed` lowers that limit to every request);
+    # the answer must be the same: packed ids in two packs, a loose one, and absent ones.
+    if hashed:
+        monkeypatch.setattr("dsv.store._HASHED_LOOKUP", 1)
     store = ObjectStore(tmp_path / "objects")
     bodies = _bodies(6000)
     with store.writer() as writer:
