@@ -22,6 +22,8 @@ _ARROW_SORT = 1 << 16
 # An entry order is sorted by pyarrow when it is loaded already, or past this many entries
 # whatever its load costs: a checkout of 100k should not pay for it, a 1M one's memory does.
 _ARROW_ARGSORT = 1 << 19
+# Ids `absent_oids` looks up at a time.
+_LOOKUP_SLICE = 1 << 17
 
 
 def arrow_kernel(name: str, *args: Any, options: Any = None) -> Any:
@@ -93,16 +95,27 @@ def absent_oids(wanted: bytes, tables: Sequence[bytes | memoryview]) -> bytes:
     """The packed `wanted` ids that none of the packed id `tables` holds, in their order.
 
     By hash lookups in C: a server checking that a pushed million datapoints are stored had
-    spent two seconds sorting and bisecting them as Python objects."""
+    spent two seconds sorting and bisecting them as Python objects. A slice of `wanted` at a
+    time is hashed and each table probed against it, so the hash tables stay small (hashing
+    a 1M table instead was 30-40 MB more at the server's peak)."""
     import pyarrow.compute as pc
 
-    values = _ids_array(wanted)
-    for table in tables:
-        if not len(values):
-            break
-        held = arrow_kernel("is_in", values, options=pc.SetLookupOptions(_ids_array(table)))
-        values = arrow_kernel("filter", values, arrow_kernel("invert", held))
-    if not len(values):
-        return b""
-    data: bytes = values.buffers()[1].to_pybytes()
-    return data[values.offset * OID_SIZE : (values.offset + len(values)) * OID_SIZE]
+    def lookup(values: Any, held: Any) -> Any:
+        return arrow_kernel("is_in", values, options=pc.SetLookupOptions(held))
+
+    view = memoryview(wanted)
+    left: list[bytes] = []
+    for at in range(0, len(view), _LOOKUP_SLICE * OID_SIZE):
+        values = _ids_array(view[at : at + _LOOKUP_SLICE * OID_SIZE])
+        for table in tables:
+            if not len(values):
+                break
+            held = _ids_array(table)
+            found = arrow_kernel("filter", held, lookup(held, values))
+            if len(found):
+                kept = arrow_kernel("invert", lookup(values, found))
+                values = arrow_kernel("filter", values, kept)
+        if len(values):
+            data: bytes = values.buffers()[1].to_pybytes()
+            left.append(data[values.offset * OID_SIZE : (values.offset + len(values)) * OID_SIZE])
+    return b"".join(left)

@@ -59,3 +59,13 @@ def test_absent_ids_are_found_by_hash_as_by_a_set() -> None:
     assert absent_oids(b"".join(wanted), tables) == b"".join(o for o in wanted if o not in held)
     assert absent_oids(b"".join(ids[:1000]), tables) == b""
     assert absent_oids(b"", tables) == b""
+
+
+def test_absent_ids_are_looked_up_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sorting, "_LOOKUP_SLICE", 7)
+    rng = random.Random(11)
+    ids = [rng.randbytes(32) for _ in range(200)]
+    tables = [b"".join(sorted(ids[:60])), b"".join(sorted(ids[100:150]))]
+    wanted = ids[::-1] + ids[50:70]
+    held = set(ids[:60]) | set(ids[100:150])
+    assert absent_oids(b"".join(wanted), tables) == b"".join(o for o in wanted if o not in held)
