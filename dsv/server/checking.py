@@ -13,6 +13,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 
 from dsv.errors import CorruptObject, DsvError
@@ -23,6 +24,26 @@ __all__ = ["DatapointChecker"]
 # Below this many datapoints a block is checked at once, in the receiving thread: sending it
 # to a worker costs more than the check.
 _WORKER_BATCH = 256
+# How often a worker looks whether its server is still there.
+_WATCH_SECONDS = 1.0
+
+
+def _watch(server: int) -> None:
+    """In a worker: exit once the server is gone. A server killed outright (SIGKILL, the OOM
+    killer) never shuts its pool down, and a worker waiting for work would wait forever,
+    with the fork server it came from."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(_WATCH_SECONDS)
+            try:
+                os.kill(server, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # another user's process took the id: ours is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="dsv-watch-server", daemon=True).start()
 
 
 def _problem(oids: Sequence[bytes], bodies: list[bytes]) -> str | None:
@@ -47,7 +68,10 @@ class DatapointChecker:
         with self._guard:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("forkserver")
+                    self.workers,
+                    mp_context=multiprocessing.get_context("forkserver"),
+                    initializer=_watch,
+                    initargs=(os.getpid(),),
                 )
             return self._pool
 
