@@ -38,29 +38,31 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     used (a 1M clone's server: 465 against 353 MiB). Python's own allocator serves small
     objects, so the threads hardly meet in malloc.
     """
-    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
-        return
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the process's C library
-    except (OSError, AttributeError):  # not glibc: its own rules stand
-        return
-    mallopt(_M_ARENA_MAX, arenas)
+    mallopt = None if "MALLOC_ARENA_MAX" in os.environ else _glibc("mallopt")
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, arenas)
 
 
 def return_free_memory() -> None:
     """Give the memory malloc holds free back to the system (glibc's malloc_trim), after work
     that used much of it for a while: freed blocks between live ones stay counted otherwise."""
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
+
+
+def _glibc(name: str) -> Callable[..., int] | None:
+    """Function `name` of the process's C library on Linux; None elsewhere, or if the library
+    has none (not glibc: its own rules stand)."""
     if sys.platform != "linux":
-        return
+        return None
     import ctypes
 
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        found: Callable[..., int] = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return
-    trim(0)
+        return None
+    return found
 
 
 @overload

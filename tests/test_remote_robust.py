@@ -288,6 +288,22 @@ def test_client_halves_packs_when_a_413_comes_anyway(tmp_path: Path, version: in
     assert Proxy.received == bodies
 
 
+def _info(
+    versions: list[int], *, server: str = "dsv", max_ids: int = 100, can_write: bool = False
+) -> dict[str, Any]:
+    """The /info answer of a scripted remote of repository a/b."""
+    return {
+        "versions": versions,
+        "server": server,
+        "repository": "a/b",
+        "exists": True,
+        "head": None,
+        "refs": {},
+        "limits": {"max_request_bytes": 1 << 20, "max_ids": max_ids},
+        "can_write": can_write,
+    }
+
+
 # -- the HTTP surface ------------------------------------------------------------------------------
 
 
@@ -323,16 +339,7 @@ def test_version_negotiation_and_foreign_answers(monkeypatch: pytest.MonkeyPatch
     from dsv.errors import RemoteError
     from dsv.remote import connection
 
-    info = {
-        "versions": [3, 4],
-        "server": "dsv 9",
-        "repository": "a/b",
-        "exists": True,
-        "head": None,
-        "refs": {},
-        "limits": {"max_request_bytes": 1 << 20, "max_ids": 10},
-        "can_write": True,
-    }
+    info = _info([3, 4], server="dsv 9", max_ids=10, can_write=True)
 
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/future/b/info":
@@ -498,16 +505,7 @@ def test_a_version_2_answer_may_bring_datapoints_along_but_not_more_than_asked(
     from dsv.pack import PackWriter
     from dsv.remote import connection
 
-    info = {
-        "versions": [1, 2],
-        "server": "dsv",
-        "repository": "a/b",
-        "exists": True,
-        "head": None,
-        "refs": {},
-        "limits": {"max_request_bytes": 1 << 20, "max_ids": 100},
-        "can_write": False,
-    }
+    info = _info([1, 2])
     points = [canonicalize(b'{"n": %d}' % i) for i in range(30)]
     oids = [hash_object(Kind.DATAPOINT, p) for p in points]
 
@@ -582,16 +580,7 @@ def test_a_version_2_answer_larger_than_the_cap_is_refused_and_leaves_no_file(
     from dsv.objects import hash_object
     from dsv.remote import connection
 
-    info = {
-        "versions": [2],
-        "server": "dsv",
-        "repository": "a/b",
-        "exists": True,
-        "head": None,
-        "refs": {},
-        "limits": {"max_request_bytes": 1 << 20, "max_ids": 100},
-        "can_write": False,
-    }
+    info = _info([2])
 
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/info"):

@@ -373,16 +373,21 @@ def test_a_bulk_read_decompresses_each_frame_once_in_any_order(
     assert store.read_bulk([oids[i] for i in wanted], Kind.DATAPOINT) == [bodies[i] for i in wanted]
 
 
-def test_bulk_lookups_tell_apart_oids_that_share_their_first_bytes(tmp_path: Path) -> None:
-    # Bulk lookups bisect the oids' first 8 bytes; the whole oid must still decide.
+def _pack_of_shared_prefixes(tmp_path: Path) -> tuple[Pack, list[bytes], list[bytes]]:
+    """A pack of ids many of which share their first 8 bytes, its ids, and absent such ids."""
     directory = tmp_path / "pack"
     directory.mkdir()
     oids = sorted({bytes([a]) * 8 + bytes([b]) * 24 for a in (0, 7, 255) for b in range(0, 250, 2)})
     writer = PackWriter(directory)
     for oid in oids:
         writer.add(Kind.DATAPOINT, oid, oid)
-    pack = Pack(directory, writer.finish())
     absent = [bytes([a]) * 8 + bytes([b]) * 24 for a in (0, 7, 9, 255) for b in (1, 3, 251)]
+    return Pack(directory, writer.finish()), oids, absent
+
+
+def test_bulk_lookups_tell_apart_oids_that_share_their_first_bytes(tmp_path: Path) -> None:
+    # Bulk lookups bisect the oids' first 8 bytes; the whole oid must still decide.
+    pack, oids, absent = _pack_of_shared_prefixes(tmp_path)
     asked = sorted([*oids[::3], *absent, oids[5], oids[-1]])
     assert pack.find_sorted(asked) == [pack.find(oid) for oid in asked]
     assert [pack.oid_at(at) for at in pack.find_sorted(oids)] == oids
@@ -393,14 +398,7 @@ def test_a_pack_looked_up_often_finds_the_same_by_its_prefix_column(tmp_path: Pa
     # Past a few thousand lookups `find` bisects the oids' first 8 bytes instead.
     from dsv.pack import _FINDS_BEFORE_PREFIXES
 
-    directory = tmp_path / "pack"
-    directory.mkdir()
-    oids = sorted({bytes([a]) * 8 + bytes([b]) * 24 for a in (0, 7, 255) for b in range(0, 250, 2)})
-    writer = PackWriter(directory)
-    for oid in oids:
-        writer.add(Kind.DATAPOINT, oid, oid)
-    pack = Pack(directory, writer.finish())
-    absent = [bytes([a]) * 8 + bytes([b]) * 24 for a in (0, 7, 9, 255) for b in (1, 3, 251)]
+    pack, oids, absent = _pack_of_shared_prefixes(tmp_path)
     asked = [*oids, *absent]
     by_whole = [pack.find(oid) for oid in asked]
     while pack._prefix_col is None:

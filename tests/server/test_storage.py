@@ -525,94 +525,88 @@ def test_datapoints_must_be_canonical_json_objects() -> None:
 # -- the shared stores: what two servers on one S3 bucket and one database see ------------------
 
 
-def test_a_pack_stored_by_one_server_is_read_by_another(seaweedfs: object, tmp_path: Path) -> None:
+@pytest.fixture
+def two_servers(seaweedfs: object, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """The S3 stores of two servers on one new prefix, each with a read cache of its own."""
     from dsv.server.storage.s3 import S3BlobStore
 
     url = f"s3://dsv/{uuid.uuid4().hex}"
     one, two = S3BlobStore(url, tmp_path / "one"), S3BlobStore(url, tmp_path / "two")
-    try:
-        objects = _points(50)
-        assert two.missing("acme/evals", [hash_object(*objects[0])])  # cached "absent"...
-        prepared, oids = _pack(tmp_path, objects)
-        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
-        # ...is never believed: a miss looks in S3 again and fetches the new pack.
-        assert two.missing("acme/evals", oids) == set()
-        assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in objects]
-        # A server starting later on the same cache fetches nothing twice.
-        three = S3BlobStore(url, tmp_path / "two")
-        assert three.read("acme/evals", Kind.DATAPOINT, oids[:1]) == [objects[0][1]]
-        assert not three._sync("acme/evals", since=0)
-        three.close()
-    finally:
-        one.close()
-        two.close()
+    yield one, two
+    one.close()
+    two.close()
+
+
+def test_a_pack_stored_by_one_server_is_read_by_another(two_servers: Any, tmp_path: Path) -> None:
+    from dsv.server.storage.s3 import S3BlobStore
+
+    one, two = two_servers
+    url = one.url
+    objects = _points(50)
+    assert two.missing("acme/evals", [hash_object(*objects[0])])  # cached "absent"...
+    prepared, oids = _pack(tmp_path, objects)
+    one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    # ...is never believed: a miss looks in S3 again and fetches the new pack.
+    assert two.missing("acme/evals", oids) == set()
+    assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in objects]
+    # A server starting later on the same cache fetches nothing twice.
+    three = S3BlobStore(url, tmp_path / "two")
+    assert three.read("acme/evals", Kind.DATAPOINT, oids[:1]) == [objects[0][1]]
+    assert not three._sync("acme/evals", since=0)
+    three.close()
 
 
 def test_a_miss_is_read_again_when_another_thread_fetched_the_pack_meanwhile(
-    seaweedfs: object, tmp_path: Path
+    two_servers: Any, tmp_path: Path
 ) -> None:
     """Two requests miss the same new pack: one fetches it, the other must still find it."""
-    from dsv.server.storage.s3 import S3BlobStore
+    one, two = two_servers
+    objects = _points(20)
+    two.missing("acme/evals", [hash_object(*objects[0])])
+    prepared, oids = _pack(tmp_path, objects)
+    one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    cache_read, cache_missing = two.cache.read, two.cache.missing
 
-    url = f"s3://dsv/{uuid.uuid4().hex}"
-    one, two = S3BlobStore(url, tmp_path / "one"), S3BlobStore(url, tmp_path / "two")
-    try:
-        objects = _points(20)
-        two.missing("acme/evals", [hash_object(*objects[0])])
-        prepared, oids = _pack(tmp_path, objects)
-        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
-        cache_read, cache_missing = two.cache.read, two.cache.missing
+    def read_then_other_thread_syncs(repo: str, kind: Kind, wanted: Any) -> list[bytes]:
+        try:
+            return cache_read(repo, kind, wanted)
+        finally:
+            # This read missed; another request's sync fetches the pack before ours runs.
+            two.cache.read = cache_read  # type: ignore[method-assign]
+            two._sync(repo, since=two._fetched.get(repo, 0))
 
-        def read_then_other_thread_syncs(repo: str, kind: Kind, wanted: Any) -> list[bytes]:
-            try:
-                return cache_read(repo, kind, wanted)
-            finally:
-                # This read missed; another request's sync fetches the pack before ours runs.
-                two.cache.read = cache_read  # type: ignore[method-assign]
-                two._sync(repo, since=two._fetched.get(repo, 0))
+    two.cache.read = read_then_other_thread_syncs  # type: ignore[method-assign]
+    assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in objects]
 
-        two.cache.read = read_then_other_thread_syncs  # type: ignore[method-assign]
-        assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in objects]
+    more = _points(20, "more")
+    prepared, more_oids = _pack(tmp_path, more)
+    one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
 
-        more = _points(20, "more")
-        prepared, more_oids = _pack(tmp_path, more)
-        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    def missing_then_other_thread_syncs(repo: str, wanted: Any) -> set[bytes]:
+        try:
+            return cache_missing(repo, wanted)
+        finally:
+            two.cache.missing = cache_missing  # type: ignore[method-assign]
+            two._sync(repo, since=two._fetched.get(repo, 0))
 
-        def missing_then_other_thread_syncs(repo: str, wanted: Any) -> set[bytes]:
-            try:
-                return cache_missing(repo, wanted)
-            finally:
-                two.cache.missing = cache_missing  # type: ignore[method-assign]
-                two._sync(repo, since=two._fetched.get(repo, 0))
-
-        two.cache.missing = missing_then_other_thread_syncs  # type: ignore[method-assign]
-        assert two.missing("acme/evals", more_oids) == set()
-    finally:
-        one.close()
-        two.close()
+    two.cache.missing = missing_then_other_thread_syncs  # type: ignore[method-assign]
+    assert two.missing("acme/evals", more_oids) == set()
 
 
 def test_a_copy_by_a_server_whose_cache_lacks_the_pack_fetches_it_first(
-    seaweedfs: object, tmp_path: Path
+    two_servers: Any, tmp_path: Path
 ) -> None:
     """A server that listed the repository before another stored a pack copies from it."""
-    from dsv.server.storage.s3 import S3BlobStore
-
-    url = f"s3://dsv/{uuid.uuid4().hex}"
-    one, two = S3BlobStore(url, tmp_path / "one"), S3BlobStore(url, tmp_path / "two")
-    try:
-        objects = _points(40)
-        two.missing("acme/evals", [hash_object(*objects[0])])  # lists: nothing yet
-        prepared, oids = _pack(tmp_path, objects)
-        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
-        assert _copied(two, tmp_path, oids) == objects
-        more = _points(40, "more")
-        prepared, more_oids = _pack(tmp_path, more)
-        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
-        assert _copied(two, tmp_path, more_oids, extra=True) == more
-    finally:
-        one.close()
-        two.close()
+    one, two = two_servers
+    objects = _points(40)
+    two.missing("acme/evals", [hash_object(*objects[0])])  # lists: nothing yet
+    prepared, oids = _pack(tmp_path, objects)
+    one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    assert _copied(two, tmp_path, oids) == objects
+    more = _points(40, "more")
+    prepared, more_oids = _pack(tmp_path, more)
+    one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    assert _copied(two, tmp_path, more_oids, extra=True) == more
 
 
 def _s3_pack_names(blobs: Any, repo: str = "acme/evals") -> set[str]:
@@ -685,34 +679,27 @@ def test_packs_a_server_fetched_before_compaction_are_merged_in_its_cache(
 
 
 def test_a_pack_compacted_away_between_listing_and_fetch_is_read_from_the_merged_one(
-    seaweedfs: object, tmp_path: Path
+    two_servers: Any, tmp_path: Path
 ) -> None:
-    from dsv.server.storage.s3 import S3BlobStore
+    one, two = two_servers
+    everything: list[tuple[Kind, bytes]] = []
+    for n in range(4):
+        objects = _points(10, f"write {n}")
+        everything += objects
+        prepared, _ = _pack(tmp_path, objects)
+        one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    listed = two._list_packs
 
-    url = f"s3://dsv/{uuid.uuid4().hex}"
-    one, two = S3BlobStore(url, tmp_path / "one"), S3BlobStore(url, tmp_path / "two")
-    try:
-        everything: list[tuple[Kind, bytes]] = []
-        for n in range(4):
-            objects = _points(10, f"write {n}")
-            everything += objects
-            prepared, _ = _pack(tmp_path, objects)
-            one.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
-        listed = two._list_packs
+    def list_then_compacted(repo: str) -> Any:
+        names = listed(repo)
+        two._list_packs = listed  # type: ignore[method-assign]
+        assert one.compact(repo, most=1) is not None
+        return names
 
-        def list_then_compacted(repo: str) -> Any:
-            names = listed(repo)
-            two._list_packs = listed  # type: ignore[method-assign]
-            assert one.compact(repo, most=1) is not None
-            return names
-
-        two._list_packs = list_then_compacted  # type: ignore[method-assign]
-        oids = [hash_object(*o) for o in everything]
-        assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
-        assert len(_s3_pack_names(two)) == 1
-    finally:
-        one.close()
-        two.close()
+    two._list_packs = list_then_compacted  # type: ignore[method-assign]
+    oids = [hash_object(*o) for o in everything]
+    assert two.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in everything]
+    assert len(_s3_pack_names(two)) == 1
 
 
 def test_servers_compacting_at_once_lose_nothing(seaweedfs: object, tmp_path: Path) -> None:
