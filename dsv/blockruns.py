@@ -24,6 +24,11 @@ from dsv.pack import Pack
 __all__ = ["BlockRuns", "mismatch"]
 
 _CACHED_BLOCKS = 8
+# Bodies a reader may read beyond twice those it takes, besides two of the largest blocks it
+# has read, before runs are judged not to pay. The blocks count because one block of small
+# datapoints holds ten thousand: an edit near the start of a version reads a second block
+# before the first is used up, which is no sign of a scattered order.
+_SLACK = 8192
 
 
 def mismatch(oid: bytes) -> CorruptObject:
@@ -60,6 +65,12 @@ class BlockRuns:
         self.previous: _Block | None = None
         # Bodies read (hashed or not) so far: beyond about twice those taken, runs do not pay.
         self.hashed = 0
+        self.largest = 0  # entries of the largest block read
+
+    def scattered(self, taken: int) -> bool:
+        """Whether the blocks read cost much more than the `taken` bodies they gave: the
+        order is scattered, and the caller should go on id by id."""
+        return self.hashed > 2 * taken + _SLACK + 2 * self.largest
 
     def take(self, wanted: list[bytes], at: int) -> list[bytes]:
         """Verified bodies of `wanted[at:at + k]` for some k >= 1; empty if `wanted[at]` is
@@ -100,6 +111,7 @@ class BlockRuns:
             if block is None:
                 block = self.blocks[key] = _Block(pack, index, self.kind)
                 self.hashed += len(block.bodies)
+                self.largest = max(self.largest, len(block.bodies))
                 if len(self.blocks) > _CACHED_BLOCKS:
                     self.blocks.popitem(last=False)
             else:

@@ -33,8 +33,6 @@ __all__ = ["PARALLEL_MIN", "write_jsonl"]
 # Below this many datapoints, starting workers costs more than it saves.
 PARALLEL_MIN = 20_000
 _WRITE_EVERY = 8192  # bodies joined per write
-# Hashes a worker may spend beyond the bodies it writes before it gives up on runs.
-_HASH_SLACK = 8192
 
 _shared: dict[str, object] = {}
 
@@ -96,7 +94,7 @@ def _write_range(first: int, stop: int, part: str, slot: int) -> None:
             bodies = reader.take(wanted, at) or [store.read(wanted[at], Kind.DATAPOINT)[1]]
             at += len(bodies)
             pending += bodies
-            if isinstance(reader, BlockRuns) and reader.hashed > 2 * at + _HASH_SLACK:
+            if isinstance(reader, BlockRuns) and reader.scattered(at):
                 reader = _Mapped(store, packs)
             if len(pending) >= _WRITE_EVERY:
                 pending.append(b"")

@@ -50,8 +50,6 @@ _RELISTS = 20
 LOOSE_BYTES = 1 << 20
 # read_many takes ids this many at a time: a run of blocks never needs more in view.
 _RUN_BATCH = 8192
-# Hashes read_many may spend beyond the bodies it yields before it gives up on runs.
-_HASH_SLACK = 8192
 # From this many ids a copy plan compares whole blocks (dsv.blockindex) rather than look up
 # each id: building a pack's block index costs a sort of its entries.
 _INDEXED_PLAN = 4096
@@ -345,7 +343,7 @@ class ObjectStore:
                 bodies = bodies or [self.read(wanted[at], kind)[1]]
                 at += len(bodies)
                 yield from bodies
-                if runs.hashed > 2 * (done + at) + _HASH_SLACK:
+                if runs.scattered(done + at):
                     runs = None
             done += len(wanted)
 

@@ -49,7 +49,7 @@ def _parallel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways a worker reads: runs of blocks, and (once runs waste hashing) id by id."""
     if request.param == "mapped":
-        monkeypatch.setattr(materialize, "_HASH_SLACK", -(10**9))
+        monkeypatch.setattr(BlockRuns, "scattered", lambda self, taken: True)
     return str(request.param)
 
 
@@ -186,6 +186,35 @@ class _CountingList(list[bytes]):
         if isinstance(key, slice):
             _CountingList.copied += len(item)
         return item
+
+
+def test_an_edit_near_the_start_of_a_version_of_small_datapoints_is_no_scattered_order(
+    tmp_path: Path,
+) -> None:
+    # A block of small datapoints holds more than ten thousand. An edit at the 100th
+    # datapoint reads a second block (the edit's) before the first is used up: judged
+    # scattered, a million-datapoint checkout went id by id through a map of every pack.
+    store = ObjectStore(tmp_path / "objects")
+    store.pack_dir.mkdir(parents=True)
+    count = 40_000
+    bodies = [b'{"id":%d}' % i for i in range(count)]
+    oids = [hash_object(Kind.DATAPOINT, body) for body in bodies]
+    for part in (range(count - 1), range(count - 1, count)):  # the edit in a pack of its own
+        writer = PackWriter(store.pack_dir)
+        for i in part:
+            writer.add(Kind.DATAPOINT, oids[i], bodies[i])
+        writer.finish()
+    store.reload()
+    assert max(p.count // p.nblocks for p in store.packs) > 10_000
+    version = oids[:-1]
+    version[100] = oids[-1]
+    runs = BlockRuns(store.packs, Kind.DATAPOINT)
+    taken: list[bytes] = []
+    while len(taken) < len(version):
+        taken += runs.take(version, len(taken))
+        assert not runs.scattered(len(taken))
+    assert taken == [bodies[oids.index(oid)] for oid in version]
+    assert runs.hashed == count
 
 
 @pytest.mark.parametrize("order", ["forward", "reversed", "pairs swapped"])
