@@ -25,7 +25,7 @@ import zstandard
 from dsv.errors import CorruptObject
 from dsv.fsutil import digest_fd, fsync_dir, note_temp
 from dsv.objects import OID_SIZE, Kind, split_oids
-from dsv.sorting import argsort_keys, sort_oids
+from dsv.sorting import argsort_keys, permute, sort_oids
 
 __all__ = [
     "BLOCK_SIZE",
@@ -83,22 +83,19 @@ def encode_index(
     45 MB index was one more copy at a fetch's peak.)"""
     count = len(oids) // OID_SIZE
     order, table = sort_oids(oids)
-    fanout = array(_U32, [0] * 256)
-    for first in oids[::OID_SIZE]:
-        fanout[first] += 1
-    fanout = array(_U32, itertools.accumulate(fanout))
-
-    def column(values: array[int]) -> bytes:
-        return array(_U32, map(values.__getitem__, order)).tobytes()
+    # Entry k of the fan-out counts the ids whose first byte is k or less: in the sorted
+    # table, where the first byte k + 1 begins.
+    firsts = bytes(memoryview(table)[::OID_SIZE])
+    fanout = array(_U32, [bisect.bisect_right(firsts, k) for k in range(256)])
 
     parts: list[bytes | memoryview] = [
         _IDX_HEADER.pack(IDX_MAGIC, PACK_VERSION, count, len(blocks), len(frames) // 2),
         fanout.tobytes(),
         table,
-        column(block_of),
-        column(offset_of),
-        column(length_of),
-        bytes(map(kind_of.__getitem__, order)),
+        permute(block_of, order),
+        permute(offset_of, order),
+        permute(length_of, order),
+        permute(kind_of, order),
         b"".join(blocks),
         frames.tobytes(),
         checksum,

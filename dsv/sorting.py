@@ -15,7 +15,14 @@ from typing import Any
 
 from dsv.objects import OID_SIZE, split_oids
 
-__all__ = ["absent_oids", "argsort_keys", "arrow_kernel", "sort_oids", "unique_oids"]
+__all__ = [
+    "absent_oids",
+    "argsort_keys",
+    "arrow_kernel",
+    "permute",
+    "sort_oids",
+    "unique_oids",
+]
 
 # Below this many ids Python sorts them faster than pyarrow loads (0.1-0.3 s).
 _ARROW_SORT = 1 << 16
@@ -73,12 +80,70 @@ def sort_oids(oids: bytes | bytearray) -> tuple[array[int], bytes | memoryview]:
     # pyarrow's sort is stable and bytewise, as Python's: a million ids as Python objects,
     # and their sort, had been most of a large fetch's peak memory.
     values = _ids_array(oids)
-    found = arrow_kernel("array_sort_indices", values)
+    found = _sort_by_heads(values, count)
+    if found is None:
+        found = arrow_kernel("array_sort_indices", values)
     ordered = arrow_kernel("take", values, found)
     order = array("Q", found.buffers()[1].to_pybytes()[8 * found.offset :][: 8 * count])
     # The kernel's own buffer, not a copy of it: the view keeps it alive.
     start = OID_SIZE * ordered.offset
     return order, memoryview(ordered.buffers()[1]).cast("B")[start : start + OID_SIZE * count]
+
+
+def _sort_by_heads(values: Any, count: int) -> Any | None:
+    """The order of the ids `values` by their first 8 bytes, as one integer each; None if two
+    share them (only a sort of whole ids orders those, and stably).
+
+    Ids are hashes, so their heads differ but for a crafted or repeated id. Sorting 64-bit
+    integers takes half the time of sorting 32-byte strings (0.15 s against 0.31 s at 1M)."""
+    import pyarrow as pa
+
+    try:
+        heads = arrow_kernel("binary_slice", values, options=_slice_options(0, 8))
+    except pa.ArrowNotImplementedError:
+        return None
+    if not pa.types.is_fixed_size_binary(heads.type):  # (pyarrow gave another layout)
+        return None
+    keys = array("Q")
+    keys.frombytes(memoryview(heads.buffers()[1])[8 * heads.offset : 8 * (heads.offset + count)])
+    if sys.byteorder == "little":
+        keys.byteswap()  # the integers' order must be the bytes' order
+    numbers = pa.Array.from_buffers(pa.uint64(), count, [None, pa.py_buffer(keys)])
+    found = arrow_kernel("array_sort_indices", numbers)
+    ordered = arrow_kernel("take", numbers, found)
+    tied = arrow_kernel("equal", ordered.slice(1), ordered.slice(0, count - 1))
+    return None if arrow_kernel("any", tied).as_py() else found
+
+
+def _slice_options(start: int, stop: int) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.SliceOptions(start, stop)
+
+
+def permute(values: array[int] | bytearray, order: array[int]) -> bytes:
+    """The bytes of `values` (an array of fixed-size integers, or of bytes) taken in `order`."""
+    count = len(order)
+    if count < _ARROW_SORT or "pyarrow" not in sys.modules:
+        if isinstance(values, bytearray):
+            return bytes(map(values.__getitem__, order))
+        return array(values.typecode, map(values.__getitem__, order)).tobytes()
+    import pyarrow as pa
+
+    if isinstance(values, bytearray):
+        kind, size = pa.uint8(), 1
+    else:
+        kind, size = (
+            {1: pa.uint8(), 2: pa.uint16(), 4: pa.uint32(), 8: pa.uint64()}[values.itemsize],
+            values.itemsize,
+        )
+    column = pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
+    positions = pa.Array.from_buffers(
+        {4: pa.uint32(), 8: pa.uint64()}[order.itemsize], count, [None, pa.py_buffer(order)]
+    )
+    taken = arrow_kernel("take", column, positions)
+    data: bytes = taken.buffers()[1].to_pybytes()
+    return data[taken.offset * size : (taken.offset + count) * size]
 
 
 def unique_oids(packed: bytes) -> bytes:

@@ -615,3 +615,23 @@ def test_a_push_plan_gives_its_ids_in_batches_from_any_point() -> None:
         (Kind.PAGE, ids[14:15]),
     ]
     assert list(sending.batches(15, 4)) == []
+
+
+@pytest.mark.parametrize("order", ["as asked", "out of order", "repeated", "left out"])
+def test_the_ids_still_to_come_are_counted_whatever_order_they_come_in(order: str) -> None:
+    """An answer is checked against its request by comparing lists while it follows the
+    request's order, by a set from the first object out of it: the same counts either way."""
+    from dsv.remote.connection import _Asked
+
+    batch = [bytes([i]) * 32 for i in range(10)]
+    asked = _Asked(batch)
+    sent = {
+        "as asked": [batch[:4], batch[4:]],
+        "out of order": [batch[:3], [batch[5], batch[3], batch[4]], batch[6:]],
+        "repeated": [batch[:4], batch[3:]],
+        "left out": [batch[:4], batch[5:]],
+    }[order]
+    extra = sum(asked.take(part) for part in sent)
+    assert extra == (1 if order == "repeated" else 0)
+    assert len(asked) == (1 if order == "left out" else 0)
+    assert (batch[4] in asked) == (order == "left out")

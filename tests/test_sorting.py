@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from array import array
 
 import pytest
 
 from dsv import sorting
-from dsv.sorting import absent_oids, argsort_keys, sort_oids, unique_oids
+from dsv.sorting import absent_oids, argsort_keys, permute, sort_oids, unique_oids
 
 
 def test_a_large_id_table_is_sorted_as_a_small_one_is(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,6 +24,39 @@ def test_a_large_id_table_is_sorted_as_a_small_one_is(monkeypatch: pytest.Monkey
     assert table == b"".join(sorted(ids))
     monkeypatch.setattr(sorting, "_ARROW_SORT", 1 << 30)
     assert sort_oids(packed) == (order, table)
+
+
+@pytest.mark.parametrize("heads", ["all differ", "two share them", "an id repeated"])
+def test_ids_sorted_by_their_first_8_bytes_are_in_the_order_of_whole_ids(heads: str) -> None:
+    """Ids sort as 64-bit integers of their heads unless two heads are equal: then whole ids
+    decide, and equal ids keep their order."""
+    rng = random.Random(11)
+    ids = [rng.randbytes(32) for _ in range(70_000)]
+    if heads == "two share them":
+        ids[10] = ids[20][:8] + bytes(24)  # crafted: sorts before ids[20]
+    elif heads == "an id repeated":
+        ids[10] = ids[20]
+    packed = b"".join(ids)
+    order, table = sort_oids(packed)
+    assert list(order) == sorted(range(len(ids)), key=ids.__getitem__)
+    assert table == b"".join(sorted(ids))
+    by_heads = sorting._sort_by_heads(sorting._ids_array(packed), len(ids))
+    assert (by_heads is None) == (heads != "all differ")
+
+
+@pytest.mark.parametrize("count", [1000, 70_000])
+@pytest.mark.parametrize("typecode", ["I", "Q", "bytes"])
+def test_a_column_is_permuted_as_python_permutes_it(count: int, typecode: str) -> None:
+    if count >= 65_536:
+        import pyarrow  # noqa: F401 - loaded, as a sort before it leaves it: its take is used
+    rng = random.Random(count)
+    order = array("Q", rng.sample(range(count), count))
+    if typecode == "bytes":
+        values: array[int] | bytearray = bytearray(rng.randbytes(count))
+        assert permute(values, order) == bytes(values[i] for i in order)
+    else:
+        values = array(typecode, [rng.getrandbits(32) for _ in range(count)])
+        assert permute(values, order) == array(typecode, [values[i] for i in order]).tobytes()
 
 
 def test_repeats_are_dropped_where_they_first_appear(monkeypatch: pytest.MonkeyPatch) -> None:

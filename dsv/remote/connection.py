@@ -326,12 +326,12 @@ class Connection:
             tmp.unlink(missing_ok=True)
             raise
 
-    def _asked(self, kind: Kind, batch: Sequence[bytes]) -> tuple[BlockCheck, set[bytes]]:
+    def _asked(self, kind: Kind, batch: Sequence[bytes]) -> tuple[BlockCheck, _Asked]:
         """A check that refuses an object of another kind, and more objects not asked for
         (or sent twice) than were asked, which only datapoints may come with (a stored block
-        sent whole, protocol.md §5); and the set of ids still to come (empty once the answer
-        was whole)."""
-        asked = set(batch)
+        sent whole, protocol.md §5); and the ids still to come (none once the answer was
+        whole)."""
+        asked = _Asked(batch)
         room = len(batch) if kind == Kind.DATAPOINT else 0
         extra = 0
 
@@ -339,19 +339,15 @@ class Connection:
             nonlocal extra
             if kinds.count(kind) != len(kinds):
                 raise RemoteError(f"{self._where()} sent an object that was not asked for")
-            for oid in oids:
-                if oid in asked:
-                    asked.discard(oid)
-                    continue
-                extra += 1
-                if extra > room:
-                    raise RemoteError(f"{self._where()} sent an object that was not asked for")
+            extra += asked.take(oids)
+            if extra > room:
+                raise RemoteError(f"{self._where()} sent an object that was not asked for")
 
         return check, asked
 
     def _collect(
         self, kind: Kind, batch: Sequence[bytes]
-    ) -> tuple[BlockCheck, set[bytes], list[tuple[bytes, bytes]]]:
+    ) -> tuple[BlockCheck, _Asked, list[tuple[bytes, bytes]]]:
         """`_asked`'s check, also keeping (oid, body) of each asked object once: a whole
         block may bring others along, which are dropped."""
         check, asked = self._asked(kind, batch)
@@ -368,7 +364,7 @@ class Connection:
 
         return keep, asked, got
 
-    def _left_out(self, asked: set[bytes]) -> None:
+    def _left_out(self, asked: _Asked | set[bytes]) -> None:
         if asked:
             left = plural(len(asked), "object")
             raise RemoteError(f"{self._where()} left out {left} asked for")
@@ -385,14 +381,14 @@ class Connection:
                 self._left_out(asked)
                 yield from got
                 continue
-            asked = set(batch)
+            expected = set(batch)
             for kind_got, body in self._pack_stream("/objects", request):
                 oid = hash_object(kind_got, body)
-                if kind_got != kind or oid not in asked:
+                if kind_got != kind or oid not in expected:
                     raise RemoteError(f"{self._where()} sent an object that was not asked for")
-                asked.discard(oid)
+                expected.discard(oid)
                 yield oid, body
-            self._left_out(asked)
+            self._left_out(expected)
 
     def object_packs(
         self, kind: Kind, oids: Sequence[bytes]
@@ -504,3 +500,44 @@ def open_remote(remote: Remote, name: str) -> Connection:
     """A connection to `remote`, its key from the variable the remote names (or DSV_API_KEY)."""
     source = remote.key_env or "DSV_API_KEY"
     return Connection(remote.url, key=os.environ.get(source) or None, key_source=source, name=name)
+
+
+class _Asked:
+    """The ids of a request still to come. While the answer follows the request's order (a
+    clone's does: a server stores a push in the order its versions list the datapoints), they
+    are taken off the front by comparing lists; from the first object out of order, by a set.
+    (A set of each request's ids, and a lookup per object, were 5% of a 1M clone.)"""
+
+    __slots__ = ("_at", "_batch", "_rest")
+
+    def __init__(self, batch: Sequence[bytes]) -> None:
+        self._batch = list(batch)
+        self._at = 0
+        self._rest: set[bytes] | None = None
+
+    def _unordered(self) -> set[bytes]:
+        if self._rest is None:
+            self._rest = set(self._batch[self._at :])
+        return self._rest
+
+    def take(self, oids: list[bytes]) -> int:
+        """Take `oids` off the ids still to come; how many of them were not among those."""
+        if self._rest is None:
+            stop = self._at + len(oids)
+            if self._batch[self._at : stop] == oids:
+                self._at = stop
+                return 0
+        rest = self._unordered()
+        extra = 0
+        for oid in oids:
+            if oid in rest:
+                rest.discard(oid)
+            else:
+                extra += 1
+        return extra
+
+    def __contains__(self, oid: object) -> bool:
+        return oid in self._unordered()
+
+    def __len__(self) -> int:
+        return len(self._batch) - self._at if self._rest is None else len(self._rest)
