@@ -839,7 +839,9 @@ def test_a_pooled_connection_is_checked_by_its_socket_and_a_dead_one_replaced(
             assert meta.list_refs("acme/evals") == {}
         assert checks == []  # nothing arrived on the idle socket: no round trip
         with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            # Waits for the backend to end (5 s), so its goodbye is on the idle socket: a
+            # loan made before it arrives cannot know, which failed this test once.
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
         with meta.pool.connection() as db:
             # The ended session was refused on loan (a real check ran) and replaced.
             assert checks and db.info.backend_pid != pid
@@ -1107,51 +1109,69 @@ def test_a_failed_background_merge_is_logged_and_the_write_stands(
         reader.close()
 
 
-def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
+def test_a_merge_with_small_blocks_writes_all_anew_and_one_of_full_blocks_copies_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Packs of API writes (a block of a few objects each) are written anew, datapoints
-    first; a push's pack of full blocks is copied as it is."""
-    from dsv.pack import Pack
+    first, with every pack merged beside them; packs of full blocks alone are copied."""
+    from dsv.pack import BLOCK_SIZE, Pack
     from dsv.store import PACKS_MOST
 
     monkeypatch.setattr(LocalBlobStore, "request_compaction", lambda self, repo: None)
     root = tmp_path / "root"
     blobs = LocalBlobStore(root)
     filler = "x" * 1000
-    pushed = [
-        (Kind.DATAPOINT, canonicalize(f'{{"i": {i}, "f": "{filler}"}}'.encode()))
-        for i in range(1100)
-    ]
-    everything = list(pushed)
-    prepared, _ = _pack(tmp_path, pushed)
-    blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
     pack_dir = root / "repos" / "acme" / "evals" / "objects" / "pack"
-    (dense_name,) = [p.stem for p in pack_dir.glob("*.idx")]
-    dense = Pack(pack_dir, dense_name)
-    dense_blocks = dense.nblocks
-    dense.close()
-    for n in range(PACKS_MOST + 4):
-        # One object stored by every write (as after two merges at once) is kept once.
-        shared = (Kind.PAGE, b"in every write")
-        objects = [shared, (Kind.PAGE, f"page of write {n}".encode()), *_points(100, f"w{n}")]
-        everything += objects[1:] if n else objects
-        prepared, _ = _pack(tmp_path, objects)
+
+    def push(n: int) -> tuple[list[tuple[Kind, bytes]], list[bytes]]:
+        pushed = [
+            (Kind.DATAPOINT, canonicalize(f'{{"i": {i}, "f": "{filler}", "p": {n}}}'.encode()))
+            for i in range(1100)
+        ]
+        before = {p.stem for p in pack_dir.glob("*.idx")}
+        prepared, _ = _pack(tmp_path, pushed)
         blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        (name,) = {p.stem for p in pack_dir.glob("*.idx")} - before
+        pack = Pack(pack_dir, name)
+        try:
+            return pushed, [pack.read_block_data(b)[3] for b in range(pack.nblocks)]
+        finally:
+            pack.close()
+
+    everything, first_blocks = push(0)
+    second, _ = push(1)
+    everything += second
     try:
-        # By count, the full pack is below twice the rest: the geometric rule merges it too.
+        # Two pushes (full blocks only): copied, so blocks come through as they were.
+        merged_name = blobs.compact("acme/evals", most=1)
+        assert merged_name is not None
+        assert [p.stem for p in pack_dir.glob("*.idx")] == [merged_name]
+        merged = Pack(pack_dir, merged_name)
+        try:
+            assert merged.nblocks == 2 * len(first_blocks)
+            copied = [merged.read_block_data(b)[3] for b in range(len(first_blocks))]
+            assert copied == first_blocks
+        finally:
+            merged.close()
+        for n in range(PACKS_MOST + 4):
+            # One object stored by every write (as after two merges at once) is kept once.
+            shared = (Kind.PAGE, b"in every write")
+            objects = [shared, (Kind.PAGE, f"page of write {n}".encode()), *_points(100, f"w{n}")]
+            everything += objects[1:] if n else objects
+            prepared, _ = _pack(tmp_path, objects)
+            blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        # By count, the pushes' pack is below twice the rest: the geometric rule merges it
+        # too, and beside small blocks it is written anew.
         merged_name = blobs.compact("acme/evals")
         assert merged_name is not None
         (rest_name,) = {p.stem for p in pack_dir.glob("*.idx")} - {merged_name}
         merged, rest = Pack(pack_dir, merged_name), Pack(pack_dir, rest_name)
         try:
-            # The small packs' 16 blocks of datapoints became one; the full ones are as they
-            # were; the rest went to a pack of its own (as a push stores it).
-            assert merged.nblocks == 1 + dense_blocks
-            first = [merged.kind_at(i) for i in range(merged.count) if merged.location(i)[0] == 0]
-            assert first == [Kind.DATAPOINT] * 100 * (PACKS_MOST + 4)
+            assert {merged.kind_at(i) for i in range(merged.count)} == {Kind.DATAPOINT}
+            assert merged.count == 2200 + 100 * (PACKS_MOST + 4)
+            # Full blocks, with small frames: none is left holding one write's 100.
+            assert merged.nblocks - 1 <= merged.raw_bytes // BLOCK_SIZE + 1  # (a dictionary)
             assert [rest.kind_at(i) for i in range(rest.count)] == [Kind.PAGE] * (PACKS_MOST + 5)
-            assert merged.count + rest.count == len(everything)
         finally:
             merged.close()
             rest.close()
@@ -1162,5 +1182,65 @@ def test_a_merge_gathers_small_blocks_into_full_ones_and_copies_full_ones(
                 (oid, body) for oid, (k, body) in zip(oids, everything, strict=True) if k == kind
             ]
             assert blobs.read("acme/evals", kind, [o for o, _ in wanted]) == [b for _, b in wanted]
+    finally:
+        blobs.close()
+
+
+def test_a_merge_lays_api_written_datapoints_out_in_the_order_their_datasets_list_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API writes interleave their datasets a few datapoints at a time; merged, each
+    dataset's datapoints lie together in its order, as a push would have sent them, so a
+    page of one dataset reads a block or two instead of one per write."""
+    from dsv.manifest import build_dataset
+    from dsv.objects import Format
+    from dsv.pack import Pack
+    from dsv.store import PACKS_MOST
+
+    monkeypatch.setattr(LocalBlobStore, "request_compaction", lambda self, repo: None)
+    root = tmp_path / "root"
+    blobs = LocalBlobStore(root)
+
+    class Sink:
+        def __init__(self) -> None:
+            self.objects: list[tuple[Kind, bytes]] = []
+
+        def write(self, kind: Kind, body: bytes) -> bytes:
+            self.objects.append((kind, body))
+            return hash_object(kind, body)
+
+    listed: dict[str, list[bytes]] = {"a": [], "b": []}
+    versions: dict[str, Any] = {"a": None, "b": None}
+    for n in range(PACKS_MOST + 3):
+        name = "ab"[n % 2]
+        sink = Sink()
+        points = _points(7, f"{name}{n}")
+        sink.objects += points
+        base_oids = b"".join(listed[name])
+        listed[name] += [hash_object(*p) for p in points]
+        if n == 5:
+            listed[name].reverse()  # an edit of the order: the newest version decides
+        _, versions[name] = build_dataset(
+            sink,
+            b"".join(listed[name]),
+            Format("jsonl"),
+            base=versions[name],
+            base_oids=base_oids or None,
+        )
+        prepared, _ = _pack(tmp_path, sink.objects)
+        blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+    pack_dir = root / "repos" / "acme" / "evals" / "objects" / "pack"
+    try:
+        assert blobs.compact("acme/evals") is not None
+        laid_out: list[bytes] = []
+        for path in pack_dir.glob("*.idx"):
+            pack = Pack(pack_dir, path.stem)
+            try:
+                entries = sorted(range(pack.count), key=lambda i: pack.location(i)[:2])
+                laid_out += [pack.oid_at(i) for i in entries if pack.kind_at(i) == Kind.DATAPOINT]
+            finally:
+                pack.close()
+        # The newest versions first (the last write was of "a"), each in its own order.
+        assert laid_out == listed["a"] + listed["b"]
     finally:
         blobs.close()

@@ -2,9 +2,10 @@
 
 Every write stores a pack, so a busy repository's packs are merged in the background, one
 thread per server process (as the S3 store's compaction): past `PACKS_MOST` packs, the small
-ones become one (the geometric rule of `ObjectStore.consolidate`); objects of packs of small
-blocks are written anew into full blocks, so that a repository written by thousands of API
-writes reads as one written by a push does (docs/performance.md). The merge runs on an
+ones become one (the geometric rule of `ObjectStore.consolidate`). Where packs of small blocks
+are among them, every object is written anew into full blocks, datapoints in the order their
+datasets list them (`write_merged`), so that a repository written by thousands of API writes
+reads as one written by a push does (docs/performance.md). The merge runs on an
 object store of its own, not on the one requests read through, so reads of the repository go
 on while it copies blocks; the merged pack is published before any pack it replaces is
 removed, so a reader of this or another process on the same root finds every object all
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from dsv.errors import CorruptObject
 from dsv.fsutil import fsync_dir
-from dsv.objects import Kind, hash_object
+from dsv.objects import OID_SIZE, Kind, decode_dataset, hash_object, split_oids
 from dsv.pack import BLOCK_SIZE, Pack, PackWriter, PreparedPack
 from dsv.server.storage import StorageError, check_repo_name
 from dsv.server.storage.compactor import Compactor
@@ -183,12 +184,12 @@ def _merge_packs(store: ObjectStore, packs: list[Pack], *, anew: bool = False) -
     """Replace `packs` of `store` by two holding their objects, datapoints and the rest, as a
     push stores them; the datapoints' pack's name.
 
-    As `ObjectStore.merge_packs`, but a pack of small blocks (an API write's, a small push's)
-    is written anew rather than copied block by block: ten thousand writes would otherwise
+    As `ObjectStore.merge_packs`, but beside a pack of small blocks (an API write's, a small
+    push's) every object is written anew (`write_merged`): ten thousand writes would otherwise
     leave ten thousand blocks of a few datapoints, each a decompression of its own for a read
     of a few of them. Datapoints get a pack of their own, whose dictionary is trained on them
     and whose blocks are cut in small frames; manifests and commits compress best in whole
-    blocks. Each object is re-hashed on the way. `anew`: every pack so.
+    blocks. `anew`: written anew whatever the packs.
     """
     packs = sorted(packs, key=_age)  # oldest first: a version's objects stay in write order
     for pack in packs:
@@ -214,37 +215,96 @@ def _merge_packs(store: ObjectStore, packs: list[Pack], *, anew: bool = False) -
 def write_merged(
     writer: PackWriter, packs: list[Pack], *, anew: bool = False, rest: PackWriter | None = None
 ) -> None:
-    """Add the objects of `packs` to `writer`: those of packs of small blocks (of every pack
-    if `anew`) written anew, datapoints first and each re-hashed, then the full blocks of the
-    others as they are (the packs are verified by their checksums before). With `rest`, the
-    objects written anew that are not datapoints go there."""
-    dense = [] if anew else [pack for pack in packs if _dense(pack)]
-    sparse = [pack for pack in packs if pack not in dense]
+    """Add the objects of `packs` to `writer`. Packs of full blocks only (pushes') are
+    copied block by block (they are verified by their checksums before); where any pack is
+    of small blocks (an API write's, a small push's), or if `anew`, every object is written
+    anew and re-hashed, datapoints first. With `rest`, the objects written anew that are not
+    datapoints go there.
+
+    Written anew, datapoints go in the order the datasets stored in `packs` list them, newest
+    version first (`_listed_order`), as a push sends them. API writes interleave the datasets
+    ten datapoints at a time: in the order written, a page of 100 of one dataset was spread
+    over ten writes' blocks. The full packs of earlier merges are written anew with the new
+    writes for the same reason: copied, each kept its own generation's order, and a dataset's
+    page still spanned several of them. The geometric rule (`small_packs`) bounds what this
+    costs: an object is rewritten about log2(objects) times over its life, as it was copied.
+    """
+    if not anew and all(_dense(pack) for pack in packs):
+        for pack in packs:
+            writer.add_pack(pack)
+        return
     # An object in two packs (two merges at once, a resumed push) is written once.
     written: set[bytes] = set()
+
+    def write(pack: Pack, i: int, kind: Kind, into: PackWriter) -> None:
+        oid = pack.oid_at(i)
+        if oid in written:
+            return
+        written.add(oid)
+        body = pack.read_at(i)[1]
+        if hash_object(kind, body) != oid:
+            raise CorruptObject(
+                f"pack {pack.name}: object {oid.hex()} does not match its id",
+                hint="run 'dsv fsck'",
+            )
+        into.add(kind, oid, body)
+
     # Datapoints first: a writer trains its dictionary on its first full block, and
     # without one a block is a single frame, so a read of one datapoint would decompress
-    # all of it. Written objects before copied ones: copying ends that choice.
+    # all of it.
+    for pack, i in _listed_order(packs):
+        write(pack, i, Kind.DATAPOINT, writer)
     for datapoints in (True, False):
         into = writer if datapoints or rest is None else rest
-        for pack in sparse:
+        for pack in packs:
             for i in _stored_order(pack):
                 kind = pack.kind_at(i)
-                if (kind == Kind.DATAPOINT) != datapoints:
+                if (kind == Kind.DATAPOINT) == datapoints:
+                    write(pack, i, kind, into)
+
+
+def _listed_order(packs: list[Pack]) -> Iterator[tuple[Pack, int]]:
+    """The datapoint entries of `packs` in the order the datasets stored in `packs` list
+    them: newest dataset first (`packs` are oldest first, each in the order written), each
+    datapoint once. Pages not in `packs` are passed over: this orders, it does not check."""
+    where: dict[bytes, tuple[Pack, int]] = {}
+    for pack in packs:
+        for i in range(pack.count):
+            if pack.kind_at(i) == Kind.DATAPOINT:
+                where.setdefault(pack.oid_at(i), (pack, i))
+    if not where:
+        return
+    # A dataset's versions share their pages (manifest.build_dataset reuses runs of them):
+    # a slice of a page already walked is passed over, so that ten thousand versions of
+    # forty datasets cost their distinct pages, not their lengths.
+    walked: dict[bytes, list[tuple[int, int]]] = {}
+    for pack in reversed(packs):
+        for i in reversed(_stored_order(pack)):
+            if pack.kind_at(i) != Kind.DATASET:
+                continue
+            try:
+                dataset = decode_dataset(pack.read_at(i)[1])
+            except CorruptObject:
+                continue
+            for piece in dataset.slices:
+                ranges = walked.setdefault(piece.page, [])
+                if any(a <= piece.start and piece.stop <= b for a, b in ranges):
                     continue
-                oid = pack.oid_at(i)
-                if oid in written:
-                    continue
-                written.add(oid)
-                body = pack.read_at(i)[1]
-                if hash_object(kind, body) != oid:
-                    raise CorruptObject(
-                        f"pack {pack.name}: object {oid.hex()} does not match its id",
-                        hint="run 'dsv fsck'",
-                    )
-                into.add(kind, oid, body)
-    for pack in dense:
-        writer.add_pack(pack)
+                ranges.append((piece.start, piece.stop))
+                page = _read_page(packs, piece.page)
+                for oid in split_oids(page[piece.start * OID_SIZE : piece.stop * OID_SIZE]):
+                    found = where.pop(oid, None)
+                    if found is not None:
+                        yield found
+
+
+def _read_page(packs: list[Pack], oid: bytes) -> bytes:
+    for pack in packs:
+        i = pack.find(oid)
+        if i >= 0:
+            kind, body = pack.read_at(i)
+            return body if kind == Kind.PAGE else b""
+    return b""
 
 
 def _stored_order(pack: Pack) -> list[int]:
