@@ -1197,3 +1197,55 @@ def test_a_version_that_came_in_through_a_merge_is_listed(
     assert [d.inputs for d in got.datapoints or []] == [
         {"q": "q0"}, {"q": "on feature"}, {"q": "q2"}, {"q": "q3"}
     ]  # fmt: skip
+
+
+def test_a_history_is_extended_by_the_writes_since_and_is_what_a_fresh_walk_finds(
+    tmp_path: Path,
+) -> None:
+    """Each write moves the branch's tip: a dataset's versions are found by walking back
+    only to the tip they were last found for. Walking the whole history again for each made
+    a write's time grow with the history."""
+    from dsv.server.dialects.humanloop.history import History
+    from dsv.server.dialects.humanloop.types import MoveRequest
+
+    blobs, meta = open_storage(tmp_path / "root")
+    store = open_store(meta)
+    objects = StoredObjects(blobs)
+    service = HumanloopService(objects, meta, store, tmp_dir=tmp_path / "root", auth=False)
+    walks: list[str] = []
+    whole_walk = service.history._chain
+
+    def counted(record: Any, tip: bytes, moves: dict[bytes, str]) -> Any:
+        walks.append(record.path)
+        return whole_walk(record, tip, moves)
+
+    service.history._chain = counted  # type: ignore[method-assign]
+    try:
+
+        def point(text: str) -> list[CreateDatapoint]:
+            return [CreateDatapoint(inputs={"q": text})]
+
+        ids = [
+            service.upsert(None, UpsertRequest(point(name), path=f"acme/evals/{name}")).response.id
+            for name in ("a", "b")
+        ]
+        for n in range(8):
+            for k, dataset_id in enumerate(ids):
+                if (n, k) == (3, 1):
+                    service.move(None, dataset_id, MoveRequest(path="acme/evals/renamed"))
+                    continue
+                action = "set" if n % 3 == 2 else "add"  # "set" keeps one: a new version
+                service.upsert(None, UpsertRequest(point(f"{k}.{n}"), id=dataset_id, action=action))
+            fresh = History(objects, store)
+            for dataset_id in ids:
+                record = store.dataset_by_id(dataset_id)
+                assert record is not None
+                branch = service.branch_of(record.repo)[1]
+                assert service.history.versions(record, branch, {}) == fresh.versions(
+                    record, branch, {}
+                )
+        # Once per dataset, and once more for the moved one (its path changed).
+        assert sorted(walks) == ["a.jsonl", "b.jsonl", "renamed.jsonl"]
+    finally:
+        meta.close()
+        blobs.close()

@@ -23,6 +23,9 @@ __all__ = ["Chain", "History", "Version", "Versions"]
 # (commit, the dataset's path at that commit), newest first.
 Chain = list[tuple[bytes, str]]
 _HISTORIES = 512
+# How far back from a new tip the history known for an older tip is looked for: further, the
+# whole history is walked again (a rewritten branch never finds it).
+_EXTEND_MOST = 1024
 
 
 class Version(NamedTuple):
@@ -65,6 +68,8 @@ class History:
         self._histories: collections.OrderedDict[
             tuple[str, str, str, bytes, int], tuple[Chain, dict[bytes, int], list[Version]]
         ] = collections.OrderedDict()
+        # The tip each dataset's history was last found for: the next tip extends it.
+        self._last_tips: dict[tuple[str, str, str, int], bytes] = {}
 
     def _chain(self, record: DatasetRecord, tip: bytes, moves: dict[bytes, str]) -> Chain:
         """(commit, the dataset's path there) along first parents from `tip`, undoing moves."""
@@ -98,13 +103,17 @@ class History:
         joined = at[oid]
         return [(p, chain[joined][1]) for p in prefix] + chain[joined:], joined
 
-    def _walk(self, repo: str, chain: Chain, *, first: bool) -> list[Version]:
-        """Versions along `chain` (newest first) while the dataset exists; only one if `first`."""
+    def _walk(
+        self, repo: str, chain: Chain, *, first: bool, stop: int | None = None
+    ) -> tuple[list[Version], bool]:
+        """Versions along `chain` (newest first) while the dataset exists; only one if
+        `first`; only among the first `stop` commits if given. And whether the walk ended
+        because the dataset did not exist."""
         found: list[Version] = []
         entry = self.objects.tree(repo, chain[0][0]).get(chain[0][1]) if chain else None
-        for i, (oid, path) in enumerate(chain):
+        for i, (oid, path) in enumerate(chain[:stop]):
             if entry is None:
-                break
+                return found, True
             parent = chain[i + 1] if i + 1 < len(chain) else None
             parent_entry = self.objects.tree(repo, parent[0]).get(parent[1]) if parent else None
             if parent_entry is None or not self.objects.same(repo, entry, parent_entry):
@@ -112,7 +121,7 @@ class History:
                 if first:
                     break
             entry = parent_entry
-        return found
+        return found, entry is None
 
     def _with_merged(
         self, repo: str, versions: list[Version], at: dict[bytes, int]
@@ -153,26 +162,68 @@ class History:
         self, record: DatasetRecord, tip: bytes
     ) -> tuple[Chain, dict[bytes, int], list[Version]]:
         """The chain from `tip`, each commit's place in it, and the versions along it; kept
-        for a few hundred (dataset, tip) pairs, as walking a long history costs."""
+        for a few hundred (dataset, tip) pairs, as walking a long history costs. A history
+        known for an older tip on `tip`'s first-parent line is extended by the commits since
+        (`_extended`): each write moves the tip, and walking ten thousand commits again for
+        each made a write's time grow with the history."""
         moves = self.store.dataset_moves(record.id)
-        key = (record.repo, record.id, record.path, tip, len(moves))
+        dataset = (record.repo, record.id, record.path, len(moves))
+        key = (*dataset[:3], tip, dataset[3])
         with self._guard:
             found = self._histories.get(key)
             if found is not None:
                 self._histories.move_to_end(key)
                 return found
-        chain = self._chain(record, tip, moves)
-        at = {oid: i for i, (oid, _) in enumerate(chain)}
-        found = (
-            chain,
-            at,
-            self._with_merged(record.repo, self._walk(record.repo, chain, first=False), at),
-        )
+            last_tip = self._last_tips.get(dataset)
+            known = self._histories.get((*dataset[:3], last_tip, dataset[3])) if last_tip else None
+        found = None
+        if known is not None and last_tip is not None:
+            found = self._extended(record, tip, moves, last_tip, known)
+        if found is None:
+            chain = self._chain(record, tip, moves)
+            at = {oid: i for i, (oid, _) in enumerate(chain)}
+            walked, _ = self._walk(record.repo, chain, first=False)
+            found = (chain, at, self._with_merged(record.repo, walked, at))
         with self._guard:
             self._histories[key] = found
+            self._last_tips[dataset] = tip
+            if len(self._last_tips) > 8 * _HISTORIES:  # (datasets gone, paths left)
+                self._last_tips = {dataset: tip}
             while len(self._histories) > _HISTORIES:
                 self._histories.popitem(last=False)
         return found
+
+    def _extended(
+        self,
+        record: DatasetRecord,
+        tip: bytes,
+        moves: dict[bytes, str],
+        known_tip: bytes,
+        known: tuple[Chain, dict[bytes, int], list[Version]],
+    ) -> tuple[Chain, dict[bytes, int], list[Version]] | None:
+        """The history from `tip`: `known` (from `known_tip`) after the commits since, walked
+        as `_history` walks them. None if `known_tip` is not within `_EXTEND_MOST` first
+        parents of `tip`, or the dataset's path there is not the one `known` starts at."""
+        known_chain, _, known_versions = known
+        prefix: Chain = []
+        oid: bytes | None = tip
+        path = record.path
+        while oid != known_tip:
+            if oid is None or len(prefix) >= _EXTEND_MOST:
+                return None
+            prefix.append((oid, path))
+            parents = self.objects.commit(record.repo, oid).parents
+            path = moves.get(oid, path)
+            oid = parents[0] if parents else None
+        if not known_chain or path != known_chain[0][1]:
+            return None
+        chain = prefix + known_chain
+        at = {oid: i for i, (oid, _) in enumerate(chain)}
+        # Walked over the new commits only (each compared with its parent, the last with the
+        # known tip); from the known tip on, the walk is the one `known` made.
+        walked, ended = self._walk(record.repo, chain, first=False, stop=len(prefix))
+        versions = self._with_merged(record.repo, walked, at)
+        return chain, at, versions if ended else versions + known_versions
 
     def versions(
         self, record: DatasetRecord, tip: bytes | None, environments: dict[str, bytes | None]
@@ -207,7 +258,7 @@ class History:
                     joined = self._joined(repo, source, chain, at)
             if joined is None or joined[1] > oldest:
                 continue
-            found = self._walk(repo, joined[0], first=True)
+            found, _ = self._walk(repo, joined[0], first=True)
             if found:
                 deployed[name] = by_commit.get(found[0].commit, found[0])
                 deployed_paths[name] = path
