@@ -1232,15 +1232,19 @@ def test_a_merge_lays_api_written_datapoints_out_in_the_order_their_datasets_lis
     pack_dir = root / "repos" / "acme" / "evals" / "objects" / "pack"
     try:
         assert blobs.compact("acme/evals") is not None
-        laid_out: list[bytes] = []
+        laid_out: dict[Kind, list[bytes]] = {Kind.DATAPOINT: [], Kind.PAGE: []}
         for path in pack_dir.glob("*.idx"):
             pack = Pack(pack_dir, path.stem)
             try:
                 entries = sorted(range(pack.count), key=lambda i: pack.location(i)[:2])
-                laid_out += [pack.oid_at(i) for i in entries if pack.kind_at(i) == Kind.DATAPOINT]
+                for i in entries:
+                    laid_out.get(pack.kind_at(i), []).append(pack.oid_at(i))
             finally:
                 pack.close()
-        # The newest versions first (the last write was of "a"), each in its own order.
-        assert laid_out == listed["a"] + listed["b"]
+        # The newest versions first (the last write was of "a"), each in its own order; the
+        # pages of those versions first among the pages, in the same order.
+        assert laid_out[Kind.DATAPOINT] == listed["a"] + listed["b"]
+        newest_pages = list(dict.fromkeys(p.page for n in "ab" for p in versions[n].slices))
+        assert laid_out[Kind.PAGE][: len(newest_pages)] == newest_pages
     finally:
         blobs.close()

@@ -222,7 +222,8 @@ def write_merged(
     datapoints go there.
 
     Written anew, datapoints go in the order the datasets stored in `packs` list them, newest
-    version first (`_listed_order`), as a push sends them. API writes interleave the datasets
+    version first (`_listed_order`), as a push sends them, and the pages of those lists
+    first among the rest, in that order. API writes interleave the datasets
     ten datapoints at a time: in the order written, a page of 100 of one dataset was spread
     over ten writes' blocks. The full packs of earlier merges are written anew with the new
     writes for the same reason: copied, each kept its own generation's order, and a dataset's
@@ -252,10 +253,14 @@ def write_merged(
     # Datapoints first: a writer trains its dictionary on its first full block, and
     # without one a block is a single frame, so a read of one datapoint would decompress
     # all of it.
-    for pack, i in _listed_order(packs):
+    listed, pages = _listed_order(packs)
+    for pack, i in listed:
         write(pack, i, Kind.DATAPOINT, writer)
     for datapoints in (True, False):
         into = writer if datapoints or rest is None else rest
+        if not datapoints:
+            for pack, i in pages:
+                write(pack, i, Kind.PAGE, into)
         for pack in packs:
             for i in _stored_order(pack):
                 kind = pack.kind_at(i)
@@ -263,17 +268,20 @@ def write_merged(
                     write(pack, i, kind, into)
 
 
-def _listed_order(packs: list[Pack]) -> Iterator[tuple[Pack, int]]:
+def _listed_order(packs: list[Pack]) -> tuple[list[tuple[Pack, int]], list[tuple[Pack, int]]]:
     """The datapoint entries of `packs` in the order the datasets stored in `packs` list
-    them: newest dataset first (`packs` are oldest first, each in the order written), each
-    datapoint once. Pages not in `packs` are passed over: this orders, it does not check."""
+    them, newest dataset first (`packs` are oldest first, each in the order written), each
+    datapoint once; and the entries of the pages they walked, in that order. A page of a
+    dataset reads the pages of its manifest that cover it: together, they are a block or
+    two, where in the order written they were one block each. Pages not in `packs` are
+    passed over: this orders, it does not check."""
     where: dict[bytes, tuple[Pack, int]] = {}
     for pack in packs:
         for i in range(pack.count):
             if pack.kind_at(i) == Kind.DATAPOINT:
                 where.setdefault(pack.oid_at(i), (pack, i))
-    if not where:
-        return
+    datapoints: list[tuple[Pack, int]] = []
+    pages: list[tuple[Pack, int]] = []
     # A dataset's versions share their pages (manifest.build_dataset reuses runs of them):
     # a slice of a page already walked is passed over, so that ten thousand versions of
     # forty datasets cost their distinct pages, not their lengths.
@@ -287,24 +295,33 @@ def _listed_order(packs: list[Pack]) -> Iterator[tuple[Pack, int]]:
             except CorruptObject:
                 continue
             for piece in dataset.slices:
-                ranges = walked.setdefault(piece.page, [])
-                if any(a <= piece.start and piece.stop <= b for a, b in ranges):
+                ranges = walked.get(piece.page)
+                if ranges is not None and any(
+                    a <= piece.start and piece.stop <= b for a, b in ranges
+                ):
                     continue
-                ranges.append((piece.start, piece.stop))
-                page = _read_page(packs, piece.page)
-                for oid in split_oids(page[piece.start * OID_SIZE : piece.stop * OID_SIZE]):
-                    found = where.pop(oid, None)
+                found = _find_page(packs, piece.page)
+                if ranges is None:
+                    ranges = walked[piece.page] = []
                     if found is not None:
-                        yield found
+                        pages.append(found)
+                ranges.append((piece.start, piece.stop))
+                if found is None:
+                    continue
+                page = found[0].read_at(found[1])[1]
+                for oid in split_oids(page[piece.start * OID_SIZE : piece.stop * OID_SIZE]):
+                    point = where.pop(oid, None)
+                    if point is not None:
+                        datapoints.append(point)
+    return datapoints, pages
 
 
-def _read_page(packs: list[Pack], oid: bytes) -> bytes:
+def _find_page(packs: list[Pack], oid: bytes) -> tuple[Pack, int] | None:
     for pack in packs:
         i = pack.find(oid)
         if i >= 0:
-            kind, body = pack.read_at(i)
-            return body if kind == Kind.PAGE else b""
-    return b""
+            return (pack, i) if pack.kind_at(i) == Kind.PAGE else None
+    return None
 
 
 def _stored_order(pack: Pack) -> list[int]:
