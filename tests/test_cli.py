@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -942,3 +943,35 @@ def test_checkout_head_brings_back_a_deleted_file_and_keeps_an_edited_one(dsv: D
     assert dsv("checkout", "HEAD").stdout.startswith("Restored the files of HEAD (")
     assert [json.loads(line) for line in (dsv.root / "qa.jsonl").read_text().splitlines()] == QA
     assert dsv("status", "--porcelain").stdout == "M other.jsonl\n"  # the edit is kept
+
+
+def test_every_command_is_in_the_family_the_top_level_group_loads_it_from() -> None:
+    """`dsv.cli.FAMILIES` names each command's module: it must list every command of every
+    family, and nothing else."""
+    import importlib
+
+    from dsv.cli import FAMILIES
+
+    found = {
+        command.name: family
+        for family in set(FAMILIES.values())
+        for command in importlib.import_module(f"dsv.cli.{family}").COMMANDS
+    }
+    assert found == FAMILIES
+    assert sorted(main.list_commands(click.Context(main))) == sorted(FAMILIES)
+
+
+def test_a_command_loads_its_own_family_only(tmp_path: Path) -> None:
+    """Each process runs one command: loading every family was a fifth of a diff's time."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, click, dsv.cli\n"
+        "dsv.cli.main.get_command(click.Context(dsv.cli.main), 'diff')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dsv.cli.')))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
+    assert loaded.strip() == "['dsv.cli.common', 'dsv.cli.history']"

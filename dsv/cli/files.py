@@ -24,7 +24,18 @@ from dsv.repo import Repository
 from dsv.text import change_counts, plural
 from dsv.worktree import repo_path
 
-__all__ = ["add", "checkout", "commit", "init", "mv", "restore", "rm", "status", "switch"]
+__all__ = [
+    "COMMANDS",
+    "add",
+    "checkout",
+    "commit",
+    "init",
+    "mv",
+    "restore",
+    "rm",
+    "status",
+    "switch",
+]
 
 
 @click.command()
@@ -353,3 +364,7 @@ def switch(ctx: click.Context, name: str, create: bool, force: bool) -> None:
         ops.switch(repo, name, create=create, force=force, progress=progress.fn)
     if not is_quiet(ctx):
         click.echo(f"Switched to {'a new ' if create else ''}branch '{name}'")
+
+
+# The commands of this family, as `dsv.cli` registers them.
+COMMANDS = (add, checkout, commit, init, mv, restore, rm, status, switch)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 from dsv.repo import Repository
 from dsv.text import change_counts, plural
 
-__all__ = ["cat_object", "diff_command", "log", "show"]
+__all__ = ["COMMANDS", "cat_object", "diff_command", "log", "show"]
 
 
 def _decorations(repo: Repository) -> dict[bytes, list[str]]:
@@ -395,3 +395,7 @@ def _emit_diff(
             lines = diffview.render_human(result, color=use_color, limit=limit)
         for text in lines:
             out.write(text.encode() + b"\n")
+
+
+# The commands of this family, as `dsv.cli` registers them.
+COMMANDS = (cat_object, diff_command, log, show)

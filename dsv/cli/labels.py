@@ -16,7 +16,7 @@ from dsv.cli.common import (
     user_paths,
 )
 
-__all__ = ["branch", "env", "tag"]
+__all__ = ["COMMANDS", "branch", "env", "tag"]
 
 
 @click.command()
@@ -269,3 +269,7 @@ def _print_path_log(deployments: list[labels.Deployment], as_json: bool) -> None
         was = f"  (was {short(d.previous)})" if d.previous else ""
         when = format_time(d.entry.time, d.entry.tz)
         click.echo(f"{target}  {when}  {d.entry.user}  {d.entry.reason}{was}")
+
+
+# The commands of this family, as `dsv.cli` registers them.
+COMMANDS = (branch, env, tag)

@@ -16,7 +16,7 @@ from dsv.cli.common import (
 from dsv.errors import BadInput
 from dsv.text import plural
 
-__all__ = ["fsck", "gc"]
+__all__ = ["COMMANDS", "fsck", "gc"]
 
 
 @click.command()
@@ -112,3 +112,7 @@ def _gc_server(ctx: click.Context, root: Path, *, dry_run: bool) -> None:
                 f"{r.name}: {plural(r.packs_before, 'pack')} -> {r.packs_after}; "
                 f"{r.bytes_before} -> {r.bytes_after} bytes"
             )
+
+
+# The commands of this family, as `dsv.cli` registers them.
+COMMANDS = (fsck, gc)

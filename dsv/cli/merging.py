@@ -13,7 +13,7 @@ from dsv.ops import merging
 from dsv.repo import Repository
 from dsv.text import plural
 
-__all__ = ["cherry_pick", "conflicts", "merge", "resolve", "revert"]
+__all__ = ["COMMANDS", "cherry_pick", "conflicts", "merge", "resolve", "revert"]
 
 _WIDTH = 60
 
@@ -209,3 +209,7 @@ def cherry_pick(ctx: click.Context, rev: str, mainline: int | None) -> None:
       dsv cherry-pick feature~1
     """
     _pick(ctx, rev, mainline, False)
+
+
+# The commands of this family, as `dsv.cli` registers them.
+COMMANDS = (cherry_pick, conflicts, merge, resolve, revert)

@@ -14,7 +14,7 @@ from dsv.lockfile import LOCK_NAME, check_remote_url, find_lock, read_lock
 from dsv.project import git_work_tree
 from dsv.repo import DSV_DIR
 
-__all__ = ["lock", "sync", "verify"]
+__all__ = ["COMMANDS", "lock", "sync", "verify"]
 
 
 def _cwd(ctx: click.Context) -> Path:
@@ -185,3 +185,7 @@ def verify(ctx: click.Context, offline: bool) -> None:
     if not is_quiet(ctx):
         pins = read_lock(root / LOCK_NAME).pins
         click.echo(f"ok: {len(pins)} pinned dataset(s) match {LOCK_NAME}")
+
+
+# The commands of this family, as `dsv.cli` registers them.
+COMMANDS = (lock, sync, verify)

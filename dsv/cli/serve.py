@@ -16,7 +16,7 @@ from dsv.cli.common import DsvGroup
 if TYPE_CHECKING:
     from dsv.server.storage import MetaStore
 
-__all__ = ["copy_server", "keys", "serve", "ui"]
+__all__ = ["COMMANDS", "copy_server", "keys", "serve", "ui"]
 
 
 _meta_option = click.option(
@@ -344,3 +344,7 @@ def copy_server(root: str, objects: str, meta_dsn: str, cache: str | None) -> No
     finally:
         if not cache:
             shutil.rmtree(work, ignore_errors=True)
+
+
+# The commands of this family, as `dsv.cli` registers them.
+COMMANDS = (serve, ui, keys, copy_server)
