@@ -6,8 +6,8 @@ the pack's index where the block is trusted (its frames' checksums verified, `Pa
 docs/format.md §4), else by hashing its bodies, which also verifies them. A run of the wanted
 ids that equals a run of the block's ids is taken in one slice, without looking each id up in a
 map of every pack (which costs about 130 MB per million objects). Where the order is scattered
-(few ids per block), reading whole blocks costs more than it gives: `hashed` tells the caller,
-who then goes on id by id.
+(few ids per block), reading whole blocks costs more than it gives: `scattered` tells the
+caller, who then goes on id by id.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class BlockRuns:
         self.blocks: OrderedDict[tuple[int, int], _Block] = OrderedDict()
         self.current: _Block | None = None
         self.previous: _Block | None = None
-        # Bodies read (hashed or not) so far: beyond about twice those taken, runs do not pay.
+        # Bodies read (hashed or not) so far: see `scattered`.
         self.hashed = 0
         self.largest = 0  # entries of the largest block read
 

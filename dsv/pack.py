@@ -82,6 +82,7 @@ def encode_index(
     packed, 32 bytes each, in pack order), block table and frame ends. (Joined, a 1M pack's
     45 MB index was one more copy at a fetch's peak.)"""
     count = len(oids) // OID_SIZE
+    assert block_of.itemsize == offset_of.itemsize == length_of.itemsize == 4  # u32 columns
     order, table = sort_oids(oids)
     # Entry k of the fan-out counts the ids whose first byte is k or less: in the sorted
     # table, where the first byte k + 1 begins.

@@ -217,6 +217,30 @@ def test_an_edit_near_the_start_of_a_version_of_small_datapoints_is_no_scattered
     assert runs.hashed == count
 
 
+def test_a_scattered_order_still_goes_id_by_id_soon(tmp_path: Path) -> None:
+    # The slack counts the largest blocks read, but a version in no order of its packs
+    # (each block giving a body or two) is still found out within a few blocks.
+    store = ObjectStore(tmp_path / "objects")
+    store.pack_dir.mkdir(parents=True)
+    count = 40_000
+    bodies = [b'{"id":%d,"t":"%s"}' % (i, b"x" * 80) for i in range(count)]
+    oids = [hash_object(Kind.DATAPOINT, body) for body in bodies]
+    writer = PackWriter(store.pack_dir)
+    for oid, body in zip(oids, bodies, strict=True):
+        writer.add(Kind.DATAPOINT, oid, body)
+    writer.finish()
+    store.reload()
+    assert store.packs[0].nblocks >= 3
+    version = list(oids)
+    random.Random(3).shuffle(version)
+    runs = BlockRuns(store.packs, Kind.DATAPOINT)
+    taken: list[bytes] = []
+    while not runs.scattered(len(taken)):
+        taken += runs.take(version, len(taken))
+        assert len(taken) < 100
+    assert taken == [bodies[oids.index(oid)] for oid in version[: len(taken)]]
+
+
 @pytest.mark.parametrize("order", ["forward", "reversed", "pairs swapped"])
 def test_matching_runs_costs_a_few_ids_per_id_whatever_the_order(
     tmp_path: Path, order: str

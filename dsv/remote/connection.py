@@ -326,24 +326,38 @@ class Connection:
             tmp.unlink(missing_ok=True)
             raise
 
-    def _asked(self, kind: Kind, batch: Sequence[bytes]) -> tuple[BlockCheck, _Asked]:
+    def _asked(
+        self, kind: Kind, batch: Sequence[bytes]
+    ) -> tuple[Callable[[bytes, list[bytes]], list[bool] | None], _Asked]:
         """A check that refuses an object of another kind, and more objects not asked for
         (or sent twice) than were asked, which only datapoints may come with (a stored block
-        sent whole, protocol.md §5); and the ids still to come (none once the answer was
-        whole)."""
+        sent whole, protocol.md §5), and says which of a block's objects were asked (None:
+        all); and the ids still to come (none once the answer was whole)."""
         asked = _Asked(batch)
         room = len(batch) if kind == Kind.DATAPOINT else 0
         extra = 0
 
-        def check(kinds: bytes, oids: list[bytes], bodies: list[bytes]) -> None:
+        def check(kinds: bytes, oids: list[bytes]) -> list[bool] | None:
             nonlocal extra
             if kinds.count(kind) != len(kinds):
                 raise RemoteError(f"{self._where()} sent an object that was not asked for")
-            extra += asked.take(oids)
-            if extra > room:
-                raise RemoteError(f"{self._where()} sent an object that was not asked for")
+            flags = asked.take(oids)
+            if flags is not None:
+                extra += flags.count(False)
+                if extra > room:
+                    raise RemoteError(f"{self._where()} sent an object that was not asked for")
+            return flags
 
         return check, asked
+
+    def _checked(self, kind: Kind, batch: Sequence[bytes]) -> tuple[BlockCheck, _Asked]:
+        """`_asked`'s check, as a pack's indexing calls it."""
+        check, asked = self._asked(kind, batch)
+
+        def block_check(kinds: bytes, oids: list[bytes], bodies: list[bytes]) -> None:
+            check(kinds, oids)
+
+        return block_check, asked
 
     def _collect(
         self, kind: Kind, batch: Sequence[bytes]
@@ -354,13 +368,12 @@ class Connection:
         got: list[tuple[bytes, bytes]] = []
 
         def keep(kinds: bytes, ids: list[bytes], bodies: list[bytes]) -> None:
-            wanted = [(o, b) for o, b in zip(ids, bodies, strict=True) if o in asked]
-            check(kinds, ids, bodies)
-            seen: set[bytes] = set()
-            for oid, body in wanted:
-                if oid not in seen:
-                    seen.add(oid)
-                    got.append((oid, body))
+            flags = check(kinds, ids)
+            pairs = zip(ids, bodies, strict=True)
+            if flags is None:
+                got.extend(pairs)  # each asked, and taken off what is still to come: once
+                return
+            got.extend(pair for pair, wanted in zip(pairs, flags, strict=True) if wanted)
 
         return keep, asked, got
 
@@ -417,7 +430,7 @@ class Connection:
                     assert coming is not None
                     tmp = coming.result()
                     coming = start(n + 1)
-                    check, asked = self._asked(kind, batch)
+                    check, asked = self._checked(kind, batch)
                     prepared = self._indexed(tmp, check)
                     try:
                         self._left_out(asked)
@@ -506,7 +519,8 @@ class _Asked:
     """The ids of a request still to come. While the answer follows the request's order (a
     clone's does: a server stores a push in the order its versions list the datapoints), they
     are taken off the front by comparing lists; from the first object out of order, by a set.
-    (A set of each request's ids, and a lookup per object, were 5% of a 1M clone.)"""
+    (A set of each request's ids, and a lookup per object, were 5% of a 1M clone.) A request
+    never names an id twice (every caller asks for distinct ids)."""
 
     __slots__ = ("_at", "_batch", "_rest")
 
@@ -520,24 +534,22 @@ class _Asked:
             self._rest = set(self._batch[self._at :])
         return self._rest
 
-    def take(self, oids: list[bytes]) -> int:
-        """Take `oids` off the ids still to come; how many of them were not among those."""
+    def take(self, oids: list[bytes]) -> list[bool] | None:
+        """Take `oids` off the ids still to come: None if they were the next of those, in
+        order; else whether each was among them (a repeat is not: it was taken)."""
         if self._rest is None:
             stop = self._at + len(oids)
             if self._batch[self._at : stop] == oids:
                 self._at = stop
-                return 0
+                return None
         rest = self._unordered()
-        extra = 0
+        flags = []
         for oid in oids:
-            if oid in rest:
+            found = oid in rest
+            if found:
                 rest.discard(oid)
-            else:
-                extra += 1
-        return extra
-
-    def __contains__(self, oid: object) -> bool:
-        return oid in self._unordered()
+            flags.append(found)
+        return flags
 
     def __len__(self) -> int:
         return len(self._batch) - self._at if self._rest is None else len(self._rest)

@@ -1109,15 +1109,20 @@ def test_a_failed_background_merge_is_logged_and_the_write_stands(
         reader.close()
 
 
+@pytest.mark.parametrize("pushes", ["rewritten", "past REWRITE_MOST"])
 def test_a_merge_with_small_blocks_writes_all_anew_and_one_of_full_blocks_copies_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pushes: str
 ) -> None:
     """Packs of API writes (a block of a few objects each) are written anew, datapoints
-    first, with every pack merged beside them; packs of full blocks alone are copied."""
+    first, with every pack merged beside them but for full ones larger than REWRITE_MOST,
+    copied after them; packs of full blocks alone are copied."""
     from dsv.pack import BLOCK_SIZE, Pack
+    from dsv.server.storage import local
     from dsv.store import PACKS_MOST
 
     monkeypatch.setattr(LocalBlobStore, "request_compaction", lambda self, repo: None)
+    if pushes == "past REWRITE_MOST":
+        monkeypatch.setattr(local, "REWRITE_MOST", 2000)  # the two pushes' pack holds 2,200
     root = tmp_path / "root"
     blobs = LocalBlobStore(root)
     filler = "x" * 1000
@@ -1149,8 +1154,8 @@ def test_a_merge_with_small_blocks_writes_all_anew_and_one_of_full_blocks_copies
         merged = Pack(pack_dir, merged_name)
         try:
             assert merged.nblocks == 2 * len(first_blocks)
-            copied = [merged.read_block_data(b)[3] for b in range(len(first_blocks))]
-            assert copied == first_blocks
+            copied = [merged.read_block_data(b)[3] for b in range(merged.nblocks)]
+            assert copied[: len(first_blocks)] == first_blocks
         finally:
             merged.close()
         for n in range(PACKS_MOST + 4):
@@ -1169,8 +1174,13 @@ def test_a_merge_with_small_blocks_writes_all_anew_and_one_of_full_blocks_copies
         try:
             assert {merged.kind_at(i) for i in range(merged.count)} == {Kind.DATAPOINT}
             assert merged.count == 2200 + 100 * (PACKS_MOST + 4)
-            # Full blocks, with small frames: none is left holding one write's 100.
-            assert merged.nblocks - 1 <= merged.raw_bytes // BLOCK_SIZE + 1  # (a dictionary)
+            tail = [merged.read_block_data(b)[3] for b in range(merged.nblocks)][-len(copied) :]
+            if pushes == "rewritten":
+                # Full blocks, with small frames: none is left holding one write's 100.
+                assert merged.nblocks - 1 <= merged.raw_bytes // BLOCK_SIZE + 1  # (dictionary)
+                assert tail != copied
+            else:
+                assert tail == copied  # the pushes' blocks, as they were, after the writes
             assert [rest.kind_at(i) for i in range(rest.count)] == [Kind.PAGE] * (PACKS_MOST + 5)
         finally:
             merged.close()
@@ -1248,3 +1258,22 @@ def test_a_merge_lays_api_written_datapoints_out_in_the_order_their_datasets_lis
         assert laid_out[Kind.PAGE][: len(newest_pages)] == newest_pages
     finally:
         blobs.close()
+
+
+def test_the_spans_of_a_page_already_walked_are_those_a_set_of_positions_gives() -> None:
+    """A merge passes over a slice of a page already walked: the spans it keeps a page by
+    (joined as they meet) must answer as the set of every position walked would."""
+    from dsv.server.storage.local import _cover, _covered
+
+    rng = random.Random(7)
+    for _ in range(200):
+        spans: list[int] = []
+        walked: set[int] = set()
+        for _ in range(rng.randint(1, 12)):
+            start = rng.randint(0, 60)
+            stop = start + rng.randint(0, 12)
+            assert _covered(spans, start, stop) == walked.issuperset(range(start, stop))
+            _cover(spans, start, stop)
+            walked.update(range(start, stop))
+            assert spans == sorted(spans) and len(spans) % 2 == 0
+            assert all(spans[k] < spans[k + 1] for k in range(len(spans) - 1))  # disjoint

@@ -14,6 +14,7 @@ along (it lists the packs again when one vanishes).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import threading
@@ -28,7 +29,14 @@ from dsv.server.storage import StorageError, check_repo_name
 from dsv.server.storage.compactor import Compactor
 from dsv.store import PACKS_MOST, ObjectStore, small_packs
 
-__all__ = ["LocalBlobStore", "write_merged"]
+__all__ = ["REWRITE_MOST", "LocalBlobStore", "write_merged"]
+
+# Beside packs of small blocks, a pack of full blocks with more objects than this is copied
+# block by block, not written anew: rewriting costs a map entry (about 200 bytes) and a
+# compression per object in the merge, which for a pushed million would be 300 MB and half
+# a minute of a server's background thread. Earlier merges of API writes stay under it
+# until they are large enough that a dataset's page seldom spans two of them.
+REWRITE_MOST = 1 << 17
 
 
 class LocalBlobStore:
@@ -217,23 +225,29 @@ def write_merged(
 ) -> None:
     """Add the objects of `packs` to `writer`. Packs of full blocks only (pushes') are
     copied block by block (they are verified by their checksums before); where any pack is
-    of small blocks (an API write's, a small push's), or if `anew`, every object is written
-    anew and re-hashed, datapoints first. With `rest`, the objects written anew that are not
+    of small blocks (an API write's, a small push's), every object of those packs and of the
+    full ones of up to `REWRITE_MOST` objects (earlier merges') is written anew and
+    re-hashed, datapoints first, and larger full packs are copied after them; with `anew`,
+    every pack is written anew. With `rest`, the objects written anew that are not
     datapoints go there.
 
-    Written anew, datapoints go in the order the datasets stored in `packs` list them, newest
-    version first (`_listed_order`), as a push sends them, and the pages of those lists
-    first among the rest, in that order. API writes interleave the datasets
-    ten datapoints at a time: in the order written, a page of 100 of one dataset was spread
-    over ten writes' blocks. The full packs of earlier merges are written anew with the new
-    writes for the same reason: copied, each kept its own generation's order, and a dataset's
-    page still spanned several of them. The geometric rule (`small_packs`) bounds what this
-    costs: an object is rewritten about log2(objects) times over its life, as it was copied.
+    Written anew, datapoints go in the order the datasets stored in those packs list them,
+    newest version first (`_listed_order`), as a push sends them, and the pages of those
+    lists first among the rest, in that order. API writes interleave the datasets ten
+    datapoints at a time: in the order written, a page of 100 of one dataset was spread over
+    ten writes' blocks. The full packs of earlier merges are written anew with the new
+    writes for the same reason: copied, each kept its own generation's order, and a
+    dataset's page still spanned several of them. The geometric rule (`small_packs`) bounds
+    what this costs: an object is rewritten about log2(objects) times over its life, as it
+    was copied.
     """
-    if not anew and all(_dense(pack) for pack in packs):
-        for pack in packs:
-            writer.add_pack(pack)
-        return
+    if anew:
+        copied: list[Pack] = []
+    elif all(_dense(pack) for pack in packs):
+        copied = packs
+    else:
+        copied = [pack for pack in packs if _dense(pack) and pack.count > REWRITE_MOST]
+    rewritten = [pack for pack in packs if pack not in copied]
     # An object in two packs (two merges at once, a resumed push) is written once.
     written: set[bytes] = set()
 
@@ -253,7 +267,7 @@ def write_merged(
     # Datapoints first: a writer trains its dictionary on its first full block, and
     # without one a block is a single frame, so a read of one datapoint would decompress
     # all of it.
-    listed, pages = _listed_order(packs)
+    listed, pages = _listed_order(rewritten) if rewritten else ([], [])
     for pack, i in listed:
         write(pack, i, Kind.DATAPOINT, writer)
     for datapoints in (True, False):
@@ -261,11 +275,13 @@ def write_merged(
         if not datapoints:
             for pack, i in pages:
                 write(pack, i, Kind.PAGE, into)
-        for pack in packs:
-            for i in _stored_order(pack):
+        for pack in rewritten:
+            for i in pack.pack_order():
                 kind = pack.kind_at(i)
                 if (kind == Kind.DATAPOINT) == datapoints:
                     write(pack, i, kind, into)
+    for pack in copied:
+        writer.add_pack(pack)
 
 
 def _listed_order(packs: list[Pack]) -> tuple[list[tuple[Pack, int]], list[tuple[Pack, int]]]:
@@ -285,9 +301,9 @@ def _listed_order(packs: list[Pack]) -> tuple[list[tuple[Pack, int]], list[tuple
     # A dataset's versions share their pages (manifest.build_dataset reuses runs of them):
     # a slice of a page already walked is passed over, so that ten thousand versions of
     # forty datasets cost their distinct pages, not their lengths.
-    walked: dict[bytes, list[tuple[int, int]]] = {}
+    walked: dict[bytes, list[int]] = {}
     for pack in reversed(packs):
-        for i in reversed(_stored_order(pack)):
+        for i in reversed(pack.pack_order()):
             if pack.kind_at(i) != Kind.DATASET:
                 continue
             try:
@@ -295,17 +311,15 @@ def _listed_order(packs: list[Pack]) -> tuple[list[tuple[Pack, int]], list[tuple
             except CorruptObject:
                 continue
             for piece in dataset.slices:
-                ranges = walked.get(piece.page)
-                if ranges is not None and any(
-                    a <= piece.start and piece.stop <= b for a, b in ranges
-                ):
+                spans = walked.get(piece.page)
+                if spans is not None and _covered(spans, piece.start, piece.stop):
                     continue
                 found = _find_page(packs, piece.page)
-                if ranges is None:
-                    ranges = walked[piece.page] = []
+                if spans is None:
+                    spans = walked[piece.page] = []
                     if found is not None:
                         pages.append(found)
-                ranges.append((piece.start, piece.stop))
+                _cover(spans, piece.start, piece.stop)
                 if found is None:
                     continue
                 page = found[0].read_at(found[1])[1]
@@ -316,17 +330,34 @@ def _listed_order(packs: list[Pack]) -> tuple[list[tuple[Pack, int]], list[tuple
     return datapoints, pages
 
 
+def _covered(spans: list[int], start: int, stop: int) -> bool:
+    """Whether [start, stop) lies within one of `spans` (disjoint, sorted, flattened as
+    start, stop, start, stop, ...)."""
+    if stop <= start:
+        return True
+    # An odd count of bounds at or before `start` puts it inside the span they end with.
+    k = bisect.bisect_right(spans, start)
+    return k % 2 == 1 and stop <= spans[k]
+
+
+def _cover(spans: list[int], start: int, stop: int) -> None:
+    """Add [start, stop) to `spans` (see `_covered`), joining the spans it meets."""
+    if stop <= start:
+        return
+    lo = bisect.bisect_left(spans, start)
+    hi = bisect.bisect_right(spans, stop)
+    # Ends that fall inside a span (odd positions) extend [start, stop) to that span's ends.
+    new_start = spans[lo - 1] if lo % 2 == 1 else start
+    new_stop = spans[hi] if hi % 2 == 1 else stop
+    spans[lo - (lo % 2) : hi + (hi % 2)] = [new_start, new_stop]
+
+
 def _find_page(packs: list[Pack], oid: bytes) -> tuple[Pack, int] | None:
     for pack in packs:
         i = pack.find(oid)
         if i >= 0:
             return (pack, i) if pack.kind_at(i) == Kind.PAGE else None
     return None
-
-
-def _stored_order(pack: Pack) -> list[int]:
-    """The entries of `pack` in the order its blocks hold them: each block is read once."""
-    return sorted(range(pack.count), key=lambda i: pack.location(i)[:2])
 
 
 def _age(pack: Pack) -> tuple[float, str]:

@@ -1249,3 +1249,40 @@ def test_a_history_is_extended_by_the_writes_since_and_is_what_a_fresh_walk_find
     finally:
         meta.close()
         blobs.close()
+
+
+def test_a_branch_merged_twice_lists_its_versions_once_however_the_history_was_found(
+    hl: Humanloop, repo: str, local: Path
+) -> None:
+    """The versions a merge brings in are listed once, under the newest merge: a history
+    extended from the tip it was last found at must not list them again under the older."""
+    rows = [{"id": i, "inputs": {"q": f"q{i}"}} for i in range(4)]
+
+    def write(changed: dict[int, str]) -> None:
+        current = records(local / "qa.jsonl") if (local / "qa.jsonl").exists() else rows
+        out = [{**r, "inputs": {"q": changed.get(r["id"], r["inputs"]["q"])}} for r in current]
+        (local / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in out))
+
+    def commit(branch: str, row: int, message: str) -> None:
+        dsv(local, "switch", branch)
+        write({row: message})
+        dsv(local, "commit", "-a", "-m", message)
+
+    def listed() -> list[str]:
+        (found,) = [d for d in hl.datasets.list(name=repo)]
+        return [v.version_description or "" for v in hl.datasets.list_versions(found.id).records]
+
+    write({})
+    dsv(local, "add", "qa.jsonl", "--key", "id")
+    dsv(local, "commit", "-m", "c0")
+    dsv(local, "branch", "feature")
+    commit("feature", 1, "f0")
+    commit("main", 2, "c1")
+    dsv(local, "merge", "feature")
+    dsv(local, "push")
+    assert listed() == ["Merge feature", "f0", "c1", "c0"]  # found for this tip, and kept
+    commit("feature", 1, "f1")
+    commit("main", 3, "c2")
+    dsv(local, "merge", "feature")
+    dsv(local, "push")
+    assert listed() == ["Merge feature", "f1", "f0", "c2", "Merge feature", "c1", "c0"]

@@ -203,7 +203,12 @@ class History:
     ) -> tuple[Chain, dict[bytes, int], list[Version]] | None:
         """The history from `tip`: `known` (from `known_tip`) after the commits since, walked
         as `_history` walks them. None if `known_tip` is not within `_EXTEND_MOST` first
-        parents of `tip`, or the dataset's path there is not the one `known` starts at."""
+        parents of `tip`, if one of those is a merge, or if the dataset's path there is not
+        the one `known` starts at.
+
+        A merge lists the versions its other parents brought in, each once in the whole
+        history (under the newest merge that brought it): one since the known tip may bring
+        in again what a known merge listed, so after a merge the history is walked whole."""
         known_chain, _, known_versions = known
         prefix: Chain = []
         oid: bytes | None = tip
@@ -213,6 +218,8 @@ class History:
                 return None
             prefix.append((oid, path))
             parents = self.objects.commit(record.repo, oid).parents
+            if len(parents) > 1:
+                return None
             path = moves.get(oid, path)
             oid = parents[0] if parents else None
         if not known_chain or path != known_chain[0][1]:
