@@ -47,7 +47,7 @@ def main() -> None:
     text = quick_status(sys.argv[1:], os.environ)
     if text is None:
         from dsv.cli import main as cli_main
-        from dsv.parallel import limit_malloc_arenas
+        from dsv.memory import limit_malloc_arenas
 
         limit_malloc_arenas()
         cli_main()

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from dsv import labels, ops
 from dsv.cli.common import (
     PathsAfterDashes,
     emit_json,
@@ -22,6 +21,7 @@ from dsv.cli.common import (
 from dsv.objects import Commit, Kind
 
 if TYPE_CHECKING:
+    from dsv import ops
     from dsv.diff import DiffResult
 from dsv.repo import Repository
 from dsv.text import change_counts, plural
@@ -30,6 +30,8 @@ __all__ = ["COMMANDS", "cat_object", "diff_command", "log", "show"]
 
 
 def _decorations(repo: Repository) -> dict[bytes, list[str]]:
+    from dsv import labels  # here, as `ops` in the commands: a diff needs neither
+
     out: dict[bytes, list[str]] = {}
     current = repo.current_branch()
     head = repo.head()
@@ -144,7 +146,7 @@ def log(
     Example:
       dsv log -n 5 --oneline -- evals/qa.jsonl
     """
-    from dsv import diffview
+    from dsv import diffview, ops  # here: a diff needs none of it
     from dsv.diff import diff_commit
 
     paths = user_paths(ctx, ctx.meta.get("paths") or []) or None
@@ -208,6 +210,8 @@ def show(ctx: click.Context, rev: str, as_json: bool, each_parent: bool) -> None
       dsv show production
       dsv show HEAD~1:evals/qa.jsonl > old.jsonl
     """
+    from dsv import ops  # here: a diff needs none of it
+
     with open_repo(ctx) as repo:
         if ":" in rev:
             version, path = rev.split(":", 1)
@@ -262,6 +266,8 @@ def cat_object(ctx: click.Context, oid: str, kind_only: bool) -> None:
     Example:
       dsv cat-object 3f2a9c1e
     """
+    from dsv import ops  # here: a diff needs none of it
+
     with open_repo(ctx) as repo:
         kind, value = ops.cat_object(repo, oid)
     if kind_only:

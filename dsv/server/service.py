@@ -27,10 +27,10 @@ from dsv.errors import (
     Unprocessable,
 )
 from dsv.manifest import check_slices
+from dsv.memory import return_free_memory
 from dsv.objects import Dataset, Kind, decode_commit, decode_dataset, hash_object
 from dsv.pack import BLOCK_SIZE, PackWriter
 from dsv.packindex import empty_pack, index_pack, read_chunks
-from dsv.parallel import return_free_memory
 from dsv.paths import BadPath, check_tree_paths
 from dsv.protocol import (
     SUPPORTED_VERSIONS,
