@@ -1252,10 +1252,17 @@ def test_a_history_is_extended_by_the_writes_since_and_is_what_a_fresh_walk_find
 
 
 def test_a_branch_merged_twice_lists_its_versions_once_however_the_history_was_found(
-    hl: Humanloop, repo: str, local: Path
+    hl: Humanloop, repo: str, local: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The versions a merge brings in are listed once, under the newest merge: a history
     extended from the tip it was last found at must not list them again under the older."""
+    clock = iter(range(1_700_000_000, 1_700_001_000, 10))
+
+    def tick() -> None:
+        # The versions a merge brings in are listed newest first: each commit a time of its
+        # own, or two made in one second would list in the order of their ids.
+        monkeypatch.setenv("DSV_DATE", f"{next(clock)} +0000")
+
     rows = [{"id": i, "inputs": {"q": f"q{i}"}} for i in range(4)]
 
     def write(changed: dict[int, str]) -> None:
@@ -1266,6 +1273,7 @@ def test_a_branch_merged_twice_lists_its_versions_once_however_the_history_was_f
     def commit(branch: str, row: int, message: str) -> None:
         dsv(local, "switch", branch)
         write({row: message})
+        tick()
         dsv(local, "commit", "-a", "-m", message)
 
     def listed() -> list[str]:
@@ -1274,15 +1282,18 @@ def test_a_branch_merged_twice_lists_its_versions_once_however_the_history_was_f
 
     write({})
     dsv(local, "add", "qa.jsonl", "--key", "id")
+    tick()
     dsv(local, "commit", "-m", "c0")
     dsv(local, "branch", "feature")
     commit("feature", 1, "f0")
     commit("main", 2, "c1")
+    tick()
     dsv(local, "merge", "feature")
     dsv(local, "push")
     assert listed() == ["Merge feature", "f0", "c1", "c0"]  # found for this tip, and kept
     commit("feature", 1, "f1")
     commit("main", 3, "c2")
+    tick()
     dsv(local, "merge", "feature")
     dsv(local, "push")
     assert listed() == ["Merge feature", "f1", "f0", "c2", "Merge feature", "c1", "c0"]
