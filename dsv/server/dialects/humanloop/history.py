@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from dsv.deployment import source_of
@@ -71,17 +72,22 @@ class History:
         # The tip each dataset's history was last found for: the next tip extends it.
         self._last_tips: dict[tuple[str, str, str, int], bytes] = {}
 
-    def _chain(self, record: DatasetRecord, tip: bytes, moves: dict[bytes, str]) -> Chain:
-        """(commit, the dataset's path there) along first parents from `tip`, undoing moves."""
-        chain: Chain = []
+    def _first_parents(
+        self, record: DatasetRecord, tip: bytes, moves: dict[bytes, str]
+    ) -> Iterator[tuple[bytes, str, tuple[bytes, ...]]]:
+        """(commit, the dataset's path there, its parents) along first parents from `tip`,
+        undoing moves."""
         oid: bytes | None = tip
         path = record.path
         while oid is not None:
-            chain.append((oid, path))
             parents = self.objects.commit(record.repo, oid).parents
+            yield oid, path, parents
             path = moves.get(oid, path)
             oid = parents[0] if parents else None
-        return chain
+
+    def _chain(self, record: DatasetRecord, tip: bytes, moves: dict[bytes, str]) -> Chain:
+        """(commit, the dataset's path there) along first parents from `tip`, undoing moves."""
+        return [(oid, path) for oid, path, _ in self._first_parents(record, tip, moves)]
 
     def _joined(
         self, repo: str, start: bytes, chain: Chain, at: dict[bytes, int]
@@ -211,26 +217,23 @@ class History:
         in again what a known merge listed, so after a merge the history is walked whole."""
         known_chain, _, known_versions = known
         prefix: Chain = []
-        oid: bytes | None = tip
-        path = record.path
-        while oid != known_tip:
-            if oid is None or len(prefix) >= _EXTEND_MOST:
+        for oid, path, parents in self._first_parents(record, tip, moves):
+            if oid == known_tip:
+                break
+            if len(prefix) >= _EXTEND_MOST or len(parents) > 1:
                 return None
             prefix.append((oid, path))
-            parents = self.objects.commit(record.repo, oid).parents
-            if len(parents) > 1:
-                return None
-            path = moves.get(oid, path)
-            oid = parents[0] if parents else None
+        else:
+            return None
         if not known_chain or path != known_chain[0][1]:
             return None
         chain = prefix + known_chain
         at = {oid: i for i, (oid, _) in enumerate(chain)}
         # Walked over the new commits only (each compared with its parent, the last with the
-        # known tip); from the known tip on, the walk is the one `known` made.
+        # known tip); from the known tip on, the walk is the one `known` made. None of the new
+        # commits is a merge, so none brings in versions of its own.
         walked, ended = self._walk(record.repo, chain, first=False, stop=len(prefix))
-        versions = self._with_merged(record.repo, walked, at)
-        return chain, at, versions if ended else versions + known_versions
+        return chain, at, walked if ended else walked + known_versions
 
     def versions(
         self, record: DatasetRecord, tip: bytes | None, environments: dict[str, bytes | None]
