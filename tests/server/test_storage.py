@@ -1277,3 +1277,38 @@ def test_the_spans_of_a_page_already_walked_are_those_a_set_of_positions_gives()
             walked.update(range(start, stop))
             assert spans == sorted(spans) and len(spans) % 2 == 0
             assert all(spans[k] < spans[k + 1] for k in range(len(spans) - 1))  # disjoint
+
+
+def test_a_merge_orders_by_datasets_that_lie_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The datasets a merge orders by are read from the packs it merges: one that does not
+    decode, or whose slices run past their page or name a page that is not there, only
+    leaves the order to the packs; every object is kept and read back."""
+    from dsv.objects import Dataset, Format, Slice, encode_object
+    from dsv.store import PACKS_MOST
+
+    monkeypatch.setattr(LocalBlobStore, "request_compaction", lambda self, repo: None)
+    blobs = LocalBlobStore(tmp_path / "root")
+    points = _points(5 * (PACKS_MOST + 2), "lies")
+    oids = [hash_object(*p) for p in points]
+    page = b"".join(oids[:3])
+    past_its_page = Slice(hash_object(Kind.PAGE, page), 1, 99)
+    no_such_page = Slice(bytes(32), 0, 2)
+    lies = [
+        (Kind.DATASET, b"\xc1 not msgpack"),
+        (Kind.DATASET, encode_object(Dataset(Format("jsonl"), (), 9, bytes(32), (past_its_page,)))),
+        (Kind.DATASET, encode_object(Dataset(Format("jsonl"), (), 2, bytes(32), (no_such_page,)))),
+        (Kind.PAGE, page),
+    ]
+    everything = list(points) + lies
+    try:
+        for n in range(PACKS_MOST + 2):
+            objects = points[5 * n : 5 * n + 5] + (lies if n == 3 else [])
+            prepared, _ = _pack(tmp_path, objects)
+            blobs.put_pack("acme/evals", prepared)  # type: ignore[arg-type]
+        assert blobs.compact("acme/evals") is not None
+        assert blobs.missing("acme/evals", [hash_object(*o) for o in everything]) == set()
+        assert blobs.read("acme/evals", Kind.DATAPOINT, oids) == [b for _, b in points]
+    finally:
+        blobs.close()
