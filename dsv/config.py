@@ -95,9 +95,6 @@ def _git_identity() -> tuple[str | None, str | None]:
 
 def user_identity(config: Config | None = None) -> str:
     """'Name <email>' from DSV_AUTHOR_NAME/EMAIL, the repo config, git's config, or the login."""
-    import getpass
-    import socket
-
     name = os.environ.get("DSV_AUTHOR_NAME") or (config.user_name if config else None)
     email = os.environ.get("DSV_AUTHOR_EMAIL") or (config.user_email if config else None)
     if not name or not email:
@@ -105,11 +102,15 @@ def user_identity(config: Config | None = None) -> str:
         name = name or git_name
         email = email or git_email
     if not name:
+        import getpass  # here, as socket below: every ref move asks, and most find a name
+
         try:
             name = getpass.getuser()
         except (KeyError, OSError):
             name = "unknown"
     if not email:
+        import socket
+
         email = f"{name}@{socket.gethostname()}"
     return f"{name} <{email}>"
 

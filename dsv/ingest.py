@@ -16,7 +16,6 @@ from __future__ import annotations
 import array
 import bisect
 import contextlib
-import gc
 import hashlib
 import itertools
 import mmap
@@ -36,6 +35,7 @@ from dsv.errors import BadInput
 from dsv.fsutil import READ_SIZE, write_atomic
 from dsv.keys import key_reader
 from dsv.manifest import Runs
+from dsv.memory import gc_paused
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import PackWriter, PreparedPack
 from dsv.parallel import can_fork, fork_map
@@ -48,7 +48,6 @@ __all__ = [
     "GroupCache",
     "IngestResult",
     "ends_group",
-    "gc_paused",
     "group_ends",
     "ingest_jsonl",
     "read_group_cache",
@@ -79,19 +78,6 @@ _PARALLEL_MIN = 4 << 20
 _READ = READ_SIZE  # a module name of its own, so that tests can cut pieces small
 _LENGTHS = "I"  # array type code of GroupCache.lengths
 _split_line_keys = re.compile(b".{%d}" % LINE_KEY, re.DOTALL).findall
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cycle collector: bulk work makes millions of acyclic objects, which it
-    would otherwise scan again and again."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class GroupCache(msgspec.Struct):

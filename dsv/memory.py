@@ -1,13 +1,16 @@
-"""The C library's allocator, tuned for dsv's threads: a module of its own, so that a command
-sets it without importing what forks workers (`dsv.parallel`)."""
+"""Memory: the C library's allocator tuned for dsv's threads, and the cycle collector paused
+for bulk work. A module of its own, so that a command sets them without importing what forks
+workers (`dsv.parallel`) or reads files (`dsv.ingest`)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["limit_malloc_arenas", "return_free_memory"]
+__all__ = ["gc_paused", "limit_malloc_arenas", "return_free_memory"]
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
@@ -24,6 +27,19 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     mallopt = None if "MALLOC_ARENA_MAX" in os.environ else _glibc("mallopt")
     if mallopt is not None:
         mallopt(_M_ARENA_MAX, arenas)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cycle collector: bulk work makes millions of acyclic objects, which it
+    would otherwise scan again and again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def return_free_memory() -> None:

@@ -63,7 +63,8 @@ def scan_file(
     """
     # Imported here: they pull in csv, decimal…, which status rarely needs.
     from dsv.formats import format_kind, read_dataset
-    from dsv.ingest import gc_paused, ingest_jsonl, read_group_cache
+    from dsv.ingest import ingest_jsonl, read_group_cache
+    from dsv.memory import gc_paused
 
     full = repo.root / name
     if full.is_dir():
@@ -241,9 +242,8 @@ def write_file(
 
     `progress` is told the datapoints written so far, where the writing can tell (JSONL).
     """
-    from dsv.formats import write_dataset
-    from dsv.ingest import gc_paused
     from dsv.materialize import write_jsonl
+    from dsv.memory import gc_paused
 
     # Again right before the join, whatever the caller checked: a name from a tree is hostile
     # until it passed the rule, and this is where one would leave the working tree.
@@ -256,6 +256,8 @@ def write_file(
         if dataset.format.kind == "jsonl":
             written = write_jsonl(repo.store, repo.read_oid_list(dataset), full, progress=progress)
         if written is None:
+            from dsv.formats import write_dataset  # here: a large JSONL file needs none
+
             written = write_dataset(full, dataset.format, repo.read_datapoints(dataset))
     # The stat proves these bytes when it is the one the written inode had just after the
     # rename (another file renamed over it, or any write or utime since, changes it: ctime)

@@ -977,3 +977,52 @@ def test_a_command_loads_its_own_family_only(tmp_path: Path) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout
     assert loaded.strip() == "['dsv.cli.common', 'dsv.cli.history']"
+
+
+def test_a_checkout_loads_no_merging_reading_or_network_code(tmp_path: Path) -> None:
+    """A checkout's start-up is part of its time (against git's): it needs no merge machinery
+    (`dsv.ops.stage`), file reading (`dsv.ingest`, hashlib), other formats (`dsv.formats` for
+    a large JSONL file) or sockets (the reflog's user, when one is configured)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, click, dsv.cli\n"
+        "dsv.cli.main.get_command(click.Context(dsv.cli.main), 'checkout')\n"
+        "from dsv import ops\n"
+        "ops.checkout\n"
+        "import dsv.materialize, dsv.memory\n"
+        "from dsv.config import user_identity\n"
+        "assert user_identity() == 'A <a@example.com>'\n"
+        "heavy = ['dsv.ops.stage', 'dsv.merge', 'dsv.ingest', 'dsv.formats', 'socket', 'getpass']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    env = {**os.environ, "DSV_AUTHOR_NAME": "A", "DSV_AUTHOR_EMAIL": "a@example.com"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=env,
+    ).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_ops_names_each_come_from_their_module() -> None:
+    """`dsv.ops` imports each name on first use: every name it exports must resolve, to the
+    same object its module holds."""
+    import importlib
+
+    from dsv import ops
+
+    importlib.import_module("dsv.ops.checkout")  # binds the module's name in the package
+    for name in ops.__all__:
+        value = getattr(ops, name)
+        assert any(
+            getattr(importlib.import_module(f"dsv.ops.{m}"), name, None) is value
+            for m in ("checkout", "history", "stage")
+        ), name
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        ops.nothing  # noqa: B018
