@@ -2,8 +2,8 @@
 
 The index lists objects by id; a sender that copies stored blocks needs the other way round
 (block -> its ids), to see with one comparison whether the next ids it sends are exactly a
-block. Sorting a million index entries by (block, offset) in Python takes about a second;
-pyarrow sorts them in C (tens of milliseconds), so it is used where a pack is large.
+block. An index of version 3 stores that order; an older one is sorted by (block, offset),
+by pyarrow in C where it is large (a second in Python at a million entries).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from dsv.objects import OID_SIZE
 from dsv.pack import Pack
-from dsv.sorting import arrow_kernel
+from dsv.sorting import arrow_kernel, invert
 
 __all__ = ["BlockIndex", "common_run"]
 
@@ -52,18 +52,14 @@ class BlockIndex:
 
         self.pack = pack
         n = pack.count
-        block_column, offset_column = pack.location_columns()
-        blocks = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(block_column)])
-        offsets = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(offset_column)])
-
-        call = arrow_kernel  # pyarrow's kernels in C, on the system allocator
-        # By offset, then (a stable sort) by block: entries in stored order.
-        by_offset = call("array_sort_indices", offsets)
-        order = call("take", by_offset, call("array_sort_indices", call("take", blocks, by_offset)))
         # order[k]: the index position of the k-th entry in stored order; rank its inverse.
-        self.order = array("Q", order.buffers()[1].to_pybytes()[: 8 * n])
-        self.rank = array("Q", call("array_sort_indices", order).buffers()[1].to_pybytes()[: 8 * n])
-        self._blocks = array("I", call("take", blocks, order).buffers()[1].to_pybytes()[: 4 * n])
+        self.order = pack.pack_order()
+        self.rank = invert(self.order)
+        block_column, _ = pack.location_columns()
+        blocks = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(block_column)])
+        positions = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(self.order)])
+        taken = arrow_kernel("take", blocks, positions)
+        self._blocks = array("I", taken.buffers()[1].to_pybytes()[4 * taken.offset :][: 4 * n])
         self._oids = pack.oid_column
         self._recent: dict[int, list[bytes]] = {}
 

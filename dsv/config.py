@@ -22,8 +22,8 @@ __all__ = [
     "write_config",
 ]
 
-FORMAT_VERSION = 2  # what this dsv writes (docs/format.md §6)
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3  # what this dsv writes (docs/format.md §6)
+READABLE_FORMATS = (1, 2, 3)
 
 
 class Remote(msgspec.Struct, frozen=True):
@@ -58,7 +58,7 @@ def read_config(path: Path) -> Config:
     if version not in READABLE_FORMATS:
         raise BadState(
             f"repository format {version!r} is not supported (this dsv reads formats "
-            f"{' and '.join(map(str, READABLE_FORMATS))})",
+            f"{', '.join(map(str, READABLE_FORMATS[:-1]))} and {READABLE_FORMATS[-1]})",
             hint="use a dsv release that supports it",
         )
     try:

@@ -25,7 +25,7 @@ import zstandard
 from dsv.errors import CorruptObject
 from dsv.fsutil import digest_fd, fsync_dir, note_temp
 from dsv.objects import OID_SIZE, Kind, split_oids
-from dsv.sorting import argsort_keys, permute, sort_oids
+from dsv.sorting import argsort_keys, invert, permute, sort_oids
 
 __all__ = [
     "BLOCK_SIZE",
@@ -39,6 +39,8 @@ __all__ = [
 PACK_MAGIC = b"DSVPACK\n"
 IDX_MAGIC = b"DSVIDX\n\x00"
 PACK_VERSION = 2  # written; version 1 (one frame a block, no dictionaries) is still read
+# Written; version 2 (no stored pack order) and 1 (and one frame a block) are still read.
+IDX_VERSION = 3
 BLOCK_SIZE = 1 << 20
 MAX_RAW = 256 << 20  # the most raw bytes a block may hold (the protocol's limit too)
 # With a dictionary, a block is cut into frames of about this many raw bytes: a reader of a
@@ -90,12 +92,15 @@ def encode_index(
     fanout = array(_U32, [bisect.bisect_right(firsts, k) for k in range(256)])
 
     parts: list[bytes | memoryview] = [
-        _IDX_HEADER.pack(IDX_MAGIC, PACK_VERSION, count, len(blocks), len(frames) // 2),
+        _IDX_HEADER.pack(IDX_MAGIC, IDX_VERSION, count, len(blocks), len(frames) // 2),
         fanout.tobytes(),
         table,
         permute(block_of, order),
         permute(offset_of, order),
         permute(length_of, order),
+        # Each entry's index position, in pack order: a reader of whole blocks needs it, and
+        # sorting the index to find it cost a checkout a tenth of its time.
+        invert(order).tobytes(),
         permute(kind_of, order),
         b"".join(blocks),
         frames.tobytes(),
@@ -439,7 +444,7 @@ class Pack:
             problem = "is truncated"
         else:
             magic, version, count, nblocks, nframes = _IDX_HEADER.unpack_from(idx, 0)
-            if magic != IDX_MAGIC or version not in (1, PACK_VERSION):
+            if magic != IDX_MAGIC or version not in (1, 2, IDX_VERSION):
                 problem = "has an unknown format"
             else:
                 # Version 1: a smaller header and block entries, and no frame table.
@@ -449,7 +454,8 @@ class Pack:
                     else (_IDX_HEADER.size, _IDX_BLOCK.size)
                 )
                 table = 0 if version == 1 else nframes * 8
-                expected = header + 1024 + count * (OID_SIZE + 13) + nblocks * entry + table + 64
+                per_entry = OID_SIZE + (17 if version >= 3 else 13)
+                expected = header + 1024 + count * per_entry + nblocks * entry + table + 64
                 if len(idx) != expected:
                     problem = "has the wrong size"
         if problem:
@@ -458,7 +464,8 @@ class Pack:
             raise CorruptObject(f"pack index {name}.idx {problem}")
         if version == 1:
             nframes = nblocks
-        self.version = version
+        self.version = min(version, PACK_VERSION)  # of the pack: indexes 2 and 3 go with 2
+        self.idx_version = version
         view = memoryview(idx)
         self.count = count
         self.nblocks = nblocks
@@ -469,10 +476,12 @@ class Pack:
         self._oids = view[pos : pos + count * OID_SIZE]
         pos += count * OID_SIZE
         columns = []
-        for _ in range(3):
+        for _ in range(4 if version >= 3 else 3):
             columns.append(view[pos : pos + 4 * count].cast("I"))
             pos += 4 * count
-        self._block_col, self._offset_col, self._length_col = columns
+        self._block_col, self._offset_col, self._length_col = columns[:3]
+        # Index positions in pack order (by block, then offset): stored from version 3.
+        self._order: array[int] | memoryview | None = columns[3] if version >= 3 else None
         self._kind_col = view[pos : pos + count]
         pos += count
         # Per block: offset, compressed length, raw length, dictionary, first frame; a
@@ -511,7 +520,6 @@ class Pack:
         # What a read needs to trust bodies without re-hashing them (docs/format.md §4).
         self._intact: bool | None = None  # the index matches its checksum
         self._summed: dict[int, bool] = {}  # block -> every frame carries a checksum
-        self._order: array[int] | None = None  # index positions in pack order
 
     @property
     def oid_column(self) -> memoryview:
@@ -542,7 +550,20 @@ class Pack:
         checksum = digest_fd(self._pack_file.fileno(), end=size - OID_SIZE)
         if checksum != trailer or self._pread(OID_SIZE, size - OID_SIZE) != trailer:
             return "pack checksum mismatch"
+        if self.idx_version >= 3 and not self._order_holds():
+            return "index pack order is wrong"
         return None
+
+    def _order_holds(self) -> bool:
+        """Whether the stored pack order lists every entry once, by block, then offset (a
+        faulty writer's order passes every checksum; reads check what they take of it)."""
+        stored = self.pack_order()
+        if sorted(stored) != list(range(self.count)):
+            return False
+        columns = zip(self._block_col, self._offset_col, strict=True)
+        keys = [block << 32 | offset for block, offset in columns]
+        taken = list(map(keys.__getitem__, stored))
+        return taken == sorted(taken)
 
     def index_intact(self) -> bool:
         """Whether the index matches its own checksum; found once, on the first ask."""
@@ -567,8 +588,10 @@ class Pack:
         """`block_trusted` for entry `i`'s block, and the index says the entry is a `kind`."""
         return self._kind_col[i] == kind and self.block_trusted(self._block_col[i])
 
-    def pack_order(self) -> array[int]:
-        """Index positions of every entry in the order of the pack (by block, then offset)."""
+    def pack_order(self) -> array[int] | memoryview:
+        """Index positions of every entry in the order of the pack (by block, then offset):
+        stored in the index (version 3), or found by sorting it (`vouched_oids` checks the
+        entries it takes from either)."""
         if self._order is None:
             # Keys block << 32 | offset, put together bytewise at C speed.
             keys = bytearray(8 * self.count)
@@ -597,9 +620,9 @@ class Pack:
     ) -> list[bytes] | None:
         """The ids of `block`'s entries (as `block_bodies` gave them) from the index, b"" for
         an entry of another kind than `kind`; None unless the block is trusted
-        (`block_trusted`), or if the index lists another number of entries in it or an entry
-        is empty (entries at one offset could pair ids with bodies wrongly). The caller then
-        takes bodies by these ids without re-hashing them."""
+        (`block_trusted`), or if the index's pack order places other entries in it than the
+        block holds, or an entry is empty (entries at one offset could pair ids with bodies
+        wrongly). The caller then takes bodies by these ids without re-hashing them."""
         if not self.block_trusted(block):
             return None
         order = self.pack_order()
@@ -607,6 +630,10 @@ class Pack:
         lo = bisect.bisect_left(order, block, key=column)
         at = order[lo : bisect.bisect_right(order, block, lo, key=column)]
         if len(at) != len(starts) or len(starts) != len(bodies) or not all(bodies):
+            return None
+        # The order is the index's word for where each entry is: it must name this block's
+        # entries at the offsets the block itself gives, or the ids would pair wrongly.
+        if set(map(column, at)) != {block} or list(map(self._offset_col.__getitem__, at)) != starts:
             return None
         # Maps over C-level calls, each id sliced from the index's map as bytes: what replaces
         # hashing every body. (The index is in id order, so each entry costs a cache miss or

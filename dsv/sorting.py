@@ -19,6 +19,7 @@ __all__ = [
     "absent_oids",
     "argsort_keys",
     "arrow_kernel",
+    "invert",
     "permute",
     "sort_oids",
     "unique_oids",
@@ -139,6 +140,24 @@ def permute(values: array[int] | bytearray, order: array[int]) -> bytes:
     taken = arrow_kernel("take", column, positions)
     data: bytes = taken.buffers()[1].to_pybytes()
     return data[taken.offset * size : (taken.offset + count) * size]
+
+
+def invert(order: array[int] | memoryview) -> array[int]:
+    """The inverse of the permutation `order` of 0..n-1 (where each position went), as u32s."""
+    count = len(order)
+    if count >= _ARROW_SORT and "pyarrow" in sys.modules:
+        import pyarrow as pa
+
+        # The order that sorts a permutation is its inverse.
+        positions = pa.Array.from_buffers(
+            {4: pa.uint32(), 8: pa.uint64()}[order.itemsize], count, [None, pa.py_buffer(order)]
+        )
+        found = arrow_kernel("array_sort_indices", positions)
+        return array("I", array("Q", found.buffers()[1].to_pybytes()[: 8 * count]))
+    inverse = array("I", bytes(4 * count))
+    for i, position in enumerate(order):
+        inverse[position] = i
+    return inverse
 
 
 def unique_oids(packed: bytes) -> bytes:

@@ -480,9 +480,9 @@ def test_gc_keeps_what_refs_and_logs_reach(dsv: Dsv) -> None:
 
 def test_unknown_repository_format_is_refused(dsv: Dsv) -> None:
     config = dsv.root / ".dsv/config"
-    config.write_text(config.read_text().replace('"format": 2', '"format": 99'))
+    config.write_text(config.read_text().replace('"format": 3', '"format": 99'))
     assert dsv("status", code=3).stderr == (
-        "error: repository format 99 is not supported (this dsv reads formats 1 and 2)\n"
+        "error: repository format 99 is not supported (this dsv reads formats 1, 2 and 3)\n"
         "hint: use a dsv release that supports it\n"
     )
 

@@ -86,7 +86,7 @@ def test_every_index_writer_names_the_commit_it_matches(dsv: Dsv) -> None:
         pytest.param(lambda root: (root / "other.jsonl").unlink(), id="deleted"),
         pytest.param(lambda root: os.utime(root / "other.jsonl"), id="touched"),
         pytest.param(
-            lambda root: (root / ".dsv" / "config").write_text('{"format": 3}'), id="format 3"
+            lambda root: (root / ".dsv" / "config").write_text('{"format": 4}'), id="format 4"
         ),
         pytest.param(
             lambda root: (root / ".dsv" / "config").write_text('{"format": true}'), id="bool"

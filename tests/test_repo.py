@@ -52,7 +52,12 @@ def test_open_outside_a_repository(tmp_path: Path) -> None:
         dsv.Repository.open(tmp_path)
 
 
-def test_a_format_1_repository_is_used_as_it_is_until_a_pack_is_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("older_format", [1, 2])
+def test_an_older_format_repository_is_used_as_it_is_until_a_pack_is_written(
+    tmp_path: Path, older_format: int
+) -> None:
+    """Format 1 has no version-2 packs, format 2 no version-3 indexes: a pack this dsv
+    writes marks the repository as of format 3, so that an older dsv refuses it whole."""
     from dsv.remote import add_remote
 
     repo = dsv.Repository.init(tmp_path)
@@ -60,7 +65,7 @@ def test_a_format_1_repository_is_used_as_it_is_until_a_pack_is_written(tmp_path
     repo.add(["qa.jsonl"], key=("id",))
     first = repo.commit("first")
     config = tmp_path / ".dsv" / "config"
-    config.write_text(config.read_text().replace('"format": 2', '"format": 1'))
+    config.write_text(config.read_text().replace('"format": 3', f'"format": {older_format}'))
 
     def stored_format() -> int:
         return int(json.loads(config.read_text())["format"])
@@ -75,17 +80,17 @@ def test_a_format_1_repository_is_used_as_it_is_until_a_pack_is_written(tmp_path
     maintenance.gc(older, dry_run=True)
     _write(tmp_path / "qa.jsonl", RECORDS[:3])
     older.commit("second", all=True)
-    assert stored_format() == 1
-    # Hundreds of datapoints make a pack, of a version format 1 does not have.
+    assert stored_format() == older_format
+    # Hundreds of datapoints make a pack, of a version the older format does not have.
     many = [{"id": f"p{i}", "text": "x" * (i % 90)} for i in range(500)]
     _write(tmp_path / "qa.jsonl", many)
     older.commit("third", all=True)
-    assert stored_format() == 2 and older.config.format == 2
+    assert stored_format() == 3 and older.config.format == 3
     assert list(older.records("HEAD", "qa.jsonl")) == many
     # A config read before the upgrade does not undo it when saved.
-    assert other.config.format == 1
+    assert other.config.format == older_format
     add_remote(other, "origin", "http://127.0.0.1:9/team/qa")
-    assert stored_format() == 2
+    assert stored_format() == 3
     assert "origin" in json.loads(config.read_text())["remotes"]
 
 

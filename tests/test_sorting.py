@@ -8,7 +8,7 @@ from array import array
 import pytest
 
 from dsv import sorting
-from dsv.sorting import absent_oids, argsort_keys, permute, sort_oids, unique_oids
+from dsv.sorting import absent_oids, argsort_keys, invert, permute, sort_oids, unique_oids
 
 
 def test_a_large_id_table_is_sorted_as_a_small_one_is(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,6 +82,25 @@ def test_keys_are_ranked_the_same_by_either_sort(
     assert list(argsort_keys(packed, count)) == expected
     monkeypatch.setattr(sorting, "_ARROW_SORT", 1 << 30)  # Python's
     assert list(argsort_keys(packed, count)) == expected
+
+
+@pytest.mark.parametrize("count", [0, 1, 1000, 70_000])
+@pytest.mark.parametrize("typecode", ["I", "Q"])
+def test_a_permutation_is_inverted_the_same_by_either_way(
+    monkeypatch: pytest.MonkeyPatch, count: int, typecode: str
+) -> None:
+    """A pack index stores where each entry of pack order sits: the inverse of its sort."""
+    import pyarrow  # noqa: F401  # loaded, as in a large add's workers
+
+    order = list(range(count))
+    random.Random(count).shuffle(order)
+    expected = [0] * count
+    for i, position in enumerate(order):
+        expected[position] = i
+    assert list(invert(array(typecode, order))) == expected
+    monkeypatch.setattr(sorting, "_ARROW_SORT", 1 << 30)  # Python's
+    assert list(invert(array(typecode, order))) == expected
+    assert invert(array(typecode, order)).itemsize == 4
 
 
 def test_absent_ids_are_found_by_hash_as_by_a_set() -> None:

@@ -598,13 +598,13 @@ def test_a_damaged_index_is_reported_as_corrupt(tmp_path: Path, damage: str) -> 
     columns = 24 + 1024 + 32 * count
     if damage == "frame table":
         # The second frame of a block made as long as nothing.
-        at = columns + 13 * count + 24 * nblocks + 8 * (first_frame_of_block_3 + 1)
+        at = columns + 17 * count + 24 * nblocks + 8 * (first_frame_of_block_3 + 1)
         idx[at : at + 8] = idx[at - 8 : at]
     elif damage == "block column":
         for i in range(0, count, 7):  # some entries point past the last block
             idx[columns + 4 * i : columns + 4 * i + 4] = struct.pack("<I", 9999)
     else:
-        idx[columns + 12 * count : columns + 13 * count] = b"\x63" * count
+        idx[columns + 16 * count : columns + 17 * count] = b"\x63" * count
     os.chmod(pack.idx_path, 0o644)
     pack.idx_path.write_bytes(bytes(idx))
     store.reload()
@@ -617,6 +617,57 @@ def test_a_damaged_index_is_reported_as_corrupt(tmp_path: Path, damage: str) -> 
 
 
 @pytest.mark.usefixtures("small_blocks")
+def test_the_index_stores_each_blocks_entries_in_pack_order(tmp_path: Path) -> None:
+    """Index version 3 stores the pack order: the ids it gives for each block are the ids of
+    the block's bodies, as hashing them finds."""
+    from dsv.objects import hash_objects
+
+    pack = _pack_of(tmp_path / "pack", _varied(3000))
+    assert pack.idx_version == 3 and pack.nblocks > 20
+    from dsv import pack as pack_module
+
+    for block in range(pack.nblocks):
+        if pack.read_block_data(block)[1] == pack_module.DICTIONARY_BLOCK:
+            continue
+        starts, bodies = pack.block_bodies(block)
+        assert pack.vouched_oids(block, Kind.DATAPOINT, starts, bodies) == hash_objects(
+            Kind.DATAPOINT, bodies
+        )
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("lie", ["swapped in a block", "swapped across blocks"])
+def test_a_stored_pack_order_that_lies_is_not_believed(tmp_path: Path, lie: str) -> None:
+    """An index whose checksum holds but whose pack order pairs ids with the wrong bodies (a
+    faulty writer's) must not make a read take a body for another id: the read checks the
+    order against the block, and re-hashes where they disagree."""
+    import struct
+
+    import blake3
+
+    bodies = _varied(3000)
+    oids = [hash_object(Kind.DATAPOINT, b) for b in bodies]
+    store = ObjectStore(tmp_path / "objects")
+    pack = _pack_of(store.pack_dir, bodies)
+    count = pack.count
+    order = list(pack.pack_order())
+    first_of_block_1 = next(k for k, i in enumerate(order) if pack.location(i)[0] == 1)
+    pack.close()
+    k = 0 if lie == "swapped in a block" else first_of_block_1 - 1
+    order[k], order[k + 1] = order[k + 1], order[k]
+    idx = bytearray(pack.idx_path.read_bytes())
+    at = 24 + 1024 + 32 * count + 12 * count
+    idx[at : at + 4 * count] = struct.pack(f"<{count}I", *order)
+    idx[-32:] = blake3.blake3(bytes(idx[:-32])).digest()
+    os.chmod(pack.idx_path, 0o644)
+    pack.idx_path.write_bytes(bytes(idx))
+    store.reload()
+    assert store.packs[0].index_intact()
+    assert list(store.read_many(iter(oids), Kind.DATAPOINT)) == bodies
+    assert store.packs[0].verify() == "index pack order is wrong"  # what fsck reports
+
+
+@pytest.mark.usefixtures("small_blocks")
 def test_an_index_naming_more_bytes_than_its_pack_holds_is_refused_on_opening(
     tmp_path: Path,
 ) -> None:
@@ -626,7 +677,7 @@ def test_an_index_naming_more_bytes_than_its_pack_holds_is_refused_on_opening(
     count, nblocks, name = pack.count, pack.nblocks, pack.name
     pack.close()
     idx = bytearray(pack.idx_path.read_bytes())
-    table = 24 + 1024 + 45 * count
+    table = 24 + 1024 + 49 * count
     for field, value in [(8, 1 << 31), (12, 1 << 30)]:  # a compressed length, a raw length
         damaged = bytearray(idx)
         struct.pack_into("<I", damaged, table + 24 * (nblocks // 2) + field, value)
