@@ -143,18 +143,11 @@ def permute(values: array[int] | bytearray, order: array[int]) -> bytes:
 
 
 def invert(order: array[int] | memoryview) -> array[int]:
-    """The inverse of the permutation `order` of 0..n-1 (where each position went), as u32s."""
-    count = len(order)
-    if count >= _ARROW_SORT and "pyarrow" in sys.modules:
-        import pyarrow as pa
+    """The inverse of the permutation `order` of 0..n-1 (where each position went), as u32s.
 
-        # The order that sorts a permutation is its inverse.
-        positions = pa.Array.from_buffers(
-            {4: pa.uint32(), 8: pa.uint64()}[order.itemsize], count, [None, pa.py_buffer(order)]
-        )
-        found = arrow_kernel("array_sort_indices", positions)
-        return array("I", array("Q", found.buffers()[1].to_pybytes()[: 8 * count]))
-    inverse = array("I", bytes(4 * count))
+    A Python loop, in one pass: pyarrow's sort of the permutation took 13 ms at 100k and
+    155-200 ms at a million, against 5 and 56 ms."""
+    inverse = array("I", bytes(4 * len(order)))
     for i, position in enumerate(order):
         inverse[position] = i
     return inverse
