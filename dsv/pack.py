@@ -23,6 +23,7 @@ import blake3
 import zstandard
 
 from dsv.errors import CorruptObject
+from dsv.frames import decompress_all, frames_checksummed
 from dsv.fsutil import digest_fd, fsync_dir, note_temp
 from dsv.objects import OID_SIZE, Kind, split_oids
 from dsv.sorting import argsort_keys, invert, permute, sort_oids
@@ -868,7 +869,7 @@ class Pack:
         if stop == first or (ends[2 * stop - 2], ends[2 * stop - 1]) != (len(data), rlen):
             raise CorruptObject(f"pack {self.name}: block {block} has a bad frame table")
         if block not in self._summed:
-            self._summed[block] = _checksummed(data, ends, first, stop)
+            self._summed[block] = frames_checksummed(data, ends, first, stop)
         return data, rlen, dictionary, first, stop
 
     def _load_block(self, block: int) -> bytes:
@@ -909,7 +910,7 @@ class Pack:
         for dictionary, (pieces, sizes, where) in groups.items():
             decompressor = zstandard.ZstdDecompressor(dict_data=self._dictionaries.get(dictionary))
             try:
-                found = _decompress_all(decompressor, pieces, sizes, threads)
+                found = decompress_all(decompressor, pieces, sizes, threads)
             except (zstandard.ZstdError, ValueError) as exc:
                 blocks = sorted({b for _, b, _ in where})
                 raise CorruptObject(
@@ -960,53 +961,3 @@ class Pack:
         data = self.read_block(self._block_col[i])
         offset = self._offset_col[i]
         return self.kind_at(i), data[offset : offset + self._length_col[i]]
-
-
-def _decompress_all(
-    decompressor: zstandard.ZstdDecompressor,
-    pieces: list[bytes | bytearray | memoryview],
-    sizes: list[int],
-    threads: int,
-) -> list[bytes] | zstandard.BufferWithSegmentsCollection:
-    """Each frame of `pieces` decompressed to its size in `sizes`."""
-    try:
-        return decompressor.multi_decompress_to_buffer(
-            pieces, decompressed_sizes=struct.pack(f"={len(sizes)}Q", *sizes), threads=threads
-        )
-    except NotImplementedError:  # zstandard's cffi backend (PyPy) has no such call
-        return [
-            decompressor.decompress(p, max_output_size=n)
-            for p, n in zip(pieces, sizes, strict=True)
-        ]
-
-
-def _checksummed(data: bytes, ends: memoryview, first: int, stop: int) -> bool:
-    """Whether each of a block's frames `first`..`stop` declares a content checksum."""
-    view = memoryview(data)
-    try:
-        for f in range(first, stop):
-            start = ends[2 * f - 2] if f > first else 0
-            if not zstandard.get_frame_parameters(view[start : start + 18]).has_checksum:
-                return False
-    except zstandard.ZstdError:
-        return False  # damaged: reading it re-hashes, which names the damage
-    finally:
-        view.release()
-    return True
-
-
-def _inflate(
-    decompressor: zstandard.ZstdDecompressor, data: bytes, rlen: int, sizes: list[tuple[int, int]]
-) -> bytes:
-    """A block's raw bytes from its `data`, frame by frame, each checked against its size."""
-    if (sum(c for c, _ in sizes), sum(r for _, r in sizes)) != (len(data), rlen):
-        raise ValueError("its frames do not add up to its size")
-    parts = []
-    at = 0
-    for clen, size in sizes:
-        part = decompressor.decompress(data[at : at + clen], max_output_size=size)
-        if len(part) != size:
-            raise ValueError("a frame has the wrong size")
-        parts.append(part)
-        at += clen
-    return b"".join(parts)

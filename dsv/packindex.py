@@ -19,6 +19,7 @@ import blake3
 import zstandard
 
 from dsv.errors import CorruptObject
+from dsv.frames import inflate
 from dsv.fsutil import note_temp
 from dsv.objects import OID_SIZE, Kind, hash_object, hash_objects
 from dsv.pack import (
@@ -35,7 +36,6 @@ from dsv.pack import (
     PACK_MAGIC,
     PACK_VERSION,
     PreparedPack,
-    _inflate,
     encode_index,
 )
 
@@ -111,7 +111,7 @@ def index_pack(path: Path, *, check: BlockCheck | None = None) -> PreparedPack |
                 decompressor = decompressors.get(dictionary)
                 if decompressor is None:
                     raise ValueError("it names no dictionary before it")
-                raw = _inflate(decompressor, data, rlen, sizes)
+                raw = inflate(decompressor, data, rlen, sizes)
                 (count,) = _COUNT.unpack_from(raw, 0)
                 head = 4 + 5 * count
                 if not count or head > rlen:
@@ -239,7 +239,7 @@ def scan_pack(path: Path) -> Iterator[tuple[Kind, bytes]]:
             if dictionary and dictionary not in dictionaries:
                 raise ValueError("it names no dictionary before it")
             decompressor = zstandard.ZstdDecompressor(dict_data=dictionaries.get(dictionary))
-            raw = _inflate(decompressor, frames, rlen, sizes)
+            raw = inflate(decompressor, frames, rlen, sizes)
             entries = list(_block_entries(raw))
         except (zstandard.ZstdError, ValueError, TypeError, struct.error) as exc:
             raise CorruptObject(f"{path.name}: corrupt block ({exc})") from exc
