@@ -262,6 +262,40 @@ def test_consolidation_merges_the_small_packs_and_keeps_the_large_ones(tmp_path:
     assert store.consolidate(most=1) is None  # 1000 >= 2 * 463: nothing more to merge
 
 
+@pytest.mark.usefixtures("small_blocks")
+def test_a_merged_pack_stores_its_own_order_and_merges_again(tmp_path: Path) -> None:
+    """Merging copies each pack's blocks; the merged index must list its entries in its own
+    pack order, so that it verifies, its blocks are trusted whole, and it merges again."""
+    from dsv import pack as pack_module
+    from dsv.objects import hash_objects
+
+    store = ObjectStore(tmp_path / "objects")
+    bodies = _varied(1500)
+    for at in range(0, 1500, 500):
+        _pack_of(store.pack_dir, bodies[at : at + 500]).close()
+    store.reload()
+    once = store.merge_packs([p.name for p in store.packs])
+    _pack_of(store.pack_dir, _varied(300, seed=2)).close()
+    store.reload()
+    twice = store.merge_packs([p.name for p in store.packs])
+    assert once != twice and [p.name for p in store.packs] == [twice]
+    merged = store.packs[0]
+    assert merged.verify() is None
+    assert merged.pack_order() is merged._stored_order  # the stored order holds
+    for block in range(merged.nblocks):
+        if merged.read_block_data(block)[1] == pack_module.DICTIONARY_BLOCK:
+            continue
+        starts, got = merged.block_bodies(block)
+        assert merged.vouched_oids(block, Kind.DATAPOINT, starts, got) == hash_objects(
+            Kind.DATAPOINT, got
+        )
+    oids = [hash_object(Kind.DATAPOINT, b) for b in [*bodies, *_varied(300, seed=2)]]
+    assert list(store.read_many(iter(oids), Kind.DATAPOINT)) == [
+        *bodies,
+        *_varied(300, seed=2),
+    ]
+
+
 def test_consolidation_leaves_few_packs_alone(tmp_path: Path) -> None:
     store = ObjectStore(tmp_path / "objects")
     _packs_of(store, [1] * 12)
