@@ -26,7 +26,7 @@ from dsv.errors import CorruptObject
 from dsv.frames import decompress_all, frames_checksummed
 from dsv.fsutil import digest_fd, fsync_dir, note_temp
 from dsv.objects import OID_SIZE, Kind, split_oids
-from dsv.sorting import argsort_keys, invert, permute, permute_oids, sort_oids
+from dsv.sorting import argsort_keys, invert, permute, sort_oids
 
 __all__ = [
     "BLOCK_SIZE",
@@ -80,16 +80,25 @@ def encode_index(
     blocks: list[bytes],
     frames: array[int],
     checksum: bytes,
+    *,
+    in_pack_order: bool = True,
 ) -> list[bytes | memoryview]:
     """The idx of a pack (format.md §4), in parts to write in order, from its entries (`oids`
     packed, 32 bytes each, in pack order: by block, then offset, as its order column states),
-    block table and frame ends. (Joined, a 1M pack's 45 MB index was one more copy at a
-    fetch's peak.)"""
+    block table and frame ends; without `in_pack_order`, the entries are in any order and are
+    sorted by location for the order column. (Joined, a 1M pack's 45 MB index was one more
+    copy at a fetch's peak.)"""
     count = len(oids) // OID_SIZE
     assert block_of.itemsize == offset_of.itemsize == length_of.itemsize == 4  # u32 columns
     order, table = sort_oids(oids)
     # Positions are u32 in the index: half the memory of sort_oids' u64s, at a fetch's peak.
     order = array(_U32, order)
+    # Each entry's index position, in pack order: a reader of whole blocks needs it, and
+    # sorting the index to find it cost a checkout a tenth of its time.
+    rank = invert(order)
+    if not in_pack_order:
+        keys = location_keys(block_of.tobytes(), offset_of.tobytes(), count)
+        rank = array(_U32, permute(rank, argsort_keys(keys, count)))
     # Entry k of the fan-out counts the ids whose first byte is k or less: in the sorted
     # table, where the first byte k + 1 begins.
     firsts = bytes(memoryview(table)[::OID_SIZE])
@@ -102,9 +111,7 @@ def encode_index(
         permute(block_of, order),
         permute(offset_of, order),
         permute(length_of, order),
-        # Each entry's index position, in pack order: a reader of whole blocks needs it, and
-        # sorting the index to find it cost a checkout a tenth of its time.
-        memoryview(invert(order)).cast("B"),
+        memoryview(rank).cast("B"),
         permute(kind_of, order),
         b"".join(blocks),
         frames.tobytes(),
@@ -115,6 +122,17 @@ def encode_index(
         hasher.update(part)
     parts.append(hasher.digest())
     return parts
+
+
+def location_keys(blocks: bytes, offsets: bytes, count: int) -> bytes:
+    """Each entry's block << 32 | offset as a native u64, from u32 columns, put together
+    bytewise at C speed."""
+    keys = bytearray(8 * count)
+    low, high = (0, 4) if sys.byteorder == "little" else (4, 0)
+    for k in range(4):
+        keys[low + k :: 8] = offsets[k::4]
+        keys[high + k :: 8] = blocks[k::4]
+    return bytes(keys)
 
 
 class PackWriter:
@@ -153,6 +171,7 @@ class PackWriter:
         self._size = 0
         # Every object so far, columnar; index i of each list is one object.
         self._oids = bytearray()  # packed, 32 bytes an id
+        self._in_pack_order = True  # entries are added in pack order (not after add_pack)
         self._block_of = array(_U32)
         self._offset_of = array(_U32)
         self._length_of = array(_U32)
@@ -207,14 +226,15 @@ class PackWriter:
             if dictionary not in (0, DICTIONARY_BLOCK):
                 dictionary += base
             self._write_block(data, rlen, dictionary, frames)
-        # Entries go in pack order: the index's order column is made from the order they
-        # are added in (`encode_index`).
-        order = array(_U32, pack.pack_order())
-        self._oids += permute_oids(pack.oid_column, order)
-        self._block_of.extend([block + base for block in _taken(pack._block_col, order)])
-        self._offset_of.extend(_taken(pack._offset_col, order))
-        self._length_of.extend(_taken(pack._length_col, order))
-        self._kind_of += permute(bytearray(pack._kind_col), order)
+        # In the source's index order, not pack order: `encode_index` then sorts the entries
+        # by location for the order column (laying them out in pack order here instead took
+        # 40 MB more at a 1M clone's merge).
+        self._in_pack_order = False
+        self._oids += pack._oids
+        self._block_of.extend([block + base for block in pack._block_col])
+        self._offset_of.extend(pack._offset_col)
+        self._length_of.extend(pack._length_col)
+        self._kind_of += pack._kind_col
 
     def copy_block(self, pack: Pack, block: int, entries: Sequence[int]) -> None:
         """Append data block `block` of `pack` as it is stored (its dictionary first, once
@@ -383,6 +403,7 @@ class PackWriter:
             self._blocks,
             self._frames,
             checksum,
+            in_pack_order=self._in_pack_order,
         )
 
     def finish(self) -> str:
@@ -396,13 +417,6 @@ class PackWriter:
     def abort(self) -> None:
         self._file.close()
         self._tmp.unlink(missing_ok=True)
-
-
-def _taken(column: memoryview, order: array[int]) -> array[int]:
-    """A u32 column of an index taken in `order`."""
-    values = array(_U32)
-    values.frombytes(column.cast("B"))
-    return array(_U32, permute(values, order))
 
 
 class PreparedPack:
@@ -575,26 +589,25 @@ class Pack:
         faulty writer's order passes every checksum). Found once, on the first ask."""
         if self._order_stored_holds is None:
             count = self.count
-            holds = len(stored) == count and (
-                count == 0 or (max(stored) < count and len(set(stored)) == count)
-            )
-            if holds:
-                keys = self._location_keys()
-                taken = list(map(keys.__getitem__, stored))
-                holds = taken == sorted(taken)  # linear on a sorted list
+            keys = self._location_keys()
+            holds = len(stored) == count
+            # One pass, in a byte a position: a set of a million positions, and lists of
+            # their keys, had been 100 MB at a push's peak.
+            seen = bytearray(count)
+            last = 0
+            for i in stored if holds else ():
+                if i >= count or seen[i] or keys[i] < last:
+                    holds = False
+                    break
+                seen[i] = 1
+                last = keys[i]
             self._order_stored_holds = holds
         return self._order_stored_holds
 
     def _location_keys(self) -> memoryview:
-        """Each entry's block << 32 | offset, as native u64s, put together bytewise at C
-        speed."""
-        keys = bytearray(8 * self.count)
-        offsets, blocks = self._offset_col.tobytes(), self._block_col.tobytes()
-        low, high = (0, 4) if sys.byteorder == "little" else (4, 0)
-        for k in range(4):
-            keys[low + k :: 8] = offsets[k::4]
-            keys[high + k :: 8] = blocks[k::4]
-        return memoryview(bytes(keys)).cast("Q")
+        """Each entry's block << 32 | offset, as native u64s."""
+        keys = location_keys(self._block_col.tobytes(), self._offset_col.tobytes(), self.count)
+        return memoryview(keys).cast("Q")
 
     def index_intact(self) -> bool:
         """Whether the index matches its own checksum; found once, on the first ask."""

@@ -21,7 +21,6 @@ __all__ = [
     "arrow_kernel",
     "invert",
     "permute",
-    "permute_oids",
     "sort_oids",
     "unique_oids",
 ]
@@ -146,22 +145,6 @@ def permute(values: array[int] | bytearray, order: array[int]) -> bytes:
     taken = arrow_kernel("take", column, positions)
     data: bytes = taken.buffers()[1].to_pybytes()
     return data[taken.offset * size : (taken.offset + count) * size]
-
-
-def permute_oids(oids: bytes | bytearray | memoryview, order: array[int]) -> bytes:
-    """The packed ids `oids` (32 bytes each) taken in `order`."""
-    count = len(order)
-    if count < _ARROW_SORT or "pyarrow" not in sys.modules:
-        view = memoryview(oids)
-        return b"".join([view[i * OID_SIZE : (i + 1) * OID_SIZE] for i in order])
-    import pyarrow as pa
-
-    positions = pa.Array.from_buffers(
-        {4: pa.uint32(), 8: pa.uint64()}[order.itemsize], count, [None, pa.py_buffer(order)]
-    )
-    taken = arrow_kernel("take", _ids_array(oids), positions)
-    data: bytes = taken.buffers()[1].to_pybytes()
-    return data[taken.offset * OID_SIZE : (taken.offset + count) * OID_SIZE]
 
 
 def invert(order: array[int] | memoryview) -> array[int]:

@@ -13,7 +13,6 @@ from dsv.sorting import (
     argsort_keys,
     invert,
     permute,
-    permute_oids,
     sort_oids,
     unique_oids,
 )
@@ -101,22 +100,6 @@ def test_a_permutation_is_inverted(count: int, typecode: str) -> None:
     inverse = invert(array(typecode, order))
     assert inverse.itemsize == 4
     assert [order[i] for i in inverse] == list(range(count))
-
-
-@pytest.mark.parametrize("count", [0, 3, 70_000])
-def test_packed_ids_are_taken_in_an_order_the_same_by_either_way(
-    monkeypatch: pytest.MonkeyPatch, count: int
-) -> None:
-    import pyarrow  # noqa: F401  # loaded: large inputs go to its take kernel
-
-    rng = random.Random(count)
-    ids = [rng.randbytes(32) for _ in range(count)]
-    order = list(range(count))
-    rng.shuffle(order)
-    expected = b"".join(ids[i] for i in order)
-    assert permute_oids(b"".join(ids), array("I", order)) == expected
-    monkeypatch.setattr(sorting, "_ARROW_SORT", 1 << 30)  # Python's
-    assert permute_oids(memoryview(b"".join(ids)), array("I", order)) == expected
 
 
 def test_absent_ids_are_found_by_hash_as_by_a_set() -> None:
