@@ -26,7 +26,7 @@ from dsv.errors import CorruptObject
 from dsv.frames import decompress_all, frames_checksummed
 from dsv.fsutil import digest_fd, fsync_dir, note_temp
 from dsv.objects import OID_SIZE, Kind, split_oids
-from dsv.sorting import argsort_keys, invert, permute, sort_oids
+from dsv.sorting import argsort_keys, invert, location_keys, permute, sort_oids
 
 __all__ = [
     "BLOCK_SIZE",
@@ -122,17 +122,6 @@ def encode_index(
         hasher.update(part)
     parts.append(hasher.digest())
     return parts
-
-
-def location_keys(blocks: bytes, offsets: bytes, count: int) -> bytes:
-    """Each entry's block << 32 | offset as a native u64, from u32 columns, put together
-    bytewise at C speed."""
-    keys = bytearray(8 * count)
-    low, high = (0, 4) if sys.byteorder == "little" else (4, 0)
-    for k in range(4):
-        keys[low + k :: 8] = offsets[k::4]
-        keys[high + k :: 8] = blocks[k::4]
-    return bytes(keys)
 
 
 class PackWriter:

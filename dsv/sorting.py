@@ -20,6 +20,7 @@ __all__ = [
     "argsort_keys",
     "arrow_kernel",
     "invert",
+    "location_keys",
     "permute",
     "sort_oids",
     "unique_oids",
@@ -145,6 +146,17 @@ def permute(values: array[int] | bytearray, order: array[int]) -> bytes:
     taken = arrow_kernel("take", column, positions)
     data: bytes = taken.buffers()[1].to_pybytes()
     return data[taken.offset * size : (taken.offset + count) * size]
+
+
+def location_keys(blocks: bytes, offsets: bytes, count: int) -> bytes:
+    """Each entry's block << 32 | offset as a native u64, from u32 columns, put together
+    bytewise at C speed."""
+    keys = bytearray(8 * count)
+    low, high = (0, 4) if sys.byteorder == "little" else (4, 0)
+    for k in range(4):
+        keys[low + k :: 8] = offsets[k::4]
+        keys[high + k :: 8] = blocks[k::4]
+    return bytes(keys)
 
 
 def invert(order: array[int] | memoryview) -> array[int]:

@@ -12,6 +12,7 @@ from dsv.sorting import (
     absent_oids,
     argsort_keys,
     invert,
+    location_keys,
     permute,
     sort_oids,
     unique_oids,
@@ -100,6 +101,15 @@ def test_a_permutation_is_inverted(count: int, typecode: str) -> None:
     inverse = invert(array(typecode, order))
     assert inverse.itemsize == 4
     assert [order[i] for i in inverse] == list(range(count))
+
+
+def test_location_keys_order_as_block_then_offset() -> None:
+    """A pack's entries in pack order come from sorting these keys: block first, then offset."""
+    blocks, offsets = array("I", [2, 0, 1, 0, 2]), array("I", [5, 70_000, 3, 9, 1])
+    keys = location_keys(blocks.tobytes(), offsets.tobytes(), 5)
+    expected = [b << 32 | o for b, o in zip(blocks, offsets, strict=True)]
+    assert list(memoryview(keys).cast("Q")) == expected
+    assert list(argsort_keys(keys, 5)) == [3, 1, 2, 4, 0]
 
 
 def test_absent_ids_are_found_by_hash_as_by_a_set() -> None:
