@@ -123,7 +123,7 @@ def _sort_by_heads(values: Any, count: int) -> Any | None:
     return None if arrow_kernel("any", tied).as_py() else found
 
 
-def permute(values: array[int] | bytearray, order: array[int]) -> bytes:
+def permute(values: array[int] | bytearray, order: array[int] | memoryview) -> bytes:
     """The bytes of `values` (an array of fixed-size integers, or of bytes) taken in `order`."""
     count = len(order)
     if count < _ARROW_SORT or "pyarrow" not in sys.modules:

@@ -262,12 +262,24 @@ def test_consolidation_merges_the_small_packs_and_keeps_the_large_ones(tmp_path:
     assert store.consolidate(most=1) is None  # 1000 >= 2 * 463: nothing more to merge
 
 
+def _assert_blocks_vouch_for_the_ids_of_their_bodies(pack: Pack) -> None:
+    """Each data block's ids from the index, in pack order, are those hashing its bodies finds."""
+    from dsv import pack as pack_module
+    from dsv.objects import hash_objects
+
+    for block in range(pack.nblocks):
+        if pack.read_block_data(block)[1] == pack_module.DICTIONARY_BLOCK:
+            continue
+        starts, bodies = pack.block_bodies(block)
+        assert pack.vouched_oids(block, Kind.DATAPOINT, starts, bodies) == hash_objects(
+            Kind.DATAPOINT, bodies
+        )
+
+
 @pytest.mark.usefixtures("small_blocks")
 def test_a_merged_pack_stores_its_own_order_and_merges_again(tmp_path: Path) -> None:
     """Merging copies each pack's blocks; the merged index must list its entries in its own
     pack order, so that it verifies, its blocks are trusted whole, and it merges again."""
-    from dsv import pack as pack_module
-    from dsv.objects import hash_objects
 
     store = ObjectStore(tmp_path / "objects")
     bodies = _varied(1500)
@@ -282,13 +294,7 @@ def test_a_merged_pack_stores_its_own_order_and_merges_again(tmp_path: Path) -> 
     merged = store.packs[0]
     assert merged.verify() is None
     assert merged.pack_order() is merged._stored_order  # the stored order holds
-    for block in range(merged.nblocks):
-        if merged.read_block_data(block)[1] == pack_module.DICTIONARY_BLOCK:
-            continue
-        starts, got = merged.block_bodies(block)
-        assert merged.vouched_oids(block, Kind.DATAPOINT, starts, got) == hash_objects(
-            Kind.DATAPOINT, got
-        )
+    _assert_blocks_vouch_for_the_ids_of_their_bodies(merged)
     oids = [hash_object(Kind.DATAPOINT, b) for b in [*bodies, *_varied(300, seed=2)]]
     assert list(store.read_many(iter(oids), Kind.DATAPOINT)) == [
         *bodies,
@@ -654,19 +660,9 @@ def test_a_damaged_index_is_reported_as_corrupt(tmp_path: Path, damage: str) -> 
 def test_the_index_stores_each_blocks_entries_in_pack_order(tmp_path: Path) -> None:
     """Index version 3 stores the pack order: the ids it gives for each block are the ids of
     the block's bodies, as hashing them finds."""
-    from dsv.objects import hash_objects
-
     pack = _pack_of(tmp_path / "pack", _varied(3000))
     assert pack.idx_version == 3 and pack.nblocks > 20
-    from dsv import pack as pack_module
-
-    for block in range(pack.nblocks):
-        if pack.read_block_data(block)[1] == pack_module.DICTIONARY_BLOCK:
-            continue
-        starts, bodies = pack.block_bodies(block)
-        assert pack.vouched_oids(block, Kind.DATAPOINT, starts, bodies) == hash_objects(
-            Kind.DATAPOINT, bodies
-        )
+    _assert_blocks_vouch_for_the_ids_of_their_bodies(pack)
 
 
 @pytest.mark.usefixtures("small_blocks")
