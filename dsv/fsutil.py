@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import re
 import time
@@ -16,6 +17,7 @@ from typing import IO
 import blake3
 
 from dsv.errors import BadState, LockedError
+from dsv.libc import glibc_function
 
 __all__ = [
     "READ_SIZE",
@@ -23,11 +25,13 @@ __all__ = [
     "WriteResult",
     "atomic_file",
     "digest_fd",
+    "digest_fds",
     "digest_file",
     "fsync_dir",
     "is_temp_name",
     "note_temp",
     "publish",
+    "start_writeback",
     "sweep_temps",
     "write_atomic",
 ]
@@ -37,6 +41,8 @@ __all__ = [
 # (at 100k, in fresh processes: a recommit's workers 12% faster by median, a fresh add 5%,
 # a checkout's file hash faster in 13 of 14 runs).
 READ_SIZE = 1 << 20
+_HASH_READ_SIZE = 4 << 20  # reused, so larger than READ_SIZE: see digest_fds
+_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
 
 
 def fsync_dir(path: Path) -> None:
@@ -79,17 +85,41 @@ def publish(fd: int, tmp: Path, path: Path, result: WriteResult) -> None:
 
 
 def digest_fd(fd: int, *, end: int | None = None) -> bytes:
-    """BLAKE3 of an open file's bytes (up to offset `end`), on every core; read in pieces, not
-    mapped, so that a large file does not count as resident memory."""
+    """BLAKE3 of an open file's bytes (up to offset `end`), on every core (`digest_fds`)."""
+    return digest_fds([(fd, end)])
+
+
+def digest_fds(parts: Iterable[tuple[int, int | None]]) -> bytes:
+    """BLAKE3 of open files' bytes one after another, each (fd, end) up to offset `end` or
+    whole, on every core. Read in pieces into one buffer, not mapped: a large file does not
+    count as resident memory, and a file cut short meanwhile is an end, not a SIGBUS."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    offset = 0
-    while end is None or offset < end:
-        chunk = os.pread(fd, READ_SIZE if end is None else min(READ_SIZE, end - offset), offset)
-        if not chunk:
-            break
-        hasher.update(chunk)
-        offset += len(chunk)
+    # One buffer, read into: a fresh piece per read, and 1 MiB pieces for the hash's threads,
+    # cost a 43 MB file 31-37 ms against 19-24 (2026-12-08, minimum and median of 7).
+    buffer = memoryview(bytearray(_HASH_READ_SIZE))
+    for fd, end in parts:
+        offset = 0
+        while end is None or offset < end:
+            want = _HASH_READ_SIZE if end is None else min(_HASH_READ_SIZE, end - offset)
+            got = os.preadv(fd, [buffer[:want]], offset)
+            if not got:
+                break
+            hasher.update(buffer[:got])
+            offset += got
     return hasher.digest()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing `length` bytes of `fd` from `offset` to disk, without
+    waiting for it: the fsync that follows waits for less (Linux; elsewhere nothing)."""
+    call = _sync_file_range()
+    if call is not None:
+        call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a hint: a failure is the fsync's
+
+
+@functools.cache
+def _sync_file_range() -> Callable[..., int] | None:
+    return glibc_function("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
 
 
 def digest_file(path: Path) -> bytes:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+
+from dsv.libc import glibc_function
 
 __all__ = ["gc_paused", "limit_malloc_arenas", "return_free_memory"]
 
@@ -24,7 +25,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     used (a 1M clone's server: 465 against 353 MiB). Python's own allocator serves small
     objects, so the threads hardly meet in malloc.
     """
-    mallopt = None if "MALLOC_ARENA_MAX" in os.environ else _glibc("mallopt")
+    mallopt = None if "MALLOC_ARENA_MAX" in os.environ else glibc_function("mallopt")
     if mallopt is not None:
         mallopt(_M_ARENA_MAX, arenas)
 
@@ -45,20 +46,6 @@ def gc_paused() -> Iterator[None]:
 def return_free_memory() -> None:
     """Give the memory malloc holds free back to the system (glibc's malloc_trim), after work
     that used much of it for a while: freed blocks between live ones stay counted otherwise."""
-    trim = _glibc("malloc_trim")
+    trim = glibc_function("malloc_trim")
     if trim is not None:
         trim(0)
-
-
-def _glibc(name: str) -> Callable[..., int] | None:
-    """Function `name` of the process's C library on Linux; None elsewhere, or if the library
-    has none (not glibc: its own rules stand)."""
-    if sys.platform != "linux":
-        return None
-    import ctypes
-
-    try:
-        found: Callable[..., int] = getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError):
-        return None
-    return found

@@ -71,6 +71,7 @@ class Repository:
         self.root = root
         self.dsv_dir = root / DSV_DIR
         self.index_path = self.dsv_dir / "index"
+        self.merge_path = self.dsv_dir / "MERGE"  # a merge in progress (dsv.ops.mergestate)
         self.config = read_config(self.dsv_dir / "config")
         self.store = ObjectStore(self.dsv_dir / "objects", before_pack=self._upgrade_format)
         self.refs = Refs(self.dsv_dir)

@@ -8,9 +8,10 @@ than pyarrow loads (0.1-0.3 s), so small inputs never import it.
 
 from __future__ import annotations
 
+import operator
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dsv.objects import OID_SIZE, split_oids
@@ -19,6 +20,7 @@ __all__ = [
     "absent_oids",
     "argsort_keys",
     "arrow_kernel",
+    "gatherer",
     "invert",
     "location_keys",
     "permute",
@@ -123,13 +125,23 @@ def _sort_by_heads(values: Any, count: int) -> Any | None:
     return None if arrow_kernel("any", tied).as_py() else found
 
 
+def gatherer(positions: Sequence[int]) -> Callable[[Sequence[int]], tuple[int, ...]]:
+    """A function that takes the items at `positions` of a sequence in one C-level call (an
+    itemgetter), as a tuple: no Python call per item, as a map of `__getitem__` makes."""
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda values: (values[only],)
+    return operator.itemgetter(*positions)
+
+
 def permute(values: array[int] | bytearray, order: array[int] | memoryview) -> bytes:
     """The bytes of `values` (an array of fixed-size integers, or of bytes) taken in `order`."""
     count = len(order)
     if count < _ARROW_SORT or "pyarrow" not in sys.modules:
+        taken = gatherer(order)(values) if count else ()
         if isinstance(values, bytearray):
-            return bytes(map(values.__getitem__, order))
-        return array(values.typecode, map(values.__getitem__, order)).tobytes()
+            return bytes(taken)
+        return array(values.typecode, taken).tobytes()
     import pyarrow as pa
 
     if isinstance(values, bytearray):

@@ -979,24 +979,26 @@ def test_a_command_loads_its_own_family_only(tmp_path: Path) -> None:
     assert loaded.strip() == "['dsv.cli.common', 'dsv.cli.history']"
 
 
-def test_a_checkout_loads_no_merging_reading_or_network_code(tmp_path: Path) -> None:
+def test_a_checkout_loads_no_merging_reading_or_network_code(dsv: Dsv) -> None:
     """A checkout's start-up is part of its time (against git's): it needs no merge machinery
-    (`dsv.ops.stage`), file reading (`dsv.ingest`, hashlib), other formats (`dsv.formats` for
-    a large JSONL file) or sockets (the reflog's user, when one is configured)."""
-    import os
+    (`dsv.ops.stage`, `dsv.merge` unless a merge is in progress), file reading (`dsv.ingest`,
+    hashlib), other formats (`dsv.formats` for a large JSONL file) or sockets (the reflog's
+    user, when one is configured)."""
     import subprocess
     import sys
+    import time
 
+    first = _commit_qa(dsv, [{"id": 1}], "one")
+    _commit_qa(dsv, [{"id": 2}], "two")
+    time.sleep(0.05)  # past the racy margin: a status records the file's stat as proof
+    dsv("status")
     probe = (
-        "import sys, click, dsv.cli\n"
-        "dsv.cli.main.get_command(click.Context(dsv.cli.main), 'checkout')\n"
-        "from dsv import ops\n"
-        "ops.checkout\n"
-        "import dsv.materialize, dsv.memory\n"
-        "from dsv.config import user_identity\n"
-        "assert user_identity() == 'A <a@example.com>'\n"
+        "import atexit, sys, dsv.materialize, dsv.quick\n"
+        "dsv.materialize.PARALLEL_MIN = 1  # as for a large file\n"
         "heavy = ['dsv.ops.stage', 'dsv.merge', 'dsv.ingest', 'dsv.formats', 'socket', 'getpass']\n"
-        "print([m for m in heavy if m in sys.modules])\n"
+        "atexit.register(lambda: print([m for m in heavy if m in sys.modules]))\n"
+        "sys.argv = ['dsv', 'checkout', 'HEAD~1']\n"
+        "dsv.quick.main()\n"
     )
     env = {**os.environ, "DSV_AUTHOR_NAME": "A", "DSV_AUTHOR_EMAIL": "a@example.com"}
     loaded = subprocess.run(
@@ -1004,10 +1006,10 @@ def test_a_checkout_loads_no_merging_reading_or_network_code(tmp_path: Path) -> 
         capture_output=True,
         text=True,
         check=True,
-        cwd=tmp_path,
+        cwd=dsv.root,
         env=env,
     ).stdout
-    assert loaded.strip() == "[]"
+    assert loaded.splitlines() == [f"HEAD is now at {first[:12]} (HEAD~1)", "[]"]
 
 
 def test_ops_names_each_come_from_their_module() -> None:

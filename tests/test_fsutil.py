@@ -15,7 +15,7 @@ import pytest
 
 from dsv import fsutil
 from dsv.errors import LockedError
-from dsv.fsutil import RepoLock, digest_fd, digest_file, write_atomic
+from dsv.fsutil import RepoLock, digest_fd, digest_fds, digest_file, start_writeback, write_atomic
 from dsv.index import hash_file
 
 
@@ -45,7 +45,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 def test_a_file_digest_covers_every_piece_it_is_read_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
-    monkeypatch.setattr(fsutil, "READ_SIZE", 4096)
+    monkeypatch.setattr(fsutil, "_HASH_READ_SIZE", 4096)
     path = tmp_path / "f"
     data = os.urandom(size)
     path.write_bytes(data)
@@ -53,7 +53,7 @@ def test_a_file_digest_covers_every_piece_it_is_read_in(
 
 
 def test_a_digest_can_stop_at_an_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fsutil, "READ_SIZE", 4096)
+    monkeypatch.setattr(fsutil, "_HASH_READ_SIZE", 4096)
     data = os.urandom(3 * 4096 + 17)
     path = tmp_path / "f"
     path.write_bytes(data)
@@ -63,6 +63,36 @@ def test_a_digest_can_stop_at_an_offset(tmp_path: Path, monkeypatch: pytest.Monk
             assert digest_fd(fd, end=end) == blake3.blake3(data[:end]).digest()
     finally:
         os.close(fd)
+
+
+def test_a_digest_of_files_one_after_another_is_that_of_their_bytes_joined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout hashes its file from the workers' two parts, the first up to where the
+    copy of the second begins."""
+    monkeypatch.setattr(fsutil, "_HASH_READ_SIZE", 4096)
+    first, second = os.urandom(2 * 4096 + 5), os.urandom(4096 + 3)
+    (tmp_path / "a").write_bytes(first + b"copied later")
+    (tmp_path / "b").write_bytes(second)
+    a, b = (os.open(tmp_path / name, os.O_RDONLY) for name in "ab")
+    try:
+        assert digest_fds([(a, len(first)), (b, None)]) == blake3.blake3(first + second).digest()
+        assert digest_fds([]) == blake3.blake3(b"").digest()
+    finally:
+        os.close(a)
+        os.close(b)
+
+
+def test_a_writeback_hint_changes_no_byte_and_never_fails(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = os.urandom(3 * 4096)
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        start_writeback(out.fileno(), 4096, 1 << 33)  # past the end, and past 4 GiB
+        os.fsync(out.fileno())
+    assert path.read_bytes() == data
+    start_writeback(-1, 0, 1)  # a bad descriptor: the hint is dropped, the fsync would fail
 
 
 def test_a_file_that_cannot_be_read_has_no_digest(tmp_path: Path) -> None:

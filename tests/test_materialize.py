@@ -165,11 +165,11 @@ def test_a_file_that_cannot_be_read_back_leaves_the_old_one(
     path = tmp_path / "out.jsonl"
     path.write_bytes(b"old\n")
 
-    def unreadable(fd: int) -> bytes:
+    def unreadable(parts: list[tuple[int, int | None]]) -> bytes:
         raise OSError(5, "Input/output error")
 
     # The written file is hashed on a thread while it is synced: the error must come back.
-    monkeypatch.setattr(materialize, "digest_fd", unreadable)
+    monkeypatch.setattr(materialize, "digest_fds", unreadable)
     with pytest.raises(BadState, match=r"^cannot write .*out.jsonl: Input/output error$"):
         materialize.write_jsonl(store, b"".join(oids), path)
     assert path.read_bytes() == b"old\n"

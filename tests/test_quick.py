@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -147,12 +148,13 @@ def test_only_the_status_forms_it_knows(dsv: Dsv) -> None:
 
 def test_the_dsv_command_answers_a_clean_status_without_msgspec_or_click(dsv: Dsv) -> None:
     _committed(dsv)
+    # atexit, as the full CLI ends the process without tearing the interpreter down.
     probe = (
-        "import sys, dsv.quick\n"
+        "import atexit, sys, dsv.quick\n"
         "sys.argv = ['dsv'] + sys.argv[1:]\n"
-        "try:\n    dsv.quick.main()\n"
-        "finally:\n"
-        "    print(sorted({'msgspec', 'click'} & set(sys.modules)), file=sys.stderr)\n"
+        "atexit.register(lambda: print(sorted({'msgspec', 'click'} & set(sys.modules)),"
+        " file=sys.stderr))\n"
+        "dsv.quick.main()\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "DSV_LOCK_TIMEOUT"}
 
@@ -267,3 +269,51 @@ def test_a_file_name_is_shown_quoted_when_a_terminal_could_misread_it(
     name: str, shown: str
 ) -> None:
     assert listing.quote_path(name) == shown
+
+
+def _ended(probe: str, stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    """A Python process that ends with `exit_without_teardown`, as the `dsv` command does."""
+    head = "import atexit, sys, threading, time\nfrom dsv.quick import exit_without_teardown\n"
+    return subprocess.run(
+        [sys.executable, "-c", head + probe],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+
+
+def test_an_end_without_teardown_runs_atexit_flushes_and_keeps_the_status() -> None:
+    ended = _ended(
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "sys.stdout.write('buffered, ')\n"
+        "exit_without_teardown(SystemExit(3))\n"
+    )
+    assert (ended.returncode, ended.stdout, ended.stderr) == (3, "buffered, atexit ran\n", "")
+    assert _ended("exit_without_teardown(SystemExit(None))").returncode == 0
+
+
+def test_a_thread_still_running_is_waited_for_as_python_does() -> None:
+    ended = _ended(
+        "threading.Thread(target=lambda: (time.sleep(0.2), print('thread done'))).start()\n"
+        "exit_without_teardown(SystemExit(0))\n"
+    )
+    assert (ended.returncode, ended.stdout) == (0, "thread done\n")
+
+
+def test_a_message_for_a_status_is_printed_as_python_does() -> None:
+    ended = _ended("exit_without_teardown(SystemExit('bye'))")
+    assert (ended.returncode, ended.stderr) == (1, "bye\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_output_that_cannot_be_written_is_an_error_not_a_silent_success() -> None:
+    with open("/dev/full", "w") as full:
+        ended = _ended(
+            "sys.stdout = open(1, 'w', buffering=1 << 16, closefd=False)  # held until the end\n"
+            "print('lost')\n"
+            "exit_without_teardown(SystemExit(0))\n",
+            stdout=full,
+        )
+    assert ended.returncode == 1
+    assert ended.stderr == "error: cannot write the output: No space left on device\n"

@@ -11,6 +11,7 @@ from dsv import sorting
 from dsv.sorting import (
     absent_oids,
     argsort_keys,
+    gatherer,
     invert,
     location_keys,
     permute,
@@ -65,6 +66,15 @@ def test_a_column_is_permuted_as_python_permutes_it(count: int, typecode: str) -
     else:
         values = array(typecode, [rng.getrandbits(32) for _ in range(count)])
         assert permute(values, order) == array(typecode, [values[i] for i in order]).tobytes()
+
+
+@pytest.mark.parametrize("positions", [[0], [2, 0], [1, 1, 3]])
+def test_a_gatherer_takes_the_items_at_its_positions_as_a_tuple(positions: list[int]) -> None:
+    values = array("I", [10, 11, 12, 13])
+    assert gatherer(positions)(values) == tuple(values[p] for p in positions)
+    assert gatherer(positions)(memoryview(values.tobytes()).cast("I")) == tuple(
+        values[p] for p in positions
+    )
 
 
 def test_repeats_are_dropped_where_they_first_appear(monkeypatch: pytest.MonkeyPatch) -> None:

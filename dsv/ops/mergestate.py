@@ -34,7 +34,6 @@ __all__ = [
     "write_state",
 ]
 
-STATE_FILE: Final = "MERGE"
 STATE_VERSION: Final = 1
 # Formats whose files can hold a conflict record; the others show ours' side at a conflict.
 MARKED_KINDS: Final = ("jsonl", "json")
@@ -72,7 +71,7 @@ _decoder = msgspec.json.Decoder(MergeState)
 
 
 def _state_path(repo: Repository) -> Path:
-    return repo.dsv_dir / STATE_FILE
+    return repo.merge_path
 
 
 def read_state(repo: Repository) -> MergeState | None:
