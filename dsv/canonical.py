@@ -133,7 +133,7 @@ def find_duplicate_key(raw: bytes) -> tuple[tuple[str | int, ...], str] | None:
     try:
         value = _decoder.decode(raw)
         # The ':' count proves the absence of duplicates, as in `canonicalize`.
-        if b"\\u" not in raw and raw.count(b":") == _encode(value).count(b":"):
+        if not _escapes_unicode(raw) and raw.count(b":") == _encode(value).count(b":"):
             return None
     except (msgspec.DecodeError, msgspec.EncodeError, UnicodeDecodeError, RecursionError):
         return None
@@ -161,6 +161,13 @@ def find_duplicate_key(raw: bytes) -> tuple[tuple[str | int, ...], str] | None:
     return None
 
 
+def _escapes_unicode(text: bytes) -> bool:
+    """Whether JSON text `text` holds a \\u escape (where a ':' may hide)."""
+    # A one-byte search is memchr: 4 against 80 ms for 87 MB without a backslash, where the
+    # two-byte one alone would be a tenth of an add's parsing (2026-12-08).
+    return b"\\" in text and b"\\u" in text
+
+
 def canonicalize(raw: bytes | memoryview) -> bytes:
     """Return the canonical bytes of one JSON object given as `raw` UTF-8 text."""
     value = _decode(raw)
@@ -175,7 +182,7 @@ def canonicalize(raw: bytes | memoryview) -> bytes:
     # msgspec keeps the last of duplicate keys silently. Dropping a pair always drops at least
     # one ':' (its own), and re-encoding preserves every ':' inside strings unless the input
     # spelled one as a \u escape; so equal ':' counts and no \u escape prove no duplicates.
-    if b"\\u" in raw_bytes or raw_bytes.count(b":") != out.count(b":"):
+    if _escapes_unicode(raw_bytes) or raw_bytes.count(b":") != out.count(b":"):
         _strict_load(raw_bytes)
     return out
 
@@ -195,7 +202,7 @@ def canonicalize_many(raws: list[bytes]) -> list[bytes]:
     # Canonical JSON has no raw newline, so one encode_lines call splits back per record.
     out = _encode_lines(values)
     joined = b"".join(raws)
-    if b"\\u" in joined or joined.count(b":") != out.count(b":"):
+    if _escapes_unicode(joined) or joined.count(b":") != out.count(b":"):
         return [canonicalize(raw) for raw in raws]
     parts = out.split(b"\n")
     parts.pop()

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dsv.canonical import canonicalize, canonicalize_many, encode_canonical
+from dsv.canonical import (
+    CanonicalError,
+    canonicalize,
+    canonicalize_many,
+    encode_canonical,
+    find_duplicate_key,
+)
 from dsv.objects import Kind, hash_object
 
 
@@ -139,3 +145,18 @@ def test_every_float_is_written_as_format_md_states(value: float) -> None:
     expected = b'{"x":' + spec_float(value).encode() + b"}"
     assert encode_canonical({"x": value}) == expected
     assert canonicalize(b'{"x":' + repr(value).encode() + b"}") == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1,"a":"\\u003a"}',  # the escaped ':' the repeat hides comes back decoded
+        b'{"a":"\\\\","a":"\\u003a"}',  # a backslash before the \u escape, too
+    ],
+)
+def test_a_repeated_key_hidden_by_an_escaped_colon_is_found(raw: bytes) -> None:
+    """Equal ':' counts prove no repeat only without a \\u escape."""
+    for canonicalized in (canonicalize, lambda raw: canonicalize_many([raw])):
+        with pytest.raises(CanonicalError, match=r"^duplicate key 'a' in object$"):
+            canonicalized(raw)
+    assert find_duplicate_key(raw) == ((), "a")

@@ -21,6 +21,7 @@ def test_a_function_of_the_c_library_is_called_with_its_declared_types() -> None
     assert undeclared is not None
     assert undeclared(1 << 40) != 41  # ctypes cut it to a C int
 
+
 def test_a_function_the_library_lacks_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.platform", "linux")
     assert glibc_function("dsv_no_such_function") is None
