@@ -40,6 +40,8 @@ PARALLEL_MIN = 20_000
 # in fresh processes, 2026-12-08); a checkout took 0.287 s against 0.379 (medians of 7).
 _WRITE_EVERY = 1024
 
+_COPY_PIECE = 8 << 20  # bytes of the second part copied before their writeback starts
+
 _shared: dict[str, object] = {}
 
 
@@ -174,13 +176,15 @@ def write_jsonl(
             hashing = threading.Thread(target=_digest_into, args=(parts, hashed))
             hashing.start()
             try:
-                remaining = size
-                while remaining > 0:
-                    copied = os.copy_file_range(extra.fileno(), out.fileno(), remaining)
+                at = first
+                while at < first + size:
+                    # In pieces, each sent on to the disk as the next is copied.
+                    piece = min(_COPY_PIECE, first + size - at)
+                    copied = os.copy_file_range(extra.fileno(), out.fileno(), piece)
                     if copied <= 0:
                         raise OSError("copy_file_range made no progress")
-                    remaining -= copied
-                start_writeback(out.fileno(), first, size)
+                    start_writeback(out.fileno(), at, copied)
+                    at += copied
                 os.fsync(out.fileno())
             finally:
                 hashing.join()
