@@ -24,6 +24,7 @@ from typing import BinaryIO
 from dsv.blockruns import BlockRuns, mismatch
 from dsv.errors import BadState, CorruptObject
 from dsv.fsutil import WriteResult, digest_fds, fsync_dir, note_temp, publish, start_writeback
+from dsv.memory import return_free_memory
 from dsv.objects import OID_SIZE, Kind, hash_objects, split_oids
 from dsv.pack import Pack
 from dsv.parallel import can_fork, fork_map
@@ -160,6 +161,9 @@ def write_jsonl(
             def waiting() -> None:
                 progress(sum(struct.unpack_from("2q", counter)))
 
+        # A worker's resident set starts as this process's: what malloc holds free (a clone's
+        # merge of packs left tens of MB) would count in each, and is given back first.
+        return_free_memory()
         for pack in packs:
             # Damage is the business of the worker that reads it, if any does.
             with contextlib.suppress(CorruptObject):

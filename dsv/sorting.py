@@ -23,6 +23,7 @@ __all__ = [
     "gatherer",
     "invert",
     "location_keys",
+    "location_order",
     "permute",
     "sort_oids",
     "unique_oids",
@@ -56,14 +57,20 @@ def _ids_array(oids: bytes | bytearray | memoryview) -> Any:
     )
 
 
-def argsort_keys(keys: bytes, count: int) -> array[int]:
+def argsort_keys(keys: bytes | bytearray, count: int) -> array[int]:
     """Positions of the `count` native 64-bit `keys` in key order (stable)."""
     if count >= _ARROW_SORT and ("pyarrow" in sys.modules or count >= _ARROW_ARGSORT):
         import pyarrow as pa
 
         values = pa.Array.from_buffers(pa.uint64(), count, [None, pa.py_buffer(keys)])
-        found = arrow_kernel("array_sort_indices", values)
-        return array("I", array("Q", found.buffers()[1].to_pybytes()[: 8 * count]))
+        # Narrowed in the kernel and copied once: by way of bytes, a slice of them and a u64
+        # array, the positions were 36 MB at once at a 1M clone's peak, against 16.
+        found = arrow_kernel("array_sort_indices", values).cast(pa.uint32())
+        order = array("I")
+        order.frombytes(
+            memoryview(found.buffers()[1])[4 * found.offset : 4 * (found.offset + count)]
+        )
+        return order
     # Each key with its position in its low bits, sorted as plain integers: half the memory
     # of sorting positions by a key function (75 MB at 1M), which held both as objects.
     shift = max(1, count.bit_length())
@@ -75,23 +82,27 @@ def argsort_keys(keys: bytes, count: int) -> array[int]:
 
 def sort_oids(oids: bytes | bytearray) -> tuple[array[int], bytes | memoryview]:
     """The packed `oids` sorted (a stable sort: equal ids keep their order), and the position
-    each of those came from."""
+    each of those came from, as u32s (an index's positions)."""
     count = len(oids) // OID_SIZE
     if count < _ARROW_SORT:
         listed = split_oids(oids)
         ranked = sorted(range(count), key=listed.__getitem__)
-        return array("Q", ranked), b"".join([listed[i] for i in ranked])
+        return array("I", ranked), b"".join([listed[i] for i in ranked])
+    import pyarrow as pa
+
     # pyarrow's sort is stable and bytewise, as Python's: a million ids as Python objects,
     # and their sort, had been most of a large fetch's peak memory.
     values = _ids_array(oids)
     found = _sort_by_heads(values, count)
     if found is None:
         found = arrow_kernel("array_sort_indices", values)
+    # The kernel's u64 positions narrowed and let go before the take: at a 1M fetch's peak
+    # they were 8 MB, and a u64 copy of them 8 more.
+    found = found.cast(pa.uint32())
     ordered = arrow_kernel("take", values, found)
-    order = array("Q")
-    # Straight from the kernel's buffer: by way of bytes it was two more copies at a 1M
-    # fetch's peak.
-    order.frombytes(memoryview(found.buffers()[1])[8 * found.offset : 8 * (found.offset + count)])
+    order = array("I")
+    order.frombytes(memoryview(found.buffers()[1])[4 * found.offset : 4 * (found.offset + count)])
+    del found
     # The kernel's own buffer, not a copy of it: the view keeps it alive.
     start = OID_SIZE * ordered.offset
     return order, memoryview(ordered.buffers()[1]).cast("B")[start : start + OID_SIZE * count]
@@ -160,7 +171,7 @@ def permute(values: array[int] | bytearray, order: array[int] | memoryview) -> b
     return data[taken.offset * size : (taken.offset + count) * size]
 
 
-def location_keys(blocks: bytes, offsets: bytes, count: int) -> bytes:
+def location_keys(blocks: bytes, offsets: bytes, count: int) -> bytearray:
     """Each entry's block << 32 | offset as a native u64, from u32 columns, put together
     bytewise at C speed."""
     keys = bytearray(8 * count)
@@ -168,7 +179,15 @@ def location_keys(blocks: bytes, offsets: bytes, count: int) -> bytes:
     for k in range(4):
         keys[low + k :: 8] = offsets[k::4]
         keys[high + k :: 8] = blocks[k::4]
-    return bytes(keys)
+    return keys
+
+
+def location_order(
+    blocks: array[int] | memoryview, offsets: array[int] | memoryview, count: int
+) -> array[int]:
+    """Positions of `count` entries in the order of (block, offset), from their u32 columns;
+    stable."""
+    return argsort_keys(location_keys(blocks.tobytes(), offsets.tobytes(), count), count)
 
 
 def invert(order: array[int] | memoryview) -> array[int]:

@@ -14,6 +14,7 @@ from dsv.sorting import (
     gatherer,
     invert,
     location_keys,
+    location_order,
     permute,
     sort_oids,
     unique_oids,
@@ -120,6 +121,19 @@ def test_location_keys_order_as_block_then_offset() -> None:
     expected = [b << 32 | o for b, o in zip(blocks, offsets, strict=True)]
     assert list(memoryview(keys).cast("Q")) == expected
     assert list(argsort_keys(keys, 5)) == [3, 1, 2, 4, 0]
+
+
+@pytest.mark.parametrize("count", [5, 70_000])
+def test_entries_are_put_in_location_order_stably(count: int) -> None:
+    """In C (pyarrow, loaded) and in Python alike: block first, then offset, ties in place."""
+    if count >= 65_536:
+        import pyarrow  # noqa: F401 - loaded, as a merge of packs leaves it
+    rng = random.Random(count)
+    blocks = array("I", [rng.randrange(4) for _ in range(count)])
+    offsets = array("I", [rng.randrange(count // 2 + 1) for _ in range(count)])
+    order = location_order(blocks, memoryview(offsets.tobytes()).cast("I"), count)
+    assert order.typecode == "I"
+    assert list(order) == sorted(range(count), key=lambda i: (blocks[i], offsets[i]))
 
 
 def test_absent_ids_are_found_by_hash_as_by_a_set() -> None:
