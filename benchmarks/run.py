@@ -126,7 +126,9 @@ class Tool:
 
     def settle(self) -> None:
         """Untimed, before the checkout: what a user's next command finds some time after a
-        commit (see `run_benchmark`)."""
+        commit. A pause for every tool (writeback of what the steps before wrote drains);
+        a tool with a status of its own runs it after."""
+        time.sleep(1.2)
 
 
 def _sum(*steps: Measurement) -> Measurement:
@@ -164,7 +166,7 @@ class Dsv(Tool):
         return self.run(*self.dsv("status", "--porcelain"))
 
     def settle(self) -> None:
-        time.sleep(1.2)  # as git's (`Git.settle`): the same pause, the same status
+        super().settle()  # as git's (`Git.settle`): the same pause, the same status
         self.status()
 
 
@@ -189,9 +191,9 @@ class Git(Tool):
     def settle(self) -> None:
         # v2 was copied in just before `commit -a`, so the index often records the file as
         # racily clean (its mtime in the index's own tick), and git's next checkout hashes
-        # all 87 MB again first (0.45-0.60 s instead of 0.27-0.30). A status a while later
+        # all 87 MB again first (0.44-0.48 s instead of 0.27-0.31). A status a while later
         # refreshes the index, as any later command of a user would find it.
-        time.sleep(1.2)
+        super().settle()
         self.run("git", "status", "--porcelain")
 
     def gc(self) -> Measurement:

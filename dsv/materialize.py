@@ -137,12 +137,12 @@ def write_jsonl(
     """Write the datapoints `oids` as a JSONL file; the BLAKE3 of its bytes and when they
     were published. `progress` is told the datapoints written so far, while they are.
 
-    None when the fast path does not apply (few datapoints, loose objects, no fork): the
-    caller then writes the file the ordinary way.
+    None when the fast path does not apply (few datapoints, loose objects, no fork, no
+    copy_file_range): the caller then writes the file the ordinary way.
     """
     n = len(oids) // OID_SIZE
-    if n < PARALLEL_MIN or not can_fork():
-        return None
+    if n < PARALLEL_MIN or not can_fork() or not hasattr(os, "copy_file_range"):
+        return None  # (copy_file_range joins the parts: Linux, FreeBSD)
     packs = store.packs
     if not packs:
         return None

@@ -394,8 +394,9 @@ class PackWriter:
         )
 
     def _hand_over_oids(self) -> bytearray:
-        """The ids in pack order, no longer held here once the index is written (the writer is
-        done): its sorted table replaces them, freed once sorted (32 MB at a 1M clone's peak)."""
+        """The ids in pack order, given up for the index (the writer is done, and counts none
+        from here): its sorted table replaces them, freed once sorted (32 MB at a 1M clone's
+        peak)."""
         oids, self._oids = self._oids, bytearray()
         return oids
 
@@ -650,8 +651,8 @@ class Pack:
     ) -> list[bytes] | None:
         """The ids of `block`'s entries (as `block_bodies` gave them) from the index, b"" for
         an entry of another kind than `kind`; None unless the block is trusted
-        (`block_trusted`), or if the index's pack order places other entries in it than the
-        block holds, or an entry is empty (entries at one offset could pair ids with bodies
+        (`block_trusted`), or if the index's pack order places other entries (or none) in it
+        than the block holds, or an entry is empty (entries at one offset could pair ids with bodies
         wrongly). The caller then takes bodies by these ids without re-hashing them."""
         if not self.block_trusted(block):
             return None

@@ -81,15 +81,20 @@ def exit_without_teardown(done: SystemExit) -> NoReturn:
         raise done
     status = code or 0
     atexit._run_exitfuncs()
+    # A stream is None where its descriptor was closed (`dsv ... >&-`): nothing to flush.
+    out, err = sys.stdout, sys.stderr
     try:
-        sys.stdout.flush()
+        if out is not None:
+            out.flush()
     except BrokenPipeError:
         pass  # as in the CLI: the reader (e.g. `head`) went away; not an error of ours
     except OSError as exc:  # e.g. a full disk under `> file`: the output is incomplete
-        sys.stderr.write(f"error: cannot write the output: {exc.strerror or exc}\n")
+        if err is not None:
+            err.write(f"error: cannot write the output: {exc.strerror or exc}\n")
         status = status or 1
-    try:  # noqa: SIM105 (contextlib is not loaded by a clean status)
-        sys.stderr.flush()
+    try:
+        if err is not None:
+            err.flush()
     except OSError:
         pass  # nowhere left to say so
     os._exit(status)

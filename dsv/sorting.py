@@ -63,14 +63,7 @@ def argsort_keys(keys: bytes | bytearray, count: int) -> array[int]:
         import pyarrow as pa
 
         values = pa.Array.from_buffers(pa.uint64(), count, [None, pa.py_buffer(keys)])
-        # Narrowed in the kernel and copied once: by way of bytes, a slice of them and a u64
-        # array, the positions were 36 MB at once at a 1M clone's peak, against 16.
-        found = arrow_kernel("array_sort_indices", values).cast(pa.uint32())
-        order = array("I")
-        order.frombytes(
-            memoryview(found.buffers()[1])[4 * found.offset : 4 * (found.offset + count)]
-        )
-        return order
+        return _narrowed(arrow_kernel("array_sort_indices", values))[1]
     # Each key with its position in its low bits, sorted as plain integers: half the memory
     # of sorting positions by a key function (75 MB at 1M), which held both as objects.
     shift = max(1, count.bit_length())
@@ -88,8 +81,6 @@ def sort_oids(oids: bytes | bytearray) -> tuple[array[int], bytes | memoryview]:
         listed = split_oids(oids)
         ranked = sorted(range(count), key=listed.__getitem__)
         return array("I", ranked), b"".join([listed[i] for i in ranked])
-    import pyarrow as pa
-
     # pyarrow's sort is stable and bytewise, as Python's: a million ids as Python objects,
     # and their sort, had been most of a large fetch's peak memory.
     values = _ids_array(oids)
@@ -98,14 +89,26 @@ def sort_oids(oids: bytes | bytearray) -> tuple[array[int], bytes | memoryview]:
         found = arrow_kernel("array_sort_indices", values)
     # The kernel's u64 positions narrowed and let go before the take: at a 1M fetch's peak
     # they were 8 MB, and a u64 copy of them 8 more.
-    found = found.cast(pa.uint32())
+    found, order = _narrowed(found)
     ordered = arrow_kernel("take", values, found)
-    order = array("I")
-    order.frombytes(memoryview(found.buffers()[1])[4 * found.offset : 4 * (found.offset + count)])
     del found
     # The kernel's own buffer, not a copy of it: the view keeps it alive.
     start = OID_SIZE * ordered.offset
     return order, memoryview(ordered.buffers()[1]).cast("B")[start : start + OID_SIZE * count]
+
+
+def _narrowed(positions: Any) -> tuple[Any, array[int]]:
+    """pyarrow's u64 positions as u32s (checked: a position past 2^32 raises), on the system
+    allocator as every kernel here; and one copy of them as an array. By way of bytes, a
+    slice of them and a u64 array, they had been 36 MB at once at a 1M clone's peak."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    narrow = arrow_kernel("cast", positions, options=pc.CastOptions.safe(pa.uint32()))
+    copied = array("I")
+    start = 4 * narrow.offset
+    copied.frombytes(memoryview(narrow.buffers()[1])[start : start + 4 * len(narrow)])
+    return narrow, copied
 
 
 def _sort_by_heads(values: Any, count: int) -> Any | None:
@@ -149,10 +152,11 @@ def permute(values: array[int] | bytearray, order: array[int] | memoryview) -> b
     """The bytes of `values` (an array of fixed-size integers, or of bytes) taken in `order`."""
     count = len(order)
     if count < _ARROW_SORT or "pyarrow" not in sys.modules:
-        taken = gatherer(order)(values) if count else ()
+        # A map, not a gatherer: the array fills as it goes, where a gatherer would hold
+        # every position and every value as objects at once (tens of MB at 500k).
         if isinstance(values, bytearray):
-            return bytes(taken)
-        return array(values.typecode, taken).tobytes()
+            return bytes(map(values.__getitem__, order))
+        return array(values.typecode, map(values.__getitem__, order)).tobytes()
     import pyarrow as pa
 
     if isinstance(values, bytearray):

@@ -993,10 +993,13 @@ def test_a_checkout_loads_no_merging_reading_or_network_code(dsv: Dsv) -> None:
     time.sleep(0.05)  # past the racy margin: a status records the file's stat as proof
     dsv("status")
     probe = (
-        "import atexit, sys, dsv.materialize, dsv.quick\n"
-        "dsv.materialize.PARALLEL_MIN = 1  # as for a large file\n"
+        "import atexit, sys, dsv.materialize as m, dsv.quick\n"
+        "m.PARALLEL_MIN = 1  # as for a large file: the forked writer must run\n"
+        "write, wrote = m.write_jsonl, []\n"
+        "m.write_jsonl = lambda *a, **k: wrote.append(write(*a, **k)) or wrote[-1]\n"
         "heavy = ['dsv.ops.stage', 'dsv.merge', 'dsv.ingest', 'dsv.formats', 'socket', 'getpass']\n"
-        "atexit.register(lambda: print([m for m in heavy if m in sys.modules]))\n"
+        "atexit.register(lambda: print([r is not None for r in wrote],"
+        " [n for n in heavy if n in sys.modules]))\n"
         "sys.argv = ['dsv', 'checkout', 'HEAD~1']\n"
         "dsv.quick.main()\n"
     )
@@ -1009,7 +1012,7 @@ def test_a_checkout_loads_no_merging_reading_or_network_code(dsv: Dsv) -> None:
         cwd=dsv.root,
         env=env,
     ).stdout
-    assert loaded.splitlines() == [f"HEAD is now at {first[:12]} (HEAD~1)", "[]"]
+    assert loaded.splitlines() == [f"HEAD is now at {first[:12]} (HEAD~1)", "[True] []"]
 
 
 def test_ops_names_each_come_from_their_module() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -69,6 +70,17 @@ def test_the_file_holds_every_body_in_order_and_its_digest_is_its_hash(
     assert written.digest == blake3.blake3(expected).digest()
     assert path.stat().st_mtime_ns <= written.published_ns
     assert sorted(p.name for p in tmp_path.iterdir()) == ["objects", "out.jsonl"]
+
+
+def test_a_system_without_copy_file_range_gets_the_ordinary_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two parts are joined by copy_file_range (Linux, FreeBSD): elsewhere the caller
+    writes the file the ordinary way, rather than failing half way."""
+    store, oids = _store(tmp_path, 1, shuffled=False)
+    monkeypatch.delattr(os, "copy_file_range")
+    assert materialize.write_jsonl(store, b"".join(oids), tmp_path / "out.jsonl") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["objects"]
 
 
 def test_a_version_read_in_order_is_taken_a_block_at_a_time(tmp_path: Path) -> None:

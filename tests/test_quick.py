@@ -306,6 +306,21 @@ def test_a_message_for_a_status_is_printed_as_python_does() -> None:
     assert (ended.returncode, ended.stderr) == (1, "bye\n")
 
 
+def test_closed_output_streams_end_as_python_ends_them() -> None:
+    """`dsv ... >&- 2>&-`: Python makes such streams None, which an end must not flush."""
+    probe = (
+        "import sys\nfrom dsv.quick import exit_without_teardown\n"
+        "assert sys.stdout is None and sys.stderr is None\n"
+        "exit_without_teardown(SystemExit(4))\n"
+    )
+    ended = subprocess.run(
+        [sys.executable, "-c", probe],
+        preexec_fn=lambda: (os.close(1), os.close(2)),
+        check=False,
+    )
+    assert ended.returncode == 4
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_output_that_cannot_be_written_is_an_error_not_a_silent_success() -> None:
     with open("/dev/full", "w") as full:
