@@ -652,8 +652,8 @@ class Pack:
         """The ids of `block`'s entries (as `block_bodies` gave them) from the index, b"" for
         an entry of another kind than `kind`; None unless the block is trusted
         (`block_trusted`), or if the index's pack order places other entries (or none) in it
-        than the block holds, or an entry is empty (entries at one offset could pair ids with bodies
-        wrongly). The caller then takes bodies by these ids without re-hashing them."""
+        than the block holds, or an entry is empty (entries at one offset could pair ids with
+        bodies wrongly). The caller then takes bodies by these ids without re-hashing them."""
         if not self.block_trusted(block):
             return None
         # A stored order is taken without checking it whole (a tenth of a 100k checkout): the

@@ -5,7 +5,6 @@ writing it, and the checks `add` and `commit` make against it. Below the merge c
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -70,35 +69,31 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(MergeState)
 
 
-def _state_path(repo: Repository) -> Path:
-    return repo.merge_path
-
-
 def read_state(repo: Repository) -> MergeState | None:
     """The merge in progress, or None."""
     try:
-        data = _state_path(repo).read_bytes()
+        data = repo.merge_path.read_bytes()
     except FileNotFoundError:
         return None
     try:
         state = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise BadState(
-            f"{_state_path(repo)} is not a merge record: {exc}",
+            f"{repo.merge_path} is not a merge record: {exc}",
             hint="remove it to forget the merge in progress",
         ) from exc
     if state.version != STATE_VERSION:
-        raise BadState(f"{_state_path(repo)}: unknown merge record version {state.version}")
+        raise BadState(f"{repo.merge_path}: unknown merge record version {state.version}")
     return state
 
 
 def write_state(repo: Repository, state: MergeState) -> None:
-    write_atomic(_state_path(repo), _encoder.encode(state))
+    write_atomic(repo.merge_path, _encoder.encode(state))
 
 
 def clear_state(repo: Repository) -> None:
     with contextlib.suppress(FileNotFoundError):
-        _state_path(repo).unlink()
+        repo.merge_path.unlink()
 
 
 def key_text(key: dict[str, Any] | None) -> str:
